@@ -1,0 +1,32 @@
+"""The build activity: runs one attempt of one job on a node (executor role)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+
+from lockmaster.execution.runner import BuildRunner
+from lockmaster.model.build import BuildRequest, BuildResult
+
+
+class ExecutorActivities:
+    def __init__(self, runner: BuildRunner, heartbeat_interval: float = 2.0) -> None:
+        self.runner = runner
+        self.heartbeat_interval = heartbeat_interval
+
+    @activity.defn(name="run_build")
+    async def run_build(self, request: BuildRequest) -> BuildResult:
+        """Heartbeats throughout, so a dead worker is noticed within the heartbeat timeout (and
+        the build runs again elsewhere) and a cancelled check reaches the running command."""
+
+        async def pump() -> None:
+            while True:
+                activity.heartbeat("running")
+                await asyncio.sleep(self.heartbeat_interval)
+
+        pumper = asyncio.create_task(pump())
+        try:
+            return await self.runner.run(request, heartbeat=lambda detail: activity.heartbeat(detail))
+        finally:
+            pumper.cancel()

@@ -1,0 +1,38 @@
+"""Activities that prepare speculative states with real git (Zuul's merger)."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from lockmaster.git.cache import RepoCache
+from lockmaster.git.dependencies import resolve_dependencies
+from lockmaster.git.merger import prepare_state
+from lockmaster.model.state import (
+    DependencyRequest,
+    DependencyResult,
+    PrepareStateRequest,
+    PrepareStateResult,
+)
+from lockmaster.review.base import ReviewDriver
+
+
+class MergerActivities:
+    def __init__(
+        self,
+        cache: RepoCache,
+        drivers: dict[str, ReviewDriver],
+        project_connections: dict[str, str],
+    ) -> None:
+        self.cache = cache
+        self.drivers = drivers
+        self.project_connections = project_connections
+
+    @activity.defn(name="resolve_dependencies")
+    async def resolve_dependencies(self, request: DependencyRequest) -> DependencyResult:
+        return await resolve_dependencies(
+            request.change, self.drivers, self.cache, set(self.project_connections)
+        )
+
+    @activity.defn(name="prepare_state")
+    async def prepare_state(self, request: PrepareStateRequest) -> PrepareStateResult:
+        return await prepare_state(request, self.cache, self.project_connections)

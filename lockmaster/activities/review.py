@@ -1,0 +1,40 @@
+"""Activities that talk to review systems (Gerrit, local): reports, change lookups, submits."""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from lockmaster.model.change import ChangeInfo
+from lockmaster.model.report import ReportRequest, ReportResult
+from lockmaster.review.base import ChangeNotFound, ReviewDriver
+
+
+class ReviewActivities:
+    def __init__(self, drivers: dict[str, ReviewDriver]) -> None:
+        self.drivers = drivers
+
+    def _driver(self, connection: str) -> ReviewDriver:
+        try:
+            return self.drivers[connection]
+        except KeyError:
+            raise ApplicationError(
+                f"connection {connection!r} is not configured on this worker",
+                non_retryable=True,
+            ) from None
+
+    @activity.defn(name="post_report")
+    async def post_report(self, report: ReportRequest) -> ReportResult:
+        """Idempotent by report.tag; errors propagate so Temporal retries with backoff."""
+        try:
+            return await self._driver(report.change.connection).post_report(report)
+        except ChangeNotFound as exc:
+            raise ApplicationError(str(exc), non_retryable=True) from exc
+
+    @activity.defn(name="get_change")
+    async def get_change(self, change: ChangeInfo) -> ChangeInfo:
+        """The change's current state (input: any ChangeInfo-shaped reference to it)."""
+        try:
+            return await self._driver(change.connection).get_change(change.number)
+        except ChangeNotFound as exc:
+            raise ApplicationError(str(exc), non_retryable=True) from exc

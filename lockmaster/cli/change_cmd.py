@@ -1,0 +1,197 @@
+"""`lockmaster change ...`: play the reviewer's part on a local connection.
+
+Each command changes the local review system and sends the same event Gerrit's hooks would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+
+from lockmaster.cli.context import fail, load, out
+from lockmaster.config.models import LocalConnection, LockmasterConfig
+from lockmaster.model.change import ChangeInfo, ReviewEvent
+from lockmaster.review.base import ReviewError
+from lockmaster.review.local import LocalReviewStore
+from lockmaster.starters.dispatch import dispatch
+from lockmaster.starters.waiting import wait_for_check
+
+app = typer.Typer(help="Act on changes of a local review connection.", no_args_is_help=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml")
+ConnOpt = typer.Option("local", "--connection", help="local connection name")
+WaitOpt = typer.Option(False, "--wait", help="wait for the check it starts and print the result")
+
+
+def _store(cfg: LockmasterConfig, connection: str) -> LocalReviewStore:
+    conn = cfg.connections.get(connection)
+    if not isinstance(conn, LocalConnection):
+        local = [n for n, c in cfg.connections.items() if isinstance(c, LocalConnection)]
+        fail(f"connection {connection!r} is not a local connection "
+             f"(local connections: {', '.join(local) or 'none'})")
+    return LocalReviewStore(cfg.local_review_path(connection), connection)
+
+
+def _files(specs: list[str]) -> dict[str, str]:
+    files = {}
+    for spec in specs:
+        path, sep, text = spec.partition("=")
+        if not sep or not path:
+            fail(f"--file {spec!r}: expected PATH=TEXT (or PATH=@LOCALFILE)")
+        if text.startswith("@"):
+            try:
+                text = Path(text[1:]).read_text()
+            except OSError as exc:
+                fail(f"--file {spec!r}: cannot read {text[1:]}: {exc.strerror}")
+        files[path] = text if text.endswith("\n") else text + "\n"
+    return files
+
+
+def _event(info: ChangeInfo, type_: str, **extra: object) -> ReviewEvent:
+    return ReviewEvent(
+        type=type_, connection=info.connection, project=info.project,  # type: ignore[arg-type]
+        branch=info.branch, change=info.number, patchset=info.patchset, commit=info.commit,
+        change_id=info.change_id, url=info.url, **extra,  # type: ignore[arg-type]
+    )
+
+
+def _send(cfg: LockmasterConfig, event: ReviewEvent, wait: bool) -> None:
+    async def main() -> None:
+        actions = await dispatch(cfg, event)
+        for action in actions:
+            out.print(f"  {action}")
+        if wait:
+            started = [a for a in actions if a.action in ("started", "already-running")]
+            for action in started:
+                assert action.workflow_id
+                outcome = await wait_for_check(cfg, action.workflow_id)
+                out.print(outcome)
+
+    try:
+        asyncio.run(main())
+    except RuntimeError as exc:
+        fail(f"the change was recorded, but its event could not be delivered to Temporal at "
+             f"{cfg.temporal.address} ({exc}); is `lockmaster run` running?", 1)
+
+
+@app.command("upload")
+def upload(
+    project: str = typer.Option(..., "--project", "-p"),
+    file: list[str] = typer.Option([], "--file", "-f", help="PATH=TEXT to add or replace"),
+    subject: str = typer.Option("Update", "--subject", "-m"),
+    branch: str = typer.Option("master", "--branch"),
+    parent: int | None = typer.Option(None, "--parent", help="on top of this change"),
+    depends_on: list[int] = typer.Option([], "--depends-on", help="add a Depends-On footer"),
+    connection: str = ConnOpt, config: Path | None = ConfigOpt, wait: bool = WaitOpt,
+) -> None:
+    """Upload a new change (patchset 1) and send patchset-created."""
+    cfg = load(config)
+    store = _store(cfg, connection)
+    if cfg.project(project) is None:
+        fail(f"project {project!r} is not configured (projects: "
+             f"{', '.join(p.name for p in cfg.projects) or 'none'})")
+    try:
+        info = store.upload(project, branch=branch, files=_files(file) or {
+            f"change-{len(store.numbers()) + 1}.txt": "a change\n"}, subject=subject,
+            parent=parent, depends_on=depends_on)
+    except ReviewError as exc:
+        fail(str(exc))
+    out.print(f"change {info.number} patchset {info.patchset} uploaded ({info.commit[:10]})")
+    _send(cfg, _event(info, "patchset-created"), wait)
+
+
+@app.command("new-patchset")
+def new_patchset(
+    number: int, file: list[str] = typer.Option([], "--file", "-f"),
+    connection: str = ConnOpt, config: Path | None = ConfigOpt, wait: bool = WaitOpt,
+) -> None:
+    """Upload the change's next patchset and send patchset-created."""
+    cfg = load(config)
+    try:
+        info = _store(cfg, connection).new_patchset(number, _files(file) or None)
+    except ReviewError as exc:
+        fail(str(exc))
+    out.print(f"change {info.number} patchset {info.patchset} uploaded ({info.commit[:10]})")
+    _send(cfg, _event(info, "patchset-created"), wait)
+
+
+@app.command("approve")
+def approve(
+    number: int,
+    code_review: int = typer.Option(2, "--code-review", min=-2, max=2),
+    workflow: int = typer.Option(1, "--workflow", min=-1, max=1),
+    author: str = typer.Option("core-reviewer", "--author"),
+    connection: str = ConnOpt, config: Path | None = ConfigOpt, wait: bool = WaitOpt,
+) -> None:
+    """Vote Code-Review and Workflow, then send comment-added."""
+    cfg = load(config)
+    labels = {"Code-Review": code_review, "Workflow": workflow}
+    try:
+        info = _store(cfg, connection).vote(number, labels, author=author)
+    except ReviewError as exc:
+        fail(str(exc))
+    comment = f"Patch Set {info.patchset}:" + "".join(f" {k}{v:+d}" for k, v in labels.items())
+    out.print(f"change {number}: {comment}")
+    _send(cfg, _event(info, "comment-added", comment=comment, author=author,
+                      approvals=labels), wait)
+
+
+@app.command("comment")
+def comment(
+    number: int, text: str,
+    author: str = typer.Option("developer", "--author"),
+    connection: str = ConnOpt, config: Path | None = ConfigOpt, wait: bool = WaitOpt,
+) -> None:
+    """Comment on the change (e.g. `recheck`), then send comment-added."""
+    cfg = load(config)
+    try:
+        info = _store(cfg, connection).vote(number, {}, author=author, message=text)
+    except ReviewError as exc:
+        fail(str(exc))
+    _send(cfg, _event(info, "comment-added", comment=f"Patch Set {info.patchset}:\n\n{text}",
+                      author=author), wait)
+
+
+@app.command("abandon")
+def abandon(
+    number: int, author: str = typer.Option("developer", "--author"),
+    connection: str = ConnOpt, config: Path | None = ConfigOpt,
+) -> None:
+    """Abandon the change, then send change-abandoned (its running checks are cancelled)."""
+    cfg = load(config)
+    try:
+        info = _store(cfg, connection).abandon(number, author=author)
+    except ReviewError as exc:
+        fail(str(exc))
+    out.print(f"change {number} abandoned")
+    _send(cfg, _event(info, "change-abandoned"), False)
+
+
+@app.command("show")
+def show(
+    number: int, as_json: bool = typer.Option(False, "--json"),
+    connection: str = ConnOpt, config: Path | None = ConfigOpt,
+) -> None:
+    """The change's patchsets, votes and messages (lockmaster's reports among them)."""
+    cfg = load(config)
+    try:
+        record = _store(cfg, connection).record(number)
+    except ReviewError as exc:
+        fail(str(exc))
+    if as_json:
+        out.print_json(json.dumps(record))
+        return
+    out.print(f"[bold]change {record['number']}[/] {record['project']} ({record['branch']}) "
+              f"{record['status']}: {record['subject']}")
+    for ps in record["patchsets"]:
+        out.print(f"  patchset {ps['number']}: {ps['commit'][:10]}")
+    for label, votes in sorted(record["approvals"].items()):
+        out.print(f"  {label}: " + ", ".join(f"{who} {v:+d}" for who, v in votes.items()))
+    for msg in record["messages"]:
+        when = datetime.fromtimestamp(msg["at"], UTC).strftime("%H:%M:%S")
+        out.print(f"[dim]--- {msg['author']} at {when} (patchset {msg['patchset']})[/]")
+        out.print(msg["message"], markup=False, highlight=False)

@@ -1,0 +1,54 @@
+"""Shared by the commands: finding and loading the configuration, clear errors, exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+
+from lockmaster.config.loader import ConfigError, default_config_path, load_config
+from lockmaster.config.models import LockmasterConfig
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+EXIT_USAGE = 2  # bad input: nothing was started or changed
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise SystemExit(code)
+
+
+def config_path(option: Path | None) -> tuple[Path, bool]:
+    """The config to use, and whether it is the embedded default (dev.yaml)."""
+    if option is not None:
+        return option, False
+    if env := os.environ.get("LOCKMASTER_CONFIG"):
+        return Path(env), False
+    if Path("lockmaster.yaml").exists():
+        return Path("lockmaster.yaml"), False
+    return default_config_path(), True
+
+
+def load(option: Path | None, state_dir: Path | None = None) -> LockmasterConfig:
+    path, embedded = config_path(option)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        err.print(str(exc), soft_wrap=True, markup=False)
+        raise SystemExit(EXIT_USAGE) from None
+    override = state_dir or (Path(v) if (v := os.environ.get("LOCKMASTER_STATE_DIR")) else None)
+    if override is not None:
+        config.state_dir = override.resolve()
+    elif embedded:
+        # The embedded defaults keep their state beside where lockmaster is run from.
+        config.state_dir = Path.cwd() / "state"
+    return config
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,54 @@
+"""`lockmaster hook HOOK ARGS...`: Gerrit's hooks, with Gerrit's own arguments.
+
+Install: `ln -s $(which lockmaster) $GERRIT_SITE/hooks/patchset-created` (and the others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import typer
+
+from lockmaster.cli.context import EXIT_USAGE, err, fail, load, out
+from lockmaster.starters.dispatch import dispatch
+from lockmaster.starters.hook_args import HookArgumentError, parse_hook
+
+HOOK_NAMES = (
+    "patchset-created", "comment-added", "change-merged", "change-abandoned", "ref-updated",
+)
+
+
+def hook(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help=f"the hook: {', '.join(HOOK_NAMES)}"),
+    config: Path | None = typer.Option(None, "--lockmaster-config", help="lockmaster.yaml"),
+    connection: str | None = typer.Option(
+        None, "--lockmaster-connection", help="the Gerrit connection these hooks come from"
+    ),
+) -> None:
+    """Turn a Gerrit hook invocation into workflow starts (the same as stream-events would)."""
+    cfg = load(config)
+    conn = connection or os.environ.get("LOCKMASTER_CONNECTION") or _only_gerrit(cfg)
+    try:
+        event = parse_hook(name, list(ctx.args), conn)
+    except HookArgumentError as exc:
+        err.print(f"[bold red]error:[/] lockmaster hook {name}: {exc}", soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    try:
+        actions = asyncio.run(dispatch(cfg, event))
+    except RuntimeError as exc:
+        fail(f"could not deliver the {name} event: {exc}", 1)
+    for action in actions:
+        out.print(str(action))
+
+
+def _only_gerrit(cfg) -> str:  # type: ignore[no-untyped-def]
+    gerrits = [n for n, c in cfg.connections.items() if c.driver == "gerrit"]
+    if len(gerrits) == 1:
+        return gerrits[0]
+    fail(
+        "cannot tell which connection these hooks belong to: pass --lockmaster-connection NAME "
+        f"or set LOCKMASTER_CONNECTION (gerrit connections: {', '.join(gerrits) or 'none'})"
+    )

@@ -1,0 +1,143 @@
+"""`lockmaster run` (the main job) and `lockmaster worker ROLE`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+import typer
+
+from lockmaster.cli.context import fail, load, out
+from lockmaster.config.models import LocalConnection, LockmasterConfig
+from lockmaster.demo import project as demo
+from lockmaster.model.change import ReviewEvent
+from lockmaster.review.local import LocalReviewStore
+from lockmaster.review.registry import review_drivers
+from lockmaster.starters.router import EventRouter
+from lockmaster.starters.waiting import describe_outcome, wait_for_check, web_link
+from lockmaster.temporal.client import connect
+from lockmaster.temporal.devserver import DevServer, port_open
+from lockmaster.temporal.setup import register_search_attributes
+from lockmaster.workers.run import ROLES, run_workers
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml (default: embedded dev)")
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def worker(
+    role: str = typer.Argument(..., help=f"one of: {', '.join(ROLES)}"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Run a worker role (orchestrator, executor, or all) until interrupted."""
+    if role not in ROLES:
+        fail(f"unknown worker role {role!r}; choose one of: {', '.join(ROLES)}")
+    cfg = load(config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        client = await connect(cfg)
+        out.print(f"lockmaster {role} worker polling {cfg.temporal.address}")
+        await run_workers(client, cfg, role, stop)
+
+    asyncio.run(main())
+
+
+def run(
+    config: Path | None = ConfigOpt,
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="where state is kept"),
+    demo_change: bool = typer.Option(True, "--demo/--no-demo", help="drive a demo change"),
+    exit_after_demo: bool = typer.Option(
+        False, "--exit-after-demo", help="stop once the demo change is checked (CI, scripts)"
+    ),
+) -> None:
+    """The main job: Temporal dev server, every worker, the log server; a demo change checked
+    end to end; then ready for `lockmaster change ...` until Ctrl-C."""
+    cfg = load(config, state_dir)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    code = asyncio.run(_main(cfg, demo_change, exit_after_demo))
+    raise typer.Exit(code)
+
+
+async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool) -> int:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    cfg.state_path.mkdir(parents=True, exist_ok=True)
+    server = None
+    dev = cfg.temporal.dev_server
+    if dev.enabled:
+        server = DevServer(cfg.state_path / dev.db_file, dev.port, dev.ui_port)
+        try:
+            await server.start()
+        except RuntimeError as exc:
+            fail(str(exc), 1)
+        out.print(f"Temporal dev server on {server.address} (SQLite: {server.db_file}); "
+                  f"Web UI: {cfg.temporal.web_url}")
+    if cfg.logs.serve and port_open(cfg.logs.serve.listen, cfg.logs.serve.port):
+        if server:
+            await server.stop()
+        fail(f"port {cfg.logs.serve.port} (the log server) is already in use; stop what uses "
+             "it or change logs.serve.port")
+    code = 0
+    try:
+        client = await connect(cfg)
+        await register_search_attributes(client)
+        workers = asyncio.create_task(run_workers(client, cfg, "all", stop))
+        out.print(f"workers running (orchestrator, executor); logs at {cfg.logs.url}")
+        if demo_change:
+            code = await _demo(cfg, client)
+            if exit_after_demo:
+                stop.set()
+        if not stop.is_set():
+            out.print("\nReady. Try: lockmaster change upload --project demo/hello "
+                      "--file NOTES=hi --wait   (Ctrl-C stops everything)")
+        await workers
+    finally:
+        if server:
+            await server.stop()
+        out.print("stopped")
+    return code
+
+
+async def _demo(cfg: LockmasterConfig, client) -> int:  # type: ignore[no-untyped-def]
+    """Upload a demo change to demo/hello and wait for its check."""
+    local = [n for n, c in cfg.connections.items() if isinstance(c, LocalConnection)]
+    if not local or cfg.project(demo.PROJECT) is None:
+        out.print("(no demo: the configuration has no local connection with demo/hello)")
+        return 0
+    store = LocalReviewStore(cfg.local_review_path(local[0]), local[0])
+    await asyncio.to_thread(store.create_project, demo.PROJECT, demo.FILES)
+    info = await asyncio.to_thread(
+        store.upload, demo.PROJECT, files=demo.CHANGE_FILES, subject="Add farewell()"
+    )
+    out.print(f"\ndemo: uploaded change {info.number},{info.patchset} to {demo.PROJECT}")
+    drivers = review_drivers(cfg)
+    router = EventRouter(cfg, client, drivers)
+    event = ReviewEvent(
+        type="patchset-created", connection=info.connection, project=info.project,
+        branch=info.branch, change=info.number, patchset=info.patchset, commit=info.commit,
+        change_id=info.change_id, url=info.url,
+    )
+    actions = await router.route(event)
+    started = [a for a in actions if a.workflow_id and a.action in ("started", "already-running")]
+    if not started:
+        out.print(f"demo: nothing started: {', '.join(map(str, actions))}")
+        return 1
+    wid = started[0].workflow_id
+    assert wid
+    out.print(f"demo: check started: {web_link(cfg, wid)}")
+    with contextlib.suppress(Exception):
+        text = await wait_for_check(cfg, wid)
+        out.print(text, markup=False)
+        out.print(f"demo: `lockmaster change show {info.number}` shows the vote and message")
+        return 0 if ": SUCCESS" in text.splitlines()[0] else 1
+    return 1

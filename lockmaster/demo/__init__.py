@@ -1,0 +1,1 @@
+"""The example project the main job drives through check."""

@@ -1,0 +1,1 @@
+"""Running one build: node, workspace, commands, log, result."""

@@ -1,0 +1,1 @@
+"""Real git: repository caches, speculative merges, workspaces, Depends-On."""

@@ -1,0 +1,7 @@
+from pydantic import BaseModel, ConfigDict
+
+
+class Model(BaseModel):
+    """Base for exchanged data: immutable-by-convention, strict about unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -1,0 +1,85 @@
+"""Jobs, builds and their results."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from lockmaster.model.base import Model
+from lockmaster.model.change import ChangeRef
+from lockmaster.model.state import SpeculativeState
+
+
+class Result(StrEnum):
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    ABORTED = "ABORTED"
+    NODE_FAILURE = "NODE_FAILURE"
+    TIMED_OUT = "TIMED_OUT"
+    RETRY = "RETRY"
+    RETRY_LIMIT = "RETRY_LIMIT"
+    SKIPPED = "SKIPPED"
+    ERROR = "ERROR"
+
+    @property
+    def retryable(self) -> bool:
+        """Infrastructure failures that use up an attempt and run the job again."""
+        return self is Result.RETRY
+
+
+class JobSpec(Model):
+    """A job as it will run: the configuration resolved for one project and pipeline."""
+
+    name: str
+    run: str
+    pre_run: list[str] = Field(default_factory=list)
+    post_run: list[str] = Field(default_factory=list)
+    # One label per node; the first node is where the commands run.
+    nodeset: list[str] = Field(default_factory=lambda: ["local"])
+    timeout: float = 1800.0
+    attempts: int = 3
+    voting: bool = True
+    dependencies: list[str] = Field(default_factory=list)
+    required_projects: list[str] = Field(default_factory=list)
+    vars: dict[str, str] = Field(default_factory=dict)
+
+
+class NodeInfo(Model):
+    """A node a build ran on, as reported (never carries secrets)."""
+
+    provider: str
+    name: str
+    label: str
+    host: str | None = None
+
+
+class BuildRequest(Model):
+    """Everything an executor needs to run one attempt of one job."""
+
+    build_id: str
+    pipeline: str
+    change: ChangeRef
+    job: JobSpec
+    state: SpeculativeState
+    attempt: int = 1
+    # Where the log goes, relative to the log storage root; the executor appends as lines arrive.
+    log_path: str
+
+
+class BuildResult(Model):
+    build_id: str
+    job: str
+    result: Result
+    attempt: int = 1
+    log_url: str | None = None
+    started: float | None = None  # epoch seconds
+    ended: float | None = None
+    node: NodeInfo | None = None
+    message: str | None = None  # one line of detail for operators (why NODE_FAILURE, ...)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.ended is None:
+            return None
+        return self.ended - self.started

@@ -1,0 +1,60 @@
+"""Input, output and query models of the check (independent pipeline) workflow."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from lockmaster.model.base import Model
+from lockmaster.model.build import BuildResult, JobSpec, Result
+from lockmaster.model.change import ChangeRef
+
+
+class ReportLabels(Model):
+    start: dict[str, int] | None = None  # None: no start report
+    success: dict[str, int] = Field(default_factory=dict)
+    failure: dict[str, int] = Field(default_factory=dict)
+
+
+class CheckInput(Model):
+    change: ChangeRef
+    pipeline: str
+    jobs: list[JobSpec]  # frozen when the change entered the pipeline
+    labels: ReportLabels = Field(default_factory=ReportLabels)
+    trigger: str = ""  # identity of the event that started this run (duplicate detection)
+    task_queue_prefix: str = "lockmaster"
+    # Activity tuning (tests lower these to notice a dead worker quickly).
+    build_heartbeat_timeout: float = 30.0
+
+
+class JobStatus(Model):
+    name: str
+    voting: bool
+    state: str  # waiting, running, or a final Result
+    attempt: int = 0
+    log_url: str | None = None
+    started: float | None = None
+
+
+class CheckStatus(Model):
+    """What the `status` query answers while the check runs."""
+
+    change: ChangeRef
+    pipeline: str
+    phase: str  # resolving, merging, running, reporting, done
+    changes: str = ""  # speculative state, `N,P N,P`
+    jobs: list[JobStatus] = Field(default_factory=list)
+
+
+class StatusQuery(Model):
+    """No arguments; a model so that every query takes one model in."""
+
+
+class CheckOutcome(Model):
+    change: ChangeRef
+    pipeline: str
+    # SUCCESS / FAILURE for a buildset; MERGE_CONFLICT, CONFIG_ERROR, NO_JOBS otherwise.
+    result: str
+    message: str
+    builds: list[BuildResult] = Field(default_factory=list)
+    job_results: dict[str, Result] = Field(default_factory=dict)
+    changes: str = ""

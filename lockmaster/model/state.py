@@ -1,0 +1,64 @@
+"""The speculative state a buildset tests: branch tips with changes merged on top, in order."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from lockmaster.model.base import Model
+from lockmaster.model.change import ChangeRef
+
+
+class ProjectState(Model):
+    """One project's repository state: `base` (branch tip) plus `merged` changes gives `head`."""
+
+    project: str
+    connection: str
+    branch: str
+    base: str  # commit of the branch tip the merges started from
+    head: str  # resulting commit, what jobs check out
+    # Changes merged onto `base`, in order (their git parents came with them).
+    merged: list[ChangeRef] = Field(default_factory=list)
+
+
+class SpeculativeState(Model):
+    """What a buildset tests, per project. `changes` is the merge order across projects."""
+
+    changes: list[ChangeRef] = Field(default_factory=list)
+    projects: dict[str, ProjectState] = Field(default_factory=dict)
+    # Fixed identity and date for the merge commits, so any worker that replays the merges
+    # produces the same commits (and can prove it: heads must match).
+    merge_date: int = 0
+
+    def changes_key(self) -> str:
+        """`NUMBER,PATCHSET` of every change in merge order, space separated (spec: builds)."""
+        return " ".join(c.key for c in self.changes)
+
+
+class PrepareStateRequest(Model):
+    """Build the speculative state for `changes` (merge order; dependencies already first)."""
+
+    changes: list[ChangeRef]
+    # Further projects the jobs need at their branch tip (required-projects).
+    required_projects: list[str] = Field(default_factory=list)
+    merge_date: int
+
+
+class PrepareStateResult(Model):
+    ok: bool
+    state: SpeculativeState | None = None
+    # Set when ok is False: which change did not merge, and git's words.
+    conflict_change: ChangeRef | None = None
+    error: str | None = None
+
+
+class DependencyRequest(Model):
+    """Find what `change` needs ahead of it: Depends-On footers, transitively."""
+
+    change: ChangeRef
+
+
+class DependencyResult(Model):
+    ok: bool
+    # Changes in merge order, dependencies first, `change` itself last.
+    changes: list[ChangeRef] = Field(default_factory=list)
+    error: str | None = None  # cycle, unknown project, change not found, ...

@@ -1,0 +1,1 @@
+"""Nodes jobs run on: providers (local, static; OpenStack through the node pool) and nodes."""

@@ -1,0 +1,65 @@
+"""Report text in Zuul's shape, which Gerrit users already read.
+
+    Build succeeded (check).
+
+    - lint http://logs/.../ : SUCCESS in 1.2s
+    - docs http://logs/.../ : FAILURE in 3.0s (non-voting)
+    - unit : SKIPPED
+"""
+
+from __future__ import annotations
+
+from lockmaster.model.build import BuildResult, JobSpec, Result
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s"
+
+
+def job_line(job: JobSpec, result: Result, build: BuildResult | None) -> str:
+    url = f" {build.log_url}" if build and build.log_url and result is not Result.SKIPPED else ""
+    text = f"- {job.name}{url} : {result.value}"
+    if build is not None and build.duration is not None and result is not Result.SKIPPED:
+        text += f" in {format_duration(build.duration)}"
+    if not job.voting:
+        text += " (non-voting)"
+    if build is not None and build.message and result not in (Result.SUCCESS, Result.SKIPPED):
+        text += f" ({build.message})"
+    return text
+
+
+def buildset_report(
+    pipeline: str,
+    succeeded: bool,
+    jobs: list[JobSpec],
+    results: dict[str, Result],
+    last_builds: dict[str, BuildResult],
+) -> str:
+    intro = f"Build {'succeeded' if succeeded else 'failed'} ({pipeline})."
+    lines = [job_line(job, results[job.name], last_builds.get(job.name)) for job in jobs]
+    return intro + "\n\n" + "\n".join(lines)
+
+
+def merge_conflict_report(pipeline: str, detail: str | None) -> str:
+    text = (
+        f"Merge Failed ({pipeline}).\n\nThis change or one of its cross-repo dependencies was "
+        "unable to be automatically merged with the current state of its repository. Please "
+        "rebase the change and upload a new patchset."
+    )
+    if detail:
+        text += f"\n\n{detail}"
+    return text
+
+
+def dependency_error_report(pipeline: str, detail: str) -> str:
+    return f"Configuration error ({pipeline}).\n\n{detail}"
+
+
+def no_jobs_report(pipeline: str) -> str:
+    return f"No jobs run ({pipeline}): no jobs are configured for this project in this pipeline."

@@ -1,0 +1,1 @@
+"""Review-system drivers: the local connection (embedded default) and Gerrit."""

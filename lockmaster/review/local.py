@@ -1,0 +1,317 @@
+"""The local review connection: the embedded default review system.
+
+Bare git repositories on disk (`<root>/<project>.git`), changes as Gerrit-style refs
+(`refs/changes/NN/N/P`), and change records (status, approvals, messages) as JSON files under
+`<root>/changes/`, guarded by a file lock so the CLI and workers can share them. It answers the
+same questions the Gerrit driver answers, so the pipelines cannot tell the difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lockmaster.model.change import ChangeInfo, ChangeRef, change_ref_name
+from lockmaster.model.report import ReportRequest, ReportResult
+from lockmaster.review.base import ChangeNotFound, ReviewError, SubmitRefused
+
+_GIT_ENV = {
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "lockmaster user",
+    "GIT_AUTHOR_EMAIL": "user@localhost",
+    "GIT_COMMITTER_NAME": "lockmaster user",
+    "GIT_COMMITTER_EMAIL": "user@localhost",
+}
+
+
+def _git(*args: str, cwd: Path | str, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env={**os.environ, **_GIT_ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise ReviewError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+class LocalReviewStore:
+    """Synchronous store; the driver and the `lockmaster change` commands both use it."""
+
+    def __init__(self, root: Path, connection: str = "local") -> None:
+        self.root = root
+        self.connection = connection
+        (root / "changes").mkdir(parents=True, exist_ok=True)
+
+    # --- locking and records ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with (self.root / ".lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _path(self, number: int) -> Path:
+        return self.root / "changes" / f"{number}.json"
+
+    def _read(self, number: int) -> dict[str, Any]:
+        try:
+            return json.loads(self._path(number).read_text())
+        except FileNotFoundError:
+            raise ChangeNotFound(f"change {number} does not exist on connection "
+                                 f"{self.connection!r}") from None
+
+    def _write(self, record: dict[str, Any]) -> None:
+        path = self._path(record["number"])
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+        tmp.replace(path)  # atomic: readers never see half a record
+
+    def numbers(self) -> list[int]:
+        return sorted(int(p.stem) for p in (self.root / "changes").glob("*.json"))
+
+    def record(self, number: int) -> dict[str, Any]:
+        return self._read(number)
+
+    # --- projects ---------------------------------------------------------------------------
+
+    def repo(self, project: str) -> Path:
+        return self.root / f"{project}.git"
+
+    def has_project(self, project: str) -> bool:
+        return self.repo(project).exists()
+
+    def create_project(self, project: str, files: dict[str, str], branch: str = "master") -> str:
+        """A bare repository whose `branch` holds `files`; returns the commit. Idempotent."""
+        repo = self.repo(project)
+        if repo.exists():
+            return _git("rev-parse", f"refs/heads/{branch}", cwd=repo)
+        repo.parent.mkdir(parents=True, exist_ok=True)
+        _git("init", "--bare", "--initial-branch", branch, str(repo), cwd=self.root)
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            _git("init", "--initial-branch", branch, ".", cwd=work)
+            _write_files(work, files)
+            _git("add", "-A", cwd=work)
+            _git("commit", "-m", f"Initial commit of {project}", cwd=work)
+            _git("push", str(repo), f"HEAD:refs/heads/{branch}", cwd=work)
+            return _git("rev-parse", "HEAD", cwd=work)
+
+    def branch_tip(self, project: str, branch: str) -> str:
+        return _git("rev-parse", f"refs/heads/{branch}", cwd=self.repo(project))
+
+    # --- changes ----------------------------------------------------------------------------
+
+    def upload(
+        self,
+        project: str,
+        *,
+        branch: str = "master",
+        files: dict[str, str],
+        subject: str,
+        parent: int | None = None,
+        depends_on: list[int] | None = None,
+        owner: str = "developer",
+    ) -> ChangeInfo:
+        """A new change (patchset 1) on top of the branch tip, or of change `parent`."""
+        if not self.has_project(project):
+            raise ReviewError(f"project {project!r} does not exist on connection "
+                              f"{self.connection!r}")
+        with self._locked():
+            number = max(self.numbers(), default=0) + 1
+            change_id = "I" + hashlib.sha1(f"{project}{number}{time.time()}".encode()).hexdigest()
+            footers = [f"Depends-On: {self.change_url(d)}" for d in depends_on or []]
+            footers.append(f"Change-Id: {change_id}")
+            message = f"{subject}\n\n" + "\n".join(footers) + "\n"
+            base = self._current_commit(parent) if parent else f"refs/heads/{branch}"
+            commit = self._commit(project, base, files, message, change_ref_name(number, 1))
+            record = {
+                "number": number, "project": project, "branch": branch,
+                "change_id": change_id, "status": "NEW", "owner": owner,
+                "subject": subject, "message": message,
+                "patchsets": [{"number": 1, "commit": commit, "uploaded": time.time()}],
+                "approvals": {}, "messages": [],
+            }
+            self._write(record)
+        return self._info(record)
+
+    def new_patchset(self, number: int, files: dict[str, str] | None = None) -> ChangeInfo:
+        """The next patchset: the same change amended (on the same parent), with more files."""
+        with self._locked():
+            record = self._read(number)
+            self._require_open(record)
+            current = record["patchsets"][-1]
+            parent = _git("rev-parse", f"{current['commit']}^", cwd=self.repo(record["project"]))
+            ps = current["number"] + 1
+            tree_files = files or {f".patchset-{ps}": f"patchset {ps}\n"}
+            commit = self._commit(
+                record["project"], parent, tree_files, record["message"],
+                change_ref_name(number, ps), carry=current["commit"],
+            )
+            record["patchsets"].append({"number": ps, "commit": commit, "uploaded": time.time()})
+            record["approvals"] = {}  # votes do not carry over to a new patchset (Gerrit default)
+            self._write(record)
+        return self._info(record)
+
+    def vote(self, number: int, labels: dict[str, int], *, author: str, message: str = "") -> ChangeInfo:
+        with self._locked():
+            record = self._read(number)
+            self._require_open(record)
+            for label, value in labels.items():
+                record["approvals"].setdefault(label, {})[author] = value
+            ps = record["patchsets"][-1]["number"]
+            text = f"Patch Set {ps}:" + "".join(f" {k}{v:+d}" for k, v in labels.items())
+            if message:
+                text += f"\n\n{message}"
+            record["messages"].append({"author": author, "message": text, "labels": labels,
+                                       "tag": None, "patchset": ps, "at": time.time()})
+            self._write(record)
+        return self._info(record)
+
+    def abandon(self, number: int, *, author: str) -> ChangeInfo:
+        with self._locked():
+            record = self._read(number)
+            self._require_open(record)
+            record["status"] = "ABANDONED"
+            record["messages"].append({"author": author, "message": "Abandoned", "labels": {},
+                                       "tag": None, "patchset": record["patchsets"][-1]["number"],
+                                       "at": time.time()})
+            self._write(record)
+        return self._info(record)
+
+    def post_report(self, report: ReportRequest) -> ReportResult:
+        with self._locked():
+            record = self._read(report.change.number)
+            if any(m.get("tag") == report.tag for m in record["messages"]):
+                return ReportResult(posted=False)
+            for label, value in report.labels.items():
+                record["approvals"].setdefault(label, {})["lockmaster"] = value
+            record["messages"].append({
+                "author": "lockmaster", "message": report.message, "labels": report.labels,
+                "tag": report.tag, "patchset": report.change.patchset, "at": time.time(),
+            })
+            self._write(record)
+        return ReportResult(posted=True)
+
+    def submit(self, change: ChangeRef) -> None:
+        with self._locked():
+            record = self._read(change.number)
+            if record["status"] != "NEW":
+                raise SubmitRefused(f"change {change.number} is {record['status']}")
+            repo = self.repo(record["project"])
+            commit = record["patchsets"][-1]["commit"]
+            with tempfile.TemporaryDirectory() as tmp:
+                work = Path(tmp)
+                _git("clone", "--quiet", "--branch", record["branch"], str(repo), ".", cwd=work)
+                _git("fetch", "--quiet", "origin", commit, cwd=work)
+                try:
+                    _git("merge", "--no-ff", "-m", f"Merge change {change.number}", commit, cwd=work)
+                except ReviewError as exc:
+                    raise SubmitRefused(f"change {change.number} does not merge: {exc}") from None
+                _git("push", "--quiet", "origin", f"HEAD:refs/heads/{record['branch']}", cwd=work)
+            record["status"] = "MERGED"
+            self._write(record)
+
+    # --- answers ----------------------------------------------------------------------------
+
+    def info(self, number: int) -> ChangeInfo:
+        return self._info(self._read(number))
+
+    def find_change_id(self, change_id: str) -> list[ChangeInfo]:
+        return [self._info(r) for n in self.numbers()
+                if (r := self._read(n))["change_id"] == change_id]
+
+    def change_url(self, number: int) -> str:
+        return f"local://{self.connection}/{number}"
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _info(self, record: dict[str, Any]) -> ChangeInfo:
+        ps = record["patchsets"][-1]
+        approvals = {label: max(votes.values()) if max(votes.values()) > 0 else min(votes.values())
+                     for label, votes in record["approvals"].items() if votes}
+        return ChangeInfo(
+            connection=self.connection, project=record["project"], branch=record["branch"],
+            number=record["number"], patchset=ps["number"], status=record["status"],
+            commit=ps["commit"], change_id=record["change_id"],
+            url=self.change_url(record["number"]), message=record["message"],
+            approvals=approvals,
+        )
+
+    def _current_commit(self, number: int) -> str:
+        return self._read(number)["patchsets"][-1]["commit"]
+
+    @staticmethod
+    def _require_open(record: dict[str, Any]) -> None:
+        if record["status"] != "NEW":
+            raise ReviewError(f"change {record['number']} is {record['status'].lower()}")
+
+    def _commit(self, project: str, base: str, files: dict[str, str], message: str, ref: str,
+                carry: str | None = None) -> str:
+        repo = self.repo(project)
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            _git("init", "--quiet", ".", cwd=work)
+            _git("fetch", "--quiet", str(repo), base if not base.startswith("refs/") else
+                 f"{base}:refs/base", cwd=work)
+            _git("checkout", "--quiet", "--detach", "FETCH_HEAD", cwd=work)
+            if carry:  # a new patchset keeps the previous patchset's files
+                _git("fetch", "--quiet", str(repo), carry, cwd=work)
+                _git("checkout", "--quiet", "FETCH_HEAD", "--", ".", cwd=work)
+            _write_files(work, files)
+            _git("add", "-A", cwd=work)
+            _git("commit", "--quiet", "--allow-empty", "-m", message, cwd=work)
+            _git("push", "--quiet", str(repo), f"HEAD:{ref}", cwd=work)
+            return _git("rev-parse", "HEAD", cwd=work)
+
+
+def _write_files(work: Path, files: dict[str, str]) -> None:
+    for name, content in files.items():
+        path = work / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+
+class LocalReviewDriver:
+    """The ReviewDriver for a local connection (async wrapper over the store)."""
+
+    def __init__(self, name: str, root: Path) -> None:
+        self.connection = name
+        self.store = LocalReviewStore(root, name)
+
+    async def get_change(self, number: int) -> ChangeInfo:
+        return await asyncio.to_thread(self.store.info, number)
+
+    async def find_change_id(self, change_id: str) -> list[ChangeInfo]:
+        return await asyncio.to_thread(self.store.find_change_id, change_id)
+
+    async def post_report(self, report: ReportRequest) -> ReportResult:
+        return await asyncio.to_thread(self.store.post_report, report)
+
+    async def submit(self, change: ChangeRef) -> None:
+        await asyncio.to_thread(self.store.submit, change)
+
+    def git_url(self, project: str) -> str:
+        return str(self.store.repo(project))
+
+    def change_url(self, number: int) -> str:
+        return self.store.change_url(number)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Everything about reaching Temporal: client, search attributes, task queues, dev server."""

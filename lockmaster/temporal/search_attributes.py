@@ -1,0 +1,41 @@
+"""lockmaster's custom search attributes: every workflow is findable by these in the Web UI.
+
+e.g. `Project = "demo/hello" AND Change = 3` or `Pipeline = "check" AND ExecutionStatus = "Running"`.
+"""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey, SearchAttributePair
+
+PROJECT = SearchAttributeKey.for_keyword("Project")
+BRANCH = SearchAttributeKey.for_keyword("Branch")
+CHANGE = SearchAttributeKey.for_int("Change")
+PATCHSET = SearchAttributeKey.for_int("Patchset")
+PIPELINE = SearchAttributeKey.for_keyword("Pipeline")
+CONNECTION = SearchAttributeKey.for_keyword("Connection")
+# The outcome once known (SUCCESS, FAILURE, MERGE_CONFLICT, ...), so failed checks are one query away.
+RESULT = SearchAttributeKey.for_keyword("Result")
+
+ALL: list[SearchAttributeKey] = [PROJECT, BRANCH, CHANGE, PATCHSET, PIPELINE, CONNECTION, RESULT]
+
+
+def dev_server_flags() -> list[str]:
+    """`--search-attribute NAME=Type` flags that pre-register them on `temporal server start-dev`."""
+    kinds = {"KEYWORD": "Keyword", "INT": "Int", "TEXT": "Text", "BOOL": "Bool"}
+    flags: list[str] = []
+    for key in ALL:
+        flags += ["--search-attribute", f"{key.name}={kinds[key.indexed_value_type.name]}"]
+    return flags
+
+
+def pairs_for_change(
+    *, connection: str, project: str, branch: str, change: int, patchset: int, pipeline: str
+) -> list[SearchAttributePair]:
+    return [
+        CONNECTION.value_set(connection),
+        PROJECT.value_set(project),
+        BRANCH.value_set(branch),
+        CHANGE.value_set(change),
+        PATCHSET.value_set(patchset),
+        PIPELINE.value_set(pipeline),
+    ]

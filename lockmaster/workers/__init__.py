@@ -1,0 +1,1 @@
+"""Worker processes, one per role (each polls its own task queue), and one running every role."""

@@ -1,0 +1,43 @@
+"""The executor role: runs builds on nodes, on the executor task queue."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from lockmaster.activities.executor import ExecutorActivities
+from lockmaster.config.models import LockmasterConfig
+from lockmaster.execution.runner import BuildRunner
+from lockmaster.git.cache import RepoCache
+from lockmaster.git.workspace import GitWorkspacePreparer
+from lockmaster.nodes.registry import NodeProviders
+from lockmaster.review.base import ReviewDriver
+from lockmaster.temporal.task_queues import Role, task_queue
+from lockmaster.workers.common import project_connections
+
+
+def build_runner(config: LockmasterConfig, drivers: dict[str, ReviewDriver]) -> BuildRunner:
+    cache = RepoCache(
+        config.state_path / "git" / "executor",
+        lambda connection, project: drivers[connection].git_url(project),
+    )
+    return BuildRunner(
+        providers=NodeProviders(config.nodes, config.state_path),
+        preparer=GitWorkspacePreparer(cache, project_connections(config)),
+        logs_root=config.logs_root,
+        logs_url=config.logs.url,
+        work_root=config.state_path / "work",
+    )
+
+
+def executor_worker(
+    client: Client, config: LockmasterConfig, drivers: dict[str, ReviewDriver],
+    *, heartbeat_interval: float = 2.0, max_concurrent_builds: int = 50,
+) -> Worker:
+    activities = ExecutorActivities(build_runner(config, drivers), heartbeat_interval)
+    return Worker(
+        client,
+        task_queue=task_queue(config.temporal.task_queue_prefix, Role.EXECUTOR),
+        activities=[activities.run_build],
+        max_concurrent_activities=max_concurrent_builds,
+    )

@@ -1,0 +1,37 @@
+"""The orchestrator role: runs the workflows and the control-plane activities (review reports,
+git merges), on the orchestrator task queue."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from lockmaster.activities.merger import MergerActivities
+from lockmaster.activities.review import ReviewActivities
+from lockmaster.config.models import LockmasterConfig
+from lockmaster.git.cache import RepoCache
+from lockmaster.review.base import ReviewDriver
+from lockmaster.temporal.task_queues import Role, task_queue
+from lockmaster.workers.common import project_connections, workflow_runner
+from lockmaster.workflows.check import CheckWorkflow
+
+WORKFLOWS = [CheckWorkflow]
+
+
+def orchestrator_worker(
+    client: Client, config: LockmasterConfig, drivers: dict[str, ReviewDriver]
+) -> Worker:
+    cache = RepoCache(
+        config.state_path / "git" / "merger",
+        lambda connection, project: drivers[connection].git_url(project),
+    )
+    review = ReviewActivities(drivers)
+    merger = MergerActivities(cache, drivers, project_connections(config))
+    return Worker(
+        client,
+        task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
+        workflows=WORKFLOWS,
+        activities=[review.post_report, review.get_change,
+                    merger.resolve_dependencies, merger.prepare_state],
+        workflow_runner=workflow_runner(),
+    )

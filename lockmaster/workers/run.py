@@ -1,0 +1,46 @@
+"""Run worker roles in this process until interrupted: `lockmaster worker ROLE`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from lockmaster.config.models import LockmasterConfig
+from lockmaster.logserver import LogServer
+from lockmaster.review.registry import review_drivers
+from lockmaster.workers.executor import executor_worker
+from lockmaster.workers.orchestrator import orchestrator_worker
+
+ROLES = ("orchestrator", "executor", "all")
+log = logging.getLogger(__name__)
+
+
+def make_workers(client: Client, config: LockmasterConfig, role: str) -> list[Worker]:
+    drivers = review_drivers(config)
+    workers = []
+    if role in ("orchestrator", "all"):
+        workers.append(orchestrator_worker(client, config, drivers))
+    if role in ("executor", "all"):
+        workers.append(executor_worker(client, config, drivers))
+    return workers
+
+
+async def run_workers(
+    client: Client, config: LockmasterConfig, role: str, stop: asyncio.Event
+) -> None:
+    """Run until `stop` is set; then stop polling and let running activities finish or cancel."""
+    workers = make_workers(client, config, role)
+    logs = None
+    if config.logs.serve and role in ("executor", "all"):
+        logs = LogServer(config.logs_root, config.logs.serve.listen, config.logs.serve.port).start()
+        log.info("serving logs from %s on port %d", config.logs_root, logs.port)
+    async with contextlib.AsyncExitStack() as stack:
+        for worker in workers:
+            await stack.enter_async_context(worker)
+        await stop.wait()
+    if logs:
+        logs.stop()

@@ -1,0 +1,253 @@
+"""The check pipeline (Zuul's independent pipeline): one workflow per patchset.
+
+`check/<project>/<change>/<patchset>`: resolve Depends-On, build the speculative state with real
+git, run the frozen job graph (builds on the executor task queue), report once in Zuul's shape.
+Cancelled (new patchset, abandoned change) it cancels its builds, waits for them to clean up
+their nodes, and reports nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+from temporalio.exceptions import CancelledError as ActivityCancelled
+
+with workflow.unsafe.imports_passed_through():
+    from lockmaster.model.build import BuildRequest, BuildResult, JobSpec, Result
+    from lockmaster.model.change import ChangeRef
+    from lockmaster.model.check import (
+        CheckInput,
+        CheckOutcome,
+        CheckStatus,
+        JobStatus,
+        StatusQuery,
+    )
+    from lockmaster.model.report import ReportAction, ReportRequest, ReportResult
+    from lockmaster.model.state import (
+        DependencyRequest,
+        DependencyResult,
+        PrepareStateRequest,
+        PrepareStateResult,
+        SpeculativeState,
+    )
+    from lockmaster.pipelines import reports
+    from lockmaster.pipelines.jobgraph import JobGraph, final_result
+    from lockmaster.temporal import search_attributes
+    from lockmaster.temporal.task_queues import Role, task_queue
+
+
+# Reports retry with backoff for as long as an hour: Gerrit being down must not lose a vote.
+REPORT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+)
+MERGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+# A build activity is retried only when its worker died or it failed unexpectedly; job-level
+# attempts (RETRY results) are the workflow's business.
+BUILD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+
+
+def check_workflow_id(change: ChangeRef, pipeline: str = "check") -> str:
+    return f"{pipeline}/{change.project}/{change.number}/{change.patchset}"
+
+
+def log_path(pipeline: str, change: ChangeRef, job: str, build_id: str) -> str:
+    """Zuul's log layout: <NN>/<change>/<patchset>/<pipeline>/<job>/<build id prefix>."""
+    return (
+        f"{change.number % 100:02d}/{change.number}/{change.patchset}/{pipeline}/{job}/"
+        f"{build_id[:7]}"
+    )
+
+
+@workflow.defn(name="CheckWorkflow")
+class CheckWorkflow:
+    def __init__(self) -> None:
+        self._phase = "resolving"
+        self._input: CheckInput | None = None
+        self._graph: JobGraph | None = None
+        self._attempts: dict[str, list[BuildResult]] = {}
+        self._running: dict[str, tuple[int, float]] = {}  # job -> (attempt, started)
+        self._changes = ""
+
+    @workflow.query(name="status")
+    def status(self, _: StatusQuery) -> CheckStatus:
+        assert self._input is not None
+        jobs = []
+        for job in self._input.jobs:
+            state = "waiting"
+            attempt = len(self._attempts.get(job.name, []))
+            started = None
+            if self._graph and job.name in self._graph.results:
+                state = self._graph.results[job.name].value
+            elif job.name in self._running:
+                state = "running"
+                attempt, started = self._running[job.name]
+            builds = self._attempts.get(job.name)
+            jobs.append(JobStatus(
+                name=job.name, voting=job.voting, state=state, attempt=attempt,
+                log_url=builds[-1].log_url if builds else None, started=started,
+            ))
+        return CheckStatus(
+            change=self._input.change, pipeline=self._input.pipeline, phase=self._phase,
+            changes=self._changes, jobs=jobs,
+        )
+
+    @workflow.run
+    async def run(self, inp: CheckInput) -> CheckOutcome:
+        self._input = inp
+        change = inp.change
+
+        deps: DependencyResult = await workflow.execute_activity(
+            "resolve_dependencies", DependencyRequest(change=change),
+            result_type=DependencyResult, task_queue=self._queue(Role.ORCHESTRATOR),
+            start_to_close_timeout=timedelta(minutes=5), retry_policy=MERGER_RETRY,
+        )
+        if not deps.ok:
+            message = reports.dependency_error_report(inp.pipeline, deps.error or "unknown")
+            await self._report("config-error", message, inp.labels.failure)
+            return self._finish("CONFIG_ERROR", message)
+
+        self._phase = "merging"
+        prepared: PrepareStateResult = await workflow.execute_activity(
+            "prepare_state",
+            PrepareStateRequest(
+                changes=deps.changes,
+                required_projects=sorted({p for j in inp.jobs for p in j.required_projects}),
+                merge_date=int(workflow.now().timestamp()),
+            ),
+            result_type=PrepareStateResult, task_queue=self._queue(Role.ORCHESTRATOR),
+            start_to_close_timeout=timedelta(minutes=10), retry_policy=MERGER_RETRY,
+        )
+        if not prepared.ok or prepared.state is None:
+            message = reports.merge_conflict_report(inp.pipeline, prepared.error)
+            await self._report("merge-conflict", message, inp.labels.failure)
+            return self._finish("MERGE_CONFLICT", message)
+        state = prepared.state
+        self._changes = state.changes_key()
+
+        if not inp.jobs:
+            message = reports.no_jobs_report(inp.pipeline)
+            await self._report("no-jobs", message, {})
+            return self._finish("NO_JOBS", message)
+
+        if inp.labels.start is not None:
+            await self._report("start", f"Starting {inp.pipeline} jobs.", inp.labels.start)
+
+        self._phase = "running"
+        graph = self._graph = JobGraph(inp.jobs)
+        await self._run_graph(graph, state)
+
+        self._phase = "reporting"
+        succeeded = graph.succeeded()
+        last = {name: builds[-1] for name, builds in self._attempts.items()}
+        message = reports.buildset_report(inp.pipeline, succeeded, inp.jobs, graph.results, last)
+        await self._report(
+            "success" if succeeded else "failure", message,
+            inp.labels.success if succeeded else inp.labels.failure,
+        )
+        return self._finish("SUCCESS" if succeeded else "FAILURE", message)
+
+    # --- the job graph -------------------------------------------------------------------------
+
+    async def _run_graph(self, graph: JobGraph, state: SpeculativeState) -> None:
+        tasks: dict[asyncio.Task[BuildResult], JobSpec] = {}
+
+        def launch(job: JobSpec) -> None:
+            graph.start(job.name)
+            attempt = len(self._attempts.get(job.name, [])) + 1
+            self._running[job.name] = (attempt, workflow.now().timestamp())
+            tasks[asyncio.ensure_future(self._build(job, state, attempt))] = job
+
+        try:
+            for job in graph.ready():
+                launch(job)
+            while tasks:
+                done, _ = await workflow.wait(list(tasks), return_when=asyncio.FIRST_COMPLETED)
+                # Deterministic order: handle finished builds in job order, not completion order.
+                for task in sorted(done, key=lambda t: graph.order.index(tasks[t].name)):
+                    job = tasks.pop(task)
+                    build = task.result()
+                    self._attempts.setdefault(job.name, []).append(build)
+                    self._running.pop(job.name, None)
+                    result, again = final_result(self._attempts[job.name], job)
+                    if again:
+                        graph.running.discard(job.name)
+                        launch(job)
+                        continue
+                    graph.finish(job.name, result)
+                for job in graph.ready():
+                    launch(job)
+        except asyncio.CancelledError:
+            # Cancel every build and wait until each has killed its command and freed its node.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _build(self, job: JobSpec, state: SpeculativeState, attempt: int) -> BuildResult:
+        assert self._input is not None
+        build_id = workflow.uuid4().hex
+        request = BuildRequest(
+            build_id=build_id, pipeline=self._input.pipeline, change=self._input.change,
+            job=job, state=state, attempt=attempt,
+            log_path=log_path(self._input.pipeline, self._input.change, job.name, build_id),
+        )
+        try:
+            return await workflow.execute_activity(
+                "run_build", request, result_type=BuildResult,
+                task_queue=self._queue(Role.EXECUTOR),
+                # The runner enforces the job timeout itself; this is the backstop.
+                start_to_close_timeout=timedelta(seconds=job.timeout + 300),
+                heartbeat_timeout=timedelta(seconds=self._input.build_heartbeat_timeout),
+                retry_policy=BUILD_RETRY,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"{job.name} attempt {attempt}",
+            )
+        except ActivityError as exc:
+            if isinstance(exc.cause, ActivityCancelled):
+                raise
+            # The executor kept failing unexpectedly: an infrastructure failure, retried by attempts.
+            now = workflow.now().timestamp()
+            return BuildResult(
+                build_id=build_id, job=job.name, result=Result.RETRY, attempt=attempt,
+                started=now, ended=now, message=f"executor error: {exc.cause or exc}",
+            )
+
+    # --- reporting --------------------------------------------------------------------------------
+
+    async def _report(self, action: ReportAction, message: str, labels: dict[str, int]) -> None:
+        assert self._input is not None
+        info = workflow.info()
+        await workflow.execute_activity(
+            "post_report",
+            ReportRequest(
+                change=self._input.change, pipeline=self._input.pipeline, action=action,
+                message=message, labels=labels,
+                # One report per outcome per run, however often the activity is retried.
+                tag=f"{self._input.pipeline}:{info.run_id}:{action}",
+            ),
+            result_type=ReportResult, task_queue=self._queue(Role.ORCHESTRATOR),
+            start_to_close_timeout=timedelta(seconds=60),
+            schedule_to_close_timeout=timedelta(hours=1),
+            retry_policy=REPORT_RETRY,
+        )
+
+    def _finish(self, result: str, message: str) -> CheckOutcome:
+        assert self._input is not None
+        self._phase = "done"
+        workflow.upsert_search_attributes([search_attributes.RESULT.value_set(result)])
+        builds = [b for name in self._attempts for b in self._attempts[name]]
+        return CheckOutcome(
+            change=self._input.change, pipeline=self._input.pipeline, result=result,
+            message=message, builds=builds,
+            job_results=dict(self._graph.results) if self._graph else {},
+            changes=self._changes,
+        )
+
+    def _queue(self, role: Role) -> str:
+        assert self._input is not None
+        return task_queue(self._input.task_queue_prefix, role)
