@@ -1,0 +1,651 @@
+"""A fake Gerrit over real sockets: the REST endpoints lockmaster calls, and SSH stream-events.
+
+Usage: `async with FakeGerrit() as fake:`, then `gerrit_connection(fake, tmp_path)` for a config
+(password file, client key and known_hosts written), `fake.add_change(...)` for changes, and
+`await fake.emit(fake.patchset_created_event(number))` for stream events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from aiohttp import web
+
+from lockmaster.config.models import GerritConnection, GerritSSH
+from lockmaster.model.change import change_ref_name
+
+XSSI = ")]}'\n"
+LOCKMASTER_ACCOUNT = 1000000
+STREAM_COMMAND = "gerrit stream-events"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class FakePatchset:
+    number: int
+    commit: str
+    message: str
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+@dataclass
+class FakeChange:
+    project: str
+    branch: str
+    number: int
+    change_id: str
+    status: str
+    patchsets: list[FakePatchset]
+    # label -> username -> value (current patchset only, as Gerrit without copy rules)
+    votes: dict[str, dict[str, int]] = field(default_factory=dict)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def current(self) -> FakePatchset:
+        return self.patchsets[-1]
+
+    def patchset(self, revision: str) -> FakePatchset | None:
+        """By sha, patchset number, or `current`, as Gerrit's revision ids."""
+        for ps in self.patchsets:
+            if revision in (ps.commit, str(ps.number)):
+                return ps
+        return self.current if revision == "current" else None
+
+    def approvals(self) -> dict[str, int]:
+        return {
+            label: max(v for v in by_user.values())
+            for label, by_user in self.votes.items()
+            if any(by_user.values())
+        }
+
+
+@dataclass
+class _Fault:
+    path: str
+    status: int
+    count: int
+    after_apply: bool
+    method: str | None
+
+
+class FakeGerrit:
+    def __init__(
+        self,
+        *,
+        user: str = "lockmaster",
+        password: str = "secret",
+        host: str = "127.0.0.1",
+        submit_requires: dict[str, int] | None = None,
+    ) -> None:
+        self.user = user
+        self.password = password
+        self.host = host
+        # Labels a change must carry (at least) for submit to succeed; e.g. {"Code-Review": 2}.
+        self.submit_requires = dict(submit_requires or {})
+        self.changes: dict[int, FakeChange] = {}
+        self.reviews: list[dict[str, Any]] = []
+        self.submits: list[int] = []
+        self.requests: list[tuple[str, str]] = []  # (method, path?query) of every REST call
+        self._faults: list[_Fault] = []
+        self._refusals: dict[int, str] = {}
+        self._accounts: dict[str, int] = {user: LOCKMASTER_ACCOUNT}
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        # SSH side
+        self.host_key = asyncssh.generate_private_key("ssh-ed25519")
+        self._authorized: set[bytes] = set()
+        self._ssh_server: asyncssh.SSHAcceptor | None = None
+        self._ssh_conns: set[asyncssh.SSHServerConnection] = set()
+        self._streams: set[asyncssh.SSHServerProcess[str]] = set()
+        self.ssh_port = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeGerrit:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_get("/a/changes/", self._query)
+        app.router.add_get("/a/changes/{id}", self._get_change)
+        app.router.add_get("/a/changes/{id}/messages", self._messages)
+        app.router.add_post("/a/changes/{id}/revisions/{revision}/review", self._review)
+        app.router.add_post("/a/changes/{id}/submit", self._submit)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self._ssh_server = await asyncssh.create_server(
+            lambda: _SSHServer(self),
+            self.host,
+            0,
+            server_host_keys=[self.host_key],
+            process_factory=self._stream_events,
+        )
+        self.ssh_port = self._ssh_server.get_port()
+
+    async def stop(self) -> None:
+        if self._ssh_server is not None:
+            self._ssh_server.close()
+            for conn in list(self._ssh_conns):
+                conn.close()
+            await self._ssh_server.wait_closed()
+            self._ssh_server = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # --- changes --------------------------------------------------------------------------------
+
+    def add_change(
+        self,
+        project: str,
+        branch: str,
+        number: int,
+        patchset: int = 1,
+        commit: str | None = None,
+        message: str | None = None,
+        change_id: str | None = None,
+        status: str = "NEW",
+        approvals: dict[str, int] | None = None,
+    ) -> FakeChange:
+        """A change whose current patchset is `patchset` (earlier ones get made-up commits)."""
+        change_id = change_id or "I" + uuid.uuid4().hex + uuid.uuid4().hex[:8]
+        commit = commit or _sha(f"{number},{patchset}")
+        message = message or f"Change {number}\n\nChange-Id: {change_id}\n"
+        patchsets = [
+            FakePatchset(n, _sha(f"{number},{n}"), message) for n in range(1, patchset)
+        ] + [FakePatchset(patchset, commit, message)]
+        change = FakeChange(project, branch, number, change_id, status, patchsets)
+        for label, value in (approvals or {}).items():
+            self.set_vote(number, label, value, change=change)
+        self.changes[number] = change
+        return change
+
+    def new_patchset(self, number: int, commit: str, message: str | None = None) -> FakePatchset:
+        change = self.changes[number]
+        ps = FakePatchset(change.current.number + 1, commit, message or change.current.message)
+        change.patchsets.append(ps)
+        change.votes.clear()  # a new patchset starts without votes (no copy rules here)
+        return ps
+
+    def set_status(self, number: int, status: str) -> None:
+        self.changes[number].status = status
+
+    def set_vote(
+        self,
+        number: int,
+        label: str,
+        value: int,
+        username: str = "reviewer",
+        *,
+        change: FakeChange | None = None,
+    ) -> None:
+        change = change or self.changes[number]
+        self._account_id(username)
+        change.votes.setdefault(label, {})[username] = value
+
+    def refuse_submit(self, number: int, reason: str) -> None:
+        """The next submits of this change get 409 with `reason` (until allow_submit)."""
+        self._refusals[number] = reason
+
+    def allow_submit(self, number: int) -> None:
+        self._refusals.pop(number, None)
+
+    # --- faults ---------------------------------------------------------------------------------
+
+    def fail_next(
+        self, path_substring: str, status: int = 500, count: int = 1, method: str | None = None
+    ) -> None:
+        """The next `count` matching requests fail with `status` before doing anything."""
+        self._faults.append(_Fault(path_substring, status, count, False, method))
+
+    def fail_after_apply(
+        self, path_substring: str, status: int = 500, count: int = 1, method: str | None = None
+    ) -> None:
+        """The next `count` matching requests take effect, then answer `status` (response lost)."""
+        self._faults.append(_Fault(path_substring, status, count, True, method))
+
+    def _take_fault(self, request: web.Request, after_apply: bool) -> _Fault | None:
+        for fault in self._faults:
+            if (
+                fault.after_apply == after_apply
+                and fault.path in request.path_qs
+                and fault.method in (None, request.method)
+            ):
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    # --- REST -----------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests.append((request.method, request.path_qs))
+        if not self._authorized_request(request):
+            return web.Response(status=401, text="Unauthorized")
+        fault = self._take_fault(request, after_apply=False)
+        if fault is not None:
+            return web.Response(status=fault.status, text="injected fault")
+        response = await handler(request)
+        fault = self._take_fault(request, after_apply=True)
+        if fault is not None:
+            return web.Response(status=fault.status, text="injected fault after apply")
+        return response
+
+    def _authorized_request(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        return user == self.user and password == self.password
+
+    def _find(self, ident: str) -> FakeChange:
+        # Gerrit accepts a number, project~number, or a Change-Id.
+        key = ident.rsplit("~", 1)[-1]
+        if key.isdigit() and int(key) in self.changes:
+            return self.changes[int(key)]
+        for change in self.changes.values():
+            if change.change_id == key:
+                return change
+        raise web.HTTPNotFound(text=f"Not found: {ident}")
+
+    async def _get_change(self, request: web.Request) -> web.Response:
+        return _json(self.change_json(self._find(request.match_info["id"])))
+
+    async def _query(self, request: web.Request) -> web.Response:
+        query = request.query.get("q", "")
+        if not query.startswith("change:"):
+            return web.Response(status=400, text=f"the fake serves only change: queries: {query}")
+        wanted = query[len("change:") :]
+        found = [
+            self.change_json(c)
+            for c in self.changes.values()
+            if wanted in (c.change_id, str(c.number))
+        ]
+        return _json(found)
+
+    async def _messages(self, request: web.Request) -> web.Response:
+        return _json(self._find(request.match_info["id"]).messages)
+
+    async def _review(self, request: web.Request) -> web.Response:
+        change = self._find(request.match_info["id"])
+        revision = request.match_info["revision"]
+        ps = change.patchset(revision)
+        if ps is None:
+            raise web.HTTPNotFound(text=f"Not found: revision {revision}")
+        try:
+            body = json.loads(await request.text())
+        except ValueError:
+            raise web.HTTPBadRequest(text="body is not JSON") from None
+        labels = {str(k): int(v) for k, v in (body.get("labels") or {}).items()}
+        if labels and change.status != "NEW":
+            raise web.HTTPConflict(text=f"change is {change.status.lower()}: cannot vote")
+        self.reviews.append(
+            {
+                "number": change.number,
+                "revision": revision,
+                "patchset": ps.number,
+                "message": body.get("message", ""),
+                "labels": labels,
+                "tag": body.get("tag"),
+            }
+        )
+        votes = " ".join(f"{k}{v:+d}" for k, v in labels.items())
+        change.messages.append(
+            {
+                "id": uuid.uuid4().hex,
+                "author": self._account(self.user),
+                "date": _gerrit_date(time.time()),
+                "message": f"Patch Set {ps.number}:{' ' + votes if votes else ''}\n\n"
+                + body.get("message", ""),
+                "_revision_number": ps.number,
+                **({"tag": body["tag"]} if body.get("tag") else {}),
+            }
+        )
+        if ps is change.current:
+            for label, value in labels.items():
+                change.votes.setdefault(label, {})[self.user] = value
+        return _json({"labels": labels})
+
+    async def _submit(self, request: web.Request) -> web.Response:
+        change = self._find(request.match_info["id"])
+        if change.status != "NEW":
+            raise web.HTTPConflict(text=f"change is {change.status.lower()}")
+        if change.number in self._refusals:
+            raise web.HTTPConflict(text=self._refusals[change.number])
+        approvals = change.approvals()
+        missing = [
+            f"{label}+{value}"
+            for label, value in self.submit_requires.items()
+            if approvals.get(label, 0) < value
+        ]
+        if missing:
+            raise web.HTTPConflict(text=f"submit requirement not fulfilled: {', '.join(missing)}")
+        change.status = "MERGED"
+        self.submits.append(change.number)
+        return _json(self.change_json(change))
+
+    # --- JSON shapes ----------------------------------------------------------------------------
+
+    def change_json(self, change: FakeChange) -> dict[str, Any]:
+        """Gerrit's ChangeInfo with CURRENT_REVISION, CURRENT_COMMIT and DETAILED_LABELS."""
+        ps = change.current
+        return {
+            "id": f"{change.project.replace('/', '%2F')}~{change.branch}~{change.change_id}",
+            "project": change.project,
+            "branch": change.branch,
+            "change_id": change.change_id,
+            "subject": ps.message.splitlines()[0] if ps.message else "",
+            "status": change.status,
+            "_number": change.number,
+            "owner": {"_account_id": self._account_id("owner")},
+            "current_revision": ps.commit,
+            "revisions": {
+                ps.commit: {
+                    "kind": "REWORK",
+                    "_number": ps.number,
+                    "ref": change_ref_name(change.number, ps.number),
+                    "commit": {
+                        "parents": [],
+                        "subject": ps.message.splitlines()[0] if ps.message else "",
+                        "message": ps.message,
+                    },
+                }
+            },
+            "labels": {
+                label: {
+                    "all": [
+                        {"value": value, "_account_id": self._account_id(user), "username": user}
+                        for user, value in by_user.items()
+                    ],
+                    "values": {"-2": "", "-1": "", " 0": "", "+1": "", "+2": ""},
+                    "default_value": 0,
+                }
+                for label, by_user in change.votes.items()
+            },
+        }
+
+    def _account_id(self, username: str) -> int:
+        return self._accounts.setdefault(username, LOCKMASTER_ACCOUNT + len(self._accounts))
+
+    def _account(self, username: str) -> dict[str, Any]:
+        return {
+            "_account_id": self._account_id(username),
+            "name": username.title(),
+            "email": f"{username}@example.org",
+            "username": username,
+        }
+
+    # --- stream-events event builders -----------------------------------------------------------
+
+    def _stream_account(self, username: str) -> dict[str, str]:
+        return {"name": username.title(), "email": f"{username}@example.org", "username": username}
+
+    def _stream_change(self, change: FakeChange) -> dict[str, Any]:
+        return {
+            "project": change.project,
+            "branch": change.branch,
+            "id": change.change_id,
+            "number": change.number,
+            "subject": change.current.message.splitlines()[0] if change.current.message else "",
+            "owner": self._stream_account("owner"),
+            "url": f"{self.url}/c/{change.project}/+/{change.number}",
+            "commitMessage": change.current.message,
+            "createdOn": change.created,
+            "status": change.status,
+        }
+
+    def _stream_patchset(self, change: FakeChange, ps: FakePatchset) -> dict[str, Any]:
+        return {
+            "number": ps.number,
+            "revision": ps.commit,
+            "parents": [],
+            "ref": change_ref_name(change.number, ps.number),
+            "uploader": self._stream_account("owner"),
+            "createdOn": ps.created,
+            "author": self._stream_account("owner"),
+            "kind": "REWORK",
+            "sizeInsertions": 1,
+            "sizeDeletions": 0,
+        }
+
+    def _change_event(
+        self, type_: str, number: int, patchset: int | None, **extra: Any
+    ) -> dict[str, Any]:
+        change = self.changes[number]
+        ps = change.patchset(str(patchset)) if patchset else change.current
+        assert ps is not None, f"change {number} has no patchset {patchset}"
+        return {
+            **extra,
+            "patchSet": self._stream_patchset(change, ps),
+            "change": self._stream_change(change),
+            "project": change.project,
+            "refName": f"refs/heads/{change.branch}",
+            "changeKey": {"id": change.change_id},
+            "type": type_,
+            "eventCreatedOn": int(time.time()),
+        }
+
+    def patchset_created_event(
+        self, number: int, patchset: int | None = None, uploader: str = "owner"
+    ) -> dict[str, Any]:
+        return self._change_event(
+            "patchset-created", number, patchset, uploader=self._stream_account(uploader)
+        )
+
+    def comment_added_event(
+        self,
+        number: int,
+        comment: str,
+        approvals: dict[str, int] | None = None,
+        author: str = "reviewer",
+        patchset: int | None = None,
+    ) -> dict[str, Any]:
+        # Stream-events values are strings; oldValue appears only for a changed vote.
+        items = [
+            {"type": k, "description": k, "value": str(v), "oldValue": "0"}
+            for k, v in (approvals or {}).items()
+        ]
+        return self._change_event(
+            "comment-added",
+            number,
+            patchset,
+            author=self._stream_account(author),
+            approvals=items,
+            comment=comment,
+        )
+
+    def change_merged_event(
+        self, number: int, newrev: str | None = None, submitter: str = "lockmaster"
+    ) -> dict[str, Any]:
+        return self._change_event(
+            "change-merged",
+            number,
+            None,
+            submitter=self._stream_account(submitter),
+            newRev=newrev or self.changes[number].current.commit,
+        )
+
+    def change_abandoned_event(
+        self, number: int, reason: str = "", abandoner: str = "owner"
+    ) -> dict[str, Any]:
+        return self._change_event(
+            "change-abandoned",
+            number,
+            None,
+            abandoner=self._stream_account(abandoner),
+            reason=reason,
+        )
+
+    def ref_updated_event(
+        self, project: str, refname: str, oldrev: str, newrev: str, submitter: str = "owner"
+    ) -> dict[str, Any]:
+        return {
+            "submitter": self._stream_account(submitter),
+            "refUpdate": {
+                "oldRev": oldrev,
+                "newRev": newrev,
+                "refName": refname,
+                "project": project,
+            },
+            "type": "ref-updated",
+            "eventCreatedOn": int(time.time()),
+        }
+
+    # --- SSH ------------------------------------------------------------------------------------
+
+    def authorize_key(self, key: asyncssh.SSHKey) -> None:
+        self._authorized.add(key.public_data)
+
+    @property
+    def host_key_line(self) -> str:
+        """This server's known_hosts line (the port is part of the host pattern)."""
+        public = self.host_key.export_public_key("openssh").decode().strip()
+        return f"[{self.host}]:{self.ssh_port} {public}"
+
+    def write_known_hosts(self, path: Path) -> Path:
+        path.write_text(self.host_key_line + "\n")
+        return path
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    async def wait_streams(self, count: int, within: float = 5.0) -> None:
+        """Until exactly `count` stream-events sessions are open."""
+        deadline = time.monotonic() + within
+        while self.stream_count != count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.stream_count} streams open, waited for {count}")
+            await asyncio.sleep(0.01)
+
+    async def emit(self, event: dict[str, Any]) -> int:
+        """Write the event to every open stream (flushed on return); returns how many got it."""
+        line = json.dumps(event) + "\n"
+        sent = 0
+        for process in list(self._streams):
+            try:
+                process.stdout.write(line)
+                await process.stdout.drain()
+                sent += 1
+            except (OSError, asyncssh.Error):
+                self._streams.discard(process)
+        return sent
+
+    async def drop_streams(self) -> None:
+        """Close every stream's SSH connection, as a Gerrit restart would."""
+        for process in list(self._streams):
+            process.get_extra_info("connection").close()
+        await self.wait_streams(0)
+
+    async def _stream_events(self, process: asyncssh.SSHServerProcess[str]) -> None:
+        if process.command != STREAM_COMMAND:
+            process.stderr.write(f"fatal: the fake Gerrit serves only {STREAM_COMMAND!r}\n")
+            process.exit(1)
+            return
+        self._streams.add(process)
+        try:
+            # Events are written by emit(); the session lasts until either side closes it.
+            await process.wait_closed()
+        finally:
+            self._streams.discard(process)
+
+
+class _SSHServer(asyncssh.SSHServer):
+    def __init__(self, fake: FakeGerrit) -> None:
+        self.fake = fake
+        self.conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        self.fake._ssh_conns.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.fake._ssh_conns.discard(self.conn)
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # authentication is always required
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return username == self.fake.user and key.public_data in self.fake._authorized
+
+
+def gerrit_connection(
+    fake: FakeGerrit,
+    directory: Path,
+    *,
+    git_url: str | None = None,
+    password: str | None = None,
+    tag_prefix: str = "autogenerated:lockmaster",
+) -> GerritConnection:
+    """A GerritConnection pointing at the fake: password file, client key and known_hosts
+    are written under `directory` (the client key is authorised with the fake)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    password_file = directory / "gerrit-password"
+    password_file.write_text((fake.password if password is None else password) + "\n")
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key_file = directory / "gerrit-ssh-key"
+    key.write_private_key(key_file)
+    key_file.chmod(0o600)
+    fake.authorize_key(key)
+    known_hosts = fake.write_known_hosts(directory / "gerrit-known-hosts")
+    return GerritConnection(
+        driver="gerrit",
+        url=fake.url,
+        user=fake.user,
+        password_file=password_file,
+        git_url=git_url,
+        ssh=GerritSSH(
+            host=fake.host,
+            port=fake.ssh_port,
+            user=fake.user,
+            key_file=key_file,
+            known_hosts_file=known_hosts,
+        ),
+        tag_prefix=tag_prefix,
+    )
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, text=XSSI + json.dumps(data), content_type="application/json"
+    )
+
+
+def _sha(seed: str) -> str:
+    return hashlib.sha1(seed.encode()).hexdigest()
+
+
+def _gerrit_date(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S.000000000", time.gmtime(ts))

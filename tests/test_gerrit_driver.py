@@ -1,0 +1,308 @@
+"""GerritDriver against the fake Gerrit's REST API over a real socket."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lockmaster.config.models import GerritConnection
+from lockmaster.model.change import ChangeRef
+from lockmaster.model.report import ReportRequest
+from lockmaster.review.base import ChangeNotFound, ReviewDriver, ReviewError, SubmitRefused
+from lockmaster.review.gerrit import GerritAuthError, GerritDriver
+from tests.fakes.gerrit import FakeGerrit, gerrit_connection
+
+SHA1 = "1" * 40
+SHA2 = "2" * 40
+CHANGE_ID = "I" + "a" * 40
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeGerrit]:
+    async with FakeGerrit(submit_requires={"Code-Review": 2}) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def driver(fake: FakeGerrit, tmp_path: Path) -> AsyncIterator[GerritDriver]:
+    driver = GerritDriver("gerrit", gerrit_connection(fake, tmp_path))
+    yield driver
+    await driver.aclose()
+
+
+def report(number: int, patchset: int, commit: str | None, tag: str) -> ReportRequest:
+    change = ChangeRef(
+        connection="gerrit",
+        project="org/app",
+        branch="main",
+        number=number,
+        patchset=patchset,
+        commit=commit,
+    )
+    return ReportRequest(
+        change=change,
+        pipeline="check",
+        action="success",
+        message="Build succeeded (check pipeline).",
+        labels={"Verified": 1},
+        tag=tag,
+    )
+
+
+def test_driver_satisfies_protocol(driver: GerritDriver) -> None:
+    assert isinstance(driver, ReviewDriver)
+    assert driver.connection == "gerrit"
+
+
+async def test_get_change_maps_current_patchset_and_votes(
+    fake: FakeGerrit, driver: GerritDriver
+) -> None:
+    fake.add_change(
+        "org/app",
+        "main",
+        101,
+        patchset=2,
+        commit=SHA2,
+        message="Fix it\n\nChange-Id: " + CHANGE_ID + "\n",
+        change_id=CHANGE_ID,
+        approvals={"Code-Review": 2, "Workflow": 1},
+    )
+    fake.set_vote(101, "Code-Review", -1, username="other")
+    fake.set_vote(101, "Verified", 0, username="other")
+
+    info = await driver.get_change(101)
+
+    assert info.connection == "gerrit"
+    assert (info.project, info.branch, info.number) == ("org/app", "main", 101)
+    assert info.patchset == 2
+    assert info.commit == SHA2
+    assert info.status == "NEW"
+    assert info.change_id == CHANGE_ID
+    assert info.message.startswith("Fix it")
+    assert info.url == f"{fake.url}/c/org/app/+/101"
+    # Highest vote per label; a label with only zero votes is absent.
+    assert info.approvals == {"Code-Review": 2, "Workflow": 1}
+    assert ("GET", "/a/changes/101?o=CURRENT_REVISION&o=CURRENT_COMMIT&o=DETAILED_LABELS") in (
+        fake.requests
+    )
+
+
+async def test_get_change_status_follows_gerrit(fake: FakeGerrit, driver: GerritDriver) -> None:
+    fake.add_change("org/app", "main", 102, commit=SHA1, status="MERGED")
+    assert (await driver.get_change(102)).status == "MERGED"
+    fake.set_status(102, "ABANDONED")
+    assert (await driver.get_change(102)).status == "ABANDONED"
+
+
+async def test_get_change_follows_new_patchset(fake: FakeGerrit, driver: GerritDriver) -> None:
+    fake.add_change("org/app", "main", 103, commit=SHA1, approvals={"Code-Review": 2})
+    fake.new_patchset(103, SHA2, "Second try\n")
+    info = await driver.get_change(103)
+    assert (info.patchset, info.commit, info.message) == (2, SHA2, "Second try\n")
+    assert info.approvals == {}
+
+
+async def test_unknown_change_is_not_found(driver: GerritDriver) -> None:
+    with pytest.raises(ChangeNotFound):
+        await driver.get_change(999)
+
+
+async def test_find_change_id_lists_every_branch(fake: FakeGerrit, driver: GerritDriver) -> None:
+    fake.add_change("org/app", "main", 110, commit=SHA1, change_id=CHANGE_ID)
+    fake.add_change("org/app", "stable/1", 111, commit=SHA2, change_id=CHANGE_ID)
+    fake.add_change("org/app", "main", 112, change_id="I" + "b" * 40)
+
+    found = await driver.find_change_id(CHANGE_ID)
+
+    assert sorted((c.number, c.branch, c.commit) for c in found) == [
+        (110, "main", SHA1),
+        (111, "stable/1", SHA2),
+    ]
+    assert await driver.find_change_id("I" + "c" * 40) == []
+
+
+async def test_post_report_posts_once_with_prefixed_tag(
+    fake: FakeGerrit, driver: GerritDriver
+) -> None:
+    fake.add_change("org/app", "main", 120, commit=SHA1)
+
+    first = await driver.post_report(report(120, 1, SHA1, "check:120,1:success"))
+    again = await driver.post_report(report(120, 1, SHA1, "check:120,1:success"))
+
+    assert first.posted is True
+    assert again.posted is False
+    assert fake.reviews == [
+        {
+            "number": 120,
+            "revision": SHA1,
+            "patchset": 1,
+            "message": "Build succeeded (check pipeline).",
+            "labels": {"Verified": 1},
+            "tag": "autogenerated:lockmaster:check:120,1:success",
+        }
+    ]
+    assert (await driver.get_change(120)).approvals == {"Verified": 1}
+
+
+async def test_post_report_without_commit_uses_patchset_number(
+    fake: FakeGerrit, driver: GerritDriver
+) -> None:
+    fake.add_change("org/app", "main", 121, patchset=3)
+    result = await driver.post_report(report(121, 3, None, "check:121,3:start"))
+    assert result.posted is True
+    assert [(r["revision"], r["patchset"]) for r in fake.reviews] == [("3", 3)]
+
+
+async def test_different_tags_both_post(fake: FakeGerrit, driver: GerritDriver) -> None:
+    fake.add_change("org/app", "main", 122, commit=SHA1)
+    await driver.post_report(report(122, 1, SHA1, "check:122,1:start"))
+    await driver.post_report(report(122, 1, SHA1, "check:122,1:success"))
+    assert [r["tag"].rsplit(":", 1)[-1] for r in fake.reviews] == ["start", "success"]
+
+
+async def test_post_report_response_lost_then_retry_posts_nothing(
+    fake: FakeGerrit, driver: GerritDriver
+) -> None:
+    fake.add_change("org/app", "main", 123, commit=SHA1)
+    fake.fail_after_apply("/review")
+
+    with pytest.raises(ReviewError):
+        await driver.post_report(report(123, 1, SHA1, "gate:123,1:success"))
+    retry = await driver.post_report(report(123, 1, SHA1, "gate:123,1:success"))
+
+    assert retry.posted is False
+    assert len(fake.reviews) == 1
+
+
+async def test_post_report_500_then_retry_posts_exactly_once(
+    fake: FakeGerrit, driver: GerritDriver
+) -> None:
+    fake.add_change("org/app", "main", 124, commit=SHA1)
+    fake.fail_next("/review", status=500)
+
+    with pytest.raises(ReviewError) as failed:
+        await driver.post_report(report(124, 1, SHA1, "check:124,1:failure"))
+    assert not isinstance(failed.value, ChangeNotFound)
+    assert fake.reviews == []
+
+    retry = await driver.post_report(report(124, 1, SHA1, "check:124,1:failure"))
+    assert retry.posted is True
+    assert len(fake.reviews) == 1
+
+
+async def test_messages_failure_raises_review_error(fake: FakeGerrit, driver: GerritDriver) -> None:
+    fake.add_change("org/app", "main", 125, commit=SHA1)
+    fake.fail_next("/messages", status=503)
+    with pytest.raises(ReviewError, match="503"):
+        await driver.post_report(report(125, 1, SHA1, "check:125,1:start"))
+    assert fake.reviews == []
+
+
+async def test_submit_merges(fake: FakeGerrit, driver: GerritDriver) -> None:
+    change = fake.add_change("org/app", "main", 130, commit=SHA1, approvals={"Code-Review": 2})
+    await driver.submit((await driver.get_change(130)).ref())
+    assert fake.submits == [130]
+    assert change.status == "MERGED"
+
+
+async def test_submit_refused_carries_gerrit_text(fake: FakeGerrit, driver: GerritDriver) -> None:
+    fake.add_change("org/app", "main", 131, commit=SHA1, approvals={"Code-Review": 1})
+    ref = (await driver.get_change(131)).ref()
+    with pytest.raises(SubmitRefused, match="submit requirement not fulfilled: Code-Review\\+2"):
+        await driver.submit(ref)
+
+    fake.set_vote(131, "Code-Review", 2)
+    fake.refuse_submit(131, "Failed to submit 1 change due to the following problems: conflict")
+    with pytest.raises(SubmitRefused, match="due to the following problems: conflict"):
+        await driver.submit(ref)
+    assert fake.submits == []
+
+
+async def test_submit_5xx_is_retryable_not_refused(fake: FakeGerrit, driver: GerritDriver) -> None:
+    fake.add_change("org/app", "main", 132, commit=SHA1, approvals={"Code-Review": 2})
+    ref = (await driver.get_change(132)).ref()
+    fake.fail_next("/submit", status=502)
+    with pytest.raises(ReviewError) as failed:
+        await driver.submit(ref)
+    assert not isinstance(failed.value, SubmitRefused)
+    await driver.submit(ref)
+    assert fake.submits == [132]
+
+
+async def test_wrong_password_is_an_auth_error(fake: FakeGerrit, tmp_path: Path) -> None:
+    fake.add_change("org/app", "main", 140, commit=SHA1)
+    config = gerrit_connection(fake, tmp_path, password="not-the-password")
+    driver = GerritDriver("gerrit", config)
+    try:
+        with pytest.raises(GerritAuthError, match="401"):
+            await driver.get_change(140)
+    finally:
+        await driver.aclose()
+    # The password argument overrides the file.
+    driver = GerritDriver("gerrit", config, password=fake.password)
+    try:
+        assert (await driver.get_change(140)).commit == SHA1
+    finally:
+        await driver.aclose()
+
+
+async def test_network_error_is_review_error(tmp_path: Path) -> None:
+    async with FakeGerrit() as fake:
+        config = gerrit_connection(fake, tmp_path)
+    # The fake is stopped: nothing listens on its port any more.
+    driver = GerritDriver("gerrit", config)
+    try:
+        with pytest.raises(ReviewError, match="ConnectError"):
+            await driver.get_change(1)
+    finally:
+        await driver.aclose()
+
+
+async def test_transport_can_be_injected(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, text=")]}'\n[]")
+
+    async with FakeGerrit() as fake:
+        config = gerrit_connection(fake, tmp_path)
+    driver = GerritDriver("gerrit", config, password="pw", transport=httpx.MockTransport(handler))
+    try:
+        assert await driver.find_change_id(CHANGE_ID) == []
+    finally:
+        await driver.aclose()
+    assert seen[0].url.params.get_list("q") == [f"change:{CHANGE_ID}"]
+    assert seen[0].headers["authorization"].startswith("Basic ")
+
+
+async def test_urls(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("x")
+    base = {"driver": "gerrit", "url": "https://review.example.org/", "user": "lm"}
+    plain = GerritDriver("g", GerritConnection(**base, password_file=pw))
+    local = GerritDriver(
+        "g", GerritConnection(**base, password_file=pw, git_url=str(tmp_path / "git"))
+    )
+    remote = GerritDriver(
+        "g", GerritConnection(**base, password_file=pw, git_url="https://git.example.org/r/")
+    )
+    try:
+        assert plain.git_url("org/app") == "https://review.example.org/org/app"
+        assert plain.change_url(42) == "https://review.example.org/42"
+        assert local.git_url("org/app") == str(tmp_path / "git" / "org" / "app")
+        assert remote.git_url("org/app") == "https://git.example.org/r/org/app"
+    finally:
+        for driver in (plain, local, remote):
+            await driver.aclose()
+
+
+def test_missing_password_file_is_a_clear_error(tmp_path: Path) -> None:
+    config = GerritConnection(
+        driver="gerrit", url="https://r.example.org", user="lm", password_file=tmp_path / "nope"
+    )
+    with pytest.raises(ReviewError, match="cannot read Gerrit password file"):
+        GerritDriver("g", config)
