@@ -258,7 +258,7 @@ async def test_depends_on_is_tested_with_its_dependency(client: Client, tmp_path
         jobs=[
             job("check-lib", "true"),
             # The app's job sees the library change merged into the library's checkout.
-            job("integration", f"grep -q v2 ../../src/{lib}/VERSION && test -f NEW_FEATURE",
+            job("integration", f"grep -q v2 $LOCKMASTER_WORKSPACE/src/{lib}/VERSION && test -f NEW_FEATURE",
                 required_projects=[lib]),
         ],
     )

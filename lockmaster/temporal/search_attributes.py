@@ -1,6 +1,6 @@
 """lockmaster's custom search attributes: every workflow is findable by these in the Web UI.
 
-e.g. `Project = "demo/hello" AND Change = 3` or `Pipeline = "check" AND ExecutionStatus = "Running"`.
+e.g. `Project = "demo/hello" AND ChangeNumber = 3` or `Pipeline = "check" AND ExecutionStatus = "Running"`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair
 
 PROJECT = SearchAttributeKey.for_keyword("Project")
 BRANCH = SearchAttributeKey.for_keyword("Branch")
-CHANGE = SearchAttributeKey.for_int("Change")
+# "Change" is a reserved word in the visibility query parser.
+CHANGE = SearchAttributeKey.for_int("ChangeNumber")
 PATCHSET = SearchAttributeKey.for_int("Patchset")
 PIPELINE = SearchAttributeKey.for_keyword("Pipeline")
 CONNECTION = SearchAttributeKey.for_keyword("Connection")
@@ -32,10 +33,10 @@ def pairs_for_change(
     *, connection: str, project: str, branch: str, change: int, patchset: int, pipeline: str
 ) -> list[SearchAttributePair]:
     return [
-        CONNECTION.value_set(connection),
-        PROJECT.value_set(project),
-        BRANCH.value_set(branch),
-        CHANGE.value_set(change),
-        PATCHSET.value_set(patchset),
-        PIPELINE.value_set(pipeline),
+        SearchAttributePair(CONNECTION, connection),
+        SearchAttributePair(PROJECT, project),
+        SearchAttributePair(BRANCH, branch),
+        SearchAttributePair(CHANGE, change),
+        SearchAttributePair(PATCHSET, patchset),
+        SearchAttributePair(PIPELINE, pipeline),
     ]

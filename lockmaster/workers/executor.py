@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from lockmaster.activities.executor import ExecutorActivities
-from lockmaster.config.models import LockmasterConfig
+from lockmaster.config.models import LockmasterConfig, NodesConfig, StaticProvider
 from lockmaster.execution.runner import BuildRunner
 from lockmaster.git.cache import RepoCache
 from lockmaster.git.workspace import GitWorkspacePreparer
@@ -22,7 +24,7 @@ def build_runner(config: LockmasterConfig, drivers: dict[str, ReviewDriver]) -> 
         lambda connection, project: drivers[connection].git_url(project),
     )
     return BuildRunner(
-        providers=NodeProviders(config.nodes, config.state_path),
+        providers=NodeProviders.from_config(_resolved_nodes(config), config.state_path),
         preparer=GitWorkspacePreparer(cache, project_connections(config)),
         logs_root=config.logs_root,
         logs_url=config.logs.url,
@@ -30,14 +32,30 @@ def build_runner(config: LockmasterConfig, drivers: dict[str, ReviewDriver]) -> 
     )
 
 
+def _resolved_nodes(config: LockmasterConfig) -> NodesConfig:
+    """Static hosts' key files relative to the config file, as every path in it."""
+    nodes = config.nodes.model_copy(deep=True)
+    for provider in nodes.providers:
+        if isinstance(provider, StaticProvider):
+            for pool in provider.pools:
+                for node in pool.nodes:
+                    node.key_file = config.resolve(node.key_file)
+    return nodes
+
+
 def executor_worker(
     client: Client, config: LockmasterConfig, drivers: dict[str, ReviewDriver],
     *, heartbeat_interval: float = 2.0, max_concurrent_builds: int = 50,
 ) -> Worker:
+    """Heartbeats reach the server at least every `heartbeat_interval` (the SDK would otherwise
+    hold them back for most of the heartbeat timeout), so a cancelled check stops its commands
+    within seconds."""
     activities = ExecutorActivities(build_runner(config, drivers), heartbeat_interval)
     return Worker(
         client,
         task_queue=task_queue(config.temporal.task_queue_prefix, Role.EXECUTOR),
         activities=[activities.run_build],
         max_concurrent_activities=max_concurrent_builds,
+        max_heartbeat_throttle_interval=timedelta(seconds=heartbeat_interval),
+        default_heartbeat_throttle_interval=timedelta(seconds=heartbeat_interval),
     )
