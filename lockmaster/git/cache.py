@@ -1,0 +1,183 @@
+"""A machine-local cache of review-system repositories: one bare repository per project."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from lockmaster.git.locks import file_lock
+from lockmaster.git.runner import GitError, git, run_git
+
+# Where speculative heads are kept, so a preparer on this machine finds them without merging.
+STATE_REF_PREFIX = "refs/lockmaster/states/"
+
+UrlFor = Callable[[str, str], str]
+
+_MISSING_REF = re.compile(r"couldn't find remote ref (\S+)")
+
+
+class RefNotFound(GitError):
+    """The review system has no such ref (a change or patchset that does not exist)."""
+
+    def __init__(self, message: str, ref: str) -> None:
+        super().__init__(message)
+        self.ref = ref
+
+
+class RevisionNotFound(GitError):
+    """The cache has no such commit or ref."""
+
+
+def _safe_parts(name: str, what: str) -> list[str]:
+    # Project names become directories: refuse anything that could leave the cache root.
+    parts = name.split("/")
+    if not name or any(p in ("", ".", "..") or "\0" in p for p in parts):
+        raise ValueError(f"unusable {what} name for the repository cache: {name!r}")
+    return parts
+
+
+def _check_rev(rev: str) -> str:
+    if not rev or rev.startswith("-"):
+        raise ValueError(f"not a revision: {rev!r}")
+    return rev
+
+
+class RepoCache:
+    """Bare repositories under `root/<connection>/<project>.git`, fetched from `url_for`.
+
+    Branches and tags are mirrored under their own names, fetched change refs
+    (refs/changes/NN/N/P) too. Writers (fetch, store_state) hold a per-repository asyncio.Lock
+    and an flock, because several worker processes may share `root`; readers need no lock
+    since git updates refs atomically.
+    """
+
+    def __init__(self, root: Path, url_for: UrlFor) -> None:
+        self.root = Path(root)
+        self._url_for = url_for
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def url(self, connection: str, project: str) -> str:
+        """Where the review system serves the project (what `origin` points at in workspaces)."""
+        return self._url_for(connection, project)
+
+    def path(self, connection: str, project: str) -> Path:
+        parts = _safe_parts(project, "project")
+        return self.root.joinpath(*_safe_parts(connection, "connection"), *parts[:-1],
+                                  parts[-1] + ".git")
+
+    @asynccontextmanager
+    async def locked(self, connection: str, project: str) -> AsyncIterator[None]:
+        """Exclusive write access to one cached repository, across tasks and processes."""
+        lock = self._locks.setdefault((connection, project), asyncio.Lock())
+        lock_file = self.root.joinpath(".locks", connection, *_safe_parts(project, "project"))
+        async with lock, file_lock(lock_file.with_name(lock_file.name + ".lock")):
+            yield
+
+    async def ensure(self, connection: str, project: str) -> Path:
+        """Create the cached repository if needed (empty; `fetch` fills it)."""
+        async with self.locked(connection, project):
+            return await self._ensure_locked(connection, project)
+
+    async def _ensure_locked(self, connection: str, project: str) -> Path:
+        path = self.path(connection, project)
+        if (path / "HEAD").exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Initialise aside and rename: a crash never leaves a half-made repository in place.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.init-", dir=path.parent))
+        try:
+            await git("init", "--bare", "--quiet", str(tmp), cwd=path.parent)
+            os.rename(tmp, path)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)  # gone after a successful rename
+        return path
+
+    async def fetch(self, connection: str, project: str, refs: Sequence[str] = ()) -> None:
+        """Fetch every branch and tag, plus `refs` (e.g. change refs) under their own names.
+
+        Raises RefNotFound when the review system lacks one of `refs`.
+        """
+        specs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+        for ref in dict.fromkeys(refs):
+            if not ref.startswith("refs/") or any(c in ref for c in ":*^~ "):
+                raise ValueError(f"not a ref name: {ref!r}")
+            if not ref.startswith(("refs/heads/", "refs/tags/")):  # those come with the patterns
+                specs.append(f"+{ref}:{ref}")
+        url = self.url(connection, project)
+        async with self.locked(connection, project):
+            path = await self._ensure_locked(connection, project)
+            try:
+                await git("fetch", "--quiet", "--prune", "--no-write-fetch-head", url, *specs,
+                          cwd=path)
+            except GitError as exc:
+                if missing := _MISSING_REF.search(exc.stderr):
+                    raise RefNotFound(
+                        f"{project} ({connection}) has no {missing.group(1)}", missing.group(1)
+                    ) from exc
+                raise
+
+    async def rev_parse(self, connection: str, project: str, rev: str) -> str:
+        """The commit `rev` names in the cache (raises RevisionNotFound)."""
+        path = self.path(connection, project)
+        result = await run_git("rev-parse", "--verify", "--quiet", f"{_check_rev(rev)}^{{commit}}",
+                               cwd=path)
+        if result.returncode != 0:
+            raise RevisionNotFound(f"{project} ({connection}): no commit {rev} in the cache")
+        return result.stdout.strip()
+
+    async def branch_tip(self, connection: str, project: str, *branches: str) -> tuple[str, str]:
+        """(branch, commit) for the first of `branches` the cache has (raises RevisionNotFound)."""
+        for branch in branches:
+            try:
+                return branch, await self.rev_parse(connection, project, f"refs/heads/{branch}")
+            except RevisionNotFound:
+                continue
+        raise RevisionNotFound(
+            f"{project} ({connection}) has no branch {' or '.join(dict.fromkeys(branches))}"
+        )
+
+    async def has_commit(self, connection: str, project: str, rev: str) -> bool:
+        path = self.path(connection, project)
+        if not (path / "HEAD").exists():
+            return False
+        result = await run_git("cat-file", "-e", f"{_check_rev(rev)}^{{commit}}", cwd=path)
+        return result.returncode == 0
+
+    async def commit_message(self, connection: str, project: str, rev: str) -> str:
+        """The commit's message exactly as stored (headers stripped)."""
+        sha = await self.rev_parse(connection, project, rev)
+        raw = await git("cat-file", "commit", sha, cwd=self.path(connection, project))
+        _headers, _sep, message = raw.partition("\n\n")
+        return message
+
+    async def store_state(self, connection: str, project: str, source: Path, sha: str) -> str:
+        """Push commit `sha` from repository `source` to refs/lockmaster/states/<sha>."""
+        ref = STATE_REF_PREFIX + sha
+        async with self.locked(connection, project):
+            path = await self._ensure_locked(connection, project)
+            await git("push", "--quiet", "--no-verify", str(path), f"+{_check_rev(sha)}:{ref}",
+                      cwd=source)
+        return ref
+
+    @asynccontextmanager
+    async def scratch(self, connection: str, project: str) -> AsyncIterator[Path]:
+        """A throw-away non-bare repository that borrows the cached repository's objects.
+
+        Merges happen there, so nothing other callers see in the cache (refs, HEAD) changes.
+        """
+        objects = self.path(connection, project) / "objects"
+        base = self.root / ".scratch"
+        base.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="merge-", dir=base))
+        try:
+            await git("init", "--quiet", str(work), cwd=base)
+            (work / ".git" / "objects" / "info" / "alternates").write_text(f"{objects}\n")
+            yield work
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)

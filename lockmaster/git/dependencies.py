@@ -1,0 +1,120 @@
+"""Resolve a change's Depends-On footers, transitively, into a merge order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from lockmaster.git.cache import RefNotFound, RepoCache, RevisionNotFound
+from lockmaster.git.footers import DependsOn, depends_on
+from lockmaster.model.change import ChangeInfo, ChangeRef
+from lockmaster.model.state import DependencyResult
+from lockmaster.review.base import ChangeNotFound, ReviewDriver
+
+_STATUS_RANK = {"NEW": 0, "MERGED": 1, "ABANDONED": 2}
+
+
+class _Unresolvable(Exception):
+    """Ends resolution with ok=False; review-system outages raise instead (to be retried)."""
+
+
+async def resolve_dependencies(
+    change: ChangeRef,
+    drivers: Mapping[str, ReviewDriver],
+    cache: RepoCache,
+    known_projects: set[str],
+) -> DependencyResult:
+    """Changes to merge for `change`: its open Depends-On changes, depth-first, each once,
+    dependencies before dependents, `change` last. Dependencies are taken at their current
+    patchset; merged ones are skipped (the branch has them). Git parents are not listed:
+    merging a change's commit brings its unmerged parents along.
+    """
+    resolver = _Resolver(drivers, cache, known_projects)
+    try:
+        await resolver.visit(change, [])
+    except _Unresolvable as exc:
+        return DependencyResult(ok=False, error=str(exc))
+    return DependencyResult(ok=True, changes=resolver.order)
+
+
+class _Resolver:
+    def __init__(self, drivers: Mapping[str, ReviewDriver], cache: RepoCache,
+                 known_projects: set[str]) -> None:
+        self.drivers = drivers
+        self.cache = cache
+        self.known_projects = known_projects
+        self.order: list[ChangeRef] = []
+        self._done: set[tuple[str, int]] = set()
+
+    async def visit(self, change: ChangeRef, path: list[ChangeRef]) -> None:
+        key = (change.connection, change.number)
+        if key in self._done:
+            return
+        for i, earlier in enumerate(path):
+            if (earlier.connection, earlier.number) == key:
+                loop = " -> ".join(c.key for c in [*path[i:], change])
+                raise _Unresolvable(f"dependency cycle: {loop}")
+        for dep in depends_on(await self._message(change)):
+            info = await self._lookup(change, dep)
+            if info is not None:
+                await self.visit(info.ref(), [*path, change])
+        self._done.add(key)
+        self.order.append(change)
+
+    async def _message(self, change: ChangeRef) -> str:
+        # The commit is the authority on its footers (a review system's copy may be edited).
+        try:
+            await self.cache.fetch(change.connection, change.project, [change.ref])
+            return await self.cache.commit_message(change.connection, change.project,
+                                                   change.commit or change.ref)
+        except (RefNotFound, RevisionNotFound) as exc:
+            raise _Unresolvable(f"change {change.key}: {exc}") from None
+
+    async def _lookup(self, change: ChangeRef, dep: DependsOn) -> ChangeInfo | None:
+        """The dependency's current state, or None when it is merged already."""
+        where = f"change {change.key} (Depends-On: {dep.raw})"
+        if dep.number is None and dep.change_id is None:
+            raise _Unresolvable(f"{where}: neither a change URL nor a Change-Id")
+        driver = self._driver_for(change, dep, where)
+        try:
+            if dep.number is not None:
+                info = await driver.get_change(dep.number)
+            else:
+                assert dep.change_id is not None
+                info = _pick(await driver.find_change_id(dep.change_id), change.branch)
+        except ChangeNotFound:
+            info = None
+        if info is None:
+            raise _Unresolvable(f"{where}: no such change in {driver.connection}")
+        if info.status == "MERGED":
+            return None
+        if info.status == "ABANDONED":
+            raise _Unresolvable(f"{where}: depends on abandoned change {info.number}")
+        if info.project not in self.known_projects:
+            raise _Unresolvable(
+                f"{where}: depends on change {info.number} of project {info.project}, "
+                "which lockmaster does not know"
+            )
+        return info
+
+    def _driver_for(self, change: ChangeRef, dep: DependsOn, where: str) -> ReviewDriver:
+        if dep.host is None:  # a Change-Id: looked up where the change itself lives
+            if change.connection not in self.drivers:
+                raise _Unresolvable(f"{where}: no review connection {change.connection}")
+            return self.drivers[change.connection]
+        serving = [name for name, d in self.drivers.items() if _host(d) == dep.host]
+        if not serving:
+            raise _Unresolvable(f"{where}: no review connection serves {dep.host}")
+        # Two connections on one host (e.g. different users): the change's own wins.
+        name = change.connection if change.connection in serving else serving[0]
+        return self.drivers[name]
+
+
+def _host(driver: ReviewDriver) -> str:
+    return urlsplit(driver.change_url(1)).netloc.lower()
+
+
+def _pick(infos: list[ChangeInfo], branch: str) -> ChangeInfo | None:
+    """Of the changes sharing a Change-Id: the one on `branch`, else the most open one."""
+    pool = [i for i in infos if i.branch == branch] or infos
+    return min(pool, key=lambda i: (_STATUS_RANK[i.status], i.number)) if pool else None

@@ -1,0 +1,138 @@
+"""Build a speculative state: per project, the branch tip with the changes merged on top."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from lockmaster.git.cache import RefNotFound, RepoCache, RevisionNotFound
+from lockmaster.git.recipe import MergeConflict, apply_merges
+from lockmaster.model.change import ChangeRef
+from lockmaster.model.state import (
+    PrepareStateRequest,
+    PrepareStateResult,
+    ProjectState,
+    SpeculativeState,
+)
+
+
+class CommitMismatch(Exception):
+    """A change's patchset ref is not at the commit the caller was told about."""
+
+    def __init__(self, change: ChangeRef, actual: str) -> None:
+        super().__init__(
+            f"change {change.key}: {change.ref} of {change.project} is at {actual}, "
+            f"not {change.commit}"
+        )
+        self.change = change
+
+
+class _Failure(Exception):
+    """Ends preparation with ok=False (not a git malfunction, which is raised to be retried)."""
+
+    def __init__(self, error: str, change: ChangeRef | None = None) -> None:
+        super().__init__(error)
+        self.change = change
+
+
+@dataclass
+class _Plan:
+    project: str
+    connection: str
+    branches: tuple[str, ...]  # the first that exists is used (required projects fall back)
+    changes: list[ChangeRef] = field(default_factory=list)
+
+
+async def prepare_state(
+    req: PrepareStateRequest,
+    cache: RepoCache,
+    project_connections: Mapping[str, str] | None = None,
+    *,
+    default_branch: str = "master",
+) -> PrepareStateResult:
+    """Merge `req.changes` in order onto their branch tips; add `req.required_projects` as is.
+
+    `project_connections` names the connection of each required project not touched by a
+    change. Conflicts and unusable requests give ok=False; git or network failures raise.
+    """
+    try:
+        plans = _plan(req, project_connections or {}, default_branch)
+        projects: dict[str, ProjectState] = {}
+        conflicts: list[MergeConflict] = []
+        for plan in plans:
+            try:
+                projects[plan.project] = await _prepare_project(plan, req.merge_date, cache)
+            except MergeConflict as exc:
+                conflicts.append(exc)
+    except _Failure as exc:
+        return PrepareStateResult(ok=False, conflict_change=exc.change, error=str(exc))
+    if conflicts:
+        # Projects are merged one after the other; report the change earliest in merge order.
+        first = min(conflicts, key=lambda c: req.changes.index(c.change))
+        return PrepareStateResult(ok=False, conflict_change=first.change, error=first.summary)
+    state = SpeculativeState(changes=list(req.changes), projects=projects,
+                             merge_date=req.merge_date)
+    return PrepareStateResult(ok=True, state=state)
+
+
+def _plan(req: PrepareStateRequest, project_connections: Mapping[str, str],
+          default_branch: str) -> list[_Plan]:
+    plans: dict[str, _Plan] = {}
+    for change in req.changes:
+        plan = plans.setdefault(
+            change.project, _Plan(change.project, change.connection, (change.branch,))
+        )
+        if change.branch != plan.branches[0]:
+            raise _Failure(
+                f"changes of {change.project} target different branches ({plan.branches[0]} "
+                f"and {change.branch} for change {change.key}); cross-branch states are not "
+                "supported", change,
+            )
+        if change.connection != plan.connection:
+            raise _Failure(
+                f"changes of {change.project} come from different connections "
+                f"({plan.connection} and {change.connection} for change {change.key})", change,
+            )
+        plan.changes.append(change)
+    # Required projects follow the branch of the change under test when they have it (Zuul).
+    branches = tuple(dict.fromkeys([req.changes[-1].branch, default_branch])) \
+        if req.changes else (default_branch,)
+    for project in req.required_projects:
+        if project in plans:
+            continue
+        if project not in project_connections:
+            raise _Failure(f"required project {project} has no known connection")
+        plans[project] = _Plan(project, project_connections[project], branches)
+    return list(plans.values())
+
+
+async def _prepare_project(plan: _Plan, merge_date: int, cache: RepoCache) -> ProjectState:
+    conn, project = plan.connection, plan.project
+    try:
+        await cache.fetch(conn, project, [c.ref for c in plan.changes])
+    except RefNotFound as exc:
+        change = next((c for c in plan.changes if c.ref == exc.ref), None)
+        raise _Failure(str(exc), change) from None
+    try:
+        branch, base = await cache.branch_tip(conn, project, *plan.branches)
+    except RevisionNotFound as exc:
+        raise _Failure(str(exc), plan.changes[0] if plan.changes else None) from None
+    try:
+        merges = [(c, await change_commit(cache, c)) for c in plan.changes]
+    except CommitMismatch as exc:
+        raise _Failure(str(exc), exc.change) from None
+    head = base
+    if merges:
+        async with cache.scratch(conn, project) as work:
+            head = await apply_merges(work, base, merges, merge_date)
+            await cache.store_state(conn, project, work, head)
+    return ProjectState(project=project, connection=conn, branch=branch, base=base, head=head,
+                        merged=list(plan.changes))
+
+
+async def change_commit(cache: RepoCache, change: ChangeRef) -> str:
+    """The commit of the change's patchset ref (fetched), checked against `change.commit`."""
+    commit = await cache.rev_parse(change.connection, change.project, change.ref)
+    if change.commit and change.commit != commit:
+        raise CommitMismatch(change, commit)
+    return commit

@@ -1,0 +1,347 @@
+"""Speculative merges, the repository cache and workspaces, against real git repositories."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lockmaster.execution.workspace import WorkspaceError
+from lockmaster.git.cache import STATE_REF_PREFIX, RefNotFound, RepoCache
+from lockmaster.git.merger import prepare_state
+from lockmaster.git.runner import GitError, git
+from lockmaster.git.workspace import GitWorkspacePreparer
+from lockmaster.model.state import PrepareStateRequest, SpeculativeState
+from tests.gitrepos import ReviewSite, run_git
+
+DATE = 1_700_000_000
+APP, LIB, DOCS = "org/app", "org/lib", "org/docs"
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> ReviewSite:
+    site = ReviewSite(tmp_path / "review")
+    site.create_project(APP, files={"README": "app\n", "a.txt": "one\ntwo\nthree\n"})
+    return site
+
+
+@pytest.fixture
+def cache(tmp_path: Path, site: ReviewSite) -> RepoCache:
+    return RepoCache(tmp_path / "cache", site.url_for)
+
+
+def fresh_cache(tmp_path: Path, site: ReviewSite, name: str) -> RepoCache:
+    return RepoCache(tmp_path / name, site.url_for)
+
+
+def parents(repo: Path, rev: str) -> list[str]:
+    return run_git("rev-list", "--parents", "-n1", rev, cwd=repo).split()[1:]
+
+
+def first_parent_subjects(repo: Path, base: str, head: str) -> list[str]:
+    out = run_git("log", "--first-parent", "--format=%s", f"{base}..{head}", cwd=repo)
+    return out.splitlines()
+
+
+def show(repo: Path, rev: str, path: str) -> str:
+    return run_git("show", f"{rev}:{path}", cwd=repo)
+
+
+# --- runner -----------------------------------------------------------------------------------
+
+
+async def test_git_error_carries_stderr(tmp_path: Path) -> None:
+    run_git("init", "--quiet", str(tmp_path / "r"), cwd=tmp_path)
+    with pytest.raises(GitError, match="Needed a single revision") as info:
+        await git("rev-parse", "--verify", "no-such-rev", cwd=tmp_path / "r")
+    assert info.value.returncode != 0
+    assert await git("rev-parse", "--verify", "nope", cwd=tmp_path / "r", check=False) == ""
+
+
+async def test_git_ignores_caller_git_environment(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Gerrit hook exports GIT_DIR; user config could set another identity.
+    run_git("init", "--quiet", str(tmp_path / "r"), cwd=tmp_path)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".gitconfig").write_text("[user]\n\tname = Someone Else\n")
+    monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    top = await git("rev-parse", "--show-toplevel", cwd=tmp_path / "r")
+    assert Path(top.strip()) == tmp_path / "r"
+    assert (await git("var", "GIT_AUTHOR_IDENT", cwd=tmp_path / "r")).startswith(
+        "lockmaster <lockmaster@localhost>")
+
+
+# --- cache ------------------------------------------------------------------------------------
+
+
+async def test_cache_fetches_branches_and_change_refs(site: ReviewSite, cache: RepoCache) -> None:
+    change = site.push_change(APP, 7, 3, message="Subject\n\nBody\n")
+    await cache.fetch("gerrit", APP, [change.ref])
+    master = await cache.rev_parse("gerrit", APP, "refs/heads/master")
+    assert master == site.rev_parse(APP, "master")
+    assert await cache.rev_parse("gerrit", APP, change.ref) == change.commit
+    message = await cache.commit_message("gerrit", APP, change.ref)
+    assert message == f"Subject\n\nBody\n\nChange-Id: {change.change_id}\n"
+    with pytest.raises(RefNotFound) as info:
+        await cache.fetch("gerrit", APP, ["refs/changes/07/7/4"])
+    assert info.value.ref == "refs/changes/07/7/4"
+
+
+async def test_cache_writers_wait_for_the_lock_across_instances(
+        tmp_path: Path, site: ReviewSite, cache: RepoCache) -> None:
+    # A second RepoCache on the same root stands for another worker process: only the file
+    # lock can make it wait.
+    other = RepoCache(cache.root, site.url_for)
+    await cache.ensure("gerrit", APP)
+    async with cache.locked("gerrit", APP):
+        task = asyncio.create_task(other.fetch("gerrit", APP))
+        await asyncio.sleep(0.3)
+        assert not task.done()
+    await asyncio.wait_for(task, 5)
+    assert await other.rev_parse("gerrit", APP, "master") == site.rev_parse(APP, "master")
+
+
+async def test_concurrent_fetches_of_one_repository(site: ReviewSite, cache: RepoCache) -> None:
+    changes = [site.push_change(APP, n) for n in range(1, 7)]
+    await asyncio.gather(*(cache.fetch("gerrit", APP, [c.ref]) for c in changes))
+    for c in changes:
+        assert await cache.rev_parse("gerrit", APP, c.ref) == c.commit
+
+
+# --- merger -----------------------------------------------------------------------------------
+
+
+async def test_one_change(site: ReviewSite, cache: RepoCache) -> None:
+    change = site.push_change(APP, 1, files={"b.txt": "bee\n"})
+    tip = site.commit_to_branch(APP, "master", {"c.txt": "sea\n"})  # the branch moved on
+    result = await prepare_state(PrepareStateRequest(changes=[change], merge_date=DATE), cache)
+    assert result.ok, result.error
+    state = result.state
+    assert state is not None and state.changes == [change] and state.merge_date == DATE
+    ps = state.projects[APP]
+    assert (ps.base, ps.branch, ps.connection, ps.merged) == (tip, "master", "gerrit", [change])
+    repo = cache.path("gerrit", APP)
+    assert parents(repo, ps.head) == [tip, change.commit]
+    assert show(repo, ps.head, "b.txt") == "bee\n" and show(repo, ps.head, "c.txt") == "sea\n"
+    raw = run_git("cat-file", "commit", ps.head, cwd=repo)
+    assert f"author lockmaster <lockmaster@localhost> {DATE} +0000" in raw
+    assert f"committer lockmaster <lockmaster@localhost> {DATE} +0000" in raw
+    assert "Merge change 1,1 into master" in raw
+    # Kept for preparers on this machine (later fetches do not prune it); the branch itself
+    # is untouched.
+    await cache.fetch("gerrit", APP)
+    assert run_git("rev-parse", STATE_REF_PREFIX + ps.head, cwd=repo).strip() == ps.head
+    assert run_git("rev-parse", "refs/heads/master", cwd=repo).strip() == tip
+
+
+async def test_fast_forwardable_change_still_gets_a_merge_commit(
+        site: ReviewSite, cache: RepoCache) -> None:
+    change = site.push_change(APP, 1)
+    result = await prepare_state(PrepareStateRequest(changes=[change], merge_date=DATE), cache)
+    assert result.state is not None
+    ps = result.state.projects[APP]
+    assert ps.head != change.commit
+    assert parents(cache.path("gerrit", APP), ps.head) == [ps.base, change.commit]
+
+
+async def test_stack_of_two_changes_merged_in_order(site: ReviewSite, cache: RepoCache) -> None:
+    one = site.push_change(APP, 1, files={"one.txt": "1\n"})
+    two = site.push_change(APP, 2, files={"two.txt": "2\n"}, parent=one.commit)
+    site.commit_to_branch(APP, "master", {"c.txt": "sea\n"})
+    result = await prepare_state(PrepareStateRequest(changes=[one, two], merge_date=DATE), cache)
+    assert result.ok and result.state is not None, result.error
+    ps = result.state.projects[APP]
+    assert ps.merged == [one, two]
+    repo = cache.path("gerrit", APP)
+    assert first_parent_subjects(repo, ps.base, ps.head) == [
+        "Merge change 2,1 into master", "Merge change 1,1 into master"]
+    assert parents(repo, ps.head)[1] == two.commit
+    assert show(repo, ps.head, "one.txt") == "1\n" and show(repo, ps.head, "two.txt") == "2\n"
+
+
+async def test_conflict_names_the_second_change(tmp_path: Path, site: ReviewSite,
+                                                cache: RepoCache,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The user's own attributes must not change merge results (merge=union would hide it).
+    attributes = tmp_path / "home" / ".config" / "git" / "attributes"
+    attributes.parent.mkdir(parents=True)
+    attributes.write_text("* merge=union\n")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    one = site.push_change(APP, 1, files={"a.txt": "one\nTWO\nthree\n"})
+    two = site.push_change(APP, 2, files={"a.txt": "one\n2\nthree\n"})
+    master = site.rev_parse(APP, "master")
+    result = await prepare_state(PrepareStateRequest(changes=[one, two], merge_date=DATE), cache)
+    assert not result.ok and result.state is None
+    assert result.conflict_change == two
+    assert result.error is not None and "a.txt" in result.error and "CONFLICT" in result.error
+    repo = cache.path("gerrit", APP)
+    assert run_git("for-each-ref", "--format=%(refname)", STATE_REF_PREFIX, cwd=repo) == ""
+    assert run_git("rev-parse", "refs/heads/master", cwd=repo).strip() == master
+
+
+async def test_conflicts_in_two_projects_report_the_earliest_change(
+        site: ReviewSite, cache: RepoCache) -> None:
+    site.create_project(LIB, files={"l.txt": "old\n"})
+    a1 = site.push_change(APP, 1, files={"a.txt": "x\n"})
+    b1 = site.push_change(LIB, 2, files={"l.txt": "mine\n"})
+    site.commit_to_branch(LIB, "master", {"l.txt": "theirs\n"})  # b1 now conflicts
+    a2 = site.push_change(APP, 3, files={"a.txt": "y\n"})  # conflicts with a1
+    result = await prepare_state(PrepareStateRequest(changes=[a1, b1, a2], merge_date=DATE),
+                                 cache)
+    assert not result.ok and result.conflict_change == b1
+    assert result.error is not None and "l.txt" in result.error
+
+
+async def test_cross_project_state_with_required_project(tmp_path: Path, site: ReviewSite,
+                                                         cache: RepoCache) -> None:
+    site.create_project(LIB)
+    docs_tip = site.create_project(DOCS)
+    app = site.push_change(APP, 1, files={"app.txt": "x\n"})
+    lib = site.push_change(LIB, 2, files={"lib.txt": "y\n"})
+    req = PrepareStateRequest(changes=[app, lib], required_projects=[DOCS, APP],
+                              merge_date=DATE)
+    result = await prepare_state(req, cache, {DOCS: "gerrit"})
+    assert result.ok and result.state is not None, result.error
+    state = result.state
+    assert list(state.projects) == [APP, LIB, DOCS]
+    assert state.changes == [app, lib] and state.changes_key() == "1,1 2,1"
+    assert state.projects[LIB].merged == [lib]
+    assert show(cache.path("gerrit", LIB), state.projects[LIB].head, "lib.txt") == "y\n"
+    docs = state.projects[DOCS]
+    assert docs.base == docs.head == docs_tip and docs.merged == []
+    # Without a connection for the required project, the request is refused.
+    bad = await prepare_state(req, fresh_cache(tmp_path, site, "c2"))
+    assert not bad.ok and bad.error is not None and DOCS in bad.error
+
+
+async def test_changes_of_one_project_on_two_branches_are_refused(
+        site: ReviewSite, cache: RepoCache) -> None:
+    site.create_branch(APP, "stable/1")
+    one = site.push_change(APP, 1)
+    two = site.push_change(APP, 2, branch="stable/1")
+    result = await prepare_state(PrepareStateRequest(changes=[one, two], merge_date=DATE), cache)
+    assert not result.ok and result.conflict_change == two
+    assert result.error is not None and "stable/1" in result.error and "branch" in result.error
+
+
+async def test_missing_patchset_is_a_failed_merge(site: ReviewSite, cache: RepoCache) -> None:
+    one = site.push_change(APP, 1)
+    ghost = one.model_copy(update={"number": 5, "commit": None})
+    result = await prepare_state(PrepareStateRequest(changes=[one, ghost], merge_date=DATE),
+                                 cache)
+    assert not result.ok and result.conflict_change == ghost
+    assert result.error is not None and ghost.ref in result.error
+
+
+async def test_commit_that_is_not_the_patchset_is_refused(site: ReviewSite,
+                                                          cache: RepoCache) -> None:
+    one = site.push_change(APP, 1)
+    stale = one.model_copy(update={"commit": "0" * 40})
+    result = await prepare_state(PrepareStateRequest(changes=[stale], merge_date=DATE), cache)
+    assert not result.ok and result.conflict_change == stale
+    assert result.error is not None and one.commit in result.error
+
+
+# --- reproducibility and workspaces -----------------------------------------------------------
+
+
+def two_project_request(site: ReviewSite) -> PrepareStateRequest:
+    site.create_project(LIB)
+    one = site.push_change(APP, 1, files={"one.txt": "1\n"})
+    two = site.push_change(APP, 2, files={"two.txt": "2\n"}, parent=one.commit)
+    lib = site.push_change(LIB, 3, files={"lib.txt": "3\n"})
+    site.commit_to_branch(APP, "master", {"c.txt": "sea\n"})
+    return PrepareStateRequest(changes=[one, lib, two], merge_date=DATE)
+
+
+async def prepared(req: PrepareStateRequest, cache: RepoCache) -> SpeculativeState:
+    result = await prepare_state(req, cache)
+    assert result.ok and result.state is not None, result.error
+    return result.state
+
+
+async def test_same_request_gives_identical_heads(tmp_path: Path, site: ReviewSite,
+                                                  cache: RepoCache) -> None:
+    req = two_project_request(site)
+    first = await prepared(req, cache)
+    again = await prepared(req, cache)
+    elsewhere = await prepared(req, fresh_cache(tmp_path, site, "other-machine"))
+    assert first == again == elsewhere
+    later = await prepared(req.model_copy(update={"merge_date": DATE + 1}), cache)
+    assert later.projects[APP].head != first.projects[APP].head
+
+
+def checkout(ws: Path, project: str) -> tuple[str, str, str]:
+    repo = ws / "src" / project
+    assert (repo / ".git").is_dir()
+    return (run_git("rev-parse", "HEAD", cwd=repo).strip(),
+            run_git("branch", "--show-current", cwd=repo).strip(),
+            run_git("status", "--porcelain", cwd=repo))
+
+
+@pytest.mark.parametrize("same_cache", [True, False], ids=["cached-head", "replayed"])
+async def test_workspace_checks_out_the_state(tmp_path: Path, site: ReviewSite,
+                                              cache: RepoCache, same_cache: bool) -> None:
+    docs_tip = site.create_project(DOCS)
+    state = await prepared(two_project_request(site), cache)
+    ws_cache = cache if same_cache else fresh_cache(tmp_path, site, "executor")
+    preparer = GitWorkspacePreparer(ws_cache, {DOCS: "gerrit"})
+    ws = tmp_path / "ws"
+    await preparer.prepare(state, ws, [APP, DOCS])
+    for project, ps in state.projects.items():
+        assert checkout(ws, project) == (ps.head, "master", "")
+    app = ws / "src" / APP
+    assert {p.name for p in app.iterdir()} >= {"one.txt", "two.txt", "c.txt", "a.txt"}
+    assert (ws / "src" / LIB / "lib.txt").read_text() == "3\n"
+    assert checkout(ws, DOCS) == (docs_tip, "master", "")
+    assert run_git("remote", "get-url", "origin", cwd=app).strip() == site.url_for("gerrit", APP)
+    if not same_cache:  # the replayed head is kept for the next preparer
+        assert await ws_cache.has_commit("gerrit", APP, STATE_REF_PREFIX + state.projects[APP].head)
+    # A retried preparation starts over in the same directory.
+    await preparer.prepare(state, ws, [APP, DOCS])
+    assert checkout(ws, APP)[0] == state.projects[APP].head
+
+
+async def test_extra_project_follows_the_state_branch(tmp_path: Path, site: ReviewSite,
+                                                      cache: RepoCache) -> None:
+    site.create_branch(APP, "stable/1")
+    site.create_project(LIB)
+    lib_stable = site.create_branch(LIB, "stable/1")
+    site.commit_to_branch(LIB, "master", {"new.txt": "n\n"})
+    docs_tip = site.create_project(DOCS)
+    change = site.push_change(APP, 1, branch="stable/1")
+    state = await prepared(PrepareStateRequest(changes=[change], merge_date=DATE), cache)
+    preparer = GitWorkspacePreparer(cache, {LIB: "gerrit", DOCS: "gerrit"})
+    await preparer.prepare(state, tmp_path / "ws", [LIB, DOCS])
+    assert checkout(tmp_path / "ws", APP)[:2] == (state.projects[APP].head, "stable/1")
+    assert checkout(tmp_path / "ws", LIB)[:2] == (lib_stable, "stable/1")
+    assert checkout(tmp_path / "ws", DOCS)[:2] == (docs_tip, "master")
+
+
+async def test_tampered_recipe_cannot_be_reproduced(tmp_path: Path, site: ReviewSite,
+                                                    cache: RepoCache) -> None:
+    state = await prepared(two_project_request(site), cache)
+    app = state.projects[APP]
+    tampered = [
+        state.model_copy(update={"merge_date": DATE + 1}),
+        state.model_copy(update={"projects": {
+            APP: app.model_copy(update={"merged": list(reversed(app.merged))})}}),
+        state.model_copy(update={"projects": {APP: app.model_copy(update={"head": "f" * 40})}}),
+    ]
+    for n, bad in enumerate(tampered):
+        preparer = GitWorkspacePreparer(fresh_cache(tmp_path, site, f"exec{n}"), {})
+        with pytest.raises(WorkspaceError, match="cannot reproduce"):
+            await preparer.prepare(bad, tmp_path / f"ws{n}", [])
+
+
+async def test_workspace_clone_is_independent_of_the_cache(tmp_path: Path, site: ReviewSite,
+                                                           cache: RepoCache) -> None:
+    state = await prepared(two_project_request(site), cache)
+    await GitWorkspacePreparer(cache, {}).prepare(state, tmp_path / "ws", [])
+    repo = tmp_path / "ws" / "src" / APP
+    assert not (repo / ".git" / "objects" / "info" / "alternates").exists()
+    shutil.rmtree(cache.root)
+    run_git("fsck", "--no-dangling", cwd=repo)
