@@ -20,10 +20,15 @@ class ExecutorActivities:
         """Heartbeats throughout, so a dead worker is noticed within the heartbeat timeout (and
         the build runs again elsewhere) and a cancelled check reaches the running command."""
 
+        timeout = activity.info().heartbeat_timeout
+        interval = self.heartbeat_interval
+        if timeout:
+            interval = min(interval, timeout.total_seconds() / 3)
+
         async def pump() -> None:
             while True:
                 activity.heartbeat("running")
-                await asyncio.sleep(self.heartbeat_interval)
+                await asyncio.sleep(interval)
 
         pumper = asyncio.create_task(pump())
         try:

@@ -1,0 +1,98 @@
+"""Replay recorded histories of real check runs through the current workflow code: a change that
+would break running workflows (non-determinism) fails here.
+
+Re-record (only when an incompatible change is intended and versioned):
+    LOCKMASTER_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_replay.py -k record
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from lockmaster.workers.common import workflow_runner
+from lockmaster.workers.orchestrator import WORKFLOWS
+from tests.deployment import deployment, make_config, unique_project
+from tests.test_check_workflow import _wait_running
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+def recorded() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+def test_there_are_recorded_histories() -> None:
+    names = {p.stem for p in recorded()}
+    assert {"check-success", "check-failure-skip-retry", "check-cancelled",
+            "check-merge-conflict"} <= names
+
+
+@pytest.mark.parametrize("history", recorded(), ids=lambda p: p.stem)
+async def test_recorded_history_replays(history: Path) -> None:
+    from temporalio.client import WorkflowHistory
+
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
+                        workflow_runner=workflow_runner())
+    result = await replayer.replay_workflow(
+        WorkflowHistory.from_json(history.stem, history.read_text()),
+        raise_on_replay_failure=False,
+    )
+    assert result.replay_failure is None, f"{history.name}: {result.replay_failure}"
+
+
+@pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
+                    reason="records histories only when asked")
+async def test_record_histories(client: Client, tmp_path: Path) -> None:
+    name = unique_project()
+    config = make_config(
+        tmp_path,
+        projects=[{"name": name, "connection": "local", "pipelines": {"check": {"jobs": [
+            "build", {"name": "unit", "dependencies": ["build"]}, "flaky", "long"]}}}],
+        jobs=[
+            {"name": "build", "run": "test ! -f BREAK", "nodeset": "local"},
+            {"name": "unit", "run": "true", "nodeset": "local"},
+            {"name": "flaky", "run": "true", "pre-run": ["test ! -f BREAK"], "attempts": 2,
+             "nodeset": "local"},
+            {"name": "long", "run": "test -f BREAK || test ! -f SLOW || sleep 60",
+             "nodeset": "local"},
+        ],
+    )
+    async with deployment(client, config) as dep:
+        dep.store.create_project(name, {"README": "one\n"})
+
+        async def save(wid: str, stem: str) -> None:
+            history = await client.get_workflow_handle(wid).fetch_history()
+            (HISTORIES / f"{stem}.json").write_text(history.to_json())
+
+        _, actions = await dep.upload(name, files={"a": "a\n"}, subject="ok")
+        await dep.outcome(actions[0].workflow_id or "")
+        await save(actions[0].workflow_id or "", "check-success")
+
+        _, actions = await dep.upload(name, files={"BREAK": "x\n"}, subject="broken")
+        await dep.outcome(actions[0].workflow_id or "")
+        await save(actions[0].workflow_id or "", "check-failure-skip-retry")
+
+        info, actions = await dep.upload(name, files={"SLOW": "x\n"}, subject="slow")
+        await _wait_running(dep, actions[0].workflow_id or "", "long")
+        new = await asyncio.to_thread(dep.store.new_patchset, info.number, {"SLOW": "x\n"})
+        await dep.router.route(dep.event(new))
+        with pytest.raises(Exception):  # noqa: B017 - the cancelled run's result is an error
+            await dep.outcome(actions[0].workflow_id or "")
+        await save(actions[0].workflow_id or "", "check-cancelled")
+        await dep.outcome(f"check/{name}/{info.number}/2", timeout=120)
+
+        first = await asyncio.to_thread(dep.store.upload, name, files={"README": "two\n"},
+                                        subject="two")
+        second = await asyncio.to_thread(dep.store.upload, name, files={"README": "three\n"},
+                                         subject="three")
+        await asyncio.to_thread(dep.store.submit, first.ref())
+        actions = await dep.router.route(dep.event(second))
+        await dep.outcome(actions[0].workflow_id or "")
+        await save(actions[0].workflow_id or "", "check-merge-conflict")
