@@ -242,7 +242,7 @@ async def test_recheck_runs_again_and_duplicates_start_nothing(
         assert len(runs) == 2
         # The same recheck comment delivered a second time: no third run.
         event = dep.event(dep.store.info(info.number), "comment-added",
-                          comment=f"Patch Set 1:\n\nrecheck", author="dev")
+                          comment="Patch Set 1:\n\nrecheck", author="dev")
         assert [a.action for a in await dep.router.route(event)] == ["duplicate"]
         # A comment that is not a recheck triggers nothing.
         other = await dep.comment(info.number, "looks good to me")

@@ -32,6 +32,8 @@ class ExecutorActivities:
 
         pumper = asyncio.create_task(pump())
         try:
-            return await self.runner.run(request, heartbeat=lambda detail: activity.heartbeat(detail))
+            return await self.runner.run(
+                request, heartbeat=lambda detail: activity.heartbeat(detail)
+            )
         finally:
             pumper.cancel()

@@ -17,7 +17,7 @@ from lockmaster.model.change import ReviewEvent
 from lockmaster.review.local import LocalReviewStore
 from lockmaster.review.registry import review_drivers
 from lockmaster.starters.router import EventRouter
-from lockmaster.starters.waiting import describe_outcome, wait_for_check, web_link
+from lockmaster.starters.waiting import wait_for_check, web_link
 from lockmaster.temporal.client import connect
 from lockmaster.temporal.devserver import DevServer, port_open
 from lockmaster.temporal.setup import register_search_attributes

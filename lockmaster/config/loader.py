@@ -34,7 +34,9 @@ class ConfigError(Exception):
         lines = [f"{self.file}: invalid configuration ({len(self.problems)} problem(s))"]
         for p in self.problems:
             where = f"line {p.line}" if p.line else "top level"
-            lines.append(f"  {self.file}:{p.line or 1}: {p.path or '(file)'} ({where}): {p.message}")
+            lines.append(
+                f"  {self.file}:{p.line or 1}: {p.path or '(file)'} ({where}): {p.message}"
+            )
         return "\n".join(lines)
 
 

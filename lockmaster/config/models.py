@@ -417,7 +417,7 @@ class LockmasterConfig(ConfigModel):
         return self.resolve(conn.path) if conn.path else self.state_path / "review" / name
 
 
-class ReferenceError_(ValueError):  # noqa: N801 - not the builtin ReferenceError
+class ReferenceError_(ValueError):  # not the builtin ReferenceError
     """A cross-reference error that knows where in the file it is (for line numbers)."""
 
     def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
@@ -448,7 +448,8 @@ def _check_acyclic(
             cycle = " -> ".join([*path[path.index(name) :], name])
             raise ReferenceError_(
                 (*where, "jobs"),
-                f"project {project!r} pipeline {pipeline!r}: job dependencies form a cycle: {cycle}",
+                f"project {project!r} pipeline {pipeline!r}: job dependencies form a cycle: "
+                f"{cycle}",
             )
         state[name] = 1
         for dep in deps.get(name, []):

@@ -45,7 +45,7 @@ class ChangeRef(Model):
 
 
 class ReviewEvent(Model):
-    """A review-system event, normalised from a Gerrit hook, stream-events or the local connection."""
+    """A review-system event, from a Gerrit hook, stream-events or the local connection."""
 
     type: EventType
     connection: str

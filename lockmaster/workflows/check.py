@@ -210,7 +210,7 @@ class CheckWorkflow:
         except ActivityError as exc:
             if isinstance(exc.cause, ActivityCancelled):
                 raise
-            # The executor kept failing unexpectedly: an infrastructure failure, retried by attempts.
+            # The executor kept failing unexpectedly: infrastructure, retried within attempts.
             now = workflow.now().timestamp()
             return BuildResult(
                 build_id=build_id, job=job.name, result=Result.RETRY, attempt=attempt,

@@ -1,0 +1,61 @@
+"""The main job as a user runs it: `lockmaster run` with the embedded defaults (here on free ports),
+twice: the second run resumes from the SQLite state the first left."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lockmaster.config.loader import EXAMPLES
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_main_job_checks_a_demo_change_and_resumes(tmp_path: Path) -> None:
+    config = yaml.safe_load((EXAMPLES / "dev.yaml").read_text())
+    port, ui, logs = free_port(), free_port(), free_port()
+    config["temporal"]["address"] = f"127.0.0.1:{port}"
+    config["temporal"]["dev-server"].update({"port": port, "ui-port": ui})
+    config["temporal"]["web-url"] = f"http://127.0.0.1:{ui}"
+    config["logs"] = {"url": f"http://127.0.0.1:{logs}", "serve": {"port": logs}}
+    config["state-dir"] = str(tmp_path / "state")
+    file = tmp_path / "lockmaster.yaml"
+    file.write_text(yaml.safe_dump(config))
+    lockmaster = Path(sys.executable).parent / "lockmaster"
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([lockmaster, "run", "--config", str(file), "--exit-after-demo"],
+                              capture_output=True, text=True, timeout=240)
+
+    first = run()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "demo: uploaded change 1,1 to demo/hello" in first.stdout
+    assert "check/demo/hello/1/1: SUCCESS" in first.stdout
+    assert "Build succeeded (check)." in first.stdout
+    assert "- docs " in first.stdout and "(non-voting)" in first.stdout
+    assert f"http://127.0.0.1:{ui}/namespaces/default/workflows/check%2Fdemo%2Fhello%2F1%2F1" in (
+        first.stdout)
+    assert (tmp_path / "state" / "temporal.db").exists()
+
+    second = run()
+    assert second.returncode == 0, second.stdout + second.stderr
+    # The review system and Temporal kept their state: the next demo change is number 2.
+    assert "demo: uploaded change 2,1 to demo/hello" in second.stdout
+    assert "check/demo/hello/2/1: SUCCESS" in second.stdout
+
+    show = subprocess.run([lockmaster, "change", "show", "1", "--config", str(file)],
+                          capture_output=True, text=True)
+    assert show.returncode == 0
+    assert "Verified: lockmaster +1" in show.stdout
+    assert "Build succeeded (check)." in show.stdout
