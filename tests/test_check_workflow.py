@@ -36,7 +36,8 @@ async def test_passing_check_votes_plus_one_with_job_lines(client: Client, tmp_p
     config = make_config(
         tmp_path,
         projects=[project(name, ["build", {"name": "test", "dependencies": ["build"]}])],
-        jobs=[job("build", "test -f feature.txt && test -f README"), job("test", "grep -q feature feature.txt")],
+        jobs=[job("build", "test -f feature.txt && test -f README"),
+              job("test", "grep -q feature feature.txt")],
     )
     async with deployment(client, config) as dep:
         dep.store.create_project(name, {"README": "hello\n"})
@@ -258,7 +259,8 @@ async def test_depends_on_is_tested_with_its_dependency(client: Client, tmp_path
         jobs=[
             job("check-lib", "true"),
             # The app's job sees the library change merged into the library's checkout.
-            job("integration", f"grep -q v2 $LOCKMASTER_WORKSPACE/src/{lib}/VERSION && test -f NEW_FEATURE",
+            job("integration",
+                f"grep -q v2 $LOCKMASTER_WORKSPACE/src/{lib}/VERSION && test -f NEW_FEATURE",
                 required_projects=[lib]),
         ],
     )

@@ -62,7 +62,8 @@ def test_unknown_label_and_connection_and_cycle() -> None:
     text = DEV.replace("connection: local", "connection: gerrit")
     [(path, _, message)] = problems(text)
     assert path == "projects[0].connection" and "'gerrit' is not defined" in message
-    text = DEV.replace("          - lint\n", "          - name: lint\n            dependencies: [docs]\n")
+    text = DEV.replace("          - lint\n",
+                       "          - name: lint\n            dependencies: [docs]\n")
     [(_, _, message)] = problems(text)
     assert "cycle" in message
 

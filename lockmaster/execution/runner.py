@@ -1,0 +1,310 @@
+"""Running one build: node, workspace, commands, log, result.
+
+Phases and what their failures mean:
+- getting the node(s): NodeError -> NODE_FAILURE;
+- preparing and uploading the workspace, pre-run, run: bounded together by the job's timeout
+  (-> TIMED_OUT); a pre-run failure is the infrastructure's (-> RETRY), run decides
+  SUCCESS/FAILURE, a lost node (NodeError) -> RETRY, an irreproducible state -> ERROR;
+- post-run: always (unless the node was lost or the build cancelled), failures only logged,
+  with its own budget of min(timeout, POST_RUN_TIMEOUT) so it can still collect logs after a
+  timeout.
+Pre-run and post-run commands run in the workspace root, run in `src/<project>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lockmaster.execution.logs import LogWriter, log_url
+from lockmaster.execution.workspace import WorkspaceError, WorkspacePreparer
+from lockmaster.model.build import BuildRequest, BuildResult, NodeInfo, Result
+from lockmaster.nodes.base import Node, NodeError
+from lockmaster.nodes.registry import NodeProviders
+
+HEARTBEAT_INTERVAL = 2.0
+POST_RUN_TIMEOUT = 600.0
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+Heartbeat = Callable[[str], None]
+
+
+@dataclass
+class _Progress:
+    """What the build is doing now: the heartbeat detail."""
+
+    detail: str
+
+
+@dataclass
+class _Outcome:
+    result: Result
+    message: str | None = None
+
+
+async def _shielded(coro: Coroutine[Any, Any, None]) -> None:
+    """Finish `coro` even if we are cancelled meanwhile (cleanup must not be cut short)."""
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})  # a second cancellation: still let cleanup finish
+        raise
+
+
+async def _logged(coro: Coroutine[Any, Any, None], what: str, log: LogWriter | None) -> None:
+    try:
+        await coro
+    except Exception as exc:  # logged only: the result is already decided
+        if log is not None:
+            log.line(f"{what} failed: {exc}")
+
+
+async def _beat(heartbeat: Heartbeat, progress: _Progress, interval: float) -> None:
+    while True:
+        with contextlib.suppress(Exception):  # a failed heartbeat must not fail the build
+            heartbeat(progress.detail)
+        await asyncio.sleep(interval)
+
+
+def _header(request: BuildRequest, nodes: list[Node]) -> str:
+    job, change, state = request.job, request.change, request.state
+    lines = [
+        f"Job: {job.name}",
+        f"Build: {request.build_id}",
+        f"Attempt: {request.attempt} of {job.attempts}",
+        f"Pipeline: {request.pipeline}",
+        f"Change: {change.project} {change.key} on {change.branch}"
+        + (f" ({change.url})" if change.url else ""),
+    ]
+    for index, node in enumerate(nodes):
+        info = node.info
+        where = f" host {info.host}" if info.host else ""
+        role = "Node" if index == 0 else f"Node {index}"
+        lines.append(f"{role}: {info.name} (provider {info.provider}, label {info.label}{where})")
+    lines.append(f"Changes: {state.changes_key() or '(none)'}")
+    for project in state.projects.values():
+        merged = " ".join(c.key for c in project.merged) or "none"
+        lines.append(
+            f"Head: {project.project} {project.branch} {project.head} "
+            f"(base {project.base}, merged {merged})"
+        )
+    return "\n".join(lines)
+
+
+class BuildRunner:
+    """Runs one attempt of one job and says how it went; the node is always given back."""
+
+    def __init__(
+        self,
+        providers: NodeProviders,
+        preparer: WorkspacePreparer,
+        logs_root: Path,
+        logs_url: str,
+        work_root: Path,
+        *,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+    ) -> None:
+        self.providers = providers
+        self.preparer = preparer
+        self.logs_root = logs_root
+        self.logs_url = logs_url
+        self.work_root = work_root
+        self.heartbeat_interval = heartbeat_interval
+
+    async def run(self, request: BuildRequest, heartbeat: Heartbeat | None = None) -> BuildResult:
+        url = log_url(self.logs_url, request.log_path)
+        log = LogWriter(self.logs_root, request.log_path).open()
+        progress = _Progress(f"{request.build_id}: waiting for a node")
+        beat = (
+            asyncio.create_task(_beat(heartbeat, progress, self.heartbeat_interval))
+            if heartbeat
+            else None
+        )
+        nodes: list[Node] = []
+        started = time.time()
+
+        def result(outcome: _Outcome, node: NodeInfo | None) -> BuildResult:
+            return BuildResult(
+                build_id=request.build_id,
+                job=request.job.name,
+                result=outcome.result,
+                attempt=request.attempt,
+                log_url=url,
+                started=started,
+                ended=time.time(),
+                node=node,
+                message=outcome.message,
+            )
+
+        try:
+            try:
+                nodes = await self._acquire(request)
+            except NodeError as exc:
+                log.line(f"NODE_FAILURE: {exc}")
+                return result(_Outcome(Result.NODE_FAILURE, str(exc)), None)
+            started = time.time()
+            log.line(_header(request, nodes))
+            outcome = await self._execute(request, nodes[0], log, progress, url)
+            log.line(
+                f"RESULT: {outcome.result}" + (f": {outcome.message}" if outcome.message else "")
+            )
+            return result(outcome, nodes[0].info)
+        except asyncio.CancelledError:
+            log.line("ABORTED")
+            raise
+        except Exception as exc:
+            log.line(f"ERROR: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            progress.detail = f"{request.build_id}: cleaning up"
+            try:
+                await _shielded(self._release(nodes, log))
+            finally:
+                if beat is not None:
+                    beat.cancel()
+                log.close()
+
+    async def _acquire(self, request: BuildRequest) -> list[Node]:
+        """Every node of the nodeset, or none: a partial set is given back at once."""
+        if not request.job.nodeset:
+            raise NodeError(f"job {request.job.name!r} has an empty nodeset")
+        nodes: list[Node] = []
+        try:
+            for index, label in enumerate(request.job.nodeset):
+                # Each node of the set needs its own workspace name (they may share a host).
+                name = request.build_id if index == 0 else f"{request.build_id}-{index}"
+                nodes.append(await self.providers.acquire(label, name))
+        except BaseException:
+            await _shielded(self._release(nodes, None))
+            raise
+        return nodes
+
+    async def _release(self, nodes: list[Node], log: LogWriter | None) -> None:
+        for node in nodes:
+            what = f"node {node.info.name}"
+            await _logged(node.cleanup(), f"cleanup of {what}", log)
+            await _logged(self.providers.release(node), f"release of {what}", log)
+
+    async def _execute(
+        self,
+        request: BuildRequest,
+        node: Node,
+        log: LogWriter,
+        progress: _Progress,
+        url: str,
+    ) -> _Outcome:
+        job = request.job
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + job.timeout
+        await asyncio.to_thread(self.work_root.mkdir, parents=True, exist_ok=True)
+        local = Path(
+            await asyncio.to_thread(
+                tempfile.mkdtemp, prefix=f"{request.build_id}-", dir=self.work_root
+            )
+        )
+        runner = _Commands(node, log, progress)
+        workspace: str | None = None
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    progress.detail = f"{request.build_id}: preparing the workspace"
+                    await self.preparer.prepare(request.state, local, job.required_projects)
+                    workspace = await node.upload_workspace(local)
+                    runner.env = self._env(request, workspace, url, log)
+                    outcome = await self._main(request, runner, workspace, deadline)
+            except TimeoutError:
+                log.line(f"TIMED_OUT: the job exceeded its timeout of {job.timeout:g} s")
+                outcome = _Outcome(Result.TIMED_OUT, f"timed out after {job.timeout:g} s")
+            except NodeError as exc:
+                log.line(f"node lost: {exc}")
+                return _Outcome(Result.RETRY, f"node lost: {exc}")
+            except WorkspaceError as exc:
+                log.line(f"workspace preparation failed: {exc}")
+                return _Outcome(Result.ERROR, f"workspace preparation failed: {exc}")
+            if workspace is not None:
+                post_budget = min(job.timeout, POST_RUN_TIMEOUT)
+                await runner.post_run(job.post_run, workspace, loop.time() + post_budget)
+            return outcome
+        finally:
+            await _shielded(asyncio.to_thread(shutil.rmtree, local, ignore_errors=True))
+
+    async def _main(
+        self, request: BuildRequest, runner: _Commands, workspace: str, deadline: float
+    ) -> _Outcome:
+        job = request.job
+        for index, command in enumerate(job.pre_run, 1):
+            status = await runner.run(f"pre-run {index}", command, workspace, deadline)
+            if status != 0:
+                return _Outcome(
+                    Result.RETRY, f"pre-run command {index} failed with status {status}"
+                )
+        src = f"{workspace.rstrip('/')}/src/{request.change.project}"
+        status = await runner.run("run", job.run, src, deadline)
+        if status == 0:
+            return _Outcome(Result.SUCCESS)
+        return _Outcome(Result.FAILURE, f"run exited with status {status}")
+
+    def _env(
+        self, request: BuildRequest, workspace: str, url: str, log: LogWriter
+    ) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for name, value in request.job.vars.items():
+            if _ENV_NAME.match(name) and not name.startswith("LOCKMASTER_"):
+                env[name] = value
+            else:
+                log.line(f"job variable {name!r} ignored: not a usable environment variable name")
+        change = request.change
+        env.update(
+            LOCKMASTER_PROJECT=change.project,
+            LOCKMASTER_BRANCH=change.branch,
+            LOCKMASTER_CHANGE=str(change.number),
+            LOCKMASTER_PATCHSET=str(change.patchset),
+            LOCKMASTER_PIPELINE=request.pipeline,
+            LOCKMASTER_JOB=request.job.name,
+            LOCKMASTER_BUILD=request.build_id,
+            LOCKMASTER_WORKSPACE=workspace,
+            LOCKMASTER_LOG_URL=url,
+        )
+        return env
+
+
+class _Commands:
+    """Runs the job's commands on the node, logging each one and its exit status."""
+
+    def __init__(self, node: Node, log: LogWriter, progress: _Progress) -> None:
+        self.node = node
+        self.log = log
+        self.progress = progress
+        self.env: dict[str, str] = {}
+
+    async def run(self, phase: str, command: str, cwd: str, deadline: float) -> int:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise TimeoutError
+        self.log.line(f"--- {phase}: {command}")
+        self.progress.detail = f"{phase}: {command}"
+        status = await self.node.run(command, cwd, self.env, self.log.write, remaining)
+        self.log.line(f"--- {phase} exited with status {status}")
+        return status
+
+    async def post_run(self, commands: list[str], cwd: str, deadline: float) -> None:
+        for index, command in enumerate(commands, 1):
+            phase = f"post-run {index}"
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self.run(phase, command, cwd, deadline)
+            except TimeoutError:
+                self.log.line(f"--- {phase} timed out; remaining post-run commands skipped")
+                return
+            except NodeError as exc:
+                self.log.line(f"--- {phase}: node lost ({exc}); remaining post-run skipped")
+                return
