@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from lockmaster.model.build import Result
@@ -60,6 +61,13 @@ async def test_passing_check_votes_plus_one_with_job_lines(client: Client, tmp_p
         rel = build.log_url.removeprefix("http://logs.example.test/")
         assert (config.logs_root / rel / "job-output.txt").exists()
         assert dep.store.info(number).approvals["Verified"] == 1
+        # The Web UI's "current details" and summary say what the check did.
+        meta = await dep.handle(wid).query("__temporal_workflow_metadata",
+                                           result_type=WorkflowMetadata)
+        assert meta.current_details.splitlines() == [
+            f"**done** {number},1", "- build: SUCCESS", "- test: SUCCESS"]
+        assert await (await dep.handle(wid).describe()).static_summary() == (
+            f"check: {name} change {number},1 (patchset-created)")
 
 
 async def test_failing_job_votes_minus_one_and_skips_dependents(

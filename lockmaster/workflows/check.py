@@ -111,7 +111,7 @@ class CheckWorkflow:
             await self._report("config-error", message, inp.labels.failure)
             return self._finish("CONFIG_ERROR", message)
 
-        self._phase = "merging"
+        self._set_phase("merging")
         prepared: PrepareStateResult = await workflow.execute_activity(
             "prepare_state",
             PrepareStateRequest(
@@ -137,11 +137,11 @@ class CheckWorkflow:
         if inp.labels.start is not None:
             await self._report("start", f"Starting {inp.pipeline} jobs.", inp.labels.start)
 
-        self._phase = "running"
+        self._set_phase("running")
         graph = self._graph = JobGraph(inp.jobs)
         await self._run_graph(graph, state)
 
-        self._phase = "reporting"
+        self._set_phase("reporting")
         succeeded = graph.succeeded()
         last = {name: builds[-1] for name, builds in self._attempts.items()}
         message = reports.buildset_report(inp.pipeline, succeeded, inp.jobs, graph.results, last)
@@ -150,6 +150,18 @@ class CheckWorkflow:
             inp.labels.success if succeeded else inp.labels.failure,
         )
         return self._finish("SUCCESS" if succeeded else "FAILURE", message)
+
+    def _set_phase(self, phase: str) -> None:
+        self._phase = phase
+        self._publish()
+
+    def _publish(self) -> None:
+        """The Web UI shows this under "Current details": phase and every job's state."""
+        status = self.status(StatusQuery())
+        lines = [f"**{status.phase}** {status.changes}".strip()]
+        lines += [f"- {j.name}: {j.state}" + (f" (attempt {j.attempt})" if j.attempt > 1 else "")
+                  for j in status.jobs]
+        workflow.set_current_details("\n".join(lines))
 
     # --- the job graph -------------------------------------------------------------------------
 
@@ -161,6 +173,7 @@ class CheckWorkflow:
             attempt = len(self._attempts.get(job.name, [])) + 1
             self._running[job.name] = (attempt, workflow.now().timestamp())
             tasks[asyncio.ensure_future(self._build(job, state, attempt))] = job
+            self._publish()
 
         try:
             for job in graph.ready():
@@ -179,6 +192,7 @@ class CheckWorkflow:
                         launch(job)
                         continue
                     graph.finish(job.name, result)
+                    self._publish()
                 for job in graph.ready():
                     launch(job)
         except asyncio.CancelledError:
@@ -238,7 +252,7 @@ class CheckWorkflow:
 
     def _finish(self, result: str, message: str) -> CheckOutcome:
         assert self._input is not None
-        self._phase = "done"
+        self._set_phase("done")
         workflow.upsert_search_attributes([search_attributes.RESULT.value_set(result)])
         builds = [b for name in self._attempts for b in self._attempts[name]]
         return CheckOutcome(
