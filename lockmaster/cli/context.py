@@ -12,8 +12,9 @@ from rich.console import Console
 from lockmaster.config.loader import ConfigError, default_config_path, load_config
 from lockmaster.config.models import LockmasterConfig
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+# soft_wrap: long URLs stay on one line, so they can be copied.
+out = Console(highlight=False, soft_wrap=True)
 
 EXIT_USAGE = 2  # bad input: nothing was started or changed
 
