@@ -6,8 +6,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from lockmaster.model.change import ChangeInfo
+from lockmaster.model.gate import SubmitRequest, SubmitResult
 from lockmaster.model.report import ReportRequest, ReportResult
-from lockmaster.review.base import ChangeNotFound, ReviewDriver
+from lockmaster.review.base import ChangeNotFound, ReviewDriver, SubmitRefused
 
 
 class ReviewActivities:
@@ -38,3 +39,16 @@ class ReviewActivities:
             return await self._driver(change.connection).get_change(change.number)
         except ChangeNotFound as exc:
             raise ApplicationError(str(exc), non_retryable=True) from exc
+
+    @activity.defn(name="submit")
+    async def submit(self, request: SubmitRequest) -> SubmitResult:
+        """Merge the change; a refusal is an answer (merge-failure), not an error to retry."""
+        driver = self._driver(request.change.connection)
+        try:
+            await driver.submit(request.change)
+        except SubmitRefused as exc:
+            # A retried activity whose first attempt merged: the change is merged, all is well.
+            if (await driver.get_change(request.change.number)).status == "MERGED":
+                return SubmitResult(ok=True)
+            return SubmitResult(ok=False, error=str(exc))
+        return SubmitResult(ok=True)

@@ -46,6 +46,9 @@ class TemporalConfig(ConfigModel):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue_prefix: str = "lockmaster"
+    # Put before every workflow ID (e.g. "sim-1a2b/"), so that several deployments or simulations
+    # can share one namespace without their IDs meeting.
+    workflow_id_prefix: str = ""
     tls: TLSConfig | None = None
     # A file holding the API key: a reference, so the key itself is never in the config.
     api_key_file: Path | None = None
@@ -234,6 +237,11 @@ class PipelineConfig(ConfigModel):
     precedence: Literal["high", "normal", "low"] = "normal"
     # Leave these pipelines when entering this one (a change entering the gate leaves check).
     supersedes: list[str] = Field(default_factory=list)
+    # Dependent pipelines: only the first `window` items of a queue run jobs (Zuul's defaults).
+    window: int = Field(20, ge=1)
+    window_floor: int = Field(3, ge=1)
+    window_increase_amount: int = Field(1, ge=0)
+    window_decrease_factor: int = Field(2, ge=1)
 
 
 class JobConfig(ConfigModel):

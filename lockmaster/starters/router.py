@@ -19,9 +19,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.change import ChangeInfo, ChangeRef, ReviewEvent
 from lockmaster.model.check import CheckInput, ReportLabels
+from lockmaster.model.gate import ChangeUpdated
 from lockmaster.pipelines.freeze import freeze_jobs
+from lockmaster.pipelines.queues import queue_name
 from lockmaster.pipelines.triggers import requirements_met, triggered_pipelines
 from lockmaster.review.base import ReviewDriver
+from lockmaster.starters.operator import enqueue_change, gate_id_for
+from lockmaster.starters.router_types import RouteAction
 from lockmaster.temporal import search_attributes
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workflows.check import CheckWorkflow, check_workflow_id
@@ -31,17 +35,6 @@ log = logging.getLogger(__name__)
 # A comment event seen again within this many seconds of starting a run is the same event
 # delivered twice (hooks carry no event timestamp to tell them apart exactly).
 DUPLICATE_WINDOW = 600.0
-
-
-@dataclass
-class RouteAction:
-    action: str  # started, duplicate, already-running, cancelled, ignored
-    workflow_id: str | None = None
-    detail: str = ""
-
-    def __str__(self) -> str:
-        where = f" {self.workflow_id}" if self.workflow_id else ""
-        return f"{self.action}{where}{': ' + self.detail if self.detail else ''}"
 
 
 @dataclass
@@ -73,18 +66,19 @@ class EventRouter:
             # A new patchset supersedes the old ones' checks.
             out += await self._cancel_checks(event, event.patchset - 1, everything=False,
                                              reason="new patchset")
+        if info is not None:
+            out += await self._update_gates(event, info)
         for pipeline in triggered_pipelines(self.config, event):
-            if pipeline.manager != "independent":
-                out.append(RouteAction("ignored", detail=f"{pipeline.name}: dependent pipelines "
-                                       "are not served yet"))
-                continue
             if change is None or change.status != "NEW":
                 out.append(RouteAction("ignored", detail=f"{pipeline.name}: change is not open"))
                 continue
             if not requirements_met(pipeline, change.approvals):
                 out.append(RouteAction("ignored", detail=f"{pipeline.name}: requirements not met"))
                 continue
-            out.append(await self._start_check(pipeline.name, event, change))
+            if pipeline.manager == "dependent":
+                out += await self._enqueue(pipeline.name, event, change)
+            else:
+                out.append(await self._start_check(pipeline.name, event, change))
         if not out:
             out.append(RouteAction("ignored", detail=f"{event.type}: no pipeline triggered"))
         for action in out:
@@ -101,7 +95,7 @@ class EventRouter:
         ref = change.ref().model_copy(update={"patchset": patchset})
         if event.type == "patchset-created" and event.commit:
             ref = ref.model_copy(update={"commit": event.commit})
-        wid = check_workflow_id(ref, pipeline)
+        wid = check_workflow_id(ref, pipeline, self.config.temporal.workflow_id_prefix)
         existing = await self._describe(wid)
         if existing is not None:
             if existing.status == WorkflowExecutionStatus.RUNNING:
@@ -145,6 +139,41 @@ class EventRouter:
         )
         return RouteAction("started", handle.id, f"run {handle.result_run_id}")
 
+    async def _enqueue(
+        self, pipeline: str, event: ReviewEvent, change: ChangeInfo
+    ) -> list[RouteAction]:
+        """Into the shared queue (signal-with-start); the change leaves superseded pipelines."""
+        pipe = self.config.pipeline(pipeline)
+        out = []
+        for other in pipe.supersedes:
+            out += await self._cancel_checks(event, change.patchset, everything=True,
+                                             reason=f"entered {pipeline}", pipelines=[other])
+        action = await enqueue_change(self.client, self.config, pipeline, change.ref(),
+                                      trigger=event.identity(),
+                                      build_heartbeat_timeout=self.build_heartbeat_timeout)
+        return [*out, action]
+
+    async def _update_gates(self, event: ReviewEvent, info: ChangeInfo) -> list[RouteAction]:
+        """Tell the queues holding this change that it changed (approvals, status, patchset)."""
+        if event.type not in ("comment-added", "patchset-created", "change-abandoned",
+                              "change-merged"):
+            return []
+        out = []
+        update = ChangeUpdated(project=info.project, number=info.number, patchset=info.patchset,
+                               status=info.status, approvals=info.approvals)
+        for pipeline in self.config.pipelines:
+            if pipeline.manager != "dependent":
+                continue
+            wid = gate_id_for(self.config, pipeline.name, queue_name(self.config, info.project))
+            try:
+                await self.client.get_workflow_handle(wid).signal("change-updated", update)
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                continue
+            out.append(RouteAction("updated", wid, f"{info.number},{info.patchset} {info.status}"))
+        return out
+
     async def _describe(self, wid: str):  # type: ignore[no-untyped-def]
         try:
             return await self.client.get_workflow_handle(wid).describe()
@@ -154,7 +183,8 @@ class EventRouter:
             raise
 
     async def _cancel_checks(
-        self, event: ReviewEvent, upto: int, everything: bool, reason: str
+        self, event: ReviewEvent, upto: int, everything: bool, reason: str,
+        pipelines: list[str] | None = None,
     ) -> list[RouteAction]:
         """Cancel running checks of this change: of patchsets 1..upto, or of every patchset."""
         assert event.change is not None
@@ -164,6 +194,9 @@ class EventRouter:
             f"{search_attributes.CONNECTION.name} = \"{event.connection}\" AND "
             'ExecutionStatus = "Running"'
         )
+        names = pipelines or [p.name for p in self.config.pipelines if p.manager == "independent"]
+        query += " AND (" + " OR ".join(
+            f'{search_attributes.PIPELINE.name} = "{n}"' for n in names) + ")"
         ids: set[str] = set()
         async for wf in self.client.list_workflows(query):
             if wf.search_attributes.get(search_attributes.PATCHSET.name):
@@ -171,9 +204,10 @@ class EventRouter:
                 if everything or (ps is not None and ps <= upto):
                     ids.add(wf.id)
         # Visibility lags a little behind starts: also try the IDs we can name.
-        for pipeline in self.config.pipelines:
+        for name in names:
             for ps in range(1, upto + 1):
-                ids.add(check_workflow_id(_ref(event, ps), pipeline.name))
+                ids.add(check_workflow_id(_ref(event, ps), name,
+                                          self.config.temporal.workflow_id_prefix))
         out = []
         for wid in sorted(ids):
             desc = await self._describe(wid)

@@ -14,8 +14,9 @@ from lockmaster.review.base import ReviewDriver
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workers.common import project_connections, workflow_runner
 from lockmaster.workflows.check import CheckWorkflow
+from lockmaster.workflows.gate import GateQueueWorkflow
 
-WORKFLOWS = [CheckWorkflow]
+WORKFLOWS = [CheckWorkflow, GateQueueWorkflow]
 
 
 def orchestrator_worker(
@@ -31,7 +32,7 @@ def orchestrator_worker(
         client,
         task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
         workflows=WORKFLOWS,
-        activities=[review.post_report, review.get_change,
+        activities=[review.post_report, review.get_change, review.submit,
                     merger.resolve_dependencies, merger.prepare_state],
         workflow_runner=workflow_runner(),
     )

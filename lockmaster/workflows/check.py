@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.pipelines.jobgraph import JobGraph, final_result
     from lockmaster.temporal import search_attributes
     from lockmaster.temporal.task_queues import Role, task_queue
+    from lockmaster.workflows.ids import check_id
 
 
 # Reports retry with backoff for as long as an hour: Gerrit being down must not lose a vote.
@@ -51,8 +52,8 @@ MERGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attemp
 BUILD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 
 
-def check_workflow_id(change: ChangeRef, pipeline: str = "check") -> str:
-    return f"{pipeline}/{change.project}/{change.number}/{change.patchset}"
+def check_workflow_id(change: ChangeRef, pipeline: str = "check", prefix: str = "") -> str:
+    return check_id(change, pipeline, prefix)
 
 
 def log_path(pipeline: str, change: ChangeRef, job: str, build_id: str) -> str:

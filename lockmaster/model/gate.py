@@ -1,0 +1,176 @@
+"""The gate (Zuul's dependent pipeline): queue state, operator commands, status.
+
+The queue state is carried across continue-as-new, so everything here is plain data.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from lockmaster.model.base import Model
+from lockmaster.model.build import JobSpec, Result
+from lockmaster.model.change import ChangeRef
+from lockmaster.model.check import ReportLabels
+from lockmaster.model.state import SpeculativeState
+
+MergeStatus = Literal["none", "pending", "ok", "conflict"]
+
+
+class GateBuild(Model):
+    """One attempt of one job of one item, on one speculative state."""
+
+    build_id: str
+    job: str
+    attempt: int
+    changes: str  # the speculative state, `N,P N,P` (the item's own change last)
+    result: Result | None = None  # None while running
+    started: float | None = None
+    ended: float | None = None
+    log_url: str | None = None
+    message: str | None = None
+
+
+class GateItem(Model):
+    """A change in the queue, with the buildset for its current speculative state."""
+
+    id: str  # unique per enqueue: names this item's reports (idempotency)
+    change: ChangeRef
+    pipeline: str
+    jobs: list[JobSpec]
+    enqueued_at: float
+    # Zuul's `item_ahead`-chain, recomputed by the processor: the changes tested together, in
+    # merge order, this item's change last. Changes when anything ahead fails or leaves.
+    changes: list[ChangeRef] = Field(default_factory=list)
+    buildset: int = 0  # bumped on every reset, so late results of old builds are recognised
+    merge: MergeStatus = "none"
+    merge_error: str | None = None
+    state: SpeculativeState | None = None
+    builds: list[GateBuild] = Field(default_factory=list)
+    job_results: dict[str, Result] = Field(default_factory=dict)
+    started_reported: bool = False
+    # Set once a final report is being made; the item then leaves the queue.
+    outcome: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.change.key
+
+
+class QueueState(Model):
+    queue: str
+    pipeline: str
+    window: int
+    window_floor: int
+    window_increase_amount: int
+    window_decrease_factor: int
+    items: list[GateItem] = Field(default_factory=list)
+    # Changes this queue merged (most recent last, bounded): items whose state includes them need
+    # no rebuild when they leave by merging.
+    merged_keys: list[str] = Field(default_factory=list)
+    # item key -> keys of the changes it needs ahead of it (git parents, Depends-On).
+    needs: dict[str, list[str]] = Field(default_factory=dict)
+    # Approved changes waiting, unreported, for a dependency to be approved (enqueued) or merged.
+    waiting: list[EnqueueRequest] = Field(default_factory=list)
+    task_queue_prefix: str = "lockmaster"
+    workflow_id_prefix: str = ""
+    build_heartbeat_timeout: float = 30.0
+
+
+class GateInput(Model):
+    """Input of the gate queue workflow (`<prefix><pipeline>/<queue>`); carried across
+    continue-as-new with the queue's state."""
+
+    state: QueueState
+    labels: ReportLabels
+    require: dict[str, int] = Field(default_factory=dict)
+    # The projects sharing this queue: a dependency on a change elsewhere cannot be gated here.
+    projects: list[str] = Field(default_factory=list)
+    # Continue-as-new after this many history events even if the server does not suggest it
+    # (tests force a low threshold); None: only when suggested.
+    max_history_events: int | None = None
+
+
+class SubmitRequest(Model):
+    change: ChangeRef
+
+
+class SubmitResult(Model):
+    ok: bool
+    error: str | None = None
+
+
+class EnqueueRequest(Model):
+    """Signal `enqueue` (router, operators): put a change at the end of the queue."""
+
+    change: ChangeRef
+    pipeline: str
+    jobs: list[JobSpec]
+    # Keys (`N,P`) of the changes it needs ahead of it (Depends-On, git parents), already in the
+    # queue: if one of them fails to merge, this one leaves too.
+    needs: list[str] = Field(default_factory=list)
+    trigger: str = ""
+
+
+class DequeueRequest(Model):
+    """Signal `dequeue`: remove a change (its builds are cancelled, nothing merges)."""
+
+    project: str
+    number: int
+    reason: str = "dequeued by an operator"
+    report: bool = True
+
+
+class PromoteRequest(Model):
+    """Signal `promote`: move these changes, in this order, to the head of the queue."""
+
+    changes: list[str]  # `NUMBER,PATCHSET` or `NUMBER`
+
+
+class ChangeUpdated(Model):
+    """Signal `change-updated`: approvals removed, abandoned, new patchset: re-check it."""
+
+    project: str
+    number: int
+    patchset: int | None = None
+    status: Literal["NEW", "MERGED", "ABANDONED"] = "NEW"
+    approvals: dict[str, int] = Field(default_factory=dict)
+
+
+class StatusQuery(Model):
+    """No arguments."""
+
+
+class JobView(Model):
+    name: str
+    voting: bool
+    state: str  # waiting, queued, running, or a final result
+    attempt: int = 0
+    log_url: str | None = None
+    elapsed: float | None = None
+    estimated: float | None = None
+
+
+class ItemView(Model):
+    change: str  # `NUMBER,PATCHSET`
+    project: str
+    branch: str
+    active: bool  # within the window
+    failing: bool
+    changes: str  # its speculative state
+    merge: MergeStatus
+    enqueued_at: float
+    jobs: list[JobView] = Field(default_factory=list)
+
+
+class QueueStatus(Model):
+    queue: str
+    pipeline: str
+    window: int
+    idle: bool  # no items and nothing in flight
+    items: list[ItemView] = Field(default_factory=list)
+
+
+QueueState.model_rebuild()
+GateInput.model_rebuild()

@@ -1,0 +1,378 @@
+"""The gate (Zuul's dependent pipeline): one long-lived workflow per pipeline and shared queue,
+`<pipeline>/<queue>` (e.g. `gate/integrated`).
+
+The decisions are the pure `GateQueue` processor's; this workflow feeds it every outcome and
+carries out its actions: merges and reports on the orchestrator queue, builds on the executor
+queue, cancellations. Operators steer it with signals (enqueue, dequeue, promote, change-updated)
+and read it with the `status` query. When history grows long it stops starting work, lets what is
+in flight finish, and continues as new with the queue's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+from temporalio.exceptions import CancelledError as ActivityCancelled
+
+with workflow.unsafe.imports_passed_through():
+    from lockmaster.model.build import BuildRequest, BuildResult, Result
+    from lockmaster.model.gate import (
+        ChangeUpdated,
+        DequeueRequest,
+        EnqueueRequest,
+        GateInput,
+        GateItem,
+        ItemView,
+        JobView,
+        PromoteRequest,
+        QueueStatus,
+        StatusQuery,
+        SubmitRequest,
+        SubmitResult,
+    )
+    from lockmaster.model.report import ReportRequest, ReportResult
+    from lockmaster.model.state import (
+        DependencyRequest,
+        DependencyResult,
+        PrepareStateRequest,
+        PrepareStateResult,
+    )
+    from lockmaster.pipelines.gate_queue import (
+        Action,
+        BuildAction,
+        CancelAction,
+        GateQueue,
+        ItemLabels,
+        MergeAction,
+        ReportItemAction,
+    )
+    from lockmaster.temporal.task_queues import Role, task_queue
+    from lockmaster.workflows.check import BUILD_RETRY, MERGER_RETRY, REPORT_RETRY, log_path
+
+
+Command = EnqueueRequest | DequeueRequest | PromoteRequest | ChangeUpdated
+
+
+@workflow.defn(name="GateQueueWorkflow")
+class GateQueueWorkflow:
+    def __init__(self) -> None:
+        self._input: GateInput | None = None
+        self._queue: GateQueue | None = None
+        self._dirty = True
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._builds: dict[str, asyncio.Task[None]] = {}
+        self._pending: list[Command] = []
+
+    # --- operator commands (signals: also `temporal workflow signal --name ...`) ---------------
+
+    @workflow.signal(name="enqueue")
+    def enqueue(self, request: EnqueueRequest) -> None:
+        self._pending.append(request)
+        self._dirty = True
+
+    @workflow.signal(name="dequeue")
+    def dequeue(self, request: DequeueRequest) -> None:
+        self._pending.append(request)
+        self._dirty = True
+
+    @workflow.signal(name="promote")
+    def promote(self, request: PromoteRequest) -> None:
+        self._pending.append(request)
+        self._dirty = True
+
+    @workflow.signal(name="change-updated")
+    def change_updated(self, request: ChangeUpdated) -> None:
+        self._pending.append(request)
+        self._dirty = True
+
+    @workflow.query(name="status")
+    def status(self, _: StatusQuery) -> QueueStatus:
+        assert self._input is not None
+        state = self._input.state
+        now = workflow.now().timestamp()
+        items = []
+        for index, item in enumerate(state.items):
+            queue = self._queue
+            jobs = []
+            for job in item.jobs:
+                attempts = [b for b in item.builds if b.job == job.name]
+                last = attempts[-1] if attempts else None
+                if job.name in item.job_results:
+                    view_state = item.job_results[job.name].value
+                elif last is not None and last.result is None:
+                    view_state = "running"
+                else:
+                    view_state = "waiting"
+                jobs.append(JobView(
+                    name=job.name, voting=job.voting, state=view_state, attempt=len(attempts),
+                    log_url=last.log_url if last else None,
+                    elapsed=(now - last.started) if last and last.started and last.result is None
+                    else None,
+                ))
+            items.append(ItemView(
+                change=item.key, project=item.change.project, branch=item.change.branch,
+                active=index < state.window, failing=bool(queue and queue.failing(item)),
+                changes=" ".join(c.key for c in item.changes), merge=item.merge,
+                enqueued_at=item.enqueued_at, jobs=jobs,
+            ))
+        return QueueStatus(
+            queue=state.queue, pipeline=state.pipeline, window=state.window,
+            idle=not state.items and not self._tasks and not self._pending, items=items,
+        )
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: GateInput) -> None:
+        self._input = inp
+        labels = ItemLabels(start=inp.labels.start, success=inp.labels.success,
+                            failure=inp.labels.failure)
+        queue = self._queue = GateQueue(inp.state, labels, lambda: workflow.uuid4().hex)
+        draining = False
+        while True:
+            await workflow.wait_condition(lambda: self._dirty)
+            self._dirty = False
+            for command in self._take_pending():
+                self._apply(command)
+            if not draining:
+                for action in queue.process(workflow.now().timestamp()):
+                    self._carry_out(action)
+            if not draining and self._should_continue_as_new():
+                draining = True  # start nothing new; let what runs finish
+            if draining and not self._tasks:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                # Commands that arrived meanwhile travel in the state through `_pending`.
+                for command in self._take_pending():
+                    self._apply(command)
+                workflow.continue_as_new(inp)
+
+    def _should_continue_as_new(self) -> bool:
+        assert self._input is not None
+        info = workflow.info()
+        if info.is_continue_as_new_suggested():
+            return True
+        limit = self._input.max_history_events
+        return limit is not None and info.get_current_history_length() > limit
+
+    def _take_pending(self) -> list[Command]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    # --- commands ----------------------------------------------------------------------------
+
+    def _apply(self, command: Command) -> None:
+        assert self._queue is not None and self._input is not None
+        queue = self._queue
+        if isinstance(command, EnqueueRequest):
+            if queue.find(command.change.project, command.change.number) is None:
+                self._spawn(self._enqueue(command))
+        elif isinstance(command, DequeueRequest):
+            item = queue.find(command.project, command.number)
+            if item is not None:
+                self._run_all(queue.remove(item))
+                if command.report:
+                    self._report(item, "dequeue", f"Removed from {item.pipeline}: "
+                                 f"{command.reason}.", {})
+        elif isinstance(command, PromoteRequest):
+            queue.promote(command.changes)
+        else:
+            item = queue.find(command.project, command.number)
+            if item is None:
+                return
+            reason = None
+            if command.status != "NEW":
+                reason = f"the change is {command.status.lower()}"
+            elif command.patchset is not None and command.patchset != item.change.patchset:
+                reason = "a new patchset was uploaded"
+            elif not requirements_met_for(self._input.require, command.approvals):
+                reason = "the change no longer meets the pipeline's requirements"
+            if reason is not None:
+                self._run_all(queue.remove(item))
+                if command.status == "NEW" and command.patchset in (None, item.change.patchset):
+                    self._report(item, "dequeue", f"Removed from {item.pipeline}: {reason}.", {})
+
+    async def _enqueue(self, request: EnqueueRequest) -> None:
+        """Enqueue behind the changes it needs; wait unreported while one is neither merged nor
+        in the queue; refuse (with a report) what can never be gated here."""
+        assert self._queue is not None and self._input is not None
+        queue = self._queue
+        deps: DependencyResult = await workflow.execute_activity(
+            "resolve_dependencies", DependencyRequest(change=request.change),
+            result_type=DependencyResult, task_queue=self._tq(Role.ORCHESTRATOR),
+            start_to_close_timeout=timedelta(minutes=5), retry_policy=MERGER_RETRY,
+        )
+        if queue.find(request.change.project, request.change.number) is not None:
+            return  # enqueued meanwhile (a duplicate event)
+        item = GateItem(
+            id=workflow.uuid4().hex, change=request.change, pipeline=request.pipeline,
+            jobs=request.jobs, enqueued_at=workflow.now().timestamp(),
+        )
+        if not deps.ok:
+            await self._post(request.change, request.pipeline, "config-error",
+                             f"Configuration error ({request.pipeline}).\n\n{deps.error}",
+                             self._input.labels.failure, item.id)
+            return
+        needed = deps.changes[:-1]
+        foreign = [d for d in needed if d.project not in self._input.projects]
+        if foreign:
+            names = ", ".join(f"{d.project} {d.key}" for d in foreign)
+            await self._post(request.change, request.pipeline, "config-error",
+                             f"Configuration error ({request.pipeline}).\n\nThis change depends "
+                             f"on {names}, which is not in this change's queue "
+                             f"({self._input.state.queue}); it cannot be gated with it.",
+                             self._input.labels.failure, item.id)
+            return
+        missing = [d for d in needed if queue.find(d.project, d.number) is None]
+        if missing:
+            # Not approved yet (or not enqueued yet): wait, unreported, for it.
+            self._input.state.waiting = [
+                *[w for w in self._input.state.waiting if w.change.key != request.change.key],
+                request.model_copy(update={"needs": [d.key for d in needed]}),
+            ]
+            return
+        needs = [queue.find(d.project, d.number).key for d in needed]  # type: ignore[union-attr]
+        queue.enqueue(item, needs=needs)
+        self._release_waiting()
+
+    def _release_waiting(self) -> None:
+        """Changes that waited for a dependency now in the queue: enqueue them behind it."""
+        assert self._queue is not None and self._input is not None
+        state = self._input.state
+        still = []
+        for waiting in state.waiting:
+            numbers = {key.split(",")[0] for key in waiting.needs}
+            present = {str(i.change.number) for i in self._queue.items}
+            if numbers <= present:
+                self._pending.append(waiting)
+                self._dirty = True
+            else:
+                still.append(waiting)
+        state.waiting = still
+
+    def _run_all(self, actions: list[Action]) -> None:
+        for action in actions:
+            self._carry_out(action)
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def _carry_out(self, action: Action) -> None:
+        if isinstance(action, MergeAction):
+            self._spawn(self._merge(action))
+        elif isinstance(action, BuildAction):
+            task = self._spawn(self._build(action))
+            self._builds[action.build.build_id] = task
+        elif isinstance(action, CancelAction):
+            for build_id in action.build_ids:
+                task = self._builds.get(build_id)
+                if task is not None and not task.done():
+                    task.cancel()
+        else:
+            self._spawn(self._report_and_submit(action))
+
+    def _spawn(self, coro) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._dirty = True
+
+        task.add_done_callback(done)
+        return task
+
+    async def _merge(self, action: MergeAction) -> None:
+        assert self._queue is not None
+        result: PrepareStateResult = await workflow.execute_activity(
+            "prepare_state",
+            PrepareStateRequest(changes=action.changes,
+                                required_projects=self._required_projects(action.key),
+                                merge_date=int(workflow.now().timestamp())),
+            result_type=PrepareStateResult, task_queue=self._tq(Role.ORCHESTRATOR),
+            start_to_close_timeout=timedelta(minutes=10), retry_policy=MERGER_RETRY,
+        )
+        self._queue.merge_done(action.key, action.buildset, result)
+
+    def _required_projects(self, key: str) -> list[str]:
+        assert self._queue is not None
+        item = self._queue.item(key)
+        return sorted({p for j in item.jobs for p in j.required_projects}) if item else []
+
+    async def _build(self, action: BuildAction) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        item = queue.item(action.key)
+        if item is None or item.state is None:
+            return
+        build = action.build
+        request = BuildRequest(
+            build_id=build.build_id, pipeline=item.pipeline, change=item.change,
+            job=action.job, state=item.state, attempt=build.attempt,
+            log_path=log_path(item.pipeline, item.change, action.job.name, build.build_id),
+        )
+        build.started = workflow.now().timestamp()
+        try:
+            result: BuildResult = await workflow.execute_activity(
+                "run_build", request, result_type=BuildResult, task_queue=self._tq(Role.EXECUTOR),
+                start_to_close_timeout=timedelta(seconds=action.job.timeout + 300),
+                heartbeat_timeout=timedelta(seconds=queue.state.build_heartbeat_timeout),
+                retry_policy=BUILD_RETRY,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary=f"{action.job.name} for {item.key} on {build.changes}",
+            )
+        except (ActivityError, asyncio.CancelledError) as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError) or isinstance(
+                getattr(exc, "cause", None), ActivityCancelled)
+            if cancelled:
+                queue.build_cancelled(action.key, build.build_id)
+                return
+            now = workflow.now().timestamp()
+            result = BuildResult(build_id=build.build_id, job=action.job.name, result=Result.RETRY,
+                                 attempt=build.attempt, started=now, ended=now,
+                                 message=f"executor error: {exc}")
+        finally:
+            self._builds.pop(build.build_id, None)
+        queue.build_done(action.key, action.buildset, result)
+
+    async def _report_and_submit(self, action: ReportItemAction) -> None:
+        assert self._queue is not None
+        item = self._queue.item(action.key)
+        item_id = item.id if item is not None else action.key
+        await self._post(action.change, action.pipeline, action.action, action.message,
+                         action.labels, item_id)
+        if not action.submit:
+            return
+        result: SubmitResult = await workflow.execute_activity(
+            "submit", SubmitRequest(change=action.change), result_type=SubmitResult,
+            task_queue=self._tq(Role.ORCHESTRATOR), start_to_close_timeout=timedelta(minutes=2),
+            schedule_to_close_timeout=timedelta(hours=1), retry_policy=REPORT_RETRY,
+        )
+        for follow_up in self._queue.submit_done(action.key, result.ok, result.error):
+            if isinstance(follow_up, ReportItemAction):
+                await self._post(follow_up.change, follow_up.pipeline, follow_up.action,
+                                 follow_up.message, follow_up.labels, item_id)
+            else:
+                self._carry_out(follow_up)
+
+    def _report(self, item: GateItem, action: str, message: str, labels: dict[str, int]) -> None:
+        self._spawn(self._post(item.change, item.pipeline, action, message, labels, item.id))
+
+    async def _post(self, change, pipeline, action, message, labels, item_id) -> None:  # type: ignore[no-untyped-def]
+        await workflow.execute_activity(
+            "post_report",
+            ReportRequest(change=change, pipeline=pipeline, action=action, message=message,
+                          labels=labels, tag=f"{pipeline}:{item_id}:{action}"),
+            result_type=ReportResult, task_queue=self._tq(Role.ORCHESTRATOR),
+            start_to_close_timeout=timedelta(seconds=60),
+            schedule_to_close_timeout=timedelta(hours=1), retry_policy=REPORT_RETRY,
+        )
+
+    def _tq(self, role: Role) -> str:
+        assert self._input is not None
+        return task_queue(self._input.state.task_queue_prefix, role)
+
+
+def requirements_met_for(require: dict[str, int], approvals: dict[str, int]) -> bool:
+    return all(approvals.get(label, 0) >= minimum for label, minimum in require.items())
