@@ -265,6 +265,7 @@ class GateQueue:
                     if item not in self.items:
                         changed = True
                         break
+                    ahead = expected  # reported success, being submitted: still ahead
                     continue
                 if not self.failing(item):
                     ahead = expected
@@ -294,6 +295,8 @@ class GateQueue:
 
     def _advance(self, item: GateItem) -> list[Action]:
         if item.merge == "none":
+            # Changes that merged while this item waited are in the branch tip now.
+            item.changes = self._unmerged(item.changes)
             item.merge = "pending"
             return [MergeAction(item.key, item.buildset, list(item.changes))]
         if item.merge != "ok":

@@ -1,0 +1,251 @@
+"""The gate's queue processor as pure functions: Zuul's dependent-pipeline rules, no Temporal."""
+
+from __future__ import annotations
+
+import itertools
+
+from lockmaster.model.build import BuildResult, JobSpec, Result
+from lockmaster.model.change import ChangeRef
+from lockmaster.model.gate import GateItem, QueueState
+from lockmaster.model.state import PrepareStateResult, SpeculativeState
+from lockmaster.pipelines.gate_queue import (
+    DEPENDENCY_FAILED,
+    BuildAction,
+    CancelAction,
+    GateQueue,
+    ItemLabels,
+    MergeAction,
+    ReportItemAction,
+)
+
+JOBS = [JobSpec(name="merge", run="true"), JobSpec(name="test", run="true", dependencies=["merge"])]
+
+
+class Sim:
+    """Drives a GateQueue: merges succeed unless told otherwise; builds are finished by hand."""
+
+    def __init__(self, window: int = 20, jobs: list[JobSpec] | None = None) -> None:
+        self.state = QueueState(queue="q", pipeline="gate", window=window, window_floor=3,
+                                window_increase_amount=1, window_decrease_factor=2)
+        ids = (f"b{n}" for n in itertools.count(1))
+        self.queue = GateQueue(self.state, ItemLabels(start={"Verified": 0},
+                                                      success={"Verified": 2},
+                                                      failure={"Verified": -2}),
+                               lambda: next(ids))
+        self.jobs = jobs or JOBS
+        self.conflicts: set[str] = set()  # change keys whose merge conflicts
+        self.running: dict[str, tuple[str, int, BuildAction]] = {}  # build id -> item
+        self.reports: list[tuple[str, str]] = []  # (change key, action)
+        self.submits: list[str] = []
+        self.cancelled: list[str] = []
+
+    def add(self, *numbers: int, needs: dict[int, list[int]] | None = None) -> None:
+        for n in numbers:
+            change = ChangeRef(connection="c", project="p", branch="master", number=n, patchset=1)
+            item = GateItem(id=f"i{n}", change=change, pipeline="gate", jobs=self.jobs,
+                            enqueued_at=float(n))
+            self.queue.enqueue(item, [f"{d},1" for d in (needs or {}).get(n, [])])
+        self.step()
+
+    def step(self) -> None:
+        """Process and carry out actions until nothing changes (merges are instant)."""
+        pending = self.queue.process(0.0)
+        while pending:
+            action = pending.pop(0)
+            if isinstance(action, MergeAction):
+                last = action.changes[-1].key
+                ok = not any(c.key in self.conflicts for c in action.changes) and True
+                ok = ok and last not in self.conflicts
+                result = PrepareStateResult(
+                    ok=ok, error=None if ok else f"conflict in {last}",
+                    state=SpeculativeState(changes=action.changes) if ok else None)
+                self.queue.merge_done(action.key, action.buildset, result)
+                pending += self.queue.process(0.0)
+            elif isinstance(action, BuildAction):
+                self.running[action.build.build_id] = (action.key, action.buildset, action)
+            elif isinstance(action, CancelAction):
+                for build_id in action.build_ids:
+                    self.cancelled.append(build_id)
+                    key = self.running.pop(build_id)[0]
+                    self.queue.build_cancelled(key, build_id)
+            elif isinstance(action, ReportItemAction):
+                self.reports.append((action.change.key, action.action))
+                if action.submit:
+                    ok = action.change.key not in self.refuse
+                    self.submits.append(action.change.key)
+                    for follow in self.queue.submit_done(action.key, ok, None if ok else "no"):
+                        if isinstance(follow, ReportItemAction):
+                            self.reports.append((follow.change.key, follow.action))
+                    pending += self.queue.process(0.0)
+
+    refuse: set[str] = set()
+
+    def builds(self, number: int) -> list[tuple[str, str]]:
+        """(job, speculative changes) of the running builds of an item."""
+        return sorted((a.job.name, a.build.changes) for k, _, a in self.running.values()
+                      if k == f"{number},1")
+
+    def finish(self, number: int, job: str, result: Result = Result.SUCCESS) -> None:
+        for build_id, (key, buildset, action) in list(self.running.items()):
+            if key == f"{number},1" and action.job.name == job:
+                del self.running[build_id]
+                self.queue.build_done(key, buildset, BuildResult(
+                    build_id=build_id, job=job, result=result, started=0, ended=1))
+                self.step()
+                return
+        raise AssertionError(f"{job} of {number} is not running: {self.running}")
+
+    def pass_all(self, number: int) -> None:
+        for job in ("merge", "test"):
+            self.finish(number, job)
+
+    def order(self) -> list[int]:
+        return [i.change.number for i in self.state.items]
+
+
+def test_items_build_on_everything_ahead_and_merge_in_order() -> None:
+    sim = Sim()
+    sim.add(1, 2, 3)
+    assert sim.builds(1) == [("merge", "1,1")]
+    assert sim.builds(2) == [("merge", "1,1 2,1")]
+    assert sim.builds(3) == [("merge", "1,1 2,1 3,1")]
+    sim.pass_all(3)  # done early: waits for those ahead
+    sim.pass_all(2)
+    assert sim.submits == []
+    sim.pass_all(1)
+    assert sim.submits == ["1,1", "2,1", "3,1"]
+    assert sim.cancelled == []  # nobody was rebuilt after a merge ahead
+    assert sim.state.window == 23  # +1 per merge
+    assert [r for r in sim.reports if r[1] == "start"] == [("1,1", "start"), ("2,1", "start"),
+                                                          ("3,1", "start")]
+
+
+def test_failing_item_is_bypassed_and_reported_at_the_head() -> None:
+    sim = Sim()
+    sim.add(1, 2, 3)
+    sim.finish(2, "merge", Result.FAILURE)  # 2 fails while 1 is still running
+    # 3 is moved behind 1 (the nearest item ahead that is not failing) and rebuilt.
+    assert sim.builds(3) == [("merge", "1,1 3,1")]
+    assert len(sim.cancelled) == 1
+    # 2 keeps running its other jobs? its only other job depended on merge: skipped.
+    assert sim.state.items[1].job_results == {"merge": Result.FAILURE, "test": Result.SKIPPED}
+    assert ("2,1", "failure") not in sim.reports  # not at the head yet
+    sim.pass_all(1)
+    assert ("2,1", "failure") in sim.reports  # now nothing non-failing is ahead of it
+    sim.pass_all(3)
+    assert sim.submits == ["1,1", "3,1"]
+    assert sim.state.window == 11  # 20 +1 (merge of 1), halved (failure of 2), +1 (merge of 3)
+
+
+def test_head_failure_lets_the_rest_restart_on_the_branch_tip() -> None:
+    sim = Sim(jobs=[JobSpec(name="merge", run="true"), JobSpec(name="slow", run="true")])
+    sim.add(1, 2)
+    sim.finish(1, "merge", Result.FAILURE)  # head failing, its `slow` job still runs
+    assert sim.builds(1) == [("slow", "1,1")]
+    assert sim.builds(2) == [("merge", "2,1"), ("slow", "2,1")]
+    sim.finish(2, "merge")
+    sim.finish(2, "slow")
+    # 2 merges before the failing head leaves.
+    assert sim.submits == ["2,1"]
+    assert sim.order() == [1]
+    sim.finish(1, "slow")
+    assert sim.reports[-1] == ("1,1", "failure")
+    assert sim.order() == []
+
+
+def test_window_limits_who_runs_jobs() -> None:
+    sim = Sim(window=2)
+    sim.add(1, 2, 3)
+    assert sim.builds(3) == []
+    sim.pass_all(1)
+    assert sim.builds(3) == [("merge", "2,1 3,1")]  # window grew to 3, and 1 left
+
+
+def test_window_halves_on_failure_to_its_floor() -> None:
+    sim = Sim(window=8)
+    sim.add(1)
+    sim.finish(1, "merge", Result.FAILURE)
+    assert sim.state.window == 4
+    sim.add(2)
+    sim.finish(2, "merge", Result.FAILURE)
+    sim.add(3)
+    sim.finish(3, "merge", Result.FAILURE)
+    assert sim.state.window == 3
+
+
+def test_merge_conflict_reports_without_jobs_and_reparents() -> None:
+    sim = Sim()
+    sim.conflicts = {"2,1"}
+    sim.add(1, 2, 3)
+    assert sim.builds(2) == []
+    assert sim.builds(3) == [("merge", "1,1 3,1")]
+    assert ("2,1", "start") not in sim.reports
+    sim.pass_all(1)
+    assert ("2,1", "merge-conflict") in sim.reports
+    sim.pass_all(3)
+    assert sim.submits == ["1,1", "3,1"]
+
+
+def test_merge_failure_resets_followers_and_keeps_the_window() -> None:
+    sim = Sim()
+    Sim.refuse = {"1,1"}
+    try:
+        sim.add(1, 2)
+        sim.pass_all(2)
+        sim.pass_all(1)
+    finally:
+        Sim.refuse = set()
+    assert ("1,1", "merge-failure") in sim.reports
+    assert sim.state.window == 20
+    # 2 was built on 1, which did not merge: rebuilt on the tip.
+    assert sim.builds(2) == [("merge", "2,1")]
+
+
+def test_dependents_of_a_failed_change_leave_with_it() -> None:
+    sim = Sim()
+    sim.add(1)
+    sim.add(2, needs={2: [1]})
+    sim.add(3)
+    sim.finish(1, "merge", Result.FAILURE)
+    assert ("2,1", "failure") in sim.reports
+    assert sim.order() == [3]
+    assert sim.builds(3) == [("merge", "3,1")]
+    assert DEPENDENCY_FAILED.startswith("This change depends")
+
+
+def test_promote_reorders_and_promoting_the_current_order_does_nothing() -> None:
+    sim = Sim()
+    sim.add(1, 2, 3)
+    assert not sim.queue.promote(["1,1", "2,1"])
+    sim.step()
+    assert sim.cancelled == []
+    assert sim.queue.promote(["3,1"])
+    sim.step()
+    assert sim.order() == [3, 1, 2]
+    assert sim.builds(3) == [("merge", "3,1")]
+    assert sim.builds(1) == [("merge", "3,1 1,1")]
+    assert sim.builds(2) == [("merge", "3,1 1,1 2,1")]
+    assert [i.enqueued_at for i in sim.state.items] == [3.0, 1.0, 2.0]
+
+
+def test_retry_results_run_the_job_again_within_attempts() -> None:
+    sim = Sim(jobs=[JobSpec(name="merge", run="true", attempts=2)])
+    sim.add(1)
+    sim.finish(1, "merge", Result.RETRY)
+    assert sim.builds(1) == [("merge", "1,1")]  # attempt 2
+    sim.finish(1, "merge", Result.RETRY)
+    assert sim.reports[-1] == ("1,1", "failure")
+    assert sim.state.items == []
+
+
+def test_stale_results_of_a_reset_buildset_are_ignored() -> None:
+    sim = Sim()
+    sim.add(1, 2)
+    [(build_id, (key, buildset, _))] = [(b, v) for b, v in sim.running.items() if v[0] == "2,1"]
+    sim.finish(1, "merge", Result.FAILURE)  # 1 leaves; 2 is reset onto the tip
+    assert build_id in sim.cancelled
+    sim.queue.build_done(key, buildset, BuildResult(build_id=build_id, job="merge",
+                                                   result=Result.FAILURE))
+    [item] = sim.state.items
+    assert item.key == "2,1" and item.job_results == {}
+    assert sim.builds(2) == [("merge", "2,1")]
