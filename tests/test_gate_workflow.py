@@ -93,3 +93,122 @@ async def test_broken_change_is_skipped_and_the_rest_merge_in_order(
         # The branch now holds A and C and not B: they merged exactly as tested.
         files = branch_files(dep, name)
         assert "a" in files and "c" in files and "BROKEN" not in files
+
+
+async def test_shared_queue_tests_projects_together(client: Client, tmp_path: Path) -> None:
+    one, two = unique_project("one"), unique_project("two")
+    queue = f"q{one.split('/')[0]}"
+    # The second project's test only passes when the first project's change is in its state.
+    config = gate_config(tmp_path, [one, two],
+                         f'test -f "$LOCKMASTER_WORKSPACE/src/{one}/feature"', queue=queue)
+    config.jobs[1].required_projects = [one]
+    async with deployment(client, config) as dep:
+        dep.store.create_project(one, {"README": "1\n"})
+        dep.store.create_project(two, {"README": "2\n"})
+        a = dep.store.upload(one, files={"feature": "f\n"}, subject="feature")
+        b = dep.store.upload(two, files={"use": "u\n"}, subject="use it")
+        await approve(dep, a.number)
+        await approve(dep, b.number)
+        await settle(dep, f"gate/{queue}")
+        assert dep.store.record(a.number)["status"] == "MERGED"
+        assert dep.store.record(b.number)["status"] == "MERGED"
+
+
+async def test_unapproved_change_leaves_and_followers_rebuild(
+    client: Client, tmp_path: Path
+) -> None:
+    name = unique_project()
+    config = gate_config(tmp_path, [name], "sleep 2")
+    async with deployment(client, config) as dep:
+        dep.store.create_project(name, {"README": "x\n"})
+        a = dep.store.upload(name, files={"a": "a\n"}, subject="A")
+        b = dep.store.upload(name, files={"b": "b\n"}, subject="B")
+        await approve(dep, a.number)
+        await approve(dep, b.number)
+        wid = f"gate/{name}"
+        status = await wait_items(dep, wid, 2)
+        assert [i.changes for i in status.items] == [f"{a.number},1",
+                                                     f"{a.number},1 {b.number},1"]
+        info = await asyncio.to_thread(dep.store.vote, a.number, {"Workflow": 0}, author="core")
+        await dep.router.route(dep.event(info, "comment-added", comment="Workflow-1",
+                                         approvals={"Workflow": 0}))
+        status = await wait_items(dep, wid, 1)
+        assert [i.changes for i in status.items] == [f"{b.number},1"]
+        await settle(dep, wid)
+        assert merged_order(dep, [a.number, b.number]) == [b.number]
+        assert dep.reports(a.number)[-1]["message"].startswith("Removed from gate")
+
+
+async def test_operator_dequeue_and_promote(client: Client, tmp_path: Path) -> None:
+    from lockmaster.starters import operator
+    from lockmaster.starters.status import collect
+
+    name = unique_project()
+    config = gate_config(tmp_path, [name], "sleep 1.5")
+    async with deployment(client, config) as dep:
+        dep.store.create_project(name, {"README": "x\n"})
+        a, b, c = (dep.store.upload(name, files={n: n + "\n"}, subject=n) for n in "abc")
+        for change in (a, b, c):
+            await approve(dep, change.number)
+        wid = f"gate/{name}"
+        await wait_items(dep, wid, 3)
+        action = await operator.promote(client, config, "gate", name, [f"{c.number},1"])
+        assert action.action == "promote"
+        status = await wait_order(dep, wid, [c.number, a.number, b.number])
+        assert status.items[1].changes == f"{c.number},1 {a.number},1"
+        action = await operator.dequeue(client, config, "gate", name, a.number)
+        assert action.action == "dequeue"
+        status = await wait_order(dep, wid, [c.number, b.number])
+        assert status.items[1].changes == f"{c.number},1 {b.number},1"
+        views = {p.pipeline: p for p in await collect(client, config)}
+        [queue_view] = views["gate"].queues
+        assert [i.change for i in queue_view.items] == [f"{c.number},1", f"{b.number},1"]
+        await settle(dep, wid)
+        assert merged_order(dep, [a.number, b.number, c.number]) == [b.number, c.number]
+        assert [m["tag"].split(":")[-1] for m in dep.reports(a.number)][-1] == "dequeue"
+
+
+async def test_queue_continues_as_new_and_keeps_its_state(client: Client, tmp_path: Path) -> None:
+    from lockmaster.starters.operator import enqueue_change
+
+    name = unique_project()
+    config = gate_config(tmp_path, [name], "sleep 0.3")
+    async with deployment(client, config) as dep:
+        dep.store.create_project(name, {"README": "x\n"})
+        changes = [dep.store.upload(name, files={f"f{i}": "x\n"}, subject=f"c{i}")
+                   for i in range(4)]
+        for change in changes:
+            dep.store.vote(change.number, {"Code-Review": 2, "Workflow": 1}, author="core")
+            await enqueue_change(client, config, "gate", change.ref(), max_history_events=40)
+        wid = f"gate/{name}"
+        await settle(dep, wid)
+        assert merged_order(dep, [c.number for c in changes]) == [c.number for c in changes]
+        runs = [w async for w in client.list_workflows(f'WorkflowId = "{wid}"')]
+        assert len(runs) >= 2, "the queue never continued as new"
+        for change in changes:
+            assert len([r for r in dep.reports(change.number)
+                        if r["message"].startswith("Build succeeded")]) == 1
+
+
+async def wait_items(dep: Deployment, wid: str, count: int) -> QueueStatus:
+    return await wait_status(dep, wid, lambda s: len(s.items) == count and all(
+        any(j.state == "running" for j in i.jobs) for i in s.items))
+
+
+async def wait_order(dep: Deployment, wid: str, numbers: list[int]) -> QueueStatus:
+    return await wait_status(dep, wid, lambda s: [int(i.change.split(",")[0])
+                                                  for i in s.items] == numbers)
+
+
+async def wait_status(dep: Deployment, wid: str, ok, timeout: float = 30) -> QueueStatus:  # type: ignore[no-untyped-def]
+    handle = dep.client.get_workflow_handle(wid)
+    status = None
+    for _ in range(int(timeout * 10)):
+        try:
+            status = await handle.query("status", StatusQuery(), result_type=QueueStatus)
+        except Exception:
+            status = None
+        if status is not None and ok(status):
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"queue never reached the expected state: {status}")

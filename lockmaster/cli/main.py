@@ -7,7 +7,15 @@ from pathlib import Path
 
 import typer
 
-from lockmaster.cli import change_cmd, config_cmd, gerrit_cmd, hook_cmd, run_cmd, temporal_cmd
+from lockmaster.cli import (
+    change_cmd,
+    config_cmd,
+    gate_cmd,
+    gerrit_cmd,
+    hook_cmd,
+    run_cmd,
+    temporal_cmd,
+)
 
 app = typer.Typer(
     help="lockmaster: project gating, node pools and package publishing as Temporal workflows.",
@@ -19,6 +27,8 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(temporal_cmd.app, name="temporal")
 app.add_typer(gerrit_cmd.app, name="gerrit")
 app.add_typer(change_cmd.app, name="change")
+app.add_typer(gate_cmd.app, name="gate")
+app.command("status")(gate_cmd.status)
 app.command("hook", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
     hook_cmd.hook
 )

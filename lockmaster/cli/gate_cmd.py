@@ -1,0 +1,128 @@
+"""`lockmaster status` and `lockmaster gate enqueue|dequeue|promote` (operators)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import typer
+
+from lockmaster.cli.context import fail, load, out
+from lockmaster.config.models import LockmasterConfig
+from lockmaster.review.base import ChangeNotFound
+from lockmaster.review.registry import review_drivers
+from lockmaster.starters import operator
+from lockmaster.starters.status import PipelineStatus, collect
+from lockmaster.temporal.client import connect
+
+app = typer.Typer(help="Operate the gate's queues.", no_args_is_help=True)
+ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml")
+PipelineOpt = typer.Option("gate", "--pipeline", help="dependent pipeline")
+
+
+def _dependent(cfg: LockmasterConfig, pipeline: str) -> None:
+    names = [p.name for p in cfg.pipelines if p.manager == "dependent"]
+    if pipeline not in names:
+        fail(f"{pipeline!r} is not a dependent pipeline (dependent pipelines: "
+             f"{', '.join(names) or 'none'})")
+
+
+def _run(cfg: LockmasterConfig, coro_factory) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        client = await connect(cfg)
+        action = await coro_factory(client)
+        out.print(str(action))
+
+    try:
+        asyncio.run(main())
+    except ChangeNotFound as exc:
+        fail(str(exc))
+    except RuntimeError as exc:
+        fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)
+
+
+@app.command("enqueue")
+def enqueue(
+    change: int = typer.Option(..., "--change"),
+    connection: str = typer.Option("local", "--connection"),
+    pipeline: str = PipelineOpt, config: Path | None = ConfigOpt,
+) -> None:
+    """Put a change into its queue (whatever its approvals)."""
+    cfg = load(config)
+    _dependent(cfg, pipeline)
+    if connection not in cfg.connections:
+        fail(f"connection {connection!r} is not configured")
+    drivers = review_drivers(cfg)
+    _run(cfg, lambda c: operator.enqueue(c, cfg, drivers, pipeline, connection, change))
+
+
+@app.command("dequeue")
+def dequeue(
+    change: int = typer.Option(..., "--change"),
+    project: str = typer.Option(..., "--project"),
+    pipeline: str = PipelineOpt, config: Path | None = ConfigOpt,
+) -> None:
+    """Take a change out of its queue; its builds are cancelled, it does not merge."""
+    cfg = load(config)
+    _dependent(cfg, pipeline)
+    if cfg.project(project) is None:
+        fail(f"project {project!r} is not configured")
+    _run(cfg, lambda c: operator.dequeue(c, cfg, pipeline, project, change))
+
+
+@app.command("promote")
+def promote(
+    changes: list[str] = typer.Argument(..., help="NUMBER or NUMBER,PATCHSET, in order"),
+    queue: str = typer.Option(..., "--queue"),
+    pipeline: str = PipelineOpt, config: Path | None = ConfigOpt,
+) -> None:
+    """Move these changes, in this order, to the head of the queue."""
+    cfg = load(config)
+    _dependent(cfg, pipeline)
+    for c in changes:
+        number, _, patchset = c.partition(",")
+        if not number.isdigit() or (patchset and not patchset.isdigit()):
+            fail(f"{c!r} is not a change: expected NUMBER or NUMBER,PATCHSET")
+    _run(cfg, lambda c: operator.promote(c, cfg, pipeline, queue, changes))
+
+
+def status(
+    config: Path | None = ConfigOpt,
+    as_json: bool = typer.Option(False, "--json", help="machine-readable"),
+) -> None:
+    """Every pipeline: queues with their items in order, windows, each job's state."""
+    cfg = load(config)
+
+    async def main() -> list[PipelineStatus]:
+        return await collect(await connect(cfg), cfg)
+
+    try:
+        pipelines = asyncio.run(main())
+    except RuntimeError as exc:
+        fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)
+    if as_json:
+        import json
+
+        out.print_json(json.dumps([p.model_dump(mode="json") for p in pipelines]))
+        return
+    now = time.time()
+    for p in pipelines:
+        out.print(f"[bold]{p.pipeline}[/] ({p.manager})")
+        for q in p.queues:
+            out.print(f"  queue {q.queue}: window {q.window}, {len(q.items)} item(s)")
+            for item in q.items:
+                flag = "[red]failing[/]" if item.failing else (
+                    "active" if item.active else "[dim]waiting (outside window)[/]")
+                out.print(f"    {item.project} {item.change}  {flag}  "
+                          f"on [{item.changes}]  {int(now - item.enqueued_at)}s in queue")
+                for job in item.jobs:
+                    extra = f" {job.elapsed:.0f}s" if job.elapsed else ""
+                    out.print(f"      - {job.name}: {job.state}{extra}"
+                              + ("" if job.voting else " (non-voting)"))
+        for c in p.checks:
+            out.print(f"  {c.change.project} {c.change.key}: {c.phase}")
+            for job in c.jobs:
+                out.print(f"      - {job.name}: {job.state}")
+        if not p.queues and not p.checks:
+            out.print("  (empty)")
