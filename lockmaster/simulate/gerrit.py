@@ -1,0 +1,198 @@
+"""The simulated Gerrit: the local review system (bare git repositories and JSON change records)
+in a temporary directory, with the scenario's changes in it, recording every submit.
+
+Reports land in the change records as lockmaster's messages (the report module reads them);
+submits by the system go through `SimulatedGerritDriver.submit`, which refuses the changes the
+scenario says to refuse and, like Gerrit, announces a merge with a change-merged event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lockmaster.config.models import LockmasterConfig
+from lockmaster.model.change import ChangeInfo, ChangeRef, ReviewEvent
+from lockmaster.review.base import ReviewDriver, SubmitRefused
+from lockmaster.review.local import LocalReviewDriver, LocalReviewStore
+from lockmaster.simulate.clock import Clock
+from lockmaster.simulate.scenario import ChangeSpec, Scenario
+
+log = logging.getLogger(__name__)
+
+DEVELOPER = "developer"
+REVIEWER = "core-reviewer"
+
+
+class SimulatedStore(LocalReviewStore):
+    """The local store, able to upload a change under a given number (changes are numbered in
+    the scenario's order, but created parents first)."""
+
+    _next_number: int | None = None
+
+    def upload_numbered(self, number: int, project: str, **kwargs: Any) -> ChangeInfo:
+        self._next_number = number
+        try:
+            return self.upload(project, **kwargs)
+        finally:
+            self._next_number = None
+
+    def numbers(self) -> list[int]:
+        if self._next_number is not None:  # upload() takes max(numbers()) + 1
+            return [self._next_number - 1]
+        return super().numbers()
+
+
+@dataclass
+class MergeRecord:
+    change: str
+    number: int
+    patchset: int
+    project: str
+    branch: str
+    at: float
+
+
+class SimulatedGerritDriver(LocalReviewDriver):
+    """The review driver the workers get: submits are recorded, and refused when scripted."""
+
+    def __init__(self, name: str, store: SimulatedStore, gerrit: SimulatedGerrit) -> None:
+        super().__init__(name, store.root)
+        self.store = store
+        self.gerrit = gerrit
+
+    async def submit(self, change: ChangeRef) -> None:
+        name = self.gerrit.name_of(change.number)
+        if name in self.gerrit.refuse:
+            self.gerrit.refused.append((name, self.gerrit.clock.now()))
+            raise SubmitRefused(f"change {change.number} cannot be merged (the scenario "
+                                "refuses its submit)")
+        await super().submit(change)
+        self.gerrit.merged(name, change)
+
+
+@dataclass
+class SimulatedGerrit:
+    scenario: Scenario
+    config: LockmasterConfig
+    clock: Clock
+    stores: dict[str, SimulatedStore] = field(default_factory=dict)
+    drivers: dict[str, ReviewDriver] = field(default_factory=dict)
+    merges: list[MergeRecord] = field(default_factory=list)
+    refused: list[tuple[str, float]] = field(default_factory=list)
+    # Called with the change-merged event of every merge by the system (Gerrit sends one).
+    on_merged: Callable[[ReviewEvent], Awaitable[object]] | None = None
+    pending: set[asyncio.Task[object]] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.numbers = self.scenario.numbers()
+        self.names = {number: name for name, number in self.numbers.items()}
+        self.refuse = self.scenario.refused_submits()
+        for name in self.config.connections:
+            store = SimulatedStore(self.config.local_review_path(name), name)
+            self.stores[name] = store
+            self.drivers[name] = SimulatedGerritDriver(name, store, self)
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def name_of(self, number: int) -> str:
+        return self.names.get(number, str(number))
+
+    def connection_of(self, name: str) -> str:
+        project = self.config.project(self.scenario.changes[name].project)
+        assert project is not None
+        return project.connection
+
+    def store_of(self, name: str) -> SimulatedStore:
+        return self.stores[self.connection_of(name)]
+
+    def info(self, name: str) -> ChangeInfo:
+        return self.store_of(name).info(self.numbers[name])
+
+    def record(self, name: str) -> dict[str, Any]:
+        return self.store_of(name).record(self.numbers[name])
+
+    # --- set-up ------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Projects (a repository each, with every branch a change is on), then the changes,
+        parents first, numbered in the scenario's order; then the ones merged already."""
+        for project in self.config.projects:
+            store = self.stores[project.connection]
+            store.create_project(project.name, {"README": f"{project.name}\n"})
+            branches = {c.branch for c in self.scenario.changes.values()
+                        if c.project == project.name} - {"master"}
+            for branch in sorted(branches):
+                _git(store.repo(project.name), "branch", branch, "master")
+        for name in self._creation_order():
+            self._create(name, self.scenario.changes[name])
+        for name, spec in self.scenario.changes.items():
+            if spec.merged:
+                self.store_of(name).submit(self.info(name).ref())
+
+    def _creation_order(self) -> list[str]:
+        order: list[str] = []
+
+        def visit(name: str) -> None:
+            if name in order:
+                return
+            parent = self.scenario.changes[name].parent
+            if parent:
+                visit(parent)
+            order.append(name)
+
+        for name in self.scenario.changes:
+            visit(name)
+        return order
+
+    def _create(self, name: str, spec: ChangeSpec) -> None:
+        number = self.numbers[name]
+        self.store_of(name).upload_numbered(
+            number, spec.project, branch=spec.branch,
+            files=spec.files if spec.files is not None else {own_file(number): f"{name}\n"},
+            subject=f"Change {name}",
+            parent=self.numbers[spec.parent] if spec.parent else None,
+            depends_on=[self.numbers[d] for d in spec.depends_on], owner=DEVELOPER,
+        )
+
+    # --- merges by the system -------------------------------------------------------------------
+
+    def merged(self, name: str, change: ChangeRef) -> None:
+        self.merges.append(MergeRecord(name, change.number, change.patchset, change.project,
+                                       change.branch, self.clock.now()))
+        if self.on_merged is None:
+            return
+        event = ReviewEvent(
+            type="change-merged", connection=change.connection, project=change.project,
+            branch=change.branch, change=change.number, patchset=change.patchset,
+            commit=change.commit, change_id=change.change_id, url=change.url,
+        )
+        task: asyncio.Task[object] = asyncio.ensure_future(self._announce(event))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _announce(self, event: ReviewEvent) -> object:
+        assert self.on_merged is not None
+        try:
+            return await self.on_merged(event)
+        except Exception as exc:  # the merge stands; the event is lost, as with a failed hook
+            log.exception("change-merged event for change %s", event.change)
+            self.errors.append(f"change-merged event for change {event.change}: {exc}")
+            return None
+
+
+def own_file(number: int) -> str:
+    """The file a change adds when the scenario gives it none (and rewrites per patchset)."""
+    return f"change-{number}.txt"
+
+
+def _git(repo: Path, *args: str) -> None:
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} in {repo} failed: {proc.stderr.strip()}")
