@@ -14,6 +14,7 @@ from lockmaster.cli import (
     gerrit_cmd,
     hook_cmd,
     run_cmd,
+    simulate_cmd,
     temporal_cmd,
 )
 
@@ -29,6 +30,7 @@ app.add_typer(gerrit_cmd.app, name="gerrit")
 app.add_typer(change_cmd.app, name="change")
 app.add_typer(gate_cmd.app, name="gate")
 app.command("status")(gate_cmd.status)
+app.command("simulate")(simulate_cmd.simulate)
 app.command("hook", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
     hook_cmd.hook
 )

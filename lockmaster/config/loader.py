@@ -5,6 +5,7 @@ Every error names the file, the key path and the line, and says what is expected
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
-def _format_path(loc: tuple[Any, ...]) -> str:
+def format_path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -50,7 +51,7 @@ def _format_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     """Walk the composed YAML tree along `loc`; the line of the deepest node found (1-based)."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
@@ -72,10 +73,37 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+def clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     # Discriminated unions and str|model unions add the tag name to the location: drop it.
     tags = {"local", "gerrit", "static", "openstack", "ProjectJob", "str", "list[str]"}
     return tuple(p for p in loc if not (isinstance(p, str) and (p in tags or "[" in p)))
+
+
+def problems_from_validation(
+    exc: ValidationError,
+    root: yaml.Node | None,
+    *,
+    prefix: tuple[Any, ...] = (),
+    clean: Callable[[tuple[Any, ...]], tuple[Any, ...]] = clean_loc,
+    messages: Callable[[dict[str, Any]], str | None] = lambda err: None,
+) -> list[ConfigProblem]:
+    """One problem per pydantic error, with its key path and line. `prefix` says where in the
+    file the validated data sits; `messages` may reword an error (e.g. for another schema)."""
+    problems = []
+    for err in exc.errors():
+        loc = clean(tuple(err["loc"]))
+        message = messages(dict(err)) or err["msg"]
+        error = (err.get("ctx") or {}).get("error")
+        if isinstance(error, ReferenceError_):
+            loc = error.loc
+            message = str(error)
+        elif err["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling; keys are kebab-case)"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        full = (*prefix, *loc)
+        problems.append(ConfigProblem(format_path(full), line_of(root, full), message))
+    return problems
 
 
 def parse_config(text: str, file: Path | str = "<string>") -> LockmasterConfig:
@@ -96,20 +124,7 @@ def parse_config(text: str, file: Path | str = "<string>") -> LockmasterConfig:
     try:
         config = LockmasterConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = _clean_loc(tuple(err["loc"]))
-            message = err["msg"]
-            error = (err.get("ctx") or {}).get("error")
-            if isinstance(error, ReferenceError_):
-                loc = error.loc
-                message = str(error)
-            elif err["type"] == "extra_forbidden":
-                message = "unknown key (check its spelling; keys are kebab-case)"
-            elif message.startswith("Value error, "):
-                message = message[len("Value error, ") :]
-            problems.append(ConfigProblem(_format_path(loc), _line_of(root, loc), message))
-        raise ConfigError(file, problems) from None
+        raise ConfigError(file, problems_from_validation(exc, root)) from None
     config.source = Path(file).resolve() if file != "<string>" else None
     return config
 

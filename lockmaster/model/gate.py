@@ -169,6 +169,8 @@ class QueueStatus(Model):
     pipeline: str
     window: int
     idle: bool  # no items and nothing in flight
+    # Merges, builds, reports or commands in flight (items may wait for dependencies unseen).
+    busy: bool = False
     items: list[ItemView] = Field(default_factory=list)
 
 

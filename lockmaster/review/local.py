@@ -128,13 +128,18 @@ class LocalReviewStore:
         parent: int | None = None,
         depends_on: list[int] | None = None,
         owner: str = "developer",
+        number: int | None = None,
     ) -> ChangeInfo:
-        """A new change (patchset 1) on top of the branch tip, or of change `parent`."""
+        """A new change (patchset 1) on top of the branch tip, or of change `parent`. `number`:
+        this one rather than the next free one (simulations number changes in their own order)."""
         if not self.has_project(project):
             raise ReviewError(f"project {project!r} does not exist on connection "
                               f"{self.connection!r}")
         with self._locked():
-            number = max(self.numbers(), default=0) + 1
+            if number is None:
+                number = max(self.numbers(), default=0) + 1
+            elif self._path(number).exists():
+                raise ReviewError(f"change {number} already exists")
             change_id = "I" + hashlib.sha1(f"{project}{number}{time.time()}".encode()).hexdigest()
             footers = [f"Depends-On: {self.change_url(d)}" for d in depends_on or []]
             footers.append(f"Change-Id: {change_id}")

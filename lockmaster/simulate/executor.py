@@ -2,7 +2,10 @@
 
 A build takes its job's duration (scenario `durations`, times the time scale), heartbeating so a
 cancellation reaches it at once, and returns what the scenario's outcomes say (SUCCESS
-otherwise). Every build that starts is recorded, with times in scenario time.
+otherwise; TIMED_OUT after the job's `timeout` when its duration is longer). Every build that
+starts is recorded, with times in scenario time, and listed with the result it returned: a job
+that keeps returning RETRY shows its attempts as RETRY builds, and the RETRY_LIMIT it ends with
+is in its report line.
 """
 
 from __future__ import annotations
@@ -78,12 +81,15 @@ class SimulatedExecutor:
         )
         self.builds.append(record)
         started = time.time()
+        duration = self.scenario.duration(request.job.name)
+        if duration > request.job.timeout:  # as the real runner: the job's timeout ends it
+            duration, result = request.job.timeout, Result.TIMED_OUT
         try:
-            await self._take(self.scenario.duration(request.job.name) * self.time_scale)
+            await self._take(duration * self.time_scale)
         except asyncio.CancelledError:
             record.result, record.ended = Result.ABORTED, self.clock.now()
             raise
-        record.result, record.ended = listed_result(result, request), self.clock.now()
+        record.result, record.ended = result, self.clock.now()
         return BuildResult(
             build_id=request.build_id, job=request.job.name, result=result,
             attempt=request.attempt, started=started, ended=time.time(),
@@ -96,14 +102,6 @@ class SimulatedExecutor:
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             activity.heartbeat()
             await asyncio.sleep(min(left, HEARTBEAT))
-
-
-def listed_result(result: Result, request: BuildRequest) -> Result:
-    """How a build is listed: a RETRY on the job's last attempt is the RETRY_LIMIT the job ends
-    with (spec: "the third RETRY gives RETRY_LIMIT"); earlier ones are listed as RETRY."""
-    if result is Result.RETRY and request.attempt >= request.job.attempts:
-        return Result.RETRY_LIMIT
-    return result
 
 
 def simulated_executor_worker(

@@ -29,25 +29,6 @@ DEVELOPER = "developer"
 REVIEWER = "core-reviewer"
 
 
-class SimulatedStore(LocalReviewStore):
-    """The local store, able to upload a change under a given number (changes are numbered in
-    the scenario's order, but created parents first)."""
-
-    _next_number: int | None = None
-
-    def upload_numbered(self, number: int, project: str, **kwargs: Any) -> ChangeInfo:
-        self._next_number = number
-        try:
-            return self.upload(project, **kwargs)
-        finally:
-            self._next_number = None
-
-    def numbers(self) -> list[int]:
-        if self._next_number is not None:  # upload() takes max(numbers()) + 1
-            return [self._next_number - 1]
-        return super().numbers()
-
-
 @dataclass
 class MergeRecord:
     change: str
@@ -61,7 +42,7 @@ class MergeRecord:
 class SimulatedGerritDriver(LocalReviewDriver):
     """The review driver the workers get: submits are recorded, and refused when scripted."""
 
-    def __init__(self, name: str, store: SimulatedStore, gerrit: SimulatedGerrit) -> None:
+    def __init__(self, name: str, store: LocalReviewStore, gerrit: SimulatedGerrit) -> None:
         super().__init__(name, store.root)
         self.store = store
         self.gerrit = gerrit
@@ -81,7 +62,7 @@ class SimulatedGerrit:
     scenario: Scenario
     config: LockmasterConfig
     clock: Clock
-    stores: dict[str, SimulatedStore] = field(default_factory=dict)
+    stores: dict[str, LocalReviewStore] = field(default_factory=dict)
     drivers: dict[str, ReviewDriver] = field(default_factory=dict)
     merges: list[MergeRecord] = field(default_factory=list)
     refused: list[tuple[str, float]] = field(default_factory=list)
@@ -95,7 +76,7 @@ class SimulatedGerrit:
         self.names = {number: name for name, number in self.numbers.items()}
         self.refuse = self.scenario.refused_submits()
         for name in self.config.connections:
-            store = SimulatedStore(self.config.local_review_path(name), name)
+            store = LocalReviewStore(self.config.local_review_path(name), name)
             self.stores[name] = store
             self.drivers[name] = SimulatedGerritDriver(name, store, self)
 
@@ -109,7 +90,7 @@ class SimulatedGerrit:
         assert project is not None
         return project.connection
 
-    def store_of(self, name: str) -> SimulatedStore:
+    def store_of(self, name: str) -> LocalReviewStore:
         return self.stores[self.connection_of(name)]
 
     def info(self, name: str) -> ChangeInfo:
@@ -153,8 +134,8 @@ class SimulatedGerrit:
 
     def _create(self, name: str, spec: ChangeSpec) -> None:
         number = self.numbers[name]
-        self.store_of(name).upload_numbered(
-            number, spec.project, branch=spec.branch,
+        self.store_of(name).upload(
+            spec.project, number=number, branch=spec.branch,
             files=spec.files if spec.files is not None else {own_file(number): f"{name}\n"},
             subject=f"Change {name}",
             parent=self.numbers[spec.parent] if spec.parent else None,
@@ -173,7 +154,9 @@ class SimulatedGerrit:
             branch=change.branch, change=change.number, patchset=change.patchset,
             commit=change.commit, change_id=change.change_id, url=change.url,
         )
-        task: asyncio.Task[object] = asyncio.ensure_future(self._announce(event))
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(
+            self._announce(event), name=name
+        )
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
 

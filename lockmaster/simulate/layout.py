@@ -160,8 +160,3 @@ def simulation_config(
     }
     return LockmasterConfig.model_validate(data)
 
-
-def queue_name(config: LockmasterConfig, project: str) -> str:
-    """The gate queue a project's changes go through: its `queue`, else its own name."""
-    found = config.project(project)
-    return (found.queue if found and found.queue else None) or project

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from lockmaster.config.models import LockmasterConfig
-from lockmaster.simulate.layout import queue_name
+from lockmaster.pipelines.queues import queue_name
 from lockmaster.simulate.scenario import (
     OPERATOR_EVENTS,
     EventBase,
@@ -27,7 +27,7 @@ def _unknown(name: str, scenario: Scenario) -> str:
 
 
 def check_changes(scenario: Scenario) -> list[Problem]:
-    """Parents and Depends-On name listed changes, and form no cycle."""
+    """Parents and Depends-On name listed changes; parents form no cycle."""
     out: list[Problem] = []
     for name, spec in scenario.changes.items():
         where = ("changes", name)
@@ -54,10 +54,9 @@ def check_changes(scenario: Scenario) -> list[Problem]:
 
 
 def _cycles(scenario: Scenario) -> list[Problem]:
-    edges = {
-        name: ([spec.parent] if spec.parent else []) + list(spec.depends_on)
-        for name, spec in scenario.changes.items()
-    }
+    """Git parents cannot form a cycle (no commit can be made). Depends-On cycles can: the
+    footers name change numbers, and the system reports the cycle (config-error)."""
+    edges = {name: [spec.parent] if spec.parent else [] for name, spec in scenario.changes.items()}
     state: dict[str, int] = {}
 
     def visit(name: str, path: list[str]) -> Problem | None:
@@ -65,8 +64,7 @@ def _cycles(scenario: Scenario) -> list[Problem]:
             return None
         if state.get(name) == 1:
             cycle = " -> ".join([*path[path.index(name):], name])
-            return (("changes", path[-1]),
-                    f"changes form a cycle through parent/depends-on: {cycle}")
+            return (("changes", path[-1], "parent"), f"git parents form a cycle: {cycle}")
         state[name] = 1
         for other in edges[name]:
             found = visit(other, [*path, name])

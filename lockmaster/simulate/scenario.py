@@ -5,8 +5,9 @@
     outcomes:  [{job: project-test1, change: A, result: FAILURE}, {submit: B, result: refused}]
     durations: {default: 1.0, project-merge: 0.5}
 
-`load_scenario` / `parse_scenario` (in `lockmaster.simulate.loading`) validate a file: every
-problem names the file, the key path and the line.
+`lockmaster.simulate.loading.load_scenario` validates a file (these models, then the cross
+references of `references.py` and the layout): every problem names the file, the key path and
+the line.
 """
 
 from __future__ import annotations
@@ -236,6 +237,8 @@ class Scenario(ConfigModel):
     events: list[Event] = Field(default_factory=list)
     outcomes: list[Outcome] = Field(default_factory=list)
     durations: dict[str, Seconds] = Field(default_factory=dict)
+    # What the report should show (tests/scenario_expect.py reads it); simulate ignores it.
+    expect: dict[str, Any] | None = None
 
     # Set by the loader: the file it came from.
     _source: str | None = PrivateAttr(default=None)

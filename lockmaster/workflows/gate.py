@@ -120,7 +120,8 @@ class GateQueueWorkflow:
             ))
         return QueueStatus(
             queue=state.queue, pipeline=state.pipeline, window=state.window,
-            idle=not state.items and not self._tasks and not self._pending, items=items,
+            idle=not state.items and not self._tasks and not self._pending,
+            busy=bool(self._tasks or self._pending), items=items,
         )
 
     # --- the loop ------------------------------------------------------------------------------
