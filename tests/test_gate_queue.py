@@ -249,3 +249,31 @@ def test_stale_results_of_a_reset_buildset_are_ignored() -> None:
     [item] = sim.state.items
     assert item.key == "2,1" and item.job_results == {}
     assert sim.builds(2) == [("merge", "2,1")]
+
+
+def test_news_of_our_own_merge_before_the_submit_answer_resets_nobody() -> None:
+    sim = Sim()
+    sim.add(1, 2)
+    sim.pass_all(2)
+    sim.finish(1, "merge")
+    # Report 1's success but hold its submit answer; the merge news arrives first.
+    key, buildset, action = next(v for v in sim.running.values() if v[0] == "1,1")
+    del sim.running[action.build.build_id]
+    sim.queue.build_done(key, buildset, BuildResult(build_id=action.build.build_id,
+                                                    job="test", result=Result.SUCCESS))
+    actions = sim.queue.process(0.0)
+    assert [a.action for a in actions if isinstance(a, ReportItemAction)] == ["success"]
+    assert sim.queue.merged_elsewhere("p", 1) == []  # ours: the submit answer decides
+    sim.queue.submit_done("1,1", True, None)
+    sim.step()
+    assert sim.cancelled == []
+    assert sim.state.merged_keys == ["1,1", "2,1"]  # and 2, done already, followed
+
+
+def test_a_change_merged_by_someone_else_leaves_without_resetting_followers() -> None:
+    sim = Sim()
+    sim.add(1, 2)
+    assert sim.queue.merged_elsewhere("p", 1) == [CancelAction(
+        [b for b, v in sim.running.items() if v[0] == "1,1"])]
+    sim.step()
+    assert sim.builds(2) == [("merge", "1,1 2,1")]  # not rebuilt

@@ -232,12 +232,16 @@ class GateQueue:
         ))
         return actions
 
-    def change_updated(self, project: str, number: int, reason: str | None) -> list[Action]:
-        """The change no longer belongs in the queue (reason) or still does (None)."""
+    def merged_elsewhere(self, project: str, number: int) -> list[Action]:
+        """The review system says the change is merged: by our own submit (whose answer may
+        arrive after this news) or by someone else. Either way it is in the branch now, so the
+        items built on top of it keep their builds."""
         item = self.find(project, number)
-        if item is None or reason is None:
-            return []
-        return self.remove(item)
+        if item is None or item.outcome == "success":
+            return []  # unknown here, or our submit: submit_done takes it from here
+        actions = self.remove(item)
+        self.state.merged_keys = [*self.state.merged_keys, item.key][-self.MERGED_MEMORY:]
+        return actions
 
     # --- the processing loop ----------------------------------------------------------------
 

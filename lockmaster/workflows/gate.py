@@ -183,6 +183,9 @@ class GateQueueWorkflow:
             item = queue.find(command.project, command.number)
             if item is None:
                 return
+            if command.status == "MERGED":
+                self._run_all(queue.merged_elsewhere(command.project, command.number))
+                return
             reason = None
             if command.status != "NEW":
                 reason = f"the change is {command.status.lower()}"
