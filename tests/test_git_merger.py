@@ -274,6 +274,22 @@ async def test_same_request_gives_identical_heads(tmp_path: Path, site: ReviewSi
     assert later.projects[APP].head != first.projects[APP].head
 
 
+async def test_items_reuse_the_merges_of_the_items_ahead(tmp_path: Path, site: ReviewSite,
+                                                         cache: RepoCache) -> None:
+    req = two_project_request(site)
+    ahead = await prepared(req.model_copy(update={"changes": req.changes[:2]}), cache)
+    memo = run_git("for-each-ref", "--format=%(objectname)", "refs/lockmaster/merges/",
+                   cwd=cache.path("gerrit", APP)).split()
+    assert ahead.projects[APP].head in memo  # remembered
+    behind = await prepared(req, cache)
+    # The app's state behind builds on the merge made for the item ahead, bit for bit...
+    parents = run_git("rev-list", "--parents", "-n1", behind.projects[APP].head,
+                      cwd=cache.path("gerrit", APP)).split()
+    assert parents[1] == ahead.projects[APP].head
+    # ...and equals what a machine without the memo computes from scratch.
+    assert behind == await prepared(req, fresh_cache(tmp_path, site, "no-memo"))
+
+
 def checkout(ws: Path, project: str) -> tuple[str, str, str]:
     repo = ws / "src" / project
     assert (repo / ".git").is_dir()

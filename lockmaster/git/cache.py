@@ -7,12 +7,14 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from lockmaster.git.locks import file_lock
-from lockmaster.git.runner import GitError, git, run_git
+from lockmaster.git.recipe import MEMO_PREFIX
+from lockmaster.git.runner import GitError, git, git_stdin, run_git
 
 # Where speculative heads are kept, so a preparer on this machine finds them without merging.
 STATE_REF_PREFIX = "refs/lockmaster/states/"
@@ -61,6 +63,8 @@ class RepoCache:
         self.root = Path(root)
         self._url_for = url_for
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._fetch_started: dict[tuple[str, str], float] = {}
+        self._wanted: dict[tuple[str, str], set[str]] = {}
 
     def url(self, connection: str, project: str) -> str:
         """Where the review system serves the project (what `origin` points at in workspaces)."""
@@ -103,24 +107,51 @@ class RepoCache:
 
         Raises RefNotFound when the review system lacks one of `refs`.
         """
-        specs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
         for ref in dict.fromkeys(refs):
             if not ref.startswith("refs/") or any(c in ref for c in ":*^~ "):
                 raise ValueError(f"not a ref name: {ref!r}")
-            if not ref.startswith(("refs/heads/", "refs/tags/")):  # those come with the patterns
-                specs.append(f"+{ref}:{ref}")
-        url = self.url(connection, project)
+        key = (connection, project)
+        # Callers waiting for the lock leave what they need here; whoever fetches next fetches
+        # it all. Concurrent merges of one queue thus share fetches instead of queueing one each.
+        self._wanted.setdefault(key, set()).update(refs)
+        asked = time.monotonic()
         async with self.locked(connection, project):
             path = await self._ensure_locked(connection, project)
+            # A fetch that began after we were asked saw the review system at least as it was
+            # then: when it brought every ref we need, fetching again adds nothing.
+            if self._fetch_started.get(key, -1.0) > asked and all(
+                await asyncio.gather(*(self._has_ref(path, ref) for ref in refs))
+            ):
+                return
+            self._fetch_started[key] = time.monotonic()
+            batch = self._wanted.pop(key, set()) | set(refs)
             try:
-                await git("fetch", "--quiet", "--prune", "--no-write-fetch-head", url, *specs,
-                          cwd=path)
-            except GitError as exc:
-                if missing := _MISSING_REF.search(exc.stderr):
-                    raise RefNotFound(
-                        f"{project} ({connection}) has no {missing.group(1)}", missing.group(1)
-                    ) from exc
-                raise
+                await self._fetch_locked(connection, project, path, batch)
+            except RefNotFound as exc:
+                if exc.ref in refs or batch == set(refs):
+                    raise
+                # Another caller's ref is missing: that is theirs to hear; fetch ours alone.
+                await self._fetch_locked(connection, project, path, set(refs))
+
+    async def _fetch_locked(self, connection: str, project: str, path: Path,
+                            refs: set[str]) -> None:
+        specs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+        specs += [f"+{ref}:{ref}" for ref in sorted(refs)
+                  if not ref.startswith(("refs/heads/", "refs/tags/"))]
+        try:
+            await git("fetch", "--quiet", "--prune", "--no-write-fetch-head",
+                      self.url(connection, project), *specs, cwd=path)
+        except GitError as exc:
+            if missing := _MISSING_REF.search(exc.stderr):
+                raise RefNotFound(
+                    f"{project} ({connection}) has no {missing.group(1)}", missing.group(1)
+                ) from exc
+            raise
+
+    @staticmethod
+    async def _has_ref(path: Path, ref: str) -> bool:
+        result = await run_git("rev-parse", "--verify", "--quiet", ref, cwd=path)
+        return result.returncode == 0
 
     async def rev_parse(self, connection: str, project: str, rev: str) -> str:
         """The commit `rev` names in the cache (raises RevisionNotFound)."""
@@ -130,6 +161,22 @@ class RepoCache:
         if result.returncode != 0:
             raise RevisionNotFound(f"{project} ({connection}): no commit {rev} in the cache")
         return result.stdout.strip()
+
+    async def rev_parse_many(self, connection: str, project: str, revs: Sequence[str]
+                             ) -> list[str]:
+        """The commits `revs` name, in one git call (raises RevisionNotFound)."""
+        if not revs:
+            return []
+        path = self.path(connection, project)
+        # (--verify takes one name only; without it, a missing one fails the whole call.)
+        result = await run_git("rev-parse", *(f"{_check_rev(r)}^{{commit}}" for r in revs),
+                               cwd=path)
+        shas = result.stdout.split()
+        if result.returncode != 0 or len(shas) != len(revs):
+            # Say which one: ask one by one (rare: a ref the fetch did not bring).
+            for rev in revs:
+                await self.rev_parse(connection, project, rev)
+        return shas
 
     async def branch_tip(self, connection: str, project: str, *branches: str) -> tuple[str, str]:
         """(branch, commit) for the first of `branches` the cache has (raises RevisionNotFound)."""
@@ -156,13 +203,22 @@ class RepoCache:
         _headers, _sep, message = raw.partition("\n\n")
         return message
 
-    async def store_state(self, connection: str, project: str, source: Path, sha: str) -> str:
-        """Push commit `sha` from repository `source` to refs/lockmaster/states/<sha>."""
+    async def store_state(self, connection: str, project: str, source: Path, sha: str,
+                          memo: Sequence[tuple[str, str]] = ()) -> str:
+        """Push commit `sha` from repository `source` to refs/lockmaster/states/<sha>, and
+        remember the merges that made it (`memo`: (key, commit), see recipe.memo_key) now that
+        their commits, ancestors of `sha`, are stored here."""
         ref = STATE_REF_PREFIX + sha
         async with self.locked(connection, project):
             path = await self._ensure_locked(connection, project)
             await git("push", "--quiet", "--no-verify", str(path), f"+{_check_rev(sha)}:{ref}",
                       cwd=source)
+            if memo:
+                await git_stdin(
+                    "update-ref", "--stdin", cwd=path,
+                    stdin="".join(f"update {MEMO_PREFIX}{key} {_check_rev(commit)}\n"
+                                  for key, commit in memo),
+                )
         return ref
 
     @asynccontextmanager

@@ -118,14 +118,21 @@ async def _prepare_project(plan: _Plan, merge_date: int, cache: RepoCache) -> Pr
     except RevisionNotFound as exc:
         raise _Failure(str(exc), plan.changes[0] if plan.changes else None) from None
     try:
-        merges = [(c, await change_commit(cache, c)) for c in plan.changes]
-    except CommitMismatch as exc:
-        raise _Failure(str(exc), exc.change) from None
+        commits = await cache.rev_parse_many(conn, project, [c.ref for c in plan.changes])
+    except RevisionNotFound as exc:
+        raise _Failure(str(exc), plan.changes[0]) from None
+    for change, commit in zip(plan.changes, commits, strict=True):
+        if change.commit and change.commit != commit:
+            exc = CommitMismatch(change, commit)
+            raise _Failure(str(exc), change)
+    merges = list(zip(plan.changes, commits, strict=True))
     head = base
     if merges:
+        learned: list[tuple[str, str]] = []
         async with cache.scratch(conn, project) as work:
-            head = await apply_merges(work, base, merges, merge_date)
-            await cache.store_state(conn, project, work, head)
+            head = await apply_merges(work, base, merges, merge_date,
+                                      memo=cache.path(conn, project), learned=learned)
+            await cache.store_state(conn, project, work, head, memo=learned)
     return ProjectState(project=project, connection=conn, branch=branch, base=base, head=head,
                         merged=list(plan.changes))
 

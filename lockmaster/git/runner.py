@@ -77,18 +77,19 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-async def run_git(*args: str, cwd: Path | str, env: Mapping[str, str] | None = None) -> GitResult:
+async def run_git(*args: str, cwd: Path | str, env: Mapping[str, str] | None = None,
+                  stdin: str | None = None) -> GitResult:
     """Run `git args...` in `cwd`; never raises for a non-zero exit (see `git`)."""
     proc = await asyncio.create_subprocess_exec(
         "git", *args,
         cwd=str(cwd),
         env=git_env(env),
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await proc.communicate()
+        out, err = await proc.communicate(None if stdin is None else stdin.encode())
     except asyncio.CancelledError:
         # A cancelled activity must not leave git writing into a repository behind our back.
         if proc.returncode is None:
@@ -113,4 +114,14 @@ async def git(*args: str, cwd: Path | str, env: Mapping[str, str] | None = None,
             f"git {' '.join(args)} failed in {cwd} (exit {result.returncode}): {words}",
             returncode=result.returncode, stdout=result.stdout, stderr=result.stderr,
         )
+    return result.stdout
+
+
+async def git_stdin(*args: str, cwd: Path | str, stdin: str) -> str:
+    """`git args...` fed `stdin` (e.g. `update-ref --stdin`); raises GitError like `git`."""
+    result = await run_git(*args, cwd=cwd, stdin=stdin)
+    if result.returncode != 0:
+        raise GitError(f"git {' '.join(args)} failed in {cwd} (exit {result.returncode}): "
+                       f"{result.stderr.strip()}", returncode=result.returncode,
+                       stdout=result.stdout, stderr=result.stderr)
     return result.stdout

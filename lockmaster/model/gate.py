@@ -76,6 +76,10 @@ class QueueState(Model):
     task_queue_prefix: str = "lockmaster"
     workflow_id_prefix: str = ""
     build_heartbeat_timeout: float = 30.0
+    # One merge date for every speculative merge this queue asks for: merging a change onto the
+    # same commit then gives the same merge commit in every item's state, so the merger can
+    # reuse the merges of the items ahead (0: set when the queue starts).
+    merge_date: int = 0
 
 
 class GateInput(Model):

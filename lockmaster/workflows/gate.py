@@ -129,6 +129,8 @@ class GateQueueWorkflow:
     @workflow.run
     async def run(self, inp: GateInput) -> None:
         self._input = inp
+        if not inp.state.merge_date:
+            inp.state.merge_date = int(workflow.now().timestamp())
         labels = ItemLabels(start=inp.labels.start, success=inp.labels.success,
                             failure=inp.labels.failure)
         queue = self._queue = GateQueue(inp.state, labels, lambda: workflow.uuid4().hex)
@@ -203,11 +205,15 @@ class GateQueueWorkflow:
         in the queue; refuse (with a report) what can never be gated here."""
         assert self._queue is not None and self._input is not None
         queue = self._queue
-        deps: DependencyResult = await workflow.execute_activity(
-            "resolve_dependencies", DependencyRequest(change=request.change),
-            result_type=DependencyResult, task_queue=self._tq(Role.ORCHESTRATOR),
-            start_to_close_timeout=timedelta(minutes=5), retry_policy=MERGER_RETRY,
-        )
+        try:
+            deps: DependencyResult = await workflow.execute_activity(
+                "resolve_dependencies", DependencyRequest(change=request.change),
+                result_type=DependencyResult, task_queue=self._tq(Role.ORCHESTRATOR),
+                start_to_close_timeout=timedelta(minutes=5), retry_policy=MERGER_RETRY,
+            )
+        except ActivityError as exc:
+            deps = DependencyResult(ok=False, error=f"its dependencies could not be read: "
+                                                    f"{exc.cause or exc}")
         if queue.find(request.change.project, request.change.number) is not None:
             return  # enqueued meanwhile (a duplicate event)
         item = GateItem(
@@ -288,15 +294,20 @@ class GateQueueWorkflow:
         return task
 
     async def _merge(self, action: MergeAction) -> None:
-        assert self._queue is not None
-        result: PrepareStateResult = await workflow.execute_activity(
-            "prepare_state",
-            PrepareStateRequest(changes=action.changes,
-                                required_projects=self._required_projects(action.key),
-                                merge_date=int(workflow.now().timestamp())),
-            result_type=PrepareStateResult, task_queue=self._tq(Role.ORCHESTRATOR),
-            start_to_close_timeout=timedelta(minutes=10), retry_policy=MERGER_RETRY,
-        )
+        assert self._queue is not None and self._input is not None
+        try:
+            result: PrepareStateResult = await workflow.execute_activity(
+                "prepare_state",
+                PrepareStateRequest(changes=action.changes,
+                                    required_projects=self._required_projects(action.key),
+                                    merge_date=self._input.state.merge_date),
+                result_type=PrepareStateResult, task_queue=self._tq(Role.ORCHESTRATOR),
+                start_to_close_timeout=timedelta(minutes=10), retry_policy=MERGER_RETRY,
+            )
+        except ActivityError as exc:
+            # The merger kept failing (not a conflict: git or the review system broke). The item
+            # cannot be tested: it is reported as not mergeable rather than left waiting forever.
+            result = PrepareStateResult(ok=False, error=f"the merger failed: {exc.cause or exc}")
         self._queue.merge_done(action.key, action.buildset, result)
 
     def _required_projects(self, key: str) -> list[str]:
