@@ -15,8 +15,13 @@ import argparse
 import asyncio
 import json
 import statistics
+from datetime import UTC
 from pathlib import Path
 from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from bench.gate_workload import (
     CHANGES,
@@ -26,6 +31,8 @@ from bench.gate_workload import (
 )
 from lockmaster.simulate.loading import parse_scenario
 from lockmaster.simulate.runner import run_simulation
+from lockmaster.temporal import search_attributes
+from lockmaster.temporal.devserver import temporal_binary
 
 
 def measure(report: dict[str, Any]) -> dict[str, Any]:
@@ -42,11 +49,41 @@ def measure(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def activity_seconds(client: Client) -> dict[str, float]:
+    """Median schedule-to-completion of the gate's merges and submits, from its history."""
+    durations: dict[str, list[float]] = {"prepare_state": [], "submit": []}
+    async for wf in client.list_workflows('WorkflowType = "GateQueueWorkflow"'):
+        history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        scheduled: dict[int, tuple[str, float]] = {}
+        for event in history.events:
+            at = event.event_time.ToDatetime(tzinfo=UTC).timestamp()
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                name = event.activity_task_scheduled_event_attributes.activity_type.name
+                scheduled[event.event_id] = (name, at)
+            elif event.HasField("activity_task_completed_event_attributes"):
+                attrs = event.activity_task_completed_event_attributes
+                name, start = scheduled[attrs.scheduled_event_id]
+                if name in durations:
+                    durations[name].append(at - start)
+    return {name: statistics.median(v) for name, v in durations.items() if v}
+
+
 async def main(runs: int) -> dict[str, Any]:
     scenario = parse_scenario(scenario_yaml(), "gate-benchmark.yaml")
     measured = []
+    git_costs = []
     for _ in range(runs):
-        measured.append(measure(await run_simulation(scenario)))
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter,
+            search_attributes=search_attributes.ALL, dev_server_log_level="error")
+        try:
+            measured.append(measure(await run_simulation(scenario, client=env.client)))
+            git_costs.append(await activity_seconds(env.client))
+        finally:
+            await env.shutdown()
+    merge_s = statistics.median(c["prepare_state"] for c in git_costs)
+    submit_s = statistics.median(c["submit"] for c in git_costs)
+    same_git = zuul_model(merge_seconds=merge_s, submit_seconds=submit_s)
     zuul = zuul_model()
     p50s = [m["p50_s"] for m in measured]
     # Overhead per item: each merged change's latency minus the zero-overhead model's.
@@ -59,6 +96,11 @@ async def main(runs: int) -> dict[str, Any]:
         "lockmaster": [{k: v for k, v in m.items() if k != "latency"} for m in measured],
         "lockmaster_p50_median_s": round(statistics.median(p50s), 2),
         "zuul_model": zuul.summary(),
+        "merge_p50_s": round(merge_s, 3),
+        "report_and_submit_p50_s": round(submit_s, 3),
+        "zuul_model_same_git_costs": same_git.summary(),
+        "p50_vs_zuul_same_git_costs": round(
+            statistics.median(p50s) / same_git.summary()["p50_s"] - 1, 3),
         "serial_model": zuul_model(window=1).summary(),
         "ideal_model": ideal_model().summary(),
         "p50_vs_zuul": round(statistics.median(p50s) / zuul.summary()["p50_s"] - 1, 3),

@@ -66,7 +66,10 @@ class Outcome:
         }
 
 
-def zuul_model(window: int = 20, broken: set[int] | None = None) -> Outcome:
+def zuul_model(window: int = 20, broken: set[int] | None = None, *, merge_seconds: float = 0.0,
+               submit_seconds: float = 0.0) -> Outcome:
+    """Zuul's algorithm; `merge_seconds` / `submit_seconds`: what a speculative merge and a
+    report-and-submit take (0: free), to compare like with like against a measured run."""
     broken = broken_changes() if broken is None else broken
     state = QueueState(queue="q", pipeline="gate", window=window, window_floor=min(3, window),
                        window_increase_amount=1 if window > 1 else 0, window_decrease_factor=2)
@@ -84,7 +87,9 @@ def zuul_model(window: int = 20, broken: set[int] | None = None) -> Outcome:
         pending = queue.process(now)
         while pending:
             action = pending.pop(0)
-            if isinstance(action, MergeAction):
+            if isinstance(action, MergeAction) and merge_seconds:
+                heapq.heappush(clock, (now + merge_seconds, next(seq), "merge", action))
+            elif isinstance(action, MergeAction):
                 queue.merge_done(action.key, action.buildset, PrepareStateResult(
                     ok=True, state=SpeculativeState(changes=action.changes)))
                 pending += queue.process(now)
@@ -99,11 +104,16 @@ def zuul_model(window: int = 20, broken: set[int] | None = None) -> Outcome:
                 for build_id in action.build_ids:
                     key, _ = builds.pop(build_id)
                     queue.build_cancelled(key, build_id)
+            elif isinstance(action, ReportItemAction) and action.submit and submit_seconds:
+                heapq.heappush(clock, (now + submit_seconds, next(seq), "submit", action))
             elif isinstance(action, ReportItemAction) and action.submit:
-                queue.submit_done(action.key, True, None)
-                number = action.change.number
-                outcome.latency[number] = now - approved[number]
+                submitted(action, now)
                 pending += queue.process(now)
+
+    def submitted(action: ReportItemAction, now: float) -> None:
+        queue.submit_done(action.key, True, None)
+        number = action.change.number
+        outcome.latency[number] = now - approved[number]
 
     while clock:
         now, _, kind, data = heapq.heappop(clock)
@@ -114,6 +124,12 @@ def zuul_model(window: int = 20, broken: set[int] | None = None) -> Outcome:
                                patchset=1)
             queue.enqueue(GateItem(id=str(n), change=change, pipeline="gate", jobs=JOBS,
                                    enqueued_at=now))
+        elif kind == "merge":
+            merge: MergeAction = data  # type: ignore[assignment]
+            queue.merge_done(merge.key, merge.buildset, PrepareStateResult(
+                ok=True, state=SpeculativeState(changes=merge.changes)))
+        elif kind == "submit":
+            submitted(data, now)  # type: ignore[arg-type]
         else:
             action, result = data  # type: ignore[misc]
             if builds.pop(action.build.build_id, None) is None:
