@@ -13,6 +13,7 @@ from lockmaster.simulate.runner import run_simulation
 from tests.scenario_expect import check
 
 SCENARIOS = Path(__file__).parent / "scenarios"
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("path", sorted(SCENARIOS.glob("gate-*.yaml")), ids=lambda p: p.stem)
