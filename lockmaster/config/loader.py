@@ -106,7 +106,11 @@ def problems_from_validation(
     return problems
 
 
-def parse_config(text: str, file: Path | str = "<string>") -> LockmasterConfig:
+def read_mapping(
+    text: str, file: Path | str, error: type[ConfigError], expected: str
+) -> tuple[yaml.Node | None, dict[str, Any]]:
+    """Parse YAML keeping line numbers: (composed tree, data). Not YAML, or not a mapping:
+    `error` naming the file and the line (`expected` says what the top level should be)."""
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -114,13 +118,17 @@ def parse_config(text: str, file: Path | str = "<string>") -> LockmasterConfig:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(file, [ConfigProblem("", line, f"not valid YAML: {problem}")]) from None
+        raise error(file, [ConfigProblem("", line, f"not valid YAML: {problem}")]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            file, [ConfigProblem("", 1, "the file must be a mapping of keys (state-dir, ...)")]
-        )
+        raise error(file, [ConfigProblem("", 1, expected)])
+    return root, data
+
+
+def parse_config(text: str, file: Path | str = "<string>") -> LockmasterConfig:
+    root, data = read_mapping(text, file, ConfigError,
+                              "the file must be a mapping of keys (state-dir, ...)")
     try:
         config = LockmasterConfig.model_validate(data)
     except ValidationError as exc:

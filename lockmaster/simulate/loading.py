@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from lockmaster.config.loader import ConfigError, ConfigProblem
+from lockmaster.config.loader import ConfigError, ConfigProblem, read_mapping
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.simulate.layout import default_layout, simulation_config
 from lockmaster.simulate.references import (
@@ -80,18 +79,7 @@ def _layout_config(scenario: Scenario) -> LockmasterConfig:
 
 
 def parse_scenario(text: str, file: Path | str = "<string>") -> Scenario:
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        detail = getattr(exc, "problem", None) or str(exc)
-        raise ScenarioError(file, [ConfigProblem("", line, f"not valid YAML: {detail}")]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ScenarioError(file, [ConfigProblem("", 1, f"a scenario is a mapping ({KEYS})")])
+    root, data = read_mapping(text, file, ScenarioError, f"a scenario is a mapping ({KEYS})")
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
