@@ -233,3 +233,25 @@ async def test_change_id_prefers_the_same_branch(site: ReviewSite, gerrit: FakeR
     site.create_branch(APP, "stable/2")
     on_other = gerrit.add(site.push_change(APP, 9, branch="stable/2", message=needs(other)))
     assert keys(await resolve(on_other, cache, gerrit))[0] == "gerrit:org/lib:8,1"
+
+
+async def test_git_parents_are_dependencies(site: ReviewSite, gerrit: FakeReview,
+                                            cache: RepoCache) -> None:
+    one = gerrit.add(site.push_change(APP, 1))
+    two = gerrit.add(site.push_change(APP, 2, parent=one.commit))
+    three = gerrit.add(site.push_change(APP, 3, parent=two.commit))
+    result = await resolve(three, cache, gerrit)
+    assert keys(result) == ["gerrit:org/app:1,1", "gerrit:org/app:2,1", "gerrit:org/app:3,1"]
+
+
+async def test_merged_or_unknown_parents_are_not_dependencies(
+    site: ReviewSite, gerrit: FakeReview, cache: RepoCache
+) -> None:
+    merged = gerrit.add(site.push_change(APP, 1), status="MERGED")
+    two = gerrit.add(site.push_change(APP, 2, parent=merged.commit))
+    result = await resolve(two, cache, gerrit)
+    assert keys(result) == ["gerrit:org/app:2,1"]
+    # A parent already on the branch is no dependency either.
+    on_branch = site.rev_parse(APP, "master")
+    three = gerrit.add(site.push_change(APP, 3, parent=on_branch))
+    assert keys(await resolve(three, cache, gerrit)) == ["gerrit:org/app:3,1"]

@@ -189,6 +189,18 @@ class RepoCache:
             f"{project} ({connection}) has no branch {' or '.join(dict.fromkeys(branches))}"
         )
 
+    async def parents(self, connection: str, project: str, rev: str) -> list[str]:
+        """The parent commits of `rev`."""
+        out = await git("rev-list", "--parents", "-n1", _check_rev(rev),
+                        cwd=self.path(connection, project))
+        return out.split()[1:]
+
+    async def on_branch(self, connection: str, project: str, rev: str, branch: str) -> bool:
+        """Whether `rev` is already part of the branch (an ancestor of its tip)."""
+        result = await run_git("merge-base", "--is-ancestor", _check_rev(rev),
+                               f"refs/heads/{branch}", cwd=self.path(connection, project))
+        return result.returncode == 0
+
     async def has_commit(self, connection: str, project: str, rev: str) -> bool:
         path = self.path(connection, project)
         if not (path / "HEAD").exists():

@@ -24,10 +24,11 @@ async def resolve_dependencies(
     cache: RepoCache,
     known_projects: set[str],
 ) -> DependencyResult:
-    """Changes to merge for `change`: its open Depends-On changes, depth-first, each once,
-    dependencies before dependents, `change` last. Dependencies are taken at their current
-    patchset; merged ones are skipped (the branch has them). Git parents are not listed:
-    merging a change's commit brings its unmerged parents along.
+    """Changes to merge for `change`: its open git parents and Depends-On changes, depth-first,
+    each once, dependencies before dependents, `change` last. Depends-On changes are taken at
+    their current patchset, git parents as the commit the change sits on; merged ones are
+    skipped (the branch has them). Listing parents matters to the gate: a stacked change must
+    not merge (dragging its parent in untested) unless its parent is ahead of it.
     """
     resolver = _Resolver(drivers, cache, known_projects)
     try:
@@ -54,7 +55,10 @@ class _Resolver:
             if (earlier.connection, earlier.number) == key:
                 loop = " -> ".join(c.key for c in [*path[i:], change])
                 raise _Unresolvable(f"dependency cycle: {loop}")
-        for dep in depends_on(await self._message(change)):
+        message = await self._message(change)
+        for parent in await self._parent_changes(change):
+            await self.visit(parent, [*path, change])
+        for dep in depends_on(message):
             info = await self._lookup(change, dep)
             if info is not None:
                 await self.visit(info.ref(), [*path, change])
@@ -69,6 +73,26 @@ class _Resolver:
                                                    change.commit or change.ref)
         except (RefNotFound, RevisionNotFound) as exc:
             raise _Unresolvable(f"change {change.key}: {exc}") from None
+
+    async def _parent_changes(self, change: ChangeRef) -> list[ChangeRef]:
+        """Open changes whose commit `change` sits on (not yet on its branch)."""
+        conn, project = change.connection, change.project
+        out = []
+        for parent in await self.cache.parents(conn, project, change.commit or change.ref):
+            if await self.cache.on_branch(conn, project, parent, change.branch):
+                continue
+            message = await self.cache.commit_message(conn, project, parent)
+            change_id = _change_id(message)
+            driver = self.drivers.get(conn)
+            if change_id is None or driver is None:
+                continue  # a plain commit, not a change: it merges along with its child
+            info = _pick(await driver.find_change_id(change_id), change.branch)
+            if info is None or info.status != "NEW" or info.project not in self.known_projects:
+                continue
+            # At its current patchset: a child on an older one needs a rebase, and its merge
+            # will say so.
+            out.append(info.ref())
+        return out
 
     async def _lookup(self, change: ChangeRef, dep: DependsOn) -> ChangeInfo | None:
         """The dependency's current state, or None when it is merged already."""
@@ -118,3 +142,11 @@ def _pick(infos: list[ChangeInfo], branch: str) -> ChangeInfo | None:
     """Of the changes sharing a Change-Id: the one on `branch`, else the most open one."""
     pool = [i for i in infos if i.branch == branch] or infos
     return min(pool, key=lambda i: (_STATUS_RANK[i.status], i.number)) if pool else None
+
+
+def _change_id(message: str) -> str | None:
+    for line in reversed(message.strip().splitlines()):
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "change-id" and value.strip().startswith("I"):
+            return value.strip()
+    return None
