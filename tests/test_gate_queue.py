@@ -277,3 +277,10 @@ def test_a_change_merged_by_someone_else_leaves_without_resetting_followers() ->
         [b for b, v in sim.running.items() if v[0] == "1,1"])]
     sim.step()
     assert sim.builds(2) == [("merge", "1,1 2,1")]  # not rebuilt
+
+
+def test_job_durations_are_learned_for_estimates() -> None:
+    sim = Sim()
+    sim.add(1)
+    sim.finish(1, "merge")  # Sim builds take 1 s (started 0, ended 1)
+    assert sim.state.job_seconds == {"merge": 1.0}

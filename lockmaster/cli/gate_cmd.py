@@ -118,6 +118,8 @@ def status(
                           f"on [{item.changes}]  {int(now - item.enqueued_at)}s in queue")
                 for job in item.jobs:
                     extra = f" {job.elapsed:.0f}s" if job.elapsed else ""
+                    if job.estimated and job.state in ("running", "waiting"):
+                        extra += f" (usually {job.estimated:.0f}s)"
                     out.print(f"      - {job.name}: {job.state}{extra}"
                               + ("" if job.voting else " (non-voting)"))
         for c in p.checks:

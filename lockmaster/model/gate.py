@@ -80,6 +80,9 @@ class QueueState(Model):
     # same commit then gives the same merge commit in every item's state, so the merger can
     # reuse the merges of the items ahead (0: set when the queue starts).
     merge_date: int = 0
+    # Typical duration of each job's successful builds (seconds, exponential average): the
+    # estimates `lockmaster status` shows, as Zuul's status page does.
+    job_seconds: dict[str, float] = Field(default_factory=dict)
 
 
 class GateInput(Model):

@@ -198,6 +198,8 @@ class GateQueue:
         build.log_url = result.log_url
         build.message = result.message
         job = next(j for j in item.jobs if j.name == build.job)
+        if result.result is Result.SUCCESS and result.duration is not None:
+            self._learn_duration(job.name, result.duration)
         attempts = [b for b in item.builds if b.job == job.name and b.result is not None]
         final, again = final_result(_as_results(attempts), job)
         if again:
@@ -377,6 +379,10 @@ class GateQueue:
                     ))
                     grew = True
         return actions
+
+    def _learn_duration(self, job: str, seconds: float) -> None:
+        known = self.state.job_seconds.get(job)
+        self.state.job_seconds[job] = seconds if known is None else 0.7 * known + 0.3 * seconds
 
     def _shrink_window(self) -> None:
         state = self.state

@@ -111,6 +111,7 @@ class GateQueueWorkflow:
                     log_url=last.log_url if last else None,
                     elapsed=(now - last.started) if last and last.started and last.result is None
                     else None,
+                    estimated=state.job_seconds.get(job.name),
                 ))
             items.append(ItemView(
                 change=item.key, project=item.change.project, branch=item.change.branch,
