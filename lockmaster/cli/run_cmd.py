@@ -27,8 +27,10 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml (default:
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
+    """Ctrl-C, a kill, or the terminal going away all stop cleanly: the dev server runs in its
+    own session (so Ctrl-C reaches us first) and would otherwise outlive us."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
 
 
