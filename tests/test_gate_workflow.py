@@ -10,6 +10,7 @@ from typing import Any
 
 from temporalio.client import Client
 
+from lockmaster.model.change import ChangeInfo
 from lockmaster.model.gate import QueueStatus, StatusQuery
 from tests.deployment import Deployment, deployment, make_config, unique_project
 
@@ -70,19 +71,23 @@ def merged_order(dep: Deployment, numbers: list[int]) -> list[int]:
     return [n for status, n in merged if status == "MERGED"]
 
 
+async def gate_three_with_broken_middle(dep: Deployment, name: str) -> list[ChangeInfo]:
+    """Three changes approved in order, the middle one breaking `test`; waits until settled."""
+    dep.store.create_project(name, {"README": "x\n"})
+    changes = [dep.store.upload(name, files={f: f + "\n"}, subject=f) for f in ("a", "BROKEN", "c")]
+    for change in changes:
+        await approve(dep, change.number)
+    await settle(dep, f"gate/{name}")
+    return changes
+
+
 async def test_broken_change_is_skipped_and_the_rest_merge_in_order(
     client: Client, tmp_path: Path
 ) -> None:
     name = unique_project()
     config = gate_config(tmp_path, [name], "sleep 0.5; test ! -f BROKEN")
     async with deployment(client, config) as dep:
-        dep.store.create_project(name, {"README": "x\n"})
-        a = dep.store.upload(name, files={"a": "a\n"}, subject="A")
-        b = dep.store.upload(name, files={"BROKEN": "b\n"}, subject="B")
-        c = dep.store.upload(name, files={"c": "c\n"}, subject="C")
-        for change in (a, b, c):
-            await approve(dep, change.number)
-        await settle(dep, f"gate/{name}")
+        a, b, c = await gate_three_with_broken_middle(dep, name)
         assert merged_order(dep, [a.number, b.number, c.number]) == [a.number, c.number]
         reports = {n: [(m["labels"], m["message"].splitlines()[0]) for m in dep.reports(n)]
                    for n in (a.number, b.number, c.number)}

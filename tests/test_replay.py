@@ -101,17 +101,11 @@ async def test_record_histories(client: Client, tmp_path: Path) -> None:
 @pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
                     reason="records histories only when asked")
 async def test_record_gate_history(client: Client, tmp_path: Path) -> None:
-    from tests.test_gate_workflow import approve, gate_config, settle
+    from tests.test_gate_workflow import gate_config, gate_three_with_broken_middle
 
     name = unique_project()
     config = gate_config(tmp_path, [name], "sleep 0.3; test ! -f BROKEN")
     async with deployment(client, config) as dep:
-        dep.store.create_project(name, {"README": "x\n"})
-        a = dep.store.upload(name, files={"a": "a\n"}, subject="A")
-        b = dep.store.upload(name, files={"BROKEN": "b\n"}, subject="B")
-        c = dep.store.upload(name, files={"c": "c\n"}, subject="C")
-        for change in (a, b, c):
-            await approve(dep, change.number)
-        await settle(dep, f"gate/{name}")
+        await gate_three_with_broken_middle(dep, name)
         history = await client.get_workflow_handle(f"gate/{name}").fetch_history()
         (HISTORIES / "gate-queue.json").write_text(history.to_json())

@@ -31,8 +31,10 @@ class ConfigError(Exception):
         self.problems = problems
         super().__init__(self.render())
 
+    what = "configuration"  # what the file is, in the first line of the message
+
     def render(self) -> str:
-        lines = [f"{self.file}: invalid configuration ({len(self.problems)} problem(s))"]
+        lines = [f"{self.file}: invalid {self.what} ({len(self.problems)} problem(s))"]
         for p in self.problems:
             where = f"line {p.line}" if p.line else "top level"
             lines.append(

@@ -29,14 +29,7 @@ KEYS = "name, layout, changes, events, outcomes, durations"
 class ScenarioError(ConfigError):
     """A scenario that cannot be run; `str()` is the message for the user."""
 
-    def render(self) -> str:
-        lines = [f"{self.file}: invalid scenario ({len(self.problems)} problem(s))"]
-        for p in self.problems:
-            where = f"line {p.line}" if p.line else "top level"
-            lines.append(
-                f"  {self.file}:{p.line or 1}: {p.path or '(file)'} ({where}): {p.message}"
-            )
-        return "\n".join(lines)
+    what = "scenario"
 
 
 def _clean(loc: tuple[Any, ...]) -> tuple[Any, ...]:
