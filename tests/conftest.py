@@ -14,6 +14,9 @@ from temporalio.testing import WorkflowEnvironment
 from lockmaster.temporal import search_attributes
 from lockmaster.temporal.devserver import temporal_binary
 
+# Real Keystone + the fake cloud (started only by the tests that ask for them).
+pytest_plugins = ["tests.fixtures.openstack", "tests.fixtures.sshd"]
+
 
 @pytest_asyncio.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:

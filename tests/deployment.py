@@ -20,6 +20,7 @@ from lockmaster.model.check import CheckOutcome
 from lockmaster.review.base import ReviewDriver
 from lockmaster.review.local import LocalReviewDriver, LocalReviewStore
 from lockmaster.review.registry import review_drivers
+from lockmaster.starters.nodepool import ensure_pools
 from lockmaster.starters.router import EventRouter, RouteAction
 from lockmaster.workers.executor import executor_worker
 from lockmaster.workers.orchestrator import orchestrator_worker
@@ -35,14 +36,16 @@ def make_config(
     providers: list[dict[str, Any]] | None = None,
     prefix: str | None = None,
 ) -> LockmasterConfig:
+    prefix = prefix or f"t-{uuid.uuid4().hex[:8]}"
     data = {
         "state-dir": str(tmp_path / "state"),
-        "temporal": {"task-queue-prefix": prefix or f"t-{uuid.uuid4().hex[:8]}"},
+        "temporal": {"task-queue-prefix": prefix},
         "connections": connections or {"local": {"driver": "local"}},
         "logs": {"url": "http://logs.example.test"},
         "nodes": {
             "providers": providers
-            or [{"name": "local", "driver": "local",
+            # Named per test: its pool workflow (`nodepool/<provider>/main`) is the test's own.
+            or [{"name": f"local-{prefix}", "driver": "local",
                  "pools": [{"name": "main", "labels": ["local"], "max-servers": 8}]}],
         },
         "pipelines": pipelines or [{
@@ -125,4 +128,5 @@ async def deployment(
     async with contextlib.AsyncExitStack() as stack:
         for worker in dep.workers:
             await stack.enter_async_context(worker)
+        await ensure_pools(client, config)
         yield dep

@@ -33,7 +33,8 @@ class ExecutorActivities:
         pumper = asyncio.create_task(pump())
         try:
             return await self.runner.run(
-                request, heartbeat=lambda detail: activity.heartbeat(detail)
+                request, heartbeat=lambda detail: activity.heartbeat(detail),
+                try_number=activity.info().attempt,
             )
         finally:
             pumper.cancel()

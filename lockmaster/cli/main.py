@@ -13,6 +13,7 @@ from lockmaster.cli import (
     gate_cmd,
     gerrit_cmd,
     hook_cmd,
+    nodes_cmd,
     run_cmd,
     simulate_cmd,
     temporal_cmd,
@@ -29,6 +30,7 @@ app.add_typer(temporal_cmd.app, name="temporal")
 app.add_typer(gerrit_cmd.app, name="gerrit")
 app.add_typer(change_cmd.app, name="change")
 app.add_typer(gate_cmd.app, name="gate")
+app.add_typer(nodes_cmd.app, name="nodes")
 app.command("status")(gate_cmd.status)
 app.command("simulate")(simulate_cmd.simulate)
 app.command("hook", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(

@@ -94,7 +94,7 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool)
         client = await connect(cfg)
         await register_search_attributes(client)
         workers = asyncio.create_task(run_workers(client, cfg, "all", stop))
-        out.print(f"workers running (orchestrator, executor); logs at {cfg.logs.url}")
+        out.print(f"workers running (orchestrator, executor, launcher); logs at {cfg.logs.url}")
         if demo_change:
             code = await _demo(cfg, client)
             if exit_after_demo:

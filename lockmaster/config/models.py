@@ -143,9 +143,12 @@ class OpenStackPoolLabel(ConfigModel):
     name: str
     image: str
     flavor: str
-    key_name: str | None = None
+    key_name: str | None = None  # the cloud keypair put on the server
     boot_from_volume: bool = False
     volume_size: int | None = None
+    # How the executor logs in once the server is up (Nodepool's `username`, `connection-port`).
+    username: str = "lockmaster"
+    connection_port: int = 22
 
 
 class OpenStackPool(ConfigModel):
@@ -154,6 +157,8 @@ class OpenStackPool(ConfigModel):
     max_cores: int | None = None
     max_ram: int | None = None
     networks: list[str] = Field(default_factory=list)
+    # Give each server a floating IP from this (external) network; it is deleted with the node.
+    floating_ip_network: str | None = None
     labels: list[OpenStackPoolLabel]
 
 
@@ -170,15 +175,19 @@ class StaticProvider(ConfigModel):
 
 
 class OpenStackProvider(ConfigModel):
-    """Cloud pools; served by the node pool (a later capability: the schema is fixed now)."""
+    """Single-use servers on an OpenStack cloud, launched and deleted by the node pool."""
 
     name: str
     driver: Literal["openstack"]
     cloud: str  # name in clouds.yaml (holds the credentials; never in this file)
     region: str | None = None
-    boot_timeout: float = 120.0
-    launch_timeout: float = 3600.0
-    launch_attempts: int = 3
+    # The clouds.yaml to read; default: openstacksdk's search (./clouds.yaml, ~/.config/openstack).
+    clouds_file: Path | None = None
+    # The executor's private key for the servers' `key-name` keypair (a path: never the key).
+    key_file: Path | None = None
+    launch_timeout: float = 3600.0  # from create to ACTIVE
+    boot_timeout: float = 120.0  # from ACTIVE to SSH answering
+    launch_attempts: int = Field(default=3, ge=1)
     pools: list[OpenStackPool]
 
 
@@ -190,6 +199,16 @@ Provider = Annotated[
 class NodesConfig(ConfigModel):
     labels: list[Label] = Field(default_factory=list)
     providers: list[Provider] = Field(default_factory=list)
+    # A build renews its node request within this; a holder that stops (its executor died)
+    # loses its nodes after it, and they are deleted.
+    lease_timeout: float = Field(default=120.0, gt=0)
+    # Leak cleanup: how often each cloud pool lists the servers carrying its marks.
+    cleanup_interval: float = Field(default=60.0, gt=0)
+    # How long the cloud is left alone after it refused a launch for quota.
+    quota_backoff: float = Field(default=10.0, ge=0)
+    # Launches and deletions heartbeat: a launcher that dies is noticed within this, and its
+    # launch runs again elsewhere (finding the server it had created).
+    heartbeat_timeout: float = Field(default=30.0, gt=0)
 
 
 # --- Pipelines, jobs, projects ------------------------------------------------------------------
@@ -233,8 +252,9 @@ class PipelineConfig(ConfigModel):
     start: ReportAction | None = None
     success: ReportAction = Field(default_factory=ReportAction)
     failure: ReportAction = Field(default_factory=ReportAction)
-    # Order of precedence for node requests (gate before check before post).
-    precedence: Literal["high", "normal", "low"] = "normal"
+    # Order of precedence for node requests (gate before check before post); default: high for
+    # dependent pipelines, normal otherwise.
+    precedence: Literal["high", "normal", "low"] | None = None
     # Leave these pipelines when entering this one (a change entering the gate leaves check).
     supersedes: list[str] = Field(default_factory=list)
     # Dependent pipelines: only the first `window` items of a queue run jobs (Zuul's defaults).
@@ -242,6 +262,12 @@ class PipelineConfig(ConfigModel):
     window_floor: int = Field(3, ge=1)
     window_increase_amount: int = Field(1, ge=0)
     window_decrease_factor: int = Field(2, ge=1)
+
+    @property
+    def node_precedence(self) -> int:
+        """Node requests: lower is served first (0 high, 1 normal, 2 low)."""
+        chosen = self.precedence or ("high" if self.manager == "dependent" else "normal")
+        return {"high": 0, "normal": 1, "low": 2}[chosen]
 
 
 class JobConfig(ConfigModel):

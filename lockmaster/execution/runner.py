@@ -27,8 +27,7 @@ from typing import Any
 from lockmaster.execution.logs import LogWriter, log_url
 from lockmaster.execution.workspace import WorkspaceError, WorkspacePreparer
 from lockmaster.model.build import BuildRequest, BuildResult, NodeInfo, Result
-from lockmaster.nodes.base import Node, NodeError
-from lockmaster.nodes.registry import NodeProviders
+from lockmaster.nodes.base import Node, NodeError, Nodeset, NodeSource
 
 HEARTBEAT_INTERVAL = 2.0
 POST_RUN_TIMEOUT = 600.0
@@ -105,7 +104,7 @@ class BuildRunner:
 
     def __init__(
         self,
-        providers: NodeProviders,
+        providers: NodeSource,
         preparer: WorkspacePreparer,
         logs_root: Path,
         logs_url: str,
@@ -119,8 +118,13 @@ class BuildRunner:
         self.logs_url = logs_url
         self.work_root = work_root
         self.heartbeat_interval = heartbeat_interval
+        self._holds: dict[str, tuple[float, str]] = {}  # build id -> (until, why)
 
-    async def run(self, request: BuildRequest, heartbeat: Heartbeat | None = None) -> BuildResult:
+    async def run(
+        self, request: BuildRequest, heartbeat: Heartbeat | None = None, try_number: int = 1
+    ) -> BuildResult:
+        """`try_number` > 1: this attempt runs again after its executor died; it asks for fresh
+        nodes (the first try's may be half used), and the pool reclaims the old ones."""
         url = log_url(self.logs_url, request.log_path)
         log = LogWriter(self.logs_root, request.log_path).open()
         progress = _Progress(f"{request.build_id}: waiting for a node")
@@ -129,7 +133,8 @@ class BuildRunner:
             if heartbeat
             else None
         )
-        nodes: list[Node] = []
+        nodeset: Nodeset | None = None
+        outcome: _Outcome | None = None
         started = time.time()
 
         def result(outcome: _Outcome, node: NodeInfo | None) -> BuildResult:
@@ -147,17 +152,25 @@ class BuildRunner:
 
         try:
             try:
-                nodes = await self._acquire(request)
+                nodeset = await self._acquire(request, try_number)
             except NodeError as exc:
                 log.line(f"NODE_FAILURE: {exc}")
                 return result(_Outcome(Result.NODE_FAILURE, str(exc)), None)
+            nodes = nodeset.nodes
+            waited = time.time() - started
             started = time.time()
             log.line(_header(request, nodes))
+            if waited >= 1:
+                log.line(f"Waited {waited:.1f} s for nodes")
             outcome = await self._execute(request, nodes[0], log, progress, url)
             log.line(
                 f"RESULT: {outcome.result}" + (f": {outcome.message}" if outcome.message else "")
             )
-            return result(outcome, nodes[0].info)
+            held = await self._autohold(request, nodeset, outcome, log)
+            info = nodes[0].info
+            if held is not None:
+                info = info.model_copy(update={"held_until": held[0]})
+            return result(outcome, info)
         except asyncio.CancelledError:
             log.line("ABORTED")
             raise
@@ -167,32 +180,54 @@ class BuildRunner:
         finally:
             progress.detail = f"{request.build_id}: cleaning up"
             try:
-                await _shielded(self._release(nodes, log))
+                if nodeset is not None:
+                    await _shielded(self._release(nodeset, log))
             finally:
                 if beat is not None:
                     beat.cancel()
                 log.close()
 
-    async def _acquire(self, request: BuildRequest) -> list[Node]:
-        """Every node of the nodeset, or none: a partial set is given back at once."""
+    async def _acquire(self, request: BuildRequest, try_number: int) -> Nodeset:
+        """Every node of the nodeset, or none."""
         if not request.job.nodeset:
             raise NodeError(f"job {request.job.name!r} has an empty nodeset")
-        nodes: list[Node] = []
-        try:
-            for index, label in enumerate(request.job.nodeset):
-                # Each node of the set needs its own workspace name (they may share a host).
-                name = request.build_id if index == 0 else f"{request.build_id}-{index}"
-                nodes.append(await self.providers.acquire(label, name))
-        except BaseException:
-            await _shielded(self._release(nodes, None))
-            raise
-        return nodes
+        request_id = request.build_id if try_number <= 1 else f"{request.build_id}.{try_number}"
+        return await self.providers.acquire_nodeset(
+            list(request.job.nodeset), request_id, precedence=request.precedence,
+            position=request.position, holder=f"{request.pipeline} {request.change.key} "
+                                              f"{request.job.name}",
+        )
 
-    async def _release(self, nodes: list[Node], log: LogWriter | None) -> None:
-        for node in nodes:
+    async def _autohold(
+        self, request: BuildRequest, nodeset: Nodeset, outcome: _Outcome, log: LogWriter
+    ) -> tuple[float, str] | None:
+        """A failed build whose nodes an operator asked to keep: they are held, not deleted."""
+        if outcome.result not in (Result.FAILURE, Result.TIMED_OUT):
+            return None
+        try:
+            held = await self.providers.autohold_until(
+                nodeset, request.change.project, request.job.name, request.change.number)
+        except Exception as exc:  # never lose a result over the autohold lookup
+            log.line(f"autohold lookup failed: {exc}")
+            return None
+        if held is not None:
+            self._holds[request.build_id] = held
+            log.line(f"Nodes held until {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(held[0]))}"
+                     f" for debugging ({held[1]})")
+        return held
+
+    async def _release(self, nodeset: Nodeset, log: LogWriter | None) -> None:
+        hold = self._holds.pop(nodeset.request_id.split(".")[0], None)
+        for node in nodeset.nodes:
             what = f"node {node.info.name}"
-            await _logged(node.cleanup(), f"cleanup of {what}", log)
-            await _logged(self.providers.release(node), f"release of {what}", log)
+            if hold is None:
+                await _logged(node.cleanup(), f"cleanup of {what}", log)
+        await _logged(
+            self.providers.release_nodeset(
+                nodeset, hold_until=hold[0] if hold else None, hold_reason=hold[1] if hold else None
+            ),
+            "giving the nodes back", log,
+        )
 
     async def _execute(
         self,

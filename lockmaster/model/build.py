@@ -52,6 +52,7 @@ class NodeInfo(Model):
     name: str
     label: str
     host: str | None = None
+    held_until: float | None = None  # kept for debugging (autohold) until then
 
 
 class BuildRequest(Model):
@@ -63,6 +64,9 @@ class BuildRequest(Model):
     job: JobSpec
     state: SpeculativeState
     attempt: int = 1
+    # Node requests are served by precedence (0 gate, 1 check, 2 post), then queue position.
+    precedence: int = 1
+    position: int = 0
     # Where the log goes, relative to the log storage root; the executor appends as lines arrive.
     log_path: str
 

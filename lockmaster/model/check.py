@@ -22,6 +22,7 @@ class CheckInput(Model):
     labels: ReportLabels = Field(default_factory=ReportLabels)
     trigger: str = ""  # identity of the event that started this run (duplicate detection)
     task_queue_prefix: str = "lockmaster"
+    precedence: int = 1  # of its node requests (0 high, 1 normal, 2 low)
     # Activity tuning (tests lower these to notice a dead worker quickly).
     build_heartbeat_timeout: float = 30.0
 

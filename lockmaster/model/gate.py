@@ -97,6 +97,7 @@ class GateInput(Model):
     # Continue-as-new after this many history events even if the server does not suggest it
     # (tests force a low threshold); None: only when suggested.
     max_history_events: int | None = None
+    precedence: int = 0  # of its node requests (0 high, 1 normal, 2 low)
 
 
 class SubmitRequest(Model):

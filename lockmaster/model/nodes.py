@@ -197,6 +197,7 @@ class PoolSpec(Model):
     launch_attempts: int = 3
     cleanup_interval: float = 60.0
     quota_backoff: float = 10.0
+    heartbeat_timeout: float = 30.0
 
 
 class CloudHeadroom(Model):
@@ -318,3 +319,13 @@ class AutoholdList(Model):
 
 class AutoholdDelete(Model):
     id: str
+
+
+class AutoholdListQuery(Model):
+    pass
+
+
+class AutoholdInput(Model):
+    autoholds: list[Autohold] = Field(default_factory=list)
+    next_id: int = 1
+    max_history_events: int | None = None

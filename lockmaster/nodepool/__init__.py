@@ -1,1 +1,2 @@
-"""The node pool: Nodepool's job (pure decisions; the workflow is in lockmaster.workflows.nodepool)."""
+"""The node pool: Nodepool's job. Pure decisions here; the workflow is
+lockmaster.workflows.nodepool, the cloud calls lockmaster.activities.launcher."""

@@ -1,10 +1,12 @@
-"""The node provider interface. The node pool (a later capability) serves the same interface."""
+"""How builds get nodes: a `NodeSource` hands out whole nodesets (the node pool workflows in a
+deployment, `NodeProviders` directly in tests and tools); each node runs commands."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from lockmaster.model.build import NodeInfo
 
@@ -49,3 +51,32 @@ class NodeProvider(Protocol):
         ...
 
     async def release(self, node: Node) -> None: ...
+
+
+@dataclass
+class Nodeset:
+    """The nodes a build holds, in nodeset order; `origin` is the source's own bookkeeping."""
+
+    request_id: str
+    nodes: list[Node] = field(default_factory=list)
+    origin: Any = None
+
+
+class NodeSource(Protocol):
+    async def acquire_nodeset(
+        self, labels: list[str], request_id: str, *, precedence: int = 1, position: int = 0,
+        holder: str = "",
+    ) -> Nodeset:
+        """All the nodes or none; raises NodeError when they cannot be had."""
+        ...
+
+    async def release_nodeset(self, nodeset: Nodeset, *, hold_until: float | None = None,
+                              hold_reason: str | None = None) -> None:
+        """Give them back (cloud nodes are deleted), or keep them until `hold_until`."""
+        ...
+
+    async def autohold_until(self, nodeset: Nodeset, project: str, job: str, change: int
+                             ) -> tuple[float, str] | None:
+        """For a failed build: (until, reason) when an operator asked to keep its nodes (only
+        single-use cloud nodes are kept; slots go back to work)."""
+        ...

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
 from lockmaster.config.models import LocalProvider as LocalProviderConfig
 from lockmaster.config.models import NodesConfig, OpenStackProvider
 from lockmaster.config.models import StaticProvider as StaticProviderConfig
-from lockmaster.nodes.base import Node, NodeError, NodeProvider
+from lockmaster.nodes.base import Node, NodeError, NodeProvider, Nodeset
 from lockmaster.nodes.local import LocalProvider
 from lockmaster.nodes.static import StaticProvider
 
 
 class NodePoolProvider:
-    """An OpenStack provider: its nodes come from the node pool, which does not exist yet."""
+    """An OpenStack provider used without the node pool: its nodes only come from the pool."""
 
     def __init__(self, config: OpenStackProvider) -> None:
         self.name = config.name
@@ -26,7 +28,7 @@ class NodePoolProvider:
     async def acquire(self, label: str, build_id: str) -> Node:
         raise NodeError(
             f"label {label!r} is served by OpenStack provider {self.name!r}, whose nodes come "
-            "from the node pool, which is not available yet"
+            "only from the node pool workflows (run the executor with a Temporal server)"
         )
 
     async def release(self, node: Node) -> None:
@@ -74,6 +76,33 @@ class NodeProviders:
 
     async def release(self, node: Node) -> None:
         await self.provider(node.info.provider).release(node)
+
+    # --- as a NodeSource (no pool: providers hand out nodes directly, nothing is held) ---------
+
+    async def acquire_nodeset(
+        self, labels: list[str], request_id: str, *, precedence: int = 1, position: int = 0,
+        holder: str = "",
+    ) -> Nodeset:
+        nodeset = Nodeset(request_id=request_id)
+        try:
+            for index, label in enumerate(labels):
+                # Each node of the set needs its own workspace name (they may share a host).
+                name = request_id if index == 0 else f"{request_id}-{index}"
+                nodeset.nodes.append(await self.acquire(label, name))
+        except BaseException:
+            await asyncio.shield(self.release_nodeset(nodeset))
+            raise
+        return nodeset
+
+    async def release_nodeset(self, nodeset: Nodeset, *, hold_until: float | None = None,
+                              hold_reason: str | None = None) -> None:
+        for node in nodeset.nodes:
+            with contextlib.suppress(Exception):
+                await self.release(node)
+
+    async def autohold_until(self, nodeset: Nodeset, project: str, job: str, change: int
+                             ) -> tuple[float, str] | None:
+        return None
 
 
 def _labels(providers: Sequence[NodeProvider]) -> set[str]:

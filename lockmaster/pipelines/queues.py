@@ -38,4 +38,5 @@ def gate_input(
         require=dict(pipeline.require),
         projects=queue_projects(config, queue),
         max_history_events=max_history_events,
+        precedence=pipeline.node_precedence,
     )

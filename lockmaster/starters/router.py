@@ -118,6 +118,7 @@ class EventRouter:
             ),
             trigger=event.identity(),
             task_queue_prefix=self.config.temporal.task_queue_prefix,
+            precedence=pipe.node_precedence,
             build_heartbeat_timeout=self.build_heartbeat_timeout,
         )
         handle = await self.client.start_workflow(

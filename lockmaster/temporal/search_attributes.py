@@ -17,8 +17,12 @@ PIPELINE = SearchAttributeKey.for_keyword("Pipeline")
 CONNECTION = SearchAttributeKey.for_keyword("Connection")
 # The outcome once known (SUCCESS, FAILURE, MERGE_CONFLICT, ...): failed checks in one query.
 RESULT = SearchAttributeKey.for_keyword("Result")
+# Node pools: the provider a pool workflow serves.
+PROVIDER = SearchAttributeKey.for_keyword("Provider")
 
-ALL: list[SearchAttributeKey] = [PROJECT, BRANCH, CHANGE, PATCHSET, PIPELINE, CONNECTION, RESULT]
+ALL: list[SearchAttributeKey] = [
+    PROJECT, BRANCH, CHANGE, PATCHSET, PIPELINE, CONNECTION, RESULT, PROVIDER,
+]
 
 
 def dev_server_flags() -> list[str]:

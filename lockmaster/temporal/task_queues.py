@@ -10,6 +10,8 @@ class Role(StrEnum):
     ORCHESTRATOR = "orchestrator"
     # Job execution on nodes.
     EXECUTOR = "executor"
+    # Cloud calls for the node pools: launching, deleting, scanning for leaks.
+    LAUNCHER = "launcher"
 
 
 def task_queue(prefix: str, role: Role) -> str:

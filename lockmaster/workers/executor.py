@@ -8,23 +8,38 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from lockmaster.activities.executor import ExecutorActivities
-from lockmaster.config.models import LockmasterConfig, NodesConfig, StaticProvider
+from lockmaster.config.models import (
+    LockmasterConfig,
+    NodesConfig,
+    OpenStackProvider,
+    StaticProvider,
+)
 from lockmaster.execution.runner import BuildRunner
 from lockmaster.git.cache import RepoCache
 from lockmaster.git.workspace import GitWorkspacePreparer
+from lockmaster.nodes.base import NodeSource
+from lockmaster.nodes.pooled import PooledNodes
 from lockmaster.nodes.registry import NodeProviders
 from lockmaster.review.base import ReviewDriver
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workers.common import project_connections
 
 
-def build_runner(config: LockmasterConfig, drivers: dict[str, ReviewDriver]) -> BuildRunner:
+def build_runner(
+    config: LockmasterConfig, drivers: dict[str, ReviewDriver], client: Client | None = None
+) -> BuildRunner:
+    """With a Temporal client, nodes come from the node pool workflows (the deployment); without
+    one, straight from the configured providers (tools and tests that run no pools)."""
     cache = RepoCache(
         config.state_path / "git" / "executor",
         lambda connection, project: drivers[connection].git_url(project),
     )
+    nodes: NodeSource = (
+        PooledNodes(client, config, config.state_path) if client is not None
+        else NodeProviders.from_config(_resolved_nodes(config), config.state_path)
+    )
     return BuildRunner(
-        providers=NodeProviders.from_config(_resolved_nodes(config), config.state_path),
+        providers=nodes,
         preparer=GitWorkspacePreparer(cache, project_connections(config)),
         logs_root=config.logs_root,
         logs_url=config.logs.url,
@@ -33,10 +48,13 @@ def build_runner(config: LockmasterConfig, drivers: dict[str, ReviewDriver]) -> 
 
 
 def _resolved_nodes(config: LockmasterConfig) -> NodesConfig:
-    """Static hosts' key files relative to the config file, as every path in it."""
+    """Key files relative to the config file, as every path in it."""
     nodes = config.nodes.model_copy(deep=True)
     for provider in nodes.providers:
-        if isinstance(provider, StaticProvider):
+        if isinstance(provider, OpenStackProvider):
+            if provider.key_file is not None:
+                provider.key_file = config.resolve(provider.key_file)
+        elif isinstance(provider, StaticProvider):
             for pool in provider.pools:
                 for node in pool.nodes:
                     node.key_file = config.resolve(node.key_file)
@@ -50,7 +68,7 @@ def executor_worker(
     """Heartbeats reach the server at least every `heartbeat_interval` (the SDK would otherwise
     hold them back for most of the heartbeat timeout), so a cancelled check stops its commands
     within seconds."""
-    activities = ExecutorActivities(build_runner(config, drivers), heartbeat_interval)
+    activities = ExecutorActivities(build_runner(config, drivers, client), heartbeat_interval)
     return Worker(
         client,
         task_queue=task_queue(config.temporal.task_queue_prefix, Role.EXECUTOR),

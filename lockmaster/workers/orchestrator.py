@@ -13,10 +13,12 @@ from lockmaster.git.cache import RepoCache
 from lockmaster.review.base import ReviewDriver
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workers.common import project_connections, workflow_runner
+from lockmaster.workflows.autohold import AutoholdWorkflow
 from lockmaster.workflows.check import CheckWorkflow
 from lockmaster.workflows.gate import GateQueueWorkflow
+from lockmaster.workflows.nodepool import NodePoolWorkflow
 
-WORKFLOWS = [CheckWorkflow, GateQueueWorkflow]
+WORKFLOWS = [CheckWorkflow, GateQueueWorkflow, NodePoolWorkflow, AutoholdWorkflow]
 
 
 def orchestrator_worker(

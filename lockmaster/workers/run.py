@@ -12,10 +12,12 @@ from temporalio.worker import Worker
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.logserver import LogServer
 from lockmaster.review.registry import review_drivers
+from lockmaster.starters.nodepool import ensure_pools
 from lockmaster.workers.executor import executor_worker
+from lockmaster.workers.launcher import launcher_worker
 from lockmaster.workers.orchestrator import orchestrator_worker
 
-ROLES = ("orchestrator", "executor", "all")
+ROLES = ("orchestrator", "executor", "launcher", "all")
 log = logging.getLogger(__name__)
 
 
@@ -26,6 +28,8 @@ def make_workers(client: Client, config: LockmasterConfig, role: str) -> list[Wo
         workers.append(orchestrator_worker(client, config, drivers))
     if role in ("executor", "all"):
         workers.append(executor_worker(client, config, drivers))
+    if role in ("launcher", "all"):
+        workers.append(launcher_worker(client, config))
     return workers
 
 
@@ -34,6 +38,9 @@ async def run_workers(
 ) -> None:
     """Run until `stop` is set; then stop polling and let running activities finish or cancel."""
     workers = make_workers(client, config, role)
+    if role in ("orchestrator", "all"):
+        # The pools must run before any build asks them for nodes.
+        await ensure_pools(client, config)
     logs = None
     if config.logs.serve and role in ("executor", "all"):
         logs = LogServer(config.logs_root, config.logs.serve.listen, config.logs.serve.port).start()

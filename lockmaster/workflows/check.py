@@ -208,7 +208,7 @@ class CheckWorkflow:
         build_id = workflow.uuid4().hex
         request = BuildRequest(
             build_id=build_id, pipeline=self._input.pipeline, change=self._input.change,
-            job=job, state=state, attempt=attempt,
+            job=job, state=state, attempt=attempt, precedence=self._input.precedence,
             log_path=log_path(self._input.pipeline, self._input.change, job.name, build_id),
         )
         try:

@@ -326,6 +326,8 @@ class GateQueueWorkflow:
         request = BuildRequest(
             build_id=build.build_id, pipeline=item.pipeline, change=item.change,
             job=action.job, state=item.state, attempt=build.attempt,
+            precedence=self._input.precedence if self._input else 0,
+            position=queue.state.items.index(item) if item in queue.state.items else 0,
             log_path=log_path(item.pipeline, item.change, action.job.name, build.build_id),
         )
         build.started = workflow.now().timestamp()
