@@ -30,7 +30,7 @@ from lockmaster.starters.nodepool import NodePools, ensure_pools
 from lockmaster.workers.launcher import launcher_worker
 from lockmaster.workers.orchestrator import orchestrator_worker
 from tests.deployment import make_config
-from tests.fakes.openstack_state import FakeOpenStack
+from tests.fakes.openstack_cloud import FakeOpenStack
 from tests.fixtures.openstack import CloudConfig
 from tests.fixtures.sshd import SSHServer
 

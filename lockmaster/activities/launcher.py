@@ -244,8 +244,9 @@ async def _wait_ssh(host: str, port: int, timeout: float, name: str) -> str:
     last: str = "no answer"
     while True:
         try:
-            key = await asyncssh.get_server_host_key(
-                host, port, connect_timeout=min(SSH_PROBE_TIMEOUT, timeout))
+            key = await asyncio.wait_for(
+                asyncssh.get_server_host_key(host, port, config=None),
+                min(SSH_PROBE_TIMEOUT, timeout))
             if key is not None:
                 return key.export_public_key().decode().strip()
             last = "no host key offered"
