@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client
@@ -31,7 +32,7 @@ def recorded() -> list[Path]:
 def test_there_are_recorded_histories() -> None:
     names = {p.stem for p in recorded()}
     assert {"check-success", "check-failure-skip-retry", "check-cancelled",
-            "check-merge-conflict", "gate-queue"} <= names
+            "check-merge-conflict", "gate-queue", "nodepool-cloud"} <= names
 
 
 @pytest.mark.parametrize("history", recorded(), ids=lambda p: p.stem)
@@ -109,3 +110,30 @@ async def test_record_gate_history(client: Client, tmp_path: Path) -> None:
         await gate_three_with_broken_middle(dep, name)
         history = await client.get_workflow_handle(f"gate/{name}").fetch_history()
         (HISTORIES / "gate-queue.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
+                    reason="records histories only when asked")
+async def test_record_nodepool_history(
+    client: Client, cloud_config: Any, fake_openstack: Any, sshd_server: Any, tmp_path: Path
+) -> None:
+    """A cloud pool's life: min-ready launch, a request served from it, the node deleted after
+    use, a failed launch retried, leak scans, then continue-as-new is not reached."""
+    from lockmaster.nodes.pooled import PooledNodes
+    from tests.test_nodepool_cloud import pool_config, running, until
+
+    config = pool_config(tmp_path, cloud_config, sshd_server, min_ready=1)
+    async with running(client, config) as ops:
+        source = PooledNodes(client, config, config.state_path)
+        nodeset = await source.acquire_nodeset(["small"], "b1")
+        await source.release_nodeset(nodeset)
+        fake_openstack.fail_next_servers(1)
+        nodeset = await source.acquire_nodeset(["small"], "b2")
+        await source.release_nodeset(nodeset)
+        await until(lambda: len(fake_openstack.live_servers()) == 1, what="back to min-ready")
+        await asyncio.sleep(1.5)  # a few leak scans
+        [pool] = await ops.status()
+        assert pool.launches >= 3
+        handle = ops.handle(ops.specs[0])
+        history = await handle.fetch_history()
+        (HISTORIES / "nodepool-cloud.json").write_text(history.to_json())
