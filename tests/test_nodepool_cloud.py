@@ -4,7 +4,9 @@ compute/image/network services; the "VMs" answer SSH through a real sshd on loop
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -31,7 +33,7 @@ from lockmaster.workers.launcher import launcher_worker
 from lockmaster.workers.orchestrator import orchestrator_worker
 from tests.deployment import make_config
 from tests.fakes.openstack_cloud import FakeOpenStack
-from tests.fixtures.openstack import CloudConfig
+from tests.fixtures.openstack import CloudConfig, FakeCloud
 from tests.fixtures.sshd import SSHServer
 
 
@@ -88,6 +90,7 @@ async def until(check: Callable[[], Any], timeout: float = 20, what: str = "") -
 
 async def test_min_ready_nodes_are_kept_and_handed_over_at_once(
         client: Client, cloud_config: CloudConfig, fake_openstack: FakeOpenStack,
+        fake_cloud: FakeCloud,
         sshd_server: SSHServer, tmp_path: Path) -> None:
     config = pool_config(tmp_path, cloud_config, sshd_server, min_ready=2)
     async with running(client, config) as ops:
@@ -112,6 +115,28 @@ async def test_min_ready_nodes_are_kept_and_handed_over_at_once(
         pool = await pool_status(ops)
         assert pool.launches >= 3
         assert handed_over < 5  # measured properly in bench/nodepool_latency.py
+        # The cloud's password and the node key never reach the pool's history.
+        history = decoded_payloads((await ops.handle(ops.specs[0]).fetch_history()).to_json())
+        assert "clouds.yaml" in history and fake_cloud.user.password not in history
+        assert sshd_server.client_key.read_text().strip().splitlines()[1] not in history
+
+
+def decoded_payloads(history_json: str) -> str:
+    """Every payload of a history, decoded: what someone reading the history would see."""
+    texts: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("data"), str) and "metadata" in value:
+                texts.append(base64.b64decode(value["data"]).decode(errors="replace"))
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(json.loads(history_json))
+    return "\n".join(texts)
 
 
 async def _sink(_: str) -> None:
