@@ -90,3 +90,16 @@ def test_config_check_command_exit_codes(tmp_path: Path) -> None:
     missing = subprocess.run([lockmaster, "config", "check", str(tmp_path / "nope.yaml")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "file not found" in missing.stderr
+
+
+def test_min_ready_needs_a_cloud_pool_and_pool_names_are_unique() -> None:
+    text = DEV.replace("    - name: local\n  providers:", "    - name: local\n      min-ready: 2\n"
+                       "  providers:")
+    [(path, line, message)] = problems(text)
+    assert path == "nodes.labels[0].min-ready" and line == line_of(text, "min-ready: 2")
+    assert "needs an openstack pool" in message
+    text = DEV.replace("        - name: main\n          labels: [local]",
+                       "        - name: main\n          labels: [local]\n"
+                       "        - name: main\n          labels: [local]")
+    [(path, _, message)] = problems(text)
+    assert path.startswith("nodes.providers[0].pools") and "'main'" in message

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import yaml
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner, Result
 
+from lockmaster.cli.main import app
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.nodes import (
     Autohold,
@@ -170,3 +175,32 @@ async def test_status_query_is_what_operators_see(client: Client, tmp_path: Path
         handle = ops.handle(ops.specs[0])
         pool = await handle.query("status", PoolStatusQuery(), result_type=PoolStatus)
         assert pool.enabled and len(pool.nodes) == 2 and pool.driver.value == "local"
+
+
+async def test_nodes_cli(temporal_env: WorkflowEnvironment, client: Client, tmp_path: Path
+                         ) -> None:
+    config = local_config(tmp_path)
+    data = config.model_dump(by_alias=True, mode="json", exclude_none=True)
+    data["temporal"]["address"] = temporal_env.client.service_client.config.target_host
+    config_file = tmp_path / "lockmaster.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    runner = CliRunner()
+
+    def cli(*args: str) -> Result:
+        return runner.invoke(app, ["nodes", *args, "--config", str(config_file)])
+
+    async with pools(client, config):
+        listed = await asyncio.to_thread(cli, "list")
+        assert listed.exit_code == 0, listed.output
+        assert "slot-0" in listed.output and "dev/main (local): enabled" in listed.output
+        held = await asyncio.to_thread(cli, "hold", "slot-0")
+        assert held.exit_code == 2 and "slots cannot be held" in held.output
+        missing = await asyncio.to_thread(cli, "delete", "nope")
+        assert missing.exit_code == 2 and "no node 'nope'" in missing.output
+        off = await asyncio.to_thread(cli, "disable", "dev", "--reason", "maintenance")
+        assert off.exit_code == 0 and "disabled" in off.output
+        listed = await asyncio.to_thread(cli, "list", "--json")
+        assert json.loads(listed.output)[0]["enabled"] is False
+        bad = await asyncio.to_thread(cli, "autohold", "add", "--project", "x/y", "--job", "j",
+                                      "--reason", "r")
+        assert bad.exit_code == 2 and "project 'x/y' is not configured" in bad.output

@@ -341,7 +341,21 @@ class LockmasterConfig(ConfigModel):
         _check_unique(("nodes", "providers"), [p.name for p in self.nodes.providers])
         pipelines = {p.name for p in self.pipelines}
         jobs = {j.name: j for j in self.jobs}
-        labels = {label.name for label in self.nodes.labels} | self._provider_labels()
+        labels = self._provider_labels()
+        for pi, provider in enumerate(self.nodes.providers):
+            # Pools are workflows named nodepool/<provider>/<pool>.
+            _check_unique(("nodes", "providers", pi, "pools"), [p.name for p in provider.pools])
+        cloud_labels = {label.name for provider in self.nodes.providers
+                        if isinstance(provider, OpenStackProvider)
+                        for pool in provider.pools for label in pool.labels}
+        for li, label in enumerate(self.nodes.labels):
+            if label.min_ready > 0 and label.name not in cloud_labels:
+                raise ReferenceError_(
+                    ("nodes", "labels", li, "min-ready"),
+                    f"label {label.name!r}: min-ready needs an openstack pool serving the label "
+                    "(static and local slots are always there); remove min-ready or add the "
+                    "label to a cloud pool",
+                )
         for ji, job in enumerate(self.jobs):
             for label in job.labels:
                 if label not in labels:
