@@ -211,6 +211,50 @@ class NodesConfig(ConfigModel):
     heartbeat_timeout: float = Field(default=30.0, gt=0)
 
 
+# --- Test environments (TE hosts and their TEs) ---------------------------------------------
+
+
+class TEShape(ConfigModel):
+    cpu: int = Field(default=1, ge=1)
+    memory: int = Field(default=2048, ge=64)  # MiB
+    disk: int = Field(default=20, ge=1)  # GiB
+    arch: str = "x86_64"
+
+
+class TEHost(ConfigModel):
+    """A hardware host carrying `te-count` TEs: each a seed VM plus `nodes-per-te` "baremetal"
+    VMs on the TE's own bridge (TripleO's layout). Names, MACs and networks follow a plan:
+    TE n has bridge `<bridge-prefix><n>`, domains `seed_<n>` and `baremetal<bridge><i>_<n>`,
+    MACs `<mac-prefix>:<n/256>:<n%256>:<i>`, and the n-th /24 of `network`."""
+
+    name: str
+    libvirt_uri: str = "test:///default"
+    address: str  # where holders reach the host over SSH
+    port: int = 22
+    host_key: str  # the host's SSH host key ("ssh-ed25519 AAAA..."), given to holders
+    ssh_user: str = "te"  # the restricted account (forced command) holders log in as
+    label: str = "default"  # jobs ask for a TE by label
+    te_count: int = Field(ge=1)
+    first_env: int = Field(default=1, ge=0)  # env numbers: first-env .. first-env+te-count-1
+    nodes_per_te: int = Field(default=2, ge=0)
+    seed: TEShape = Field(default_factory=TEShape)
+    node: TEShape = Field(default_factory=TEShape)
+    mac_prefix: str = Field(default="52:54:00", pattern=r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){2}$")
+    network: str = "192.168.0.0/16"
+    bridge_prefix: str = "brbm"
+    public_bridge: str = "br-ctlplane"
+    seed_route_dev: str = "eth1"
+
+
+class TestEnvsConfig(ConfigModel):
+    hosts: list[TEHost] = Field(default_factory=list)
+    # Jobs' leases: renewed every third of this while the job runs; a job that dies loses its
+    # TE after it.
+    lease_ttl: float = Field(default=60.0, gt=0)
+    # Where a TE host's worker keeps the holders' keys (authorized_keys and TE state files).
+    access_dir: Path | None = None  # default: <state-dir>/te-access
+
+
 # --- Pipelines, jobs, projects ------------------------------------------------------------------
 
 
@@ -282,6 +326,9 @@ class JobConfig(ConfigModel):
     required_projects: list[str] = Field(default_factory=list)
     vars: dict[str, str] = Field(default_factory=dict)
     description: str = ""
+    # The job needs a test environment with this label: leased before it starts (the wait
+    # counts against its timeout), described in the file named by $TE_DATAFILE.
+    testenv: str | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -326,6 +373,7 @@ class LockmasterConfig(ConfigModel):
     connections: dict[str, Connection] = Field(default_factory=dict)
     logs: LogsConfig = Field(default_factory=LogsConfig)
     nodes: NodesConfig = Field(default_factory=NodesConfig)
+    testenvs: TestEnvsConfig = Field(default_factory=TestEnvsConfig)
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)
     projects: list[ProjectConfig] = Field(default_factory=list)
@@ -356,7 +404,25 @@ class LockmasterConfig(ConfigModel):
                     "(static and local slots are always there); remove min-ready or add the "
                     "label to a cloud pool",
                 )
+        _check_unique(("testenvs", "hosts"), [h.name for h in self.testenvs.hosts])
+        te_labels = {h.label for h in self.testenvs.hosts}
+        envs: dict[int, str] = {}
+        for hi, host in enumerate(self.testenvs.hosts):
+            for env in range(host.first_env, host.first_env + host.te_count):
+                if env in envs:
+                    raise ReferenceError_(
+                        ("testenvs", "hosts", hi, "first-env"),
+                        f"TE host {host.name!r}: env number {env} is also used by host "
+                        f"{envs[env]!r}; give each host its own range with first-env",
+                    )
+                envs[env] = host.name
         for ji, job in enumerate(self.jobs):
+            if job.testenv is not None and job.testenv not in te_labels:
+                raise ReferenceError_(
+                    ("jobs", ji, "testenv"),
+                    f"job {job.name!r}: no TE host has label {job.testenv!r} (TE labels: "
+                    f"{sorted(te_labels) or 'none'}); add a host under testenvs.hosts",
+                )
             for label in job.labels:
                 if label not in labels:
                     raise ReferenceError_(

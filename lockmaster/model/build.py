@@ -43,6 +43,7 @@ class JobSpec(Model):
     dependencies: list[str] = Field(default_factory=list)
     required_projects: list[str] = Field(default_factory=list)
     vars: dict[str, str] = Field(default_factory=dict)
+    testenv: str | None = None  # a TE label: leased for the job, described in $TE_DATAFILE
 
 
 class NodeInfo(Model):

@@ -217,3 +217,9 @@ class BrokerInput(Model):
     state: BrokerState = Field(default_factory=BrokerState)
     task_queue_prefix: str = "lockmaster"
     max_history_events: int | None = None
+    # A TE host's worker that dies mid-reset is noticed within this; the reset runs again.
+    reset_heartbeat_timeout: float = 30.0
+
+
+class TEConfig(Model):
+    tes: list[TESpec]

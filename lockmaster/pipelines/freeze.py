@@ -30,6 +30,7 @@ def freeze_jobs(config: LockmasterConfig, project: str, pipeline: str) -> list[J
                 dependencies=list(pj.dependencies),
                 required_projects=list(job.required_projects),
                 vars=dict(job.vars),
+                testenv=job.testenv,
             )
         )
     return jobs

@@ -12,7 +12,8 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     and importing them once per workflow run would be slow)."""
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "lockmaster.model", "lockmaster.pipelines", "lockmaster.nodepool", "lockmaster.config",
+            "lockmaster.model", "lockmaster.pipelines", "lockmaster.nodepool", "lockmaster.leases",
+            "lockmaster.config",
             "pydantic",
             "pydantic_core", "yaml",
         )

@@ -17,8 +17,10 @@ from lockmaster.workflows.autohold import AutoholdWorkflow
 from lockmaster.workflows.check import CheckWorkflow
 from lockmaster.workflows.gate import GateQueueWorkflow
 from lockmaster.workflows.nodepool import NodePoolWorkflow
+from lockmaster.workflows.testenv import TEBrokerWorkflow
 
-WORKFLOWS = [CheckWorkflow, GateQueueWorkflow, NodePoolWorkflow, AutoholdWorkflow]
+WORKFLOWS = [CheckWorkflow, GateQueueWorkflow, NodePoolWorkflow, AutoholdWorkflow,
+             TEBrokerWorkflow]
 
 
 def orchestrator_worker(

@@ -1,0 +1,273 @@
+"""Starting the TE brokers (`te/<label>`), and their two kinds of clients: holders (a job, a
+person) who lease a TE, and operators who watch and steer. Every call is an update or query on
+the broker workflow, so the `temporal` CLI can do the same, e.g.
+
+    temporal workflow query --workflow-id te/default --name status --input '{}'
+    temporal workflow update execute --workflow-id te/default --name drain \\
+        --input '{"host": "tehost1"}'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError
+
+from lockmaster.config.models import LockmasterConfig
+from lockmaster.leases.specs import broker_id, te_specs
+from lockmaster.model.testenv import (
+    BrokerInput,
+    BrokerStatus,
+    BrokerStatusQuery,
+    HostRef,
+    LeaseRef,
+    LeaseRequest,
+    LeaseState,
+    LeaseStatus,
+    OperatorAnswer,
+    RenewLease,
+    TEConfig,
+    TEKey,
+    TESpec,
+)
+from lockmaster.temporal.task_queues import Role, task_queue
+from lockmaster.workflows.testenv import TEBrokerWorkflow
+
+POLL_FIRST = 0.05
+POLL_MAX = 1.0
+
+
+class TEError(Exception):
+    """A lease could not be had or kept, or an operator command is refused."""
+
+
+async def ensure_brokers(client: Client, config: LockmasterConfig, *,
+                         max_history_events: int | None = None,
+                         reset_heartbeat_timeout: float = 30.0) -> list[str]:
+    """Start each label's broker if it is not running, and send it the configured TEs."""
+    prefix = config.temporal.workflow_id_prefix
+    ids = []
+    for label, specs in te_specs(config).items():
+        wid = prefix + broker_id(label)
+        handle = await client.start_workflow(
+            TEBrokerWorkflow.run,
+            BrokerInput(label=label, tes=specs,
+                        task_queue_prefix=config.temporal.task_queue_prefix,
+                        max_history_events=max_history_events,
+                        reset_heartbeat_timeout=reset_heartbeat_timeout),
+            id=wid, task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"TE broker for label {label} ({len(specs)} TEs)",
+        )
+        await handle.signal("reconfigure", TEConfig(tes=specs))
+        ids.append(wid)
+    return ids
+
+
+def _broker(client: Client, config: LockmasterConfig, label: str) -> WorkflowHandle:
+    labels = sorted(te_specs(config))
+    if label not in labels:
+        raise TEError(f"no TE host has label {label!r} (labels: {', '.join(labels) or 'none'})")
+    return client.get_workflow_handle(config.temporal.workflow_id_prefix + broker_id(label))
+
+
+# --- holders ------------------------------------------------------------------------------
+
+
+def description(status: LeaseStatus, private_key: str, key_file: Path | None) -> dict[str, Any]:
+    """The TE as the holder sees it: TripleO's testenv JSON (plus the lease's own fields)."""
+    te = status.te
+    assert te is not None
+    return {
+        "host-ip": te.host_address,
+        "host-port": te.host_port,
+        "host-key": te.host_key,
+        "ssh-user": te.ssh_user,
+        "ssh-key": private_key,
+        "ssh-key-file": str(key_file) if key_file else None,
+        "seed-ip": te.seed_ip,
+        "seed-route-dev": te.seed_route_dev,
+        "seed-mac": te.seed.mac,
+        "env-num": te.env_number,
+        "te": te.key,
+        "bridge": te.bridge,
+        "public-bridge": te.public_bridge,
+        "network": {"cidr": te.network.cidr, "gateway": te.network.gateway,
+                    "range-start": te.network.range_start, "range-end": te.network.range_end},
+        "nodes": [
+            {"name": n.name, "mac": [n.mac], "cpu": n.cpu, "memory": n.memory, "disk": n.disk,
+             "arch": n.arch, "pm_type": "pxe_ssh", "pm_addr": te.host_address,
+             "pm_user": te.ssh_user, "pm_password": private_key}
+            for n in te.nodes
+        ],
+        "lease": {"id": status.id, "generation": status.generation,
+                  "expires": status.expires},
+    }
+
+
+class TEHolder:
+    """Leases one TE: makes its own key pair (only the public half goes to the broker), waits
+    its turn, keeps the lease alive, releases it."""
+
+    def __init__(self, client: Client, config: LockmasterConfig, label: str, lease_id: str,
+                 holder: str, *, ttl: float | None = None, precedence: int = 1) -> None:
+        self.handle = _broker(client, config, label)
+        self.lease_id = lease_id
+        self.holder = holder
+        self.ttl = ttl or config.testenvs.lease_ttl
+        self.precedence = precedence
+        self.status: LeaseStatus | None = None
+        self.private_key = ""
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def acquire(self, timeout: float | None = None) -> LeaseStatus:
+        """Wait for a TE (renewing the request meanwhile). Raises TEError when the request ends
+        or TimeoutError past `timeout`."""
+        key = asyncssh.generate_private_key("ssh-ed25519", comment=f"lockmaster-{self.lease_id}")
+        self.private_key = key.export_private_key().decode()
+        request = LeaseRequest(id=self.lease_id, holder=self.holder, ttl=self.ttl,
+                               precedence=self.precedence,
+                               public_key=key.export_public_key().decode().strip())
+        self._start_renewing()
+        try:
+            async with asyncio.timeout(timeout):
+                status = await self._update("lease", request, LeaseStatus)
+                delay = POLL_FIRST
+                while status.state is LeaseState.WAITING:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, POLL_MAX)
+                    status = await self.handle.query("lease_status", LeaseRef(id=self.lease_id),
+                                                     result_type=LeaseStatus)
+        except BaseException:
+            await asyncio.shield(self.release())
+            raise
+        if status.state is not LeaseState.GRANTED:
+            await self.release()
+            raise TEError(status.reason or f"lease {self.lease_id} ended")
+        self.status = status
+        return status
+
+    async def renew(self) -> LeaseStatus:
+        generation = self.status.generation if self.status else 0
+        status = await self._update("renew", RenewLease(id=self.lease_id,
+                                                        generation=generation), LeaseStatus)
+        if status.state is LeaseState.ENDED:
+            raise TEError(status.reason or f"lease {self.lease_id} ended")
+        return status
+
+    async def release(self) -> OperatorAnswer:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            self._renewer = None
+        generation = self.status.generation if self.status else 0
+        return await self._update("release", LeaseRef(id=self.lease_id, generation=generation),
+                                  OperatorAnswer)
+
+    def write_datafile(self, path: Path) -> Path:
+        """The TE's description for the job ($TE_DATAFILE); holds the private key: mode 0600."""
+        assert self.status is not None
+        key_file = path.with_name(path.name + ".key")
+        _write_private(key_file, self.private_key)
+        _write_private(path, json.dumps(description(self.status, self.private_key, key_file),
+                                        indent=2) + "\n")
+        return path
+
+    def _start_renewing(self) -> None:
+        async def renew_forever() -> None:
+            while True:
+                await asyncio.sleep(self.ttl / 3)
+                with contextlib.suppress(Exception):  # the next round tries again
+                    if self.status is None:
+                        await self._update("renew", RenewLease(id=self.lease_id), LeaseStatus)
+                    else:
+                        await self.renew()
+
+        self._renewer = asyncio.create_task(renew_forever())
+
+    async def _update(self, name: str, arg: Any, result_type: type) -> Any:
+        try:
+            return await self.handle.execute_update(name, arg, result_type=result_type)
+        except RPCError as exc:
+            raise TEError(f"the TE broker {self.handle.id} is not reachable: {exc}") from exc
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+# --- operators ----------------------------------------------------------------------------
+
+
+class TEBrokers:
+    def __init__(self, client: Client, config: LockmasterConfig) -> None:
+        self.client = client
+        self.config = config
+        self.specs = te_specs(config)
+
+    def _host_label(self, host: str) -> str:
+        for label, specs in self.specs.items():
+            if any(s.host == host for s in specs):
+                return label
+        hosts = sorted({s.host for specs in self.specs.values() for s in specs})
+        raise TEError(f"no TE host {host!r} (hosts: {', '.join(hosts) or 'none'})")
+
+    def _te_label(self, te: str) -> str:
+        for label, specs in self.specs.items():
+            if any(s.key == te for s in specs):
+                return label
+        raise TEError(f"no TE {te!r}: name it HOST/NAME as `lockmaster te list` shows")
+
+    async def status(self) -> list[BrokerStatus]:
+        result = []
+        for label in self.specs:
+            try:
+                result.append(await _broker(self.client, self.config, label).query(
+                    "status", BrokerStatusQuery(), result_type=BrokerStatus))
+            except RPCError as exc:
+                raise TEError(f"the TE broker for {label!r} is not running ({exc}); start the "
+                              "workers (lockmaster run / lockmaster worker orchestrator)") from exc
+        return result
+
+    async def _call(self, label: str, name: str, arg: Any) -> OperatorAnswer:
+        return await _broker(self.client, self.config, label).execute_update(
+            name, arg, result_type=OperatorAnswer)
+
+    async def drain(self, host: str) -> OperatorAnswer:
+        return await self._call(self._host_label(host), "drain", HostRef(host=host))
+
+    async def undrain(self, host: str) -> OperatorAnswer:
+        return await self._call(self._host_label(host), "undrain", HostRef(host=host))
+
+    async def force_release(self, te: str) -> OperatorAnswer:
+        return await self._call(self._te_label(te), "force_release", TEKey(te=te))
+
+    async def unquarantine(self, te: str) -> OperatorAnswer:
+        return await self._call(self._te_label(te), "unquarantine", TEKey(te=te))
+
+    async def release(self, label: str, lease_id: str, generation: int) -> OperatorAnswer:
+        return await self._call(label, "release", LeaseRef(id=lease_id, generation=generation))
+
+    async def renew(self, label: str, lease_id: str, generation: int) -> LeaseStatus:
+        return await _broker(self.client, self.config, label).execute_update(
+            "renew", RenewLease(id=lease_id, generation=generation), result_type=LeaseStatus)
+
+
+def te_of(specs: dict[str, list[TESpec]], key: str) -> TESpec | None:
+    return next((s for group in specs.values() for s in group if s.key == key), None)
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,262 @@
+"""The test-environment broker: one long-lived workflow per TE label (`te/<label>`) leasing that
+label's TEs, across hosts, to jobs and people.
+
+Decisions are the pure `Broker`'s; this workflow feeds it lease requests, renewals, releases,
+operator commands and the TE hosts' answers, and carries out its actions on each TE host's own
+task queue (`<prefix>-te-host/<host>`): authorize a holder's key, reset a TE. A TE's host
+actions run one after another (an authorization never lands after the reset that follows it).
+
+Holders ask with the `lease` update: answered when the TE is ready for them (its host accepts
+their key) if one is free, else "waiting" with their place in the queue; they then poll the
+`lease_status` query and `renew` within their time-to-live. Operators: `status`, `drain`,
+`undrain`, `force_release`, `unquarantine`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from lockmaster.leases.broker import Action, Authorize, Broker, Reset
+    from lockmaster.model.testenv import (
+        BrokerInput,
+        BrokerStatus,
+        BrokerStatusQuery,
+        HostRef,
+        LeaseRef,
+        LeaseRequest,
+        LeaseState,
+        LeaseStatus,
+        OperatorAnswer,
+        RenewLease,
+        TEAuthorize,
+        TEConfig,
+        TEHostResult,
+        TEKey,
+        TEReset,
+        TEState,
+        TEView,
+    )
+
+AUTHORIZE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+# A reset is retried until it answers (a TE host that is down comes back); its answer decides
+# between available and quarantined. Meanwhile the TE is handed to nobody.
+RESET_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1),
+                          maximum_interval=timedelta(seconds=60))
+
+
+def te_host_queue(prefix: str, host: str) -> str:
+    return f"{prefix}-te-host/{host}"
+
+
+@workflow.defn(name="TEBrokerWorkflow")
+class TEBrokerWorkflow:
+    @workflow.init
+    def __init__(self, inp: BrokerInput) -> None:
+        self._input = inp
+        self._broker = Broker(inp.state)
+        self._dirty = True
+        self._draining = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._chains: dict[str, asyncio.Task[None]] = {}  # TE -> its last host action
+
+    # --- holders -------------------------------------------------------------------------------
+
+    @workflow.update(name="lease")
+    async def lease(self, request: LeaseRequest) -> LeaseStatus:
+        lease = self._broker.request(request, self._now())
+        if lease is None:
+            return self._broker.status(request.id, self._now())
+        self._step()
+        # Granted at once when a TE was free: answer when its host accepts the key.
+        await workflow.wait_condition(
+            lambda: self._broker.status(request.id, self._now()).state is not LeaseState.WAITING
+            or self._waiting_unassigned(request.id))
+        return self._broker.status(request.id, self._now())
+
+    @lease.validator
+    def _check_lease(self, request: LeaseRequest) -> None:
+        if not request.id or not request.public_key.strip():
+            raise ValueError("a lease request needs an id and the holder's public key")
+
+    @workflow.query(name="lease_status")
+    def lease_status(self, ref: LeaseRef) -> LeaseStatus:
+        return self._broker.status(ref.id, self._now())
+
+    @workflow.update(name="renew")
+    def renew(self, request: RenewLease) -> LeaseStatus:
+        why = self._broker.renew(request.id, request.generation, request.ttl, self._now())
+        self._dirty = True
+        if why is not None:
+            return LeaseStatus(id=request.id, state=LeaseState.ENDED, reason=why)
+        return self._broker.status(request.id, self._now())
+
+    @workflow.update(name="release")
+    def release(self, ref: LeaseRef) -> OperatorAnswer:
+        why, actions = self._broker.release(ref.id, ref.generation, self._now())
+        self._carry_out(actions)
+        self._dirty = True
+        return OperatorAnswer(ok=why is None, message=why or f"lease {ref.id} released")
+
+    # --- operators -----------------------------------------------------------------------------
+
+    @workflow.query(name="status")
+    def status(self, _: BrokerStatusQuery) -> BrokerStatus:
+        state = self._input.state
+        views = []
+        for key, record in sorted(state.tes.items()):
+            lease = state.leases.get(record.lease_id or "")
+            views.append(TEView(
+                key=key, host=record.spec.host, name=record.spec.name, state=record.state,
+                generation=record.generation, holder=lease.holder if lease else None,
+                lease_id=record.lease_id, expires=lease.expires if lease else None,
+                reason=record.reason))
+        waiting = sorted((w for w in state.leases.values() if w.state is LeaseState.WAITING
+                          and w.te is None), key=lambda w: (w.precedence, w.arrived, w.id))
+        return BrokerStatus(label=self._input.label, tes=views, waiting=waiting,
+                            draining_hosts=list(state.draining))
+
+    @workflow.update(name="drain")
+    def drain(self, ref: HostRef) -> OperatorAnswer:
+        message = self._broker.drain(ref.host)
+        self._dirty = True
+        return OperatorAnswer(ok=True, message=message)
+
+    @workflow.update(name="undrain")
+    def undrain(self, ref: HostRef) -> OperatorAnswer:
+        message = self._broker.undrain(ref.host)
+        self._dirty = True
+        return OperatorAnswer(ok=True, message=message)
+
+    @workflow.update(name="force_release")
+    def force_release(self, ref: TEKey) -> OperatorAnswer:
+        why, actions = self._broker.force_release(ref.te, self._now())
+        self._carry_out(actions)
+        self._dirty = True
+        return OperatorAnswer(ok=why is None, message=why or f"TE {ref.te} released; resetting")
+
+    @workflow.update(name="unquarantine")
+    def unquarantine(self, ref: TEKey) -> OperatorAnswer:
+        why, actions = self._broker.unquarantine(ref.te)
+        self._carry_out(actions)
+        self._dirty = True
+        return OperatorAnswer(ok=why is None,
+                              message=why or f"TE {ref.te} resetting; available if it succeeds")
+
+    @workflow.signal(name="reconfigure")
+    def reconfigure(self, config: TEConfig) -> None:
+        self._input.tes = config.tes
+        self._carry_out(self._broker.sync(config.tes))
+        self._dirty = True
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: BrokerInput) -> None:
+        self._carry_out(self._broker.sync(inp.tes))
+        # TEs that were resetting when the last run continued as new: reset them again.
+        for key, record in inp.state.tes.items():
+            if record.state is TEState.RESETTING and key not in self._chains:
+                self._carry_out([Reset(key, record.generation)])
+        while True:
+            if not self._draining:
+                self._step()
+                if self._should_continue_as_new():
+                    self._draining = True
+            if self._draining and not self._tasks:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(inp)
+            deadline = self._broker.next_deadline()
+            timeout = None if deadline is None else \
+                timedelta(seconds=max(0.01, deadline - self._now()))
+            self._dirty = False
+            try:
+                await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
+            except TimeoutError:
+                pass
+
+    def _step(self) -> None:
+        if not self._draining:
+            self._carry_out(self._broker.process(self._now()))
+
+    def _waiting_unassigned(self, lease_id: str) -> bool:
+        lease = self._input.state.leases.get(lease_id)
+        return lease is not None and lease.state is LeaseState.WAITING and lease.te is None
+
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        limit = self._input.max_history_events
+        return info.is_continue_as_new_suggested() or (
+            limit is not None and info.get_current_history_length() > limit)
+
+    # --- host actions, one after another per TE ------------------------------------------------
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        for action in actions:
+            previous = self._chains.get(action.te)
+            task = asyncio.ensure_future(self._after(previous, action))
+            self._chains[action.te] = task
+            self._tasks.add(task)
+
+            def done(t: asyncio.Task[None], te: str = action.te) -> None:
+                self._tasks.discard(t)
+                if self._chains.get(te) is t:
+                    del self._chains[te]
+                self._dirty = True
+
+            task.add_done_callback(done)
+
+    async def _after(self, previous: asyncio.Task[None] | None, action: Action) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        if isinstance(action, Authorize):
+            await self._authorize(action)
+        else:
+            await self._reset(action)
+
+    async def _authorize(self, action: Authorize) -> None:
+        record = self._input.state.tes.get(action.te)
+        lease = self._input.state.leases.get(action.lease_id)
+        if record is None or lease is None or record.generation != action.generation:
+            return  # ended before its turn
+        try:
+            result: TEHostResult = await workflow.execute_activity(
+                "te_authorize", TEAuthorize(te=record.spec, generation=action.generation,
+                                            public_key=lease.public_key),
+                result_type=TEHostResult, task_queue=self._host_queue(record.spec.host),
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=AUTHORIZE_RETRY,
+                summary=f"authorize {lease.holder} on {action.te} (generation "
+                        f"{action.generation})",
+            )
+        except ActivityError as exc:
+            result = TEHostResult(ok=False, error=str(exc.cause or exc))
+        self._carry_out(self._broker.authorized(action.te, action.generation, result.ok,
+                                                result.error, self._now()))
+
+    async def _reset(self, action: Reset) -> None:
+        record = self._input.state.tes.get(action.te)
+        if record is None:
+            return
+        try:
+            result: TEHostResult = await workflow.execute_activity(
+                "te_reset", TEReset(te=record.spec, generation=action.generation),
+                result_type=TEHostResult, task_queue=self._host_queue(record.spec.host),
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(seconds=self._input.reset_heartbeat_timeout),
+                retry_policy=RESET_RETRY,
+                summary=f"reset {action.te} after generation {action.generation}",
+            )
+        except ActivityError as exc:
+            result = TEHostResult(ok=False, error=str(exc.cause or exc))
+        self._broker.reset_done(action.te, action.generation, result.ok, result.error)
+
+    def _host_queue(self, host: str) -> str:
+        return te_host_queue(self._input.task_queue_prefix, host)
+
+    def _now(self) -> float:
+        return workflow.now().timestamp()
