@@ -81,12 +81,13 @@ def te_config(tmp_path: Path, hosts: int = 1, per_host: int = 2, ttl: float = 30
 
 
 @contextlib.asynccontextmanager
-async def broker(client: Client, config: LockmasterConfig, host: RecordingHost, **kw: object
-                 ) -> AsyncIterator[TEBrokers]:
+async def broker(client: Client, config: LockmasterConfig, host: RecordingHost, *,
+                 orchestrator: bool = True, **kw: object) -> AsyncIterator[TEBrokers]:
     prefix = config.temporal.task_queue_prefix
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(orchestrator_worker(client, config,
-                                                            review_drivers(config)))
+        if orchestrator:  # else the test's deployment runs it
+            await stack.enter_async_context(orchestrator_worker(client, config,
+                                                                review_drivers(config)))
         for h in config.testenvs.hosts:
             await stack.enter_async_context(Worker(
                 client, task_queue=te_host_queue(prefix, h.name),
@@ -273,3 +274,34 @@ async def test_expiry_revokes_a_silent_holder(tmp_path: Path) -> None:
             await wait_for(lambda: all_available(ops), "reset after expiry")
     finally:
         await env.shutdown()
+
+
+async def test_job_with_a_testenv_gets_its_datafile_and_gives_the_te_back(
+        client: Client, tmp_path: Path) -> None:
+    from tests.deployment import deployment, unique_project
+
+    name = unique_project()
+    base = te_config(tmp_path, per_host=1)
+    data = base.model_dump(by_alias=True, mode="json", exclude_none=True)
+    data["projects"] = [{"name": name, "connection": "local",
+                         "pipelines": {"check": {"jobs": ["devtest"]}}}]
+    check = ('python3 -c "import json,os,stat; d=json.load(open(os.environ[\'TE_DATAFILE\'])); '
+             "assert d['env-num'] == 1 and d['nodes'][0]['mac'][0].startswith('52:54:00'); "
+             "assert 'PRIVATE KEY' in d['ssh-key']; "
+             "assert stat.S_IMODE(os.stat(os.environ['TE_DATAFILE']).st_mode) == 0o600; "
+             "print('TE', d['te'], d['lease']['generation'])\"")
+    data["jobs"] = [{"name": "devtest", "run": check, "nodeset": "local", "testenv": "default"}]
+    config = LockmasterConfig.model_validate(data)
+    host = RecordingHost()
+    async with deployment(client, config) as dep, \
+            broker(client, config, host, orchestrator=False) as ops:
+        dep.store.create_project(name, {"README": "x\n"})
+        _, actions = await dep.upload(name, files={"a": "a\n"}, subject="uses a TE")
+        outcome = await dep.outcome(actions[0].workflow_id or "", timeout=60)
+        assert outcome.result == "SUCCESS", outcome
+        log = next((config.logs_root).rglob("job-output.txt")).read_text()
+        assert "Test environment: tehost0/te1 (generation 1)" in log
+        assert "TE tehost0/te1 1" in log
+        await wait_for(lambda: all_available(ops), "TE back after the job")
+        [status] = await ops.status()
+        assert status.tes[0].generation == 1 and host.resets["tehost0/te1"] == 2

@@ -16,6 +16,7 @@ from lockmaster.cli import (
     nodes_cmd,
     run_cmd,
     simulate_cmd,
+    te_cmd,
     temporal_cmd,
 )
 
@@ -31,6 +32,7 @@ app.add_typer(gerrit_cmd.app, name="gerrit")
 app.add_typer(change_cmd.app, name="change")
 app.add_typer(gate_cmd.app, name="gate")
 app.add_typer(nodes_cmd.app, name="nodes")
+app.add_typer(te_cmd.app, name="te")
 app.command("status")(gate_cmd.status)
 app.command("simulate")(simulate_cmd.simulate)
 app.command("hook", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(

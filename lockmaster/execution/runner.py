@@ -22,14 +22,29 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lockmaster.execution.logs import LogWriter, log_url
 from lockmaster.execution.workspace import WorkspaceError, WorkspacePreparer
+from lockmaster.leases.errors import TEError
 from lockmaster.model.build import BuildRequest, BuildResult, NodeInfo, Result
+from lockmaster.model.testenv import LeaseStatus, OperatorAnswer
 from lockmaster.nodes.base import Node, NodeError, Nodeset, NodeSource
 
+
+class TELease(Protocol):
+    async def acquire(self) -> LeaseStatus: ...
+
+    def write_datafile(self, path: Path) -> Path: ...
+
+    async def release(self) -> OperatorAnswer: ...
+
+
+# (label, lease id, holder, precedence) -> a lease to acquire (renewed until released)
+TESource = Callable[[str, str, str, int], TELease]
+
 HEARTBEAT_INTERVAL = 2.0
+TE_DATAFILE = "te.json"  # in the workspace root; $TE_DATAFILE names it on the node
 POST_RUN_TIMEOUT = 600.0
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -111,6 +126,7 @@ class BuildRunner:
         work_root: Path,
         *,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        testenvs: TESource | None = None,
     ) -> None:
         self.providers = providers
         self.preparer = preparer
@@ -118,6 +134,7 @@ class BuildRunner:
         self.logs_url = logs_url
         self.work_root = work_root
         self.heartbeat_interval = heartbeat_interval
+        self.testenvs = testenvs
         self._holds: dict[str, tuple[float, str]] = {}  # build id -> (until, why)
 
     async def run(
@@ -248,17 +265,30 @@ class BuildRunner:
         )
         runner = _Commands(node, log, progress)
         workspace: str | None = None
+        te: TELease | None = None
         try:
             try:
                 async with asyncio.timeout_at(deadline):
                     progress.detail = f"{request.build_id}: preparing the workspace"
                     await self.preparer.prepare(request.state, local, job.required_projects)
+                    if job.testenv is not None:
+                        progress.detail = f"{request.build_id}: waiting for a TE"
+                        te = await self._lease_te(request, log)
+                        await asyncio.to_thread(te.write_datafile, local / TE_DATAFILE)
                     workspace = await node.upload_workspace(local)
                     runner.env = self._env(request, workspace, url, log)
+                    if te is not None:
+                        runner.env["TE_DATAFILE"] = f"{workspace.rstrip('/')}/{TE_DATAFILE}"
                     outcome = await self._main(request, runner, workspace, deadline)
             except TimeoutError:
+                if te is None and job.testenv is not None:
+                    log.line(f"TIMED_OUT: no TE with label {job.testenv!r} within the job's "
+                             f"timeout of {job.timeout:g} s")
                 log.line(f"TIMED_OUT: the job exceeded its timeout of {job.timeout:g} s")
                 outcome = _Outcome(Result.TIMED_OUT, f"timed out after {job.timeout:g} s")
+            except TEError as exc:
+                log.line(f"test environment lost: {exc}")
+                return _Outcome(Result.RETRY, f"test environment: {exc}")
             except NodeError as exc:
                 log.line(f"node lost: {exc}")
                 return _Outcome(Result.RETRY, f"node lost: {exc}")
@@ -270,7 +300,29 @@ class BuildRunner:
                 await runner.post_run(job.post_run, workspace, loop.time() + post_budget)
             return outcome
         finally:
+            if te is not None:
+                await _shielded(_logged(self._release_te(te, log), "releasing the TE", log))
             await _shielded(asyncio.to_thread(shutil.rmtree, local, ignore_errors=True))
+
+    async def _lease_te(self, request: BuildRequest, log: LogWriter) -> TELease:
+        if self.testenvs is None:
+            raise TEError("this executor cannot lease test environments (no TE broker)")
+        job = request.job
+        assert job.testenv is not None
+        started = time.time()
+        te = self.testenvs(job.testenv, f"{request.build_id}",
+                           f"{request.pipeline} {request.change.project} {request.change.key} "
+                           f"{job.name}", request.precedence)
+        status = await te.acquire()
+        assert status.te is not None
+        log.line(f"Test environment: {status.te.key} (generation {status.generation}), "
+                 f"waited {time.time() - started:.1f} s")
+        return te
+
+    async def _release_te(self, te: TELease, log: LogWriter) -> None:
+        answer = await te.release()
+        if not answer.ok:
+            log.line(f"releasing the TE: {answer.message}")
 
     async def _main(
         self, request: BuildRequest, runner: _Commands, workspace: str, deadline: float

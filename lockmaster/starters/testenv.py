@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
 from lockmaster.config.models import LockmasterConfig
+from lockmaster.leases.errors import TEError
 from lockmaster.leases.specs import broker_id, te_specs
 from lockmaster.model.testenv import (
     BrokerInput,
@@ -37,17 +37,12 @@ from lockmaster.model.testenv import (
     RenewLease,
     TEConfig,
     TEKey,
-    TESpec,
 )
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workflows.testenv import TEBrokerWorkflow
 
 POLL_FIRST = 0.05
 POLL_MAX = 1.0
-
-
-class TEError(Exception):
-    """A lease could not be had or kept, or an operator command is refused."""
 
 
 async def ensure_brokers(client: Client, config: LockmasterConfig, *,
@@ -264,10 +259,3 @@ class TEBrokers:
         return await _broker(self.client, self.config, label).execute_update(
             "renew", RenewLease(id=lease_id, generation=generation), result_type=LeaseStatus)
 
-
-def te_of(specs: dict[str, list[TESpec]], key: str) -> TESpec | None:
-    return next((s for group in specs.values() for s in group if s.key == key), None)
-
-
-def now() -> float:
-    return time.time()

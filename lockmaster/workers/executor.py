@@ -21,6 +21,7 @@ from lockmaster.nodes.base import NodeSource
 from lockmaster.nodes.pooled import PooledNodes
 from lockmaster.nodes.registry import NodeProviders
 from lockmaster.review.base import ReviewDriver
+from lockmaster.starters.testenv import TEHolder
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workers.common import project_connections
 
@@ -38,7 +39,13 @@ def build_runner(
         PooledNodes(client, config, config.state_path) if client is not None
         else NodeProviders.from_config(_resolved_nodes(config), config.state_path)
     )
+    testenvs = None
+    if client is not None and config.testenvs.hosts:
+        def testenvs(label: str, lease_id: str, holder: str, precedence: int) -> TEHolder:
+            return TEHolder(client, config, label, lease_id, holder, precedence=precedence)
+
     return BuildRunner(
+        testenvs=testenvs,
         providers=nodes,
         preparer=GitWorkspacePreparer(cache, project_connections(config)),
         logs_root=config.logs_root,

@@ -13,6 +13,7 @@ from lockmaster.config.models import LockmasterConfig
 from lockmaster.logserver import LogServer
 from lockmaster.review.registry import review_drivers
 from lockmaster.starters.nodepool import ensure_pools
+from lockmaster.starters.testenv import ensure_brokers
 from lockmaster.workers.executor import executor_worker
 from lockmaster.workers.launcher import launcher_worker
 from lockmaster.workers.orchestrator import orchestrator_worker
@@ -39,8 +40,9 @@ async def run_workers(
     """Run until `stop` is set; then stop polling and let running activities finish or cancel."""
     workers = make_workers(client, config, role)
     if role in ("orchestrator", "all"):
-        # The pools must run before any build asks them for nodes.
+        # The pools and TE brokers must run before any build asks them.
         await ensure_pools(client, config)
+        await ensure_brokers(client, config)
     logs = None
     if config.logs.serve and role in ("executor", "all"):
         logs = LogServer(config.logs_root, config.logs.serve.listen, config.logs.serve.port).start()
