@@ -38,6 +38,8 @@ from lockmaster.workers.orchestrator import orchestrator_worker
 from lockmaster.workflows.testenv import te_host_queue
 from tests.deployment import make_config
 
+HOLDERS = 40
+
 
 class RecordingHost:
     """Stands in for a TE host's worker: records who holds what, can be told to fail."""
@@ -227,15 +229,16 @@ async def test_host_worker_dead_mid_reset_keeps_the_te_from_everyone(
 
 
 async def test_many_holders_few_tes_each_served_once(client: Client, tmp_path: Path) -> None:
-    config = te_config(tmp_path, hosts=2, per_host=2)
+    """200 holders at once for 10 TEs: each served once, no TE ever held by two."""
+    config = te_config(tmp_path, hosts=2, per_host=5)
     host = RecordingHost()
     held: set[str] = set()
     double = []
     served: list[str] = []
-    async with broker(client, config, host, max_history_events=400):
+    async with broker(client, config, host, max_history_events=2000):
         async def use(i: int) -> None:
-            h = holder(client, config, f"r{i:02d}")
-            status = await h.acquire(timeout=120)
+            h = holder(client, config, f"r{i:03d}")
+            status = await h.acquire(timeout=300)
             assert status.te is not None
             if status.te.key in held:
                 double.append(status.te.key)
@@ -245,9 +248,9 @@ async def test_many_holders_few_tes_each_served_once(client: Client, tmp_path: P
             held.discard(status.te.key)
             await h.release()
 
-        await asyncio.gather(*(use(i) for i in range(24)))
+        await asyncio.gather(*(use(i) for i in range(HOLDERS)))
     assert double == []
-    assert sorted(served) == [f"r{i:02d}" for i in range(24)]
+    assert sorted(served) == [f"r{i:03d}" for i in range(HOLDERS)]
 
 
 async def test_expiry_revokes_a_silent_holder(tmp_path: Path) -> None:
@@ -305,3 +308,30 @@ async def test_job_with_a_testenv_gets_its_datafile_and_gives_the_te_back(
         await wait_for(lambda: all_available(ops), "TE back after the job")
         [status] = await ops.status()
         assert status.tes[0].generation == 1 and host.resets["tehost0/te1"] == 2
+
+
+async def test_real_te_host_worker_accepts_the_holders_key_only_during_the_lease(
+        client: Client, tmp_path: Path) -> None:
+    """The broker with the real TE-host worker (libvirt's test driver, authorized_keys)."""
+    from lockmaster.workers.te_host import te_access_dir, te_host_worker
+
+    config = te_config(tmp_path, per_host=1)
+    data = config.model_dump(by_alias=True, mode="json", exclude_none=True)
+    data["testenvs"]["hosts"][0]["first-env"] = 7  # domains of its own in this process
+    config = LockmasterConfig.model_validate(data)
+    keys = Path(te_access_dir(config)) / "authorized_keys"
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(orchestrator_worker(client, config,
+                                                            review_drivers(config)))
+        await stack.enter_async_context(te_host_worker(client, config, "tehost0"))
+        await ensure_brokers(client, config)
+        ops = TEBrokers(client, config)
+        await wait_for(lambda: all_available(ops), "first reset on the real host")
+        h = holder(client, config, "real")
+        status = await h.acquire(timeout=20)
+        assert status.te is not None and status.te.key == "tehost0/te7"
+        public = keys.read_text()
+        assert "lockmaster-te:tehost0/te7:1" in public and 'command="' in public
+        assert (await h.release()).ok
+        await wait_for(lambda: all_available(ops), "reset after release")
+        assert "lockmaster-te:tehost0/te7" not in keys.read_text()

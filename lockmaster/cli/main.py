@@ -47,6 +47,11 @@ def run() -> None:
     invoked = Path(sys.argv[0]).name
     if invoked in hook_cmd.HOOK_NAMES:
         sys.argv = [sys.argv[0], "hook", invoked, *sys.argv[1:]]
+    if sys.argv[1:2] == ["te-shell"]:
+        # sshd's forced command on TE hosts: plain argv, no typer (fast start, exact exits).
+        from lockmaster.testenv import shell
+
+        shell.run(sys.argv[2:])
     app()
 
 

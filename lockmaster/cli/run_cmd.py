@@ -39,9 +39,13 @@ def worker(
     config: Path | None = ConfigOpt,
 ) -> None:
     """Run a worker role (orchestrator, executor, or all) until interrupted."""
-    if role not in ROLES:
-        fail(f"unknown worker role {role!r}; choose one of: {', '.join(ROLES)}")
+    if role not in ROLES and not role.startswith("te-host:"):
+        fail(f"unknown worker role {role!r}; choose one of: {', '.join(ROLES)}, "
+             "or te-host:<host>")
     cfg = load(config)
+    if role.startswith("te-host:") and role.split(":", 1)[1] not in {
+            h.name for h in cfg.testenvs.hosts}:
+        fail(f"no TE host {role.split(':', 1)[1]!r} under testenvs.hosts in the configuration")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> None:

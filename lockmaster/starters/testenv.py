@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.leases.errors import TEError
@@ -43,6 +44,8 @@ from lockmaster.workflows.testenv import TEBrokerWorkflow
 
 POLL_FIRST = 0.05
 POLL_MAX = 1.0
+BUSY_FIRST = 0.1
+BUSY_MAX = 2.0
 
 
 async def ensure_brokers(client: Client, config: LockmasterConfig, *,
@@ -190,10 +193,18 @@ class TEHolder:
         self._renewer = asyncio.create_task(renew_forever())
 
     async def _update(self, name: str, arg: Any, result_type: type) -> Any:
-        try:
-            return await self.handle.execute_update(name, arg, result_type=result_type)
-        except RPCError as exc:
-            raise TEError(f"the TE broker {self.handle.id} is not reachable: {exc}") from exc
+        delay = BUSY_FIRST
+        while True:
+            try:
+                return await self.handle.execute_update(name, arg, result_type=result_type)
+            except RPCError as exc:
+                # Temporal admits a few updates in flight per workflow; beyond that the broker
+                # is busy, not gone: ask again (idempotent by lease id) after a jittered pause.
+                if exc.status is not RPCStatusCode.RESOURCE_EXHAUSTED:
+                    raise TEError(f"the TE broker {self.handle.id} is not reachable: {exc}"
+                                  ) from exc
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, BUSY_MAX)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -17,6 +17,7 @@ from lockmaster.starters.testenv import ensure_brokers
 from lockmaster.workers.executor import executor_worker
 from lockmaster.workers.launcher import launcher_worker
 from lockmaster.workers.orchestrator import orchestrator_worker
+from lockmaster.workers.te_host import te_host_worker
 
 ROLES = ("orchestrator", "executor", "launcher", "all")
 log = logging.getLogger(__name__)
@@ -50,6 +51,12 @@ async def run_workers(
     async with contextlib.AsyncExitStack() as stack:
         for worker in workers:
             await stack.enter_async_context(worker)
+        if role == "all":
+            # Development: every configured TE host's worker runs here too (test:///default).
+            for host in config.testenvs.hosts:
+                await stack.enter_async_context(te_host_worker(client, config, host.name))
+        elif role.startswith("te-host:"):
+            await stack.enter_async_context(te_host_worker(client, config, role.split(":", 1)[1]))
         await stop.wait()
     if logs:
         logs.stop()

@@ -6,9 +6,9 @@ operator commands and the TE hosts' answers, and carries out its actions on each
 task queue (`<prefix>-te-host/<host>`): authorize a holder's key, reset a TE. A TE's host
 actions run one after another (an authorization never lands after the reset that follows it).
 
-Holders ask with the `lease` update: answered when the TE is ready for them (its host accepts
-their key) if one is free, else "waiting" with their place in the queue; they then poll the
-`lease_status` query and `renew` within their time-to-live. Operators: `status`, `drain`,
+Holders ask with the `lease` update (answered at once: "waiting", with their place in the queue
+unless a TE is being prepared for them), poll the `lease_status` query until granted (the TE's
+host accepts their key), and `renew` within their time-to-live. Operators: `status`, `drain`,
 `undrain`, `force_release`, `unquarantine`.
 """
 
@@ -68,15 +68,14 @@ class TEBrokerWorkflow:
     # --- holders -------------------------------------------------------------------------------
 
     @workflow.update(name="lease")
-    async def lease(self, request: LeaseRequest) -> LeaseStatus:
+    def lease(self, request: LeaseRequest) -> LeaseStatus:
+        """Answered at once (Temporal admits only a few updates in flight per workflow, so none
+        waits here): "waiting" until the TE's host accepted the holder's key, then the holder's
+        `lease_status` poll sees it granted."""
         lease = self._broker.request(request, self._now())
-        if lease is None:
-            return self._broker.status(request.id, self._now())
-        self._step()
-        # Granted at once when a TE was free: answer when its host accepts the key.
-        await workflow.wait_condition(
-            lambda: self._broker.status(request.id, self._now()).state is not LeaseState.WAITING
-            or self._waiting_unassigned(request.id))
+        if lease is not None:
+            self._step()
+            self._dirty = True
         return self._broker.status(request.id, self._now())
 
     @lease.validator
@@ -183,10 +182,6 @@ class TEBrokerWorkflow:
     def _step(self) -> None:
         if not self._draining:
             self._carry_out(self._broker.process(self._now()))
-
-    def _waiting_unassigned(self, lease_id: str) -> bool:
-        lease = self._input.state.leases.get(lease_id)
-        return lease is not None and lease.state is LeaseState.WAITING and lease.te is None
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
