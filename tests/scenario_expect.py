@@ -2,6 +2,7 @@
 
 Kinds of expectation (letters are the scenario's change names):
 - merged: [A, C]                       the system merged exactly these, in this order
+- merged-any-order: [A, B]             exactly these, in any order (independent queues)
 - status: {A: MERGED}                  final status in the review system
 - actions: {A: [start, success]}       every report's action, in order
 - last-labels: {A: {Verified: 2}}      labels of the last report
@@ -45,6 +46,9 @@ def check(report: dict[str, Any], expect: dict[str, Any]) -> list[str]:
         if kind == "merged":
             if merged != want:
                 problems.append(f"merged {merged}, expected {want}")
+        elif kind == "merged-any-order":
+            if sorted(merged) != sorted(want):
+                problems.append(f"merged {merged}, expected {sorted(want)} in any order")
         elif kind == "status":
             for x, status in want.items():
                 if changes[x]["status"] != status:

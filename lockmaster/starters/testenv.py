@@ -10,7 +10,6 @@ the broker workflow, so the `temporal` CLI can do the same, e.g.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -184,11 +183,18 @@ class TEHolder:
         async def renew_forever() -> None:
             while True:
                 await asyncio.sleep(self.ttl / 3)
-                with contextlib.suppress(Exception):  # the next round tries again
-                    if self.status is None:
-                        await self._update("renew", RenewLease(id=self.lease_id), LeaseStatus)
-                    else:
-                        await self.renew()
+                try:
+                    # Bounded: an unreachable server must not hold this task forever.
+                    async with asyncio.timeout(self.ttl / 3):
+                        if self.status is None:
+                            await self._update("renew", RenewLease(id=self.lease_id),
+                                               LeaseStatus)
+                        else:
+                            await self.renew()
+                except TEError:
+                    return  # the lease ended: nothing left to keep alive
+                except Exception:  # the next round tries again
+                    continue
 
         self._renewer = asyncio.create_task(renew_forever())
 
