@@ -16,10 +16,11 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from lockmaster.config.models import LockmasterConfig, OpenStackProvider, StaticNode
 from lockmaster.config.models import StaticProvider as StaticProviderConfig
@@ -44,8 +45,18 @@ from lockmaster.nodes.static import SSHNode, connect
 
 log = logging.getLogger(__name__)
 
-POLL_FIRST = 0.05
+POLL_FIRST = 0.02
 POLL_MAX = 1.0
+RESUBMIT_AFTER = 5.0  # a request the pool has not taken in by then is sent again
+# Executors ask with a signal and poll a query (no updates: Temporal admits only 10 updates in
+# flight per workflow, and a burst of builds past that had updates refused and aborted en masse
+# and the pool's workflow tasks timing out; bench/nodepool_latency.py, docs/benchmarks.md).
+# A pool asked by many builds at once is busy, not gone: it refuses queries beyond the few it
+# buffers while a workflow task runs (RESOURCE_EXHAUSTED), or a query times out (CANCELLED,
+# DEADLINE_EXCEEDED). These are asked again for up to BUSY_TIMEOUT.
+QUERY_BUSY = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE,
+              RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+BUSY_TIMEOUT = 120.0
 WORK_DIR = "/tmp/lockmaster"
 AUTOHOLD_TIMEOUT = 10.0
 
@@ -92,17 +103,36 @@ class PooledNodes:
         self._held[request.id] = (spec, request.id)
         self._ensure_renewer()
         try:
-            status = await self._update(handle, request)
+            await self._submit(handle, request)
+            status = NodeRequestStatus(id=request.id, state=RequestState.PENDING)
             delay = POLL_FIRST
+            busy_since: float | None = None
+            seen = False
+            asked = time.monotonic()
             while status.state is RequestState.PENDING:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, POLL_MAX)
-                status = await handle.query("request_status", RequestStatusQuery(id=request.id),
-                                            result_type=NodeRequestStatus)
+                try:
+                    status = await handle.query("request_status",
+                                                RequestStatusQuery(id=request.id),
+                                                result_type=NodeRequestStatus)
+                except RPCError as exc:
+                    busy_since = busy_since or time.monotonic()
+                    if (exc.status not in QUERY_BUSY
+                            or time.monotonic() - busy_since > BUSY_TIMEOUT):
+                        raise
+                    continue  # the pool is busy: look again after the next pause
+                busy_since = None
                 if status.state is RequestState.GONE:
-                    # The pool lost it (continued as new while we asked, or our lease ran out
-                    # while this process stalled): ask again, same id.
-                    status = await self._update(handle, request)
+                    # Not taken in yet (the signal is served by the pool's next workflow task),
+                    # or lost (the pool continued as new, or our lease ran out while this
+                    # process stalled): ask again with the same id after a while.
+                    if seen or time.monotonic() - asked > RESUBMIT_AFTER:
+                        await self._submit(handle, request)
+                        seen, asked = False, time.monotonic()
+                    status = NodeRequestStatus(id=request.id, state=RequestState.PENDING)
+                else:
+                    seen = True
             if status.state is not RequestState.FULFILLED:
                 await self._withdraw(spec, request.id)
             return status
@@ -112,10 +142,9 @@ class PooledNodes:
                 await asyncio.shield(self._withdraw(spec, request.id))
             raise
 
-    async def _update(self, handle: WorkflowHandle, request: NodeRequest) -> NodeRequestStatus:
+    async def _submit(self, handle: WorkflowHandle, request: NodeRequest) -> None:
         try:
-            return await handle.execute_update("request_nodes", request,
-                                               result_type=NodeRequestStatus)
+            await handle.signal("submit_request", request)
         except RPCError as exc:
             raise NodeError(f"node pool {handle.id} is not reachable: {exc}") from exc
 
@@ -207,7 +236,8 @@ class PooledNodes:
                 by_pool.setdefault(key, (spec, []))[1].append(request_id)
             for spec, ids in by_pool.values():
                 try:
-                    await self._pool(spec).signal("renew", RenewRequests(ids=ids))
+                    async with asyncio.timeout(self.lease / 4):
+                        await self._pool(spec).signal("renew", RenewRequests(ids=ids))
                 except Exception as exc:  # the next round tries again
                     log.warning("renewing node requests in %s/%s failed: %s",
                                 spec.provider, spec.pool, exc)

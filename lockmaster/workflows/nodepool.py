@@ -77,8 +77,22 @@ class NodePoolWorkflow:
 
     # --- requesters ----------------------------------------------------------------------------
 
+    @workflow.signal(name="submit_request")
+    def submit_request(self, request: NodeRequest) -> None:
+        """How executors ask: a signal (no limit on how many arrive at once, unlike updates),
+        then `request_status` polls. The main loop serves it."""
+        if not request.id or request.lease_seconds <= 0:
+            return  # malformed: the requester's poll finds it gone
+        taken = self._allocator().submit(request, self._now())
+        if taken.state is RequestState.DECLINED:
+            # Kept (until withdrawn or its lease ends) so the requester's poll reads why.
+            self._allocator().state.requests[taken.id] = taken
+        self._dirty = True
+
     @workflow.update(name="request_nodes")
     def request_nodes(self, request: NodeRequest) -> NodeRequestStatus:
+        """The same as a single call that answers at once when ready nodes exist (operators,
+        the `temporal` CLI); executors use `submit_request`."""
         alloc = self._allocator()
         now = self._now()
         taken = alloc.submit(request, now)
