@@ -38,7 +38,7 @@ from lockmaster.workers.orchestrator import orchestrator_worker
 from lockmaster.workflows.testenv import te_host_queue
 from tests.deployment import make_config
 
-HOLDERS = 40
+HOLDERS = 200
 
 
 class RecordingHost:
@@ -228,6 +228,7 @@ async def test_host_worker_dead_mid_reset_keeps_the_te_from_everyone(
         await b.release()
 
 
+@pytest.mark.slow
 async def test_many_holders_few_tes_each_served_once(client: Client, tmp_path: Path) -> None:
     """200 holders at once for 10 TEs: each served once, no TE ever held by two."""
     config = te_config(tmp_path, hosts=2, per_host=5)

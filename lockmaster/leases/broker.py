@@ -122,8 +122,8 @@ class Broker:
     def status(self, lease_id: str, now: float) -> LeaseStatus:
         lease = self.state.leases.get(lease_id)
         if lease is None:
-            return LeaseStatus(id=lease_id, state=LeaseState.ENDED,
-                               reason=self._ended_why(lease_id))
+            state = LeaseState.ENDED if lease_id in self.state.ended else LeaseState.UNKNOWN
+            return LeaseStatus(id=lease_id, state=state, reason=self._ended_why(lease_id))
         if lease.state is LeaseState.GRANTED and lease.te is not None:
             return LeaseStatus(
                 id=lease.id, state=LeaseState.GRANTED, te=self.state.tes[lease.te].spec,

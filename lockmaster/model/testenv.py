@@ -109,7 +109,8 @@ class TEHostResult(Model):
 class LeaseState(StrEnum):
     WAITING = "waiting"
     GRANTED = "granted"  # authorized on the TE host: the holder may use it
-    ENDED = "ended"  # released, expired, force-released, or never known
+    ENDED = "ended"  # released, expired, force-released
+    UNKNOWN = "unknown"  # never seen (a request signal not taken in yet)
 
 
 class LeaseRequest(Model):

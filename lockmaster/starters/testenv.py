@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,11 @@ from lockmaster.model.testenv import (
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workflows.testenv import TEBrokerWorkflow
 
-POLL_FIRST = 0.05
+POLL_FIRST = 0.02
 POLL_MAX = 1.0
+RESUBMIT_AFTER = 5.0  # a request the broker has not taken in by then is sent again
+QUERY_BUSY = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE,
+              RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
 BUSY_FIRST = 0.1
 BUSY_MAX = 2.0
 
@@ -125,6 +129,7 @@ class TEHolder:
         self.precedence = precedence
         self.status: LeaseStatus | None = None
         self.private_key = ""
+        self._request: LeaseRequest | None = None
         self._renewer: asyncio.Task[None] | None = None
 
     async def acquire(self, timeout: float | None = None) -> LeaseStatus:
@@ -135,16 +140,29 @@ class TEHolder:
         request = LeaseRequest(id=self.lease_id, holder=self.holder, ttl=self.ttl,
                                precedence=self.precedence,
                                public_key=key.export_public_key().decode().strip())
+        self._request = request
         self._start_renewing()
         try:
             async with asyncio.timeout(timeout):
-                status = await self._update("lease", request, LeaseStatus)
+                await self._signal("request_lease", request)
+                asked = time.monotonic()
+                status = LeaseStatus(id=self.lease_id, state=LeaseState.UNKNOWN)
                 delay = POLL_FIRST
-                while status.state is LeaseState.WAITING:
+                while status.state in (LeaseState.WAITING, LeaseState.UNKNOWN):
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, POLL_MAX)
-                    status = await self.handle.query("lease_status", LeaseRef(id=self.lease_id),
-                                                     result_type=LeaseStatus)
+                    try:
+                        status = await self.handle.query(
+                            "lease_status", LeaseRef(id=self.lease_id), result_type=LeaseStatus)
+                    except RPCError as exc:
+                        if exc.status not in QUERY_BUSY:
+                            raise TEError(f"the TE broker {self.handle.id} is not reachable: "
+                                          f"{exc}") from exc
+                        continue  # busy: look again after the next pause
+                    if status.state is LeaseState.UNKNOWN and \
+                            time.monotonic() - asked > RESUBMIT_AFTER:
+                        await self._signal("request_lease", request)  # same id: idempotent
+                        asked = time.monotonic()
         except BaseException:
             await asyncio.shield(self.release())
             raise
@@ -187,8 +205,11 @@ class TEHolder:
                     # Bounded: an unreachable server must not hold this task forever.
                     async with asyncio.timeout(self.ttl / 3):
                         if self.status is None:
-                            await self._update("renew", RenewLease(id=self.lease_id),
-                                               LeaseStatus)
+                            # Waiting: asking again (same id) keeps the request alive; a
+                            # signal, so hundreds of waiting holders never crowd the broker's
+                            # few update slots.
+                            if self._request is not None:
+                                await self._signal("request_lease", self._request)
                         else:
                             await self.renew()
                 except TEError:
@@ -197,6 +218,12 @@ class TEHolder:
                     continue
 
         self._renewer = asyncio.create_task(renew_forever())
+
+    async def _signal(self, name: str, arg: Any) -> None:
+        try:
+            await self.handle.signal(name, arg)
+        except RPCError as exc:
+            raise TEError(f"the TE broker {self.handle.id} is not reachable: {exc}") from exc
 
     async def _update(self, name: str, arg: Any, result_type: type) -> Any:
         delay = BUSY_FIRST

@@ -78,6 +78,14 @@ class TEBrokerWorkflow:
             self._dirty = True
         return self._broker.status(request.id, self._now())
 
+    @workflow.signal(name="request_lease")
+    def request_lease(self, request: LeaseRequest) -> None:
+        """How holders ask: a signal (no limit on how many arrive at once, unlike updates),
+        then `lease_status` polls."""
+        if request.id and request.public_key.strip():
+            if self._broker.request(request, self._now()) is not None:
+                self._dirty = True
+
     @lease.validator
     def _check_lease(self, request: LeaseRequest) -> None:
         if not request.id or not request.public_key.strip():
