@@ -49,9 +49,11 @@ def measure(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def activity_seconds(client: Client) -> dict[str, float]:
-    """Median schedule-to-completion of the gate's merges and submits, from its history."""
-    durations: dict[str, list[float]] = {"prepare_state": [], "submit": []}
+async def activity_seconds(client: Client) -> dict[str, dict[str, float]]:
+    """From the gate workflow's history: per activity type, how many ran and the median of
+    their schedule-to-completion; and the same for the workflow's own tasks ("workflow_task":
+    the time the queue's decisions took, dispatch included)."""
+    durations: dict[str, list[float]] = {}
     async for wf in client.list_workflows('WorkflowType = "GateQueueWorkflow"'):
         history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
         scheduled: dict[int, tuple[str, float]] = {}
@@ -63,9 +65,15 @@ async def activity_seconds(client: Client) -> dict[str, float]:
             elif event.HasField("activity_task_completed_event_attributes"):
                 attrs = event.activity_task_completed_event_attributes
                 name, start = scheduled[attrs.scheduled_event_id]
-                if name in durations:
-                    durations[name].append(at - start)
-    return {name: statistics.median(v) for name, v in durations.items() if v}
+                durations.setdefault(name, []).append(at - start)
+            elif event.HasField("workflow_task_scheduled_event_attributes"):
+                scheduled[event.event_id] = ("workflow_task", at)
+            elif event.HasField("workflow_task_completed_event_attributes"):
+                attrs = event.workflow_task_completed_event_attributes
+                name, start = scheduled[attrs.scheduled_event_id]
+                durations.setdefault(name, []).append(at - start)
+    return {name: {"count": len(v), "p50_s": statistics.median(v)}
+            for name, v in sorted(durations.items())}
 
 
 async def main(runs: int) -> dict[str, Any]:
@@ -81,15 +89,20 @@ async def main(runs: int) -> dict[str, Any]:
             git_costs.append(await activity_seconds(env.client))
         finally:
             await env.shutdown()
-    merge_s = statistics.median(c["prepare_state"] for c in git_costs)
-    submit_s = statistics.median(c["submit"] for c in git_costs)
+    merge_s = statistics.median(c["prepare_state"]["p50_s"] for c in git_costs)
+    submit_s = statistics.median(c["submit"]["p50_s"] for c in git_costs)
     same_git = zuul_model(merge_seconds=merge_s, submit_seconds=submit_s)
     zuul = zuul_model()
     p50s = [m["p50_s"] for m in measured]
-    # Overhead per item: each merged change's latency minus the zero-overhead model's.
+    # Overhead per item: each merged change's latency minus the zero-overhead model's (and
+    # minus the model's with the measured merge and submit times).
     overhead = [
         m["latency"][name] - zuul.latency[int(name[1:])]
         for m in measured for name in m["latency"] if int(name[1:]) in zuul.latency
+    ]
+    overhead_same_git = [
+        m["latency"][name] - same_git.latency[int(name[1:])]
+        for m in measured for name in m["latency"] if int(name[1:]) in same_git.latency
     ]
     result = {
         "changes": CHANGES,
@@ -97,6 +110,9 @@ async def main(runs: int) -> dict[str, Any]:
         "lockmaster_p50_median_s": round(statistics.median(p50s), 2),
         "zuul_model": zuul.summary(),
         "merge_p50_s": round(merge_s, 3),
+        # Where the time goes, per run: each activity type and the workflow tasks.
+        "steps": [{name: {"count": v["count"], "p50_s": round(v["p50_s"], 3)}
+                   for name, v in c.items()} for c in git_costs],
         "report_and_submit_p50_s": round(submit_s, 3),
         "zuul_model_same_git_costs": same_git.summary(),
         "p50_vs_zuul_same_git_costs": round(
@@ -105,6 +121,8 @@ async def main(runs: int) -> dict[str, Any]:
         "ideal_model": ideal_model().summary(),
         "p50_vs_zuul": round(statistics.median(p50s) / zuul.summary()["p50_s"] - 1, 3),
         "overhead_per_item_p50_s": round(statistics.median(overhead), 3),
+        "overhead_per_item_vs_same_git_costs_p50_s": round(statistics.median(overhead_same_git),
+                                                           3),
     }
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from lockmaster.execution.workspace import WorkspaceError
+from lockmaster.git import recipe
 from lockmaster.git.cache import STATE_REF_PREFIX, RefNotFound, RepoCache
 from lockmaster.git.merger import prepare_state
+from lockmaster.git.recipe import merge_message
 from lockmaster.git.runner import GitError, git
 from lockmaster.git.workspace import GitWorkspacePreparer
+from lockmaster.model.change import ChangeRef
 from lockmaster.model.state import PrepareStateRequest, SpeculativeState
 from tests.gitrepos import ReviewSite, run_git
 
@@ -288,6 +291,190 @@ async def test_items_reuse_the_merges_of_the_items_ahead(tmp_path: Path, site: R
     assert parents[1] == ahead.projects[APP].head
     # ...and equals what a machine without the memo computes from scratch.
     assert behind == await prepared(req, fresh_cache(tmp_path, site, "no-memo"))
+
+
+# --- how the merges are made -----------------------------------------------------------------
+
+
+@pytest.fixture
+def merge_trees(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """The `git merge-tree` calls the recipe makes (each is one merge actually computed)."""
+    calls: list[tuple[str, ...]] = []
+    real = recipe.run_git
+
+    async def spy(*args: str, **kwargs):  # type: ignore[no-untyped-def]
+        if args[0] == "merge-tree":
+            calls.append(args)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "run_git", spy)
+    return calls
+
+
+def merged_by_git(tmp_path: Path, site: ReviewSite, project: str, base: str,
+                  changes: list[ChangeRef], name: str = "oracle") -> str:
+    """What `git merge` in a worktree makes of the same merges: the recipe's definition."""
+    work = tmp_path / name
+    run_git("clone", "--quiet", "--no-checkout", str(site.repo(project)), str(work),
+            cwd=tmp_path)
+    run_git("fetch", "--quiet", "origin", *[f"{c.ref}:{c.ref}" for c in changes], cwd=work)
+    run_git("checkout", "--quiet", "--detach", base, cwd=work)
+    ident = {"GIT_AUTHOR_NAME": "lockmaster", "GIT_AUTHOR_EMAIL": "lockmaster@localhost",
+             "GIT_COMMITTER_NAME": "lockmaster", "GIT_COMMITTER_EMAIL": "lockmaster@localhost",
+             "GIT_AUTHOR_DATE": f"{DATE} +0000", "GIT_COMMITTER_DATE": f"{DATE} +0000"}
+    for change in changes:
+        run_git("merge", "--no-ff", "--no-edit", "--no-log", "--no-stat", "--no-verify",
+                "--strategy=ort", "-m", merge_message(change), change.ref, cwd=work, env=ident)
+    return run_git("rev-parse", "HEAD", cwd=work).strip()
+
+
+def gerrit_submits(site: ReviewSite, project: str, change: ChangeRef | str) -> str:
+    """The review system merges a change (or any commit) into master its own way: its own
+    merge commit (other author, date and message), so the branch tip is new."""
+    repo = site.repo(project)
+    commit = change.commit if isinstance(change, ChangeRef) else change
+    assert commit is not None
+    tip = site.rev_parse(project, "master")
+    tree = run_git("merge-tree", "--write-tree", tip, commit, cwd=repo).split()[0]
+    sha = run_git("commit-tree", tree, "-p", tip, "-p", commit, cwd=repo,
+                  input=f"Merge {commit}\n").strip()
+    run_git("update-ref", "refs/heads/master", sha, cwd=repo)
+    return sha
+
+
+async def test_merges_are_the_commits_git_merge_makes(tmp_path: Path, site: ReviewSite,
+                                                      cache: RepoCache) -> None:
+    # In the base already: c6 (its commit), and x.txt as c7 writes it (another commit).
+    c6 = site.push_change(APP, 6, files={"six.txt": "6\n"})
+    site.create_branch(APP, "master", c6.commit)
+    c7 = site.push_change(APP, 7, files={"x.txt": "x\n"})
+    site.commit_to_branch(APP, "master", {"x.txt": "x\n"})
+    c1 = site.push_change(APP, 1, files={"one.txt": "1\n"})  # could fast-forward
+    c2 = site.push_change(APP, 2, files={"a.txt": "ONE\ntwo\nthree\n"})
+    c3 = site.push_change(APP, 3, files={"a.txt": "one\ntwo\nTHREE\n"})  # merges with c2
+    c4 = site.push_change(APP, 4, files={"dir/four.txt": "4\n"})
+    c5 = site.push_change(APP, 5, files={"a.txt": "ONE\ntwo\nTHREE\n"}, parent=c2.commit)
+    changes = [c1, c2, c6, c3, c4, c5, c7]
+    state = await prepared(PrepareStateRequest(changes=changes, merge_date=DATE), cache)
+    ps = state.projects[APP]
+    assert ps.head == merged_by_git(tmp_path, site, APP, ps.base, changes)
+    repo = cache.path("gerrit", APP)
+    assert show(repo, ps.head, "a.txt") == "ONE\ntwo\nTHREE\n"
+    # c6 merged to nothing; c7 changed no file but still got its merge commit.
+    assert first_parent_subjects(repo, ps.base, ps.head) == [
+        f"Merge change {c.key} into master" for c in reversed(changes) if c != c6]
+    run_git("fsck", "--no-dangling", cwd=repo)
+
+
+async def test_attributes_in_the_tree_are_obeyed(tmp_path: Path, site: ReviewSite,
+                                                 cache: RepoCache,
+                                                 merge_trees: list[tuple[str, ...]]) -> None:
+    # merge=union makes these two appends merge cleanly in a worktree; a merge that ignored
+    # the attributes would report a conflict.
+    site.create_project(LIB, files={".gitattributes": "log.txt merge=union\n",
+                                    "log.txt": "start\n"})
+    one = site.push_change(LIB, 1, files={"log.txt": "start\none\n"})
+    two = site.push_change(LIB, 2, files={"log.txt": "start\ntwo\n"})
+    state = await prepared(PrepareStateRequest(changes=[one, two], merge_date=DATE), cache)
+    ps = state.projects[LIB]
+    assert show(cache.path("gerrit", LIB), ps.head, "log.txt") == "start\none\ntwo\n"
+    assert ps.head == merged_by_git(tmp_path, site, LIB, ps.base, [one, two])
+    assert merge_trees == []  # made in a worktree
+    # An executor without the state replays it (in its clone's worktree) to the same head.
+    ws = tmp_path / "ws"
+    await GitWorkspacePreparer(fresh_cache(tmp_path, site, "executor"), {}).prepare(state, ws, [])
+    assert (ws / "src" / LIB / "log.txt").read_text() == "start\none\ntwo\n"
+
+
+async def test_state_behind_merged_changes_reuses_their_trees(
+        tmp_path: Path, site: ReviewSite, cache: RepoCache,
+        merge_trees: list[tuple[str, ...]]) -> None:
+    changes = [site.push_change(APP, n, files={f"f{n}.txt": f"{n}\n"}) for n in range(1, 7)]
+    await prepared(PrepareStateRequest(changes=changes[:5], merge_date=DATE), cache)
+    for change in changes[:2]:  # the gate merged the first two: the tip moved
+        gerrit_submits(site, APP, change)
+    merge_trees.clear()
+    req = PrepareStateRequest(changes=changes[2:], merge_date=DATE)
+    state = await prepared(req, cache)
+    # Changes 3-5 were merged onto the tree the tip has now: only 6 is merged anew...
+    assert [call[-1] for call in merge_trees] == [changes[5].commit]
+    assert state.projects[APP].base == site.rev_parse(APP, "master")
+    # ...and the state is what merging everything on the new tip gives, bit for bit.
+    assert state == await prepared(req, fresh_cache(tmp_path, site, "no-memo"))
+
+
+async def test_no_reuse_when_the_tip_has_another_tree(
+        tmp_path: Path, site: ReviewSite, cache: RepoCache,
+        merge_trees: list[tuple[str, ...]]) -> None:
+    changes = [site.push_change(APP, n, files={f"f{n}.txt": f"{n}\n"}) for n in range(1, 7)]
+    await prepared(PrepareStateRequest(changes=changes[:5], merge_date=DATE), cache)
+    for change in changes[:2]:
+        gerrit_submits(site, APP, change)
+    site.commit_to_branch(APP, "master", {"other.txt": "o\n"})  # not by the gate
+    merge_trees.clear()
+    req = PrepareStateRequest(changes=changes[2:], merge_date=DATE)
+    state = await prepared(req, cache)
+    assert len(merge_trees) == 4
+    assert show(cache.path("gerrit", APP), state.projects[APP].head, "other.txt") == "o\n"
+    assert state == await prepared(req, fresh_cache(tmp_path, site, "no-memo"))
+
+
+async def test_no_reuse_when_a_change_sits_on_history_only_the_tip_has(
+        tmp_path: Path, site: ReviewSite, cache: RepoCache,
+        merge_trees: list[tuple[str, ...]]) -> None:
+    # Change 3 sits on a commit of another branch that the tip now contains (its merge base
+    # with the tip differs from its merge base with the remembered merges), though the tip's
+    # tree is the remembered one.
+    site.create_branch(APP, "side")
+    side = site.commit_to_branch(APP, "side", {})  # changes no file
+    changes = [site.push_change(APP, n, files={f"f{n}.txt": f"{n}\n"},
+                                parent="refs/heads/side" if n == 3 else None)
+               for n in range(1, 6)]
+    await prepared(PrepareStateRequest(changes=changes, merge_date=DATE), cache)
+    gerrit_submits(site, APP, changes[0])
+    gerrit_submits(site, APP, side)
+    merge_trees.clear()
+    req = PrepareStateRequest(changes=changes[1:], merge_date=DATE)
+    state = await prepared(req, cache)
+    assert len(merge_trees) == 4  # all merged anew
+    assert state == await prepared(req, fresh_cache(tmp_path, site, "no-memo"))
+
+
+async def test_concurrent_states_make_each_merge_once(
+        tmp_path: Path, site: ReviewSite, cache: RepoCache,
+        merge_trees: list[tuple[str, ...]]) -> None:
+    # The items behind a reset ask for their states all at once.
+    changes = [site.push_change(APP, n, files={f"f{n}.txt": f"{n}\n"}) for n in range(1, 6)]
+    reqs = [PrepareStateRequest(changes=changes[:n], merge_date=DATE) for n in range(1, 6)]
+    states = await asyncio.gather(*(prepared(req, cache) for req in reqs))
+    assert len(merge_trees) == 5
+    other = fresh_cache(tmp_path, site, "one-at-a-time")
+    assert states == [await prepared(req, other) for req in reqs]
+
+
+async def test_merges_made_a_moment_ago_are_not_made_again(
+        site: ReviewSite, cache: RepoCache, merge_trees: list[tuple[str, ...]]) -> None:
+    # Remembered by this process before any memo ref says so (the merger stores those last).
+    changes = [site.push_change(APP, n, files={f"f{n}.txt": f"{n}\n"}) for n in range(1, 4)]
+    await cache.fetch("gerrit", APP, [c.ref for c in changes])
+    repo, base = cache.path("gerrit", APP), site.rev_parse(APP, "master")
+    merges = [(c, c.commit or "") for c in changes]
+    first = await recipe.apply_merges(repo, base, merges, DATE, memo=True)
+    assert await recipe.apply_merges(repo, base, merges, DATE, memo=True) == first
+    assert len(merge_trees) == 3
+
+
+async def test_cache_removed_while_running(tmp_path: Path, site: ReviewSite,
+                                           cache: RepoCache) -> None:
+    # What this process remembers of the merges must not outlive the commits themselves.
+    req = two_project_request(site)
+    first = await prepared(req, cache)
+    shutil.rmtree(cache.root)
+    assert await prepared(req, cache) == first
+    repo = cache.path("gerrit", APP)
+    assert run_git("rev-parse", STATE_REF_PREFIX + first.projects[APP].head,
+                   cwd=repo).strip() == first.projects[APP].head
+    run_git("fsck", "--no-dangling", cwd=repo)
 
 
 def checkout(ws: Path, project: str) -> tuple[str, str, str]:

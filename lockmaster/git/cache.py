@@ -54,15 +54,17 @@ class RepoCache:
     """Bare repositories under `root/<connection>/<project>.git`, fetched from `url_for`.
 
     Branches and tags are mirrored under their own names, fetched change refs
-    (refs/changes/NN/N/P) too. Writers (fetch, store_state) hold a per-repository asyncio.Lock
-    and an flock, because several worker processes may share `root`; readers need no lock
-    since git updates refs atomically.
+    (refs/changes/NN/N/P) too. Ref writers (fetch, store_state, keep_state) hold a
+    per-repository asyncio.Lock and an flock (keep_state only the one for lockmaster's own
+    refs), because several worker processes may share `root`; readers need no lock since git
+    updates refs atomically. Writing objects (the merger's merges) needs no lock either: git
+    writes each atomically, and an automatic gc only prunes unreferenced objects weeks old.
     """
 
     def __init__(self, root: Path, url_for: UrlFor) -> None:
         self.root = Path(root)
         self._url_for = url_for
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._locks: dict[tuple[str, str, bool], asyncio.Lock] = {}
         self._fetch_started: dict[tuple[str, str], float] = {}
         self._wanted: dict[tuple[str, str], set[str]] = {}
 
@@ -76,11 +78,17 @@ class RepoCache:
                                   parts[-1] + ".git")
 
     @asynccontextmanager
-    async def locked(self, connection: str, project: str) -> AsyncIterator[None]:
-        """Exclusive write access to one cached repository, across tasks and processes."""
-        lock = self._locks.setdefault((connection, project), asyncio.Lock())
+    async def locked(self, connection: str, project: str, *, refs: bool = False
+                     ) -> AsyncIterator[None]:
+        """Exclusive write access to one cached repository, across tasks and processes.
+
+        With `refs`: to lockmaster's own refs (refs/lockmaster/...) only, which nothing
+        fetched touches, so that remembering a state need not wait for a fetch.
+        """
+        lock = self._locks.setdefault((connection, project, refs), asyncio.Lock())
         lock_file = self.root.joinpath(".locks", connection, *_safe_parts(project, "project"))
-        async with lock, file_lock(lock_file.with_name(lock_file.name + ".lock")):
+        suffix = ".lock.refs" if refs else ".lock"
+        async with lock, file_lock(lock_file.with_name(lock_file.name + suffix)):
             yield
 
     async def ensure(self, connection: str, project: str) -> Path:
@@ -119,9 +127,7 @@ class RepoCache:
             path = await self._ensure_locked(connection, project)
             # A fetch that began after we were asked saw the review system at least as it was
             # then: when it brought every ref we need, fetching again adds nothing.
-            if self._fetch_started.get(key, -1.0) > asked and all(
-                await asyncio.gather(*(self._has_ref(path, ref) for ref in refs))
-            ):
+            if self._fetch_started.get(key, -1.0) > asked and await self._has_refs(path, refs):
                 return
             self._fetch_started[key] = time.monotonic()
             batch = self._wanted.pop(key, set()) | set(refs)
@@ -140,7 +146,8 @@ class RepoCache:
                   if not ref.startswith(("refs/heads/", "refs/tags/"))]
         try:
             await git("fetch", "--quiet", "--prune", "--no-write-fetch-head",
-                      self.url(connection, project), *specs, cwd=path)
+                      "--no-show-forced-updates", self.url(connection, project), *specs,
+                      cwd=path)
         except GitError as exc:
             if missing := _MISSING_REF.search(exc.stderr):
                 raise RefNotFound(
@@ -149,8 +156,11 @@ class RepoCache:
             raise
 
     @staticmethod
-    async def _has_ref(path: Path, ref: str) -> bool:
-        result = await run_git("rev-parse", "--verify", "--quiet", ref, cwd=path)
+    async def _has_refs(path: Path, refs: Sequence[str]) -> bool:
+        """Whether every one of `refs` exists (one git call)."""
+        if not refs:
+            return True
+        result = await run_git("show-ref", "--verify", "--quiet", *dict.fromkeys(refs), cwd=path)
         return result.returncode == 0
 
     async def rev_parse(self, connection: str, project: str, rev: str) -> str:
@@ -221,23 +231,37 @@ class RepoCache:
         remember the merges that made it (`memo`: (key, commit), see recipe.memo_key) now that
         their commits, ancestors of `sha`, are stored here."""
         ref = STATE_REF_PREFIX + sha
-        async with self.locked(connection, project):
+        async with self.locked(connection, project), self.locked(connection, project, refs=True):
             path = await self._ensure_locked(connection, project)
             await git("push", "--quiet", "--no-verify", str(path), f"+{_check_rev(sha)}:{ref}",
                       cwd=source)
             if memo:
-                await git_stdin(
-                    "update-ref", "--stdin", cwd=path,
-                    stdin="".join(f"update {MEMO_PREFIX}{key} {_check_rev(commit)}\n"
-                                  for key, commit in memo),
-                )
+                await self._update_refs(path, [(MEMO_PREFIX + key, commit)
+                                               for key, commit in memo])
         return ref
+
+    async def keep_state(self, connection: str, project: str, sha: str,
+                         memo: Sequence[tuple[str, str]] = ()) -> str:
+        """Like `store_state` for a commit made in the cached repository itself: refer to it as
+        refs/lockmaster/states/<sha> (so no gc drops it) and remember the merges that made it,
+        in one git call."""
+        ref = STATE_REF_PREFIX + sha
+        async with self.locked(connection, project, refs=True):
+            await self._update_refs(self.path(connection, project), [
+                (ref, sha), *((MEMO_PREFIX + key, commit) for key, commit in memo)])
+        return ref
+
+    @staticmethod
+    async def _update_refs(path: Path, updates: Sequence[tuple[str, str]]) -> None:
+        await git_stdin("update-ref", "--stdin", cwd=path, stdin="".join(
+            f"update {ref} {_check_rev(sha)}\n" for ref, sha in updates))
 
     @asynccontextmanager
     async def scratch(self, connection: str, project: str) -> AsyncIterator[Path]:
         """A throw-away non-bare repository that borrows the cached repository's objects.
 
-        Merges happen there, so nothing other callers see in the cache (refs, HEAD) changes.
+        Merges happen there, so nothing other callers see in the cache (refs, HEAD) changes
+        (recipe.apply_merges has them write their commits into the cache's objects).
         """
         objects = self.path(connection, project) / "objects"
         base = self.root / ".scratch"

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from lockmaster.git.cache import RefNotFound, RepoCache, RevisionNotFound
-from lockmaster.git.recipe import MergeConflict, apply_merges
+from lockmaster.git.recipe import MergeConflict, apply_merges, forget_merges
+from lockmaster.git.runner import GitError
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.state import (
     PrepareStateRequest,
@@ -113,14 +114,7 @@ async def _prepare_project(plan: _Plan, merge_date: int, cache: RepoCache) -> Pr
     except RefNotFound as exc:
         change = next((c for c in plan.changes if c.ref == exc.ref), None)
         raise _Failure(str(exc), change) from None
-    try:
-        branch, base = await cache.branch_tip(conn, project, *plan.branches)
-    except RevisionNotFound as exc:
-        raise _Failure(str(exc), plan.changes[0] if plan.changes else None) from None
-    try:
-        commits = await cache.rev_parse_many(conn, project, [c.ref for c in plan.changes])
-    except RevisionNotFound as exc:
-        raise _Failure(str(exc), plan.changes[0]) from None
+    branch, base, commits = await _resolve(plan, cache)
     for change, commit in zip(plan.changes, commits, strict=True):
         if change.commit and change.commit != commit:
             exc = CommitMismatch(change, commit)
@@ -128,13 +122,44 @@ async def _prepare_project(plan: _Plan, merge_date: int, cache: RepoCache) -> Pr
     merges = list(zip(plan.changes, commits, strict=True))
     head = base
     if merges:
-        learned: list[tuple[str, str]] = []
-        async with cache.scratch(conn, project) as work:
-            head = await apply_merges(work, base, merges, merge_date,
-                                      memo=cache.path(conn, project), learned=learned)
-            await cache.store_state(conn, project, work, head, memo=learned)
+        repo = cache.path(conn, project)
+        for again in (True, False):
+            learned: list[tuple[str, str]] = []
+            head = await apply_merges(repo, base, merges, merge_date, memo=True,
+                                      learned=learned,
+                                      scratch=lambda: cache.scratch(conn, project))
+            try:
+                await cache.keep_state(conn, project, head, memo=learned)
+                break
+            except GitError:
+                # A head known from memory whose commits are gone (the cache was removed
+                # while this process ran): forget, and merge again.
+                forget_merges(repo)
+                if not again:
+                    raise
     return ProjectState(project=project, connection=conn, branch=branch, base=base, head=head,
                         merged=list(plan.changes))
+
+
+async def _resolve(plan: _Plan, cache: RepoCache) -> tuple[str, str, list[str]]:
+    """(branch, its tip, the commit of each change): one git call when all exist."""
+    conn, project = plan.connection, plan.project
+    refs = [c.ref for c in plan.changes]
+    try:
+        tip, *commits = await cache.rev_parse_many(
+            conn, project, [f"refs/heads/{plan.branches[0]}", *refs])
+        return plan.branches[0], tip, commits
+    except RevisionNotFound:
+        pass  # find out which is missing, or try the next branch
+    try:
+        branch, base = await cache.branch_tip(conn, project, *plan.branches)
+    except RevisionNotFound as exc:
+        raise _Failure(str(exc), plan.changes[0] if plan.changes else None) from None
+    try:
+        commits = await cache.rev_parse_many(conn, project, refs)
+    except RevisionNotFound as exc:
+        raise _Failure(str(exc), plan.changes[0]) from None
+    return branch, base, commits
 
 
 async def change_commit(cache: RepoCache, change: ChangeRef) -> str:

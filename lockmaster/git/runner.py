@@ -125,3 +125,68 @@ async def git_stdin(*args: str, cwd: Path | str, stdin: str) -> str:
                        f"{result.stderr.strip()}", returncode=result.returncode,
                        stdout=result.stdout, stderr=result.stderr)
     return result.stdout
+
+
+class GitCoprocess:
+    """One long-running `git args...` that answers each line of input with a line of output
+    (e.g. `hash-object --stdin-paths`): many requests, one process. An async context manager;
+    leaving it closes git's input and waits for git (killing it on an error or cancellation)."""
+
+    def __init__(self, *args: str, cwd: Path | str, env: Mapping[str, str] | None = None) -> None:
+        self.args = args
+        self.cwd = cwd
+        # GIT_FLUSH: answer each line at once, whatever git guesses about its output.
+        self.env = {**(env or {}), "GIT_FLUSH": "1"}
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> GitCoprocess:
+        self._proc = await asyncio.create_subprocess_exec(
+            "git", *self.args, cwd=str(self.cwd), env=git_env(self.env),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        return self
+
+    async def ask(self, line: str) -> str:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(line.encode() + b"\n")
+            await proc.stdin.drain()
+            answer = await proc.stdout.readline()
+        except (BrokenPipeError, ConnectionResetError):
+            answer = b""
+        if not answer.endswith(b"\n"):
+            await self._stop()
+            raise GitError(f"git {' '.join(self.args)} failed in {self.cwd} "
+                           f"(exit {proc.returncode}): {await self._stderr()}",
+                           returncode=proc.returncode)
+        return answer.decode("utf-8", errors="replace").rstrip("\n")
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        if exc_type is not None:
+            await self._stop()
+            return
+        proc.stdin.close()
+        try:
+            await proc.wait()
+        except asyncio.CancelledError:
+            await self._stop()
+            raise
+        if proc.returncode != 0:
+            raise GitError(f"git {' '.join(self.args)} failed in {self.cwd} "
+                           f"(exit {proc.returncode}): {await self._stderr()}",
+                           returncode=proc.returncode)
+
+    async def _stop(self) -> None:
+        proc = self._proc
+        assert proc is not None
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+    async def _stderr(self) -> str:
+        assert self._proc is not None and self._proc.stderr is not None
+        return (await self._proc.stderr.read()).decode("utf-8", errors="replace").strip()

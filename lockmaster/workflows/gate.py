@@ -65,6 +65,9 @@ class GateQueueWorkflow:
         self._tasks: set[asyncio.Task[None]] = set()
         self._builds: dict[str, asyncio.Task[None]] = {}
         self._pending: list[Command] = []
+        # Enqueue requests still being worked on, in the order they arrived (see _enqueue).
+        self._enqueuing: list[int] = []
+        self._enqueue_tickets = 0
 
     # --- operator commands (signals: also `temporal workflow signal --name ...`) ---------------
 
@@ -172,7 +175,9 @@ class GateQueueWorkflow:
         queue = self._queue
         if isinstance(command, EnqueueRequest):
             if queue.find(command.change.project, command.change.number) is None:
-                self._spawn(self._enqueue(command))
+                self._enqueue_tickets += 1
+                self._enqueuing.append(self._enqueue_tickets)
+                self._spawn(self._enqueue(command, self._enqueue_tickets))
         elif isinstance(command, DequeueRequest):
             item = queue.find(command.project, command.number)
             if item is not None:
@@ -201,7 +206,13 @@ class GateQueueWorkflow:
                 if command.status == "NEW" and command.patchset in (None, item.change.patchset):
                     self._report(item, "dequeue", f"Removed from {item.pipeline}: {reason}.", {})
 
-    async def _enqueue(self, request: EnqueueRequest) -> None:
+    async def _enqueue(self, request: EnqueueRequest, ticket: int) -> None:
+        try:
+            await self._enqueue_in_turn(request, ticket)
+        finally:
+            self._enqueuing.remove(ticket)
+
+    async def _enqueue_in_turn(self, request: EnqueueRequest, ticket: int) -> None:
         """Enqueue behind the changes it needs; wait unreported while one is neither merged nor
         in the queue; refuse (with a report) what can never be gated here."""
         assert self._queue is not None and self._input is not None
@@ -215,6 +226,11 @@ class GateQueueWorkflow:
         except ActivityError as exc:
             deps = DependencyResult(ok=False, error=f"its dependencies could not be read: "
                                                     f"{exc.cause or exc}")
+        # Changes enter the queue in the order their events arrived (Zuul), not in the order
+        # their dependency lookups happen to finish. (Versioned: histories recorded before
+        # this replay as they ran.)
+        if workflow.patched("enqueue-in-arrival-order"):
+            await workflow.wait_condition(lambda: self._enqueuing[0] == ticket)
         if queue.find(request.change.project, request.change.number) is not None:
             return  # enqueued meanwhile (a duplicate event)
         item = GateItem(
