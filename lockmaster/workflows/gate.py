@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from lockmaster.temporal.task_queues import Role, task_queue
     from lockmaster.workflows.check import BUILD_RETRY, MERGER_RETRY, REPORT_RETRY, log_path
+    from lockmaster.workflows.tasks import spawn
 
 
 Command = EnqueueRequest | DequeueRequest | PromoteRequest | ChangeUpdated
@@ -300,15 +301,10 @@ class GateQueueWorkflow:
             self._spawn(self._report_and_submit(action))
 
     def _spawn(self, coro) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
+        return spawn(coro, self._tasks, self._wake)
 
-        def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            self._dirty = True
-
-        task.add_done_callback(done)
-        return task
+    def _wake(self) -> None:
+        self._dirty = True
 
     async def _merge(self, action: MergeAction) -> None:
         assert self._queue is not None and self._input is not None

@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from lockmaster.nodepool.marks import server_name
     from lockmaster.temporal.task_queues import Role, task_queue
+    from lockmaster.workflows.tasks import spawn
 
 # A launch retried after its worker died finds the server it created (idempotent by name).
 LAUNCH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -240,14 +241,10 @@ class NodePoolWorkflow:
                 self._spawn(self._delete_leak(action))
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
+        spawn(coro, self._tasks, self._wake)
 
-        def done(t: asyncio.Task[None]) -> None:
-            self._tasks.discard(t)
-            self._dirty = True
-
-        task.add_done_callback(done)
+    def _wake(self) -> None:
+        self._dirty = True
 
     async def _launch(self, node_id: str) -> None:
         assert self._input is not None
