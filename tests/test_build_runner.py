@@ -259,6 +259,8 @@ async def test_env_vars_visible_to_commands(env: Env) -> None:
         "LOCKMASTER_PIPELINE=check",
         f"LOCKMASTER_PROJECT={PROJECT}",
         f"LOCKMASTER_WORKSPACE={workspace}",
+        f"LOCKMASTER_ARTIFACTS={workspace}/artifacts",
+        f"LOCKMASTER_ARTIFACTS_FILE={workspace}/artifacts.in.json",
         "MY_VAR=x y",
     ):
         assert expected in lines, (expected, lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from lockmaster.config.models import (
     StaticProvider,
 )
 from lockmaster.config.models import LocalProvider as LocalProviderConfig
-from lockmaster.nodes.base import NodeError
+from lockmaster.nodes.base import DownloadError, NodeError
 from lockmaster.nodes.local import LocalNode, LocalProvider
 from lockmaster.nodes.registry import NodeProviders
 
@@ -246,6 +247,136 @@ async def test_upload_workspace_moves_the_tree_in(tmp_path: Path) -> None:
     assert where == str(node.workspace)
     assert read(node.workspace / "src" / "proj" / "file") == "content"
     await node.cleanup()
+    await p.release(node)
+
+
+# --- downloading a tree (artifacts) ----------------------------------------------------------
+
+LONG = "pool/main/l/" + "lockmaster-with-a-rather-long-package-name" * 3 + "_1.0-1_amd64.deb"
+DECB = bytes(range(256)) * 400  # binary content, 100 KiB
+
+
+def make_artifact_tree(base: Path) -> Path:
+    """`base/artifacts` as a job might leave it, with every kind of entry a download must treat
+    with care; `base/private/secret` is outside it (a job's links must not reach it)."""
+    (base / "private").mkdir(parents=True)
+    (base / "private" / "secret").write_text("SECRET")
+    tree = base / "artifacts"
+    (tree / "repo" / "dists" / "stable").mkdir(parents=True)
+    (tree / "repo" / "dists" / "stable" / "Release").write_text("Suite: stable\n")
+    (tree / "repo" / LONG).parent.mkdir(parents=True)
+    (tree / "repo" / LONG).write_bytes(DECB)
+    (tree / "top.txt").write_text("top\n")
+    (tree / "with space é.txt").write_text("spaced\n")
+    (tree / "empty").mkdir()
+    (tree / "run.sh").write_text("#!/bin/sh\n")
+    (tree / "run.sh").chmod(0o755)
+    (tree / "private").mkdir()
+    (tree / "private" / "secret").write_text("decoy")  # inside: a lexical resolver finds this
+    os.link(tree / "top.txt", tree / "hard")
+    os.mkfifo(tree / "fifo")
+    links = {
+        "link-file": "repo/dists/stable/Release",  # inside: copied
+        "link-abs": str(tree / "top.txt"),  # absolute but inside: copied
+        "link-dir": "repo/dists",  # a directory inside: copied
+        "repo/via": "../link-dir/stable/Release",  # through another link: copied
+        "link-out": "/etc/passwd",  # outside: left out
+        "link-root": "/private/secret",  # outside, absolute (not the decoy): left out
+        "link-up": "../private/secret",  # outside: left out
+        "here": ".",  # the tree itself: a loop, left out
+        "repo/loop": "..",  # the top, which contains the link: left out
+        "repo/dists/stable/up": "..",  # a directory containing the link: left out
+        "dangling": "nowhere",  # left out
+        # `here` is the top of the tree, so here/.. is its parent: outside, whatever the
+        # spelling "here/../private/secret" suggests (it is not the decoy).
+        "trick": "here/../private/secret",
+    }
+    for name, target in links.items():
+        (tree / name).symlink_to(target)
+    return tree
+
+
+COPIED = {
+    "top.txt": b"top\n",
+    "with space é.txt": b"spaced\n",
+    "run.sh": b"#!/bin/sh\n",
+    "hard": b"top\n",
+    "private/secret": b"decoy",
+    "repo/dists/stable/Release": b"Suite: stable\n",
+    f"repo/{LONG}": DECB,
+    "link-file": b"Suite: stable\n",
+    "link-abs": b"top\n",
+    "link-dir/stable/Release": b"Suite: stable\n",
+    "repo/via": b"Suite: stable\n",
+}
+LEFT_OUT = {"fifo", "link-out", "link-root", "link-up", "here", "repo/loop",
+            "repo/dists/stable/up", "dangling", "trick"}
+
+
+def tree_files(root: Path) -> dict[str, bytes]:
+    """Every file under `root` by relative path; asserts there is nothing but files and dirs."""
+    found: dict[str, bytes] = {}
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(top) / name
+            assert not path.is_symlink(), f"{path} is a symbolic link"
+            if name in files:
+                assert path.is_file(), f"{path} is not a regular file"
+                found[str(path.relative_to(root))] = path.read_bytes()
+    return found
+
+
+def check_downloaded_tree(dest: Path, written: int, skipped: list[tuple[str, str]]) -> None:
+    assert tree_files(dest) == COPIED
+    assert (dest / "empty").is_dir() and listing(dest / "empty") == []
+    assert written == sum(len(content) for content in COPIED.values())
+    assert {path for path, _ in skipped} == LEFT_OUT, skipped
+    why = dict(skipped)
+    assert "outside" in why["link-out"] and "outside" in why["trick"]
+    assert all("loop" in why[path] for path in ("here", "repo/loop", "repo/dists/stable/up"))
+
+
+async def test_download_copies_files_dirs_and_inside_links_only(tmp_path: Path) -> None:
+    p, node = await node_for(tmp_path)
+    tree = make_artifact_tree(tmp_path / "job")
+    skipped: list[tuple[str, str]] = []
+    dest = tmp_path / "logs" / "artifacts"
+    written = await node.download(
+        str(tree), dest, max_bytes=10**6, skipped=lambda path, why: skipped.append((path, why))
+    )
+    check_downloaded_tree(dest, written, skipped)
+    await p.release(node)
+
+
+async def test_download_over_the_cap_leaves_nothing(tmp_path: Path) -> None:
+    p, node = await node_for(tmp_path)
+    tree = make_artifact_tree(tmp_path / "job")
+    dest = tmp_path / "logs" / "artifacts"
+    with pytest.raises(DownloadError, match="holds more than 50000 bytes, the limit"):
+        await node.download(str(tree), dest, max_bytes=50_000)
+    assert not exists(dest)
+    # Links count too: exactly the files' size fits, one byte less does not.
+    total = sum(len(content) for content in COPIED.values())
+    with pytest.raises(DownloadError, match="more than"):
+        await node.download(str(tree), dest, max_bytes=total - 1)
+    assert not exists(dest)
+    assert await node.download(str(tree), dest, max_bytes=total) == total
+    await p.release(node)
+
+
+async def test_download_missing_and_not_a_directory(tmp_path: Path) -> None:
+    p, node = await node_for(tmp_path)
+    dest = tmp_path / "out"
+    assert await node.download(str(tmp_path / "missing"), dest, max_bytes=100) == 0
+    assert listing(dest) == []
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "inside").write_text("x")
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    for wrong in ("file", "alias"):  # a link instead of the directory is not followed either
+        with pytest.raises(DownloadError, match="is not a directory"):
+            await node.download(str(tmp_path / wrong), tmp_path / f"out-{wrong}", max_bytes=100)
+        assert not exists(tmp_path / f"out-{wrong}")
     await p.release(node)
 
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import os
+import signal
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,13 +17,28 @@ import pytest
 
 from lockmaster.config.models import StaticNode, StaticPool
 from lockmaster.config.models import StaticProvider as StaticProviderConfig
+from lockmaster.execution.runner import BuildRunner
 from lockmaster.model.build import BuildRequest, JobSpec, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.state import ProjectState, SpeculativeState
-from lockmaster.nodes.base import NodeError
-from lockmaster.nodes.static import SSHNode, StaticProvider
+from lockmaster.nodes.base import DownloadError, NodeError
+from lockmaster.nodes.local import TreeWriter
+from lockmaster.nodes.registry import NodeProviders
+from lockmaster.nodes.static import SSHNode, StaticProvider, _untar
 from tests.fixtures.sshd import SSHServer, keygen, running_sshd
-from tests.test_nodes_local import Collect, alive, exists, gone, read, wait_for_file
+from tests.test_nodes_local import (
+    COPIED,
+    Collect,
+    alive,
+    check_downloaded_tree,
+    exists,
+    gone,
+    listing,
+    make_artifact_tree,
+    read,
+    tree_files,
+    wait_for_file,
+)
 
 
 @pytest.fixture(scope="module")
@@ -239,27 +259,110 @@ async def test_lost_connection_is_a_node_error(sshd: SSHServer, tmp_path: Path) 
     await provider.release(node)
 
 
-async def test_build_runner_on_a_static_node(sshd: SSHServer, tmp_path: Path) -> None:
-    from lockmaster.execution.runner import BuildRunner
-    from lockmaster.nodes.registry import NodeProviders
+async def test_download_a_nested_tree_over_ssh(sshd: SSHServer, tmp_path: Path) -> None:
+    provider, node = await acquire(sshd, tmp_path)
+    tree = make_artifact_tree(tmp_path / "remote" / "job")
+    skipped: list[tuple[str, str]] = []
+    dest = tmp_path / "logs" / "artifacts"
+    written = await node.download(
+        str(tree), dest, max_bytes=10**6, skipped=lambda path, why: skipped.append((path, why))
+    )
+    check_downloaded_tree(dest, written, skipped)
+    await provider.release(node)
 
+
+async def test_download_over_ssh_over_the_cap_missing_and_not_a_dir(
+    sshd: SSHServer, tmp_path: Path
+) -> None:
+    provider, node = await acquire(sshd, tmp_path)
+    tree = make_artifact_tree(tmp_path / "remote" / "job")
+    big = tree / "big"
+    big.write_bytes(b"\0" * 3_000_000)  # far more than the cap, and more than one SSH window
+    dest = tmp_path / "logs" / "artifacts"
+    with pytest.raises(DownloadError, match="holds more than 200000 bytes, the limit"):
+        await node.download(str(tree), dest, max_bytes=200_000)
+    assert not exists(dest)
+    big.unlink()
+    total = sum(len(content) for content in COPIED.values())
+    with pytest.raises(DownloadError, match="more than"):
+        await node.download(str(tree), dest, max_bytes=total - 1)
+    assert not exists(dest)
+    # The connection is still good after a download cut short.
+    assert await node.download(str(tree), dest, max_bytes=total) == total
+    assert tree_files(dest) == COPIED
+    assert await node.download(str(tmp_path / "nothing"), tmp_path / "empty", max_bytes=1) == 0
+    assert listing(tmp_path / "empty") == []
+    (tmp_path / "alias").symlink_to(tree)
+    for wrong in (tree / "top.txt", tmp_path / "alias"):
+        with pytest.raises(DownloadError, match="is not a directory"):
+            await node.download(str(wrong), tmp_path / "wrong", max_bytes=10**6)
+        assert not exists(tmp_path / "wrong")
+    node.conn.abort()
+    with pytest.raises(NodeError, match="lost"):
+        await node.download(str(tree), tmp_path / "after", max_bytes=10**6)
+    assert not exists(tmp_path / "after")
+    await provider.release(node)
+
+
+def tar_stream(members: list[tuple[str, bytes | str]]) -> io.BytesIO:
+    """A tar archive as a hostile node might send it: (name, content, or a link target)."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as archive:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(content, str):
+                info.type, info.linkname = tarfile.SYMTYPE, content
+                archive.addfile(info)
+            else:
+                info.size = len(content)
+                archive.addfile(info, io.BytesIO(content))
+    data.seek(0)
+    return data
+
+
+def test_a_hostile_tar_stream_writes_nothing_outside(tmp_path: Path) -> None:
+    dest = tmp_path / "logs" / "artifacts"
+    skipped: list[tuple[str, str]] = []
+    writer = TreeWriter(dest, "/w/artifacts", 10**6, "test", lambda p, w: skipped.append((p, w)))
+    stream = tar_stream([("./ok.txt", b"ok"), ("../evil.txt", b"evil"), ("/abs.txt", b"abs"),
+                         ("a/../../evil2.txt", b"evil"), ("up", "../../..")])
+    assert _untar(stream, writer) == 2  # type: ignore[arg-type]
+    assert tree_files(dest) == {"ok.txt": b"ok"}
+    assert {path for path, _ in skipped} == {"../evil.txt", "/abs.txt", "a/../../evil2.txt", "up"}
+    assert listing(tmp_path / "logs") == ["artifacts"] and not exists(Path("/abs.txt"))
+    # Writing through a link (tar-slip): refused as a whole, nothing kept.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    slip = TreeWriter(tmp_path / "slip", "/w/artifacts", 10**6, "test")
+    stream = tar_stream([("link", str(outside)), ("link/x.txt", b"x")])
+    with pytest.raises(DownloadError, match="link is both a directory and a link"):
+        _untar(stream, slip)  # type: ignore[arg-type]
+    assert listing(outside) == []
+    slip.discard()
+    assert not exists(tmp_path / "slip")
+
+
+def runner_on(sshd: SSHServer, tmp_path: Path) -> tuple[BuildRunner, StaticProvider]:
     class GitPreparer:
         async def prepare(self, state: SpeculativeState, dest: Path, projects: list[str]) -> None:
             for name in state.projects:
                 make_git_repo(dest / "src" / name)
 
-    providers = NodeProviders([provider_for(static_node(sshd, tmp_path / "remote"))])
+    provider = provider_for(static_node(sshd, tmp_path / "remote"))
     runner = BuildRunner(
-        providers, GitPreparer(), tmp_path / "logs", "http://logs", tmp_path / "work"
+        NodeProviders([provider]), GitPreparer(), tmp_path / "logs", "http://logs",
+        tmp_path / "work",
     )
+    return runner, provider
+
+
+def static_request(**job: object) -> BuildRequest:
     change = ChangeRef(connection="c", project="org/proj", branch="main", number=5, patchset=1)
-    request = BuildRequest(
+    return BuildRequest(
         build_id="bs1",
         pipeline="check",
         change=change,
-        job=JobSpec(
-            name="unit", run='./run.sh && test "$LOCKMASTER_CHANGE" = 5', nodeset=["metal"]
-        ),
+        job=JobSpec.model_validate({"name": "unit", "nodeset": ["metal"], **job}),
         state=SpeculativeState(
             changes=[change],
             projects={
@@ -270,9 +373,54 @@ async def test_build_runner_on_a_static_node(sshd: SSHServer, tmp_path: Path) ->
         ),
         log_path="5/1/check/unit/bs1",
     )
+
+
+async def test_build_runner_on_a_static_node(sshd: SSHServer, tmp_path: Path) -> None:
+    runner, _ = runner_on(sshd, tmp_path)
+    request = static_request(run=(
+        './run.sh && test "$LOCKMASTER_CHANGE" = 5 && test "$(cat "$LOCKMASTER_ARTIFACTS_FILE")" '
+        '= "[]" && cd "$LOCKMASTER_ARTIFACTS" && mkdir -p repo/dists/stable && '
+        "echo 'Suite: stable' > repo/dists/stable/Release && echo built > build.txt"
+    ))
     result = await runner.run(request)
     log = read(tmp_path / "logs" / "5/1/check/unit/bs1" / "job-output.txt")
     assert result.result == Result.SUCCESS, log
     assert result.node is not None and result.node.name == "box"
     assert "script ran" in log
     assert not exists(tmp_path / "remote" / "bs1")
+    base = "http://logs/5/1/check/unit/bs1/artifacts/"
+    assert [(a.name, a.url, a.change) for a in result.artifacts] == [
+        ("build.txt", f"{base}build.txt", 5), ("repo", f"{base}repo/", 5)]
+    assert f"Artifacts: repo -> {base}repo/" in log
+    assert tree_files(tmp_path / "logs" / "5/1/check/unit/bs1" / "artifacts") == {
+        "build.txt": b"built\n", "repo/dists/stable/Release": b"Suite: stable\n"}
+
+
+async def test_node_lost_before_the_artifacts_are_collected_is_retry(
+    sshd: SSHServer, tmp_path: Path
+) -> None:
+    runner, provider = runner_on(sshd, tmp_path)
+    marker = tmp_path / "in-post-run"
+    task = asyncio.create_task(runner.run(static_request(
+        run='echo built > "$LOCKMASTER_ARTIFACTS/build.txt"',
+        post_run=[f"echo $$ > {marker}.pid; touch {marker}; sleep 30"],
+    )))
+    await _wait_exists(marker)
+    [node] = list(provider._held)
+    node.conn.abort()
+    result = await asyncio.wait_for(task, 20)
+    with contextlib.suppress(ProcessLookupError):  # it lost its runner with the connection
+        os.kill(int(read(Path(f"{marker}.pid"))), signal.SIGKILL)
+    log = read(tmp_path / "logs" / "5/1/check/unit/bs1" / "job-output.txt")
+    assert result.result == Result.RETRY, log
+    assert result.message == "node lost before the artifacts were collected"
+    assert result.artifacts == []
+    assert "Artifacts not collected: the node was lost" in log
+    assert not exists(tmp_path / "logs" / "5/1/check/unit/bs1" / "artifacts")
+
+
+async def _wait_exists(path: Path, limit: float = 10.0) -> None:
+    deadline = time.monotonic() + limit
+    while not exists(path):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        await asyncio.sleep(0.02)

@@ -8,6 +8,12 @@ Phases and what their failures mean:
 - post-run: always (unless the node was lost or the build cancelled), failures only logged,
   with its own budget of min(timeout, POST_RUN_TIMEOUT) so it can still collect logs after a
   timeout.
+- artifacts (see execution/artifacts.py): after post-run, so that post-run can still gather
+  things into $LOCKMASTER_ARTIFACTS (reports, logs of a run that timed out), whenever post-run
+  ran; with their own budget (artifacts.TIMEOUT). A build whose result was SUCCESS but whose
+  artifacts could not be had is not reported as a success with nothing to show: too large or
+  unreadable (the job's doing) -> FAILURE, node lost -> RETRY, the log storage failing -> ERROR.
+  Other results stay as they were; every case is logged.
 Pre-run and post-run commands run in the workspace root, run in `src/<project>`.
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import shutil
 import tempfile
@@ -24,12 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from lockmaster.execution.logs import LogWriter, log_url
+from lockmaster.execution import artifacts
+from lockmaster.execution.logs import LogWriter, log_dir, log_url
 from lockmaster.execution.workspace import WorkspaceError, WorkspacePreparer
 from lockmaster.leases.errors import TEError
-from lockmaster.model.build import BuildRequest, BuildResult, NodeInfo, Result
+from lockmaster.model.build import Artifact, BuildRequest, BuildResult, NodeInfo, Result
 from lockmaster.model.testenv import LeaseStatus, OperatorAnswer
-from lockmaster.nodes.base import Node, NodeError, Nodeset, NodeSource
+from lockmaster.nodes.base import DownloadError, Node, NodeError, Nodeset, NodeSource
+from lockmaster.nodes.local import size_text
 
 
 class TELease(Protocol):
@@ -62,6 +71,7 @@ class _Progress:
 class _Outcome:
     result: Result
     message: str | None = None
+    artifacts: list[Artifact] = dataclasses.field(default_factory=list)
 
 
 async def _shielded(coro: Coroutine[Any, Any, None]) -> None:
@@ -127,6 +137,7 @@ class BuildRunner:
         *,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         testenvs: TESource | None = None,
+        max_artifact_bytes: int = artifacts.MAX_BYTES,
     ) -> None:
         self.providers = providers
         self.preparer = preparer
@@ -135,6 +146,7 @@ class BuildRunner:
         self.work_root = work_root
         self.heartbeat_interval = heartbeat_interval
         self.testenvs = testenvs
+        self.max_artifact_bytes = max_artifact_bytes
         self._holds: dict[str, tuple[float, str]] = {}  # build id -> (until, why)
 
     async def run(
@@ -144,6 +156,8 @@ class BuildRunner:
         nodes (the first try's may be half used), and the pool reclaims the old ones."""
         url = log_url(self.logs_url, request.log_path)
         log = LogWriter(self.logs_root, request.log_path).open()
+        # Like the log, artifacts start anew: an earlier try's must not be served as this one's.
+        await asyncio.to_thread(shutil.rmtree, self._artifacts_dir(request), ignore_errors=True)
         progress = _Progress(f"{request.build_id}: waiting for a node")
         beat = (
             asyncio.create_task(_beat(heartbeat, progress, self.heartbeat_interval))
@@ -165,6 +179,7 @@ class BuildRunner:
                 ended=time.time(),
                 node=node,
                 message=outcome.message,
+                artifacts=outcome.artifacts,
             )
 
         try:
@@ -271,6 +286,7 @@ class BuildRunner:
                 async with asyncio.timeout_at(deadline):
                     progress.detail = f"{request.build_id}: preparing the workspace"
                     await self.preparer.prepare(request.state, local, job.required_projects)
+                    await asyncio.to_thread(_prepare_artifacts, local, request.artifacts)
                     if job.testenv is not None:
                         progress.detail = f"{request.build_id}: waiting for a TE"
                         te = await self._lease_te(request, log)
@@ -297,12 +313,76 @@ class BuildRunner:
                 return _Outcome(Result.ERROR, f"workspace preparation failed: {exc}")
             if workspace is not None:
                 post_budget = min(job.timeout, POST_RUN_TIMEOUT)
-                await runner.post_run(job.post_run, workspace, loop.time() + post_budget)
+                lost = await runner.post_run(job.post_run, workspace, loop.time() + post_budget)
+                progress.detail = f"{request.build_id}: collecting artifacts"
+                outcome = await self._collect(request, node, workspace, url, log, outcome, lost)
             return outcome
         finally:
             if te is not None:
                 await _shielded(_logged(self._release_te(te, log), "releasing the TE", log))
             await _shielded(asyncio.to_thread(shutil.rmtree, local, ignore_errors=True))
+
+    def _artifacts_dir(self, request: BuildRequest) -> Path:
+        return log_dir(self.logs_root, request.log_path) / artifacts.ARTIFACTS_DIR
+
+    async def _collect(
+        self, request: BuildRequest, node: Node, workspace: str, url: str, log: LogWriter,
+        outcome: _Outcome, node_lost: bool,
+    ) -> _Outcome:
+        """Copy the artifacts directory beside the log and describe what is in it."""
+        if node_lost:
+            log.line("Artifacts not collected: the node was lost")
+            return _unsure(outcome, Result.RETRY, "node lost before the artifacts were collected")
+        remote = f"{workspace.rstrip('/')}/{artifacts.ARTIFACTS_DIR}"
+        dest = self._artifacts_dir(request)
+        skipped: list[tuple[str, str]] = []  # appended from the download's thread
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True)
+            async with asyncio.timeout(artifacts.TIMEOUT):
+                size = await node.download(
+                    remote, dest, max_bytes=self.max_artifact_bytes,
+                    skipped=lambda path, why: skipped.append((path, why)),
+                )
+            found, notes = await asyncio.to_thread(
+                artifacts.describe, dest, f"{url}{artifacts.ARTIFACTS_DIR}/", request)
+        except DownloadError as exc:
+            log.line(f"Artifacts not collected: {exc}")
+            return await self._uncollected(dest, outcome, Result.FAILURE, f"artifacts: {exc}")
+        except TimeoutError:
+            log.line(f"Artifacts not collected: the download took more than "
+                     f"{artifacts.TIMEOUT:g} s")
+            return await self._uncollected(dest, outcome, Result.RETRY,
+                                           "artifacts: the download timed out")
+        except NodeError as exc:
+            log.line(f"Artifacts not collected: node lost: {exc}")
+            return await self._uncollected(dest, outcome, Result.RETRY,
+                                           f"node lost while collecting the artifacts: {exc}")
+        except OSError as exc:
+            log.line(f"Artifacts not collected: cannot store them: {exc}")
+            return await self._uncollected(dest, outcome, Result.ERROR,
+                                           f"artifacts could not be stored: {exc}")
+        except BaseException:
+            await _shielded(asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True))
+            raise
+        for path, why in skipped:
+            log.line(f"Artifacts: {path} left out: {why}")
+        for note in notes:
+            log.line(note)
+        for artifact in found:
+            log.line(f"Artifacts: {artifact.name} -> {artifact.url}")
+        if found:
+            log.line(f"Artifacts: {size_text(size)} collected in "
+                     f"{time.monotonic() - started:.1f} s")
+        else:
+            log.line("Artifacts: none")
+        return dataclasses.replace(outcome, artifacts=found)
+
+    async def _uncollected(
+        self, dest: Path, outcome: _Outcome, result: Result, message: str
+    ) -> _Outcome:
+        await asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True)  # nothing partial
+        return _unsure(outcome, result, message)
 
     async def _lease_te(self, request: BuildRequest, log: LogWriter) -> TELease:
         if self.testenvs is None:
@@ -360,8 +440,22 @@ class BuildRunner:
             LOCKMASTER_BUILD=request.build_id,
             LOCKMASTER_WORKSPACE=workspace,
             LOCKMASTER_LOG_URL=url,
+            LOCKMASTER_ARTIFACTS=f"{workspace.rstrip('/')}/{artifacts.ARTIFACTS_DIR}",
+            LOCKMASTER_ARTIFACTS_FILE=f"{workspace.rstrip('/')}/{artifacts.ARTIFACTS_IN}",
         )
         return env
+
+
+def _prepare_artifacts(local: Path, received: list[Artifact]) -> None:
+    (local / artifacts.ARTIFACTS_DIR).mkdir(exist_ok=True)
+    artifacts.write_inputs(local / artifacts.ARTIFACTS_IN, received)
+
+
+def _unsure(outcome: _Outcome, result: Result, message: str) -> _Outcome:
+    """A success whose artifacts could not be had is not one; other results stay."""
+    if outcome.result is not Result.SUCCESS:
+        return outcome
+    return _Outcome(result, message)
 
 
 class _Commands:
@@ -383,7 +477,8 @@ class _Commands:
         self.log.line(f"--- {phase} exited with status {status}")
         return status
 
-    async def post_run(self, commands: list[str], cwd: str, deadline: float) -> None:
+    async def post_run(self, commands: list[str], cwd: str, deadline: float) -> bool:
+        """Returns whether the node was lost meanwhile."""
         for index, command in enumerate(commands, 1):
             phase = f"post-run {index}"
             try:
@@ -391,7 +486,8 @@ class _Commands:
                     await self.run(phase, command, cwd, deadline)
             except TimeoutError:
                 self.log.line(f"--- {phase} timed out; remaining post-run commands skipped")
-                return
+                return False
             except NodeError as exc:
                 self.log.line(f"--- {phase}: node lost ({exc}); remaining post-run skipped")
-                return
+                return True
+        return False

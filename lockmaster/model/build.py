@@ -56,6 +56,19 @@ class NodeInfo(Model):
     held_until: float | None = None  # kept for debugging (autohold) until then
 
 
+class Artifact(Model):
+    """Something a build produced for later jobs and for users: a file or a directory tree
+    (e.g. a per-change package repository) served under the build's log URL."""
+
+    name: str
+    url: str  # a directory's URL ends with "/"
+    job: str
+    project: str
+    change: int
+    patchset: int
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
 class BuildRequest(Model):
     """Everything an executor needs to run one attempt of one job."""
 
@@ -70,6 +83,10 @@ class BuildRequest(Model):
     position: int = 0
     # Where the log goes, relative to the log storage root; the executor appends as lines arrive.
     log_path: str
+    # Artifacts this build receives (of the jobs it depends on, of the changes ahead in the
+    # gate): the workflow chooses them; the executor hands them to the job as
+    # $LOCKMASTER_ARTIFACTS_FILE.
+    artifacts: list[Artifact] = Field(default_factory=list)
 
 
 class BuildResult(Model):
@@ -82,6 +99,7 @@ class BuildResult(Model):
     ended: float | None = None
     node: NodeInfo | None = None
     message: str | None = None  # one line of detail for operators (why NODE_FAILURE, ...)
+    artifacts: list[Artifact] = Field(default_factory=list)  # what the build produced
 
     @property
     def duration(self) -> float | None:

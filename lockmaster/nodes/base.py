@@ -18,6 +18,15 @@ class NodeError(Exception):
     """The node could not be had or stopped answering: an infrastructure failure."""
 
 
+class DownloadError(Exception):
+    """A tree could not be downloaded as asked (too large, unreadable on the node, not a
+    directory): the job's doing, not the node's. Nothing of it is left in the local directory."""
+
+
+# Told about each entry a download leaves out on purpose: (path in the tree, why).
+SkipSink = Callable[[str, str], None]
+
+
 class CommandResult(Protocol):
     exit_status: int
 
@@ -34,6 +43,23 @@ class Node(Protocol):
     ) -> int:
         """Run a shell command; returns its exit status. Raises TimeoutError past `timeout`
         (the command is killed) and NodeError when the node is lost."""
+        ...
+
+    async def download(
+        self, remote_dir: str, local_dir: Path, *, max_bytes: int, skipped: SkipSink | None = None
+    ) -> int:
+        """Copy the directory tree `remote_dir` on the node into `local_dir` (created; must not
+        exist yet); returns the bytes of file content written. A missing `remote_dir` gives an
+        empty `local_dir`.
+
+        Only regular files and directories are written: symbolic links become copies of what
+        they point to when that is inside the tree (links to a directory containing the link
+        are left out, as loops), and are left out when they point outside it or nowhere;
+        devices, sockets and fifos are left out. Each left-out entry is told to `skipped`.
+
+        Raises DownloadError when the content would exceed `max_bytes` (checked before it is
+        written: a job must not fill the log storage) or the tree cannot be read, and NodeError
+        when the node is lost; either way `local_dir` is removed again."""
         ...
 
     async def cleanup(self) -> None:

@@ -7,12 +7,15 @@ each believe they own all of its slots. The node pool workflow replaces this acc
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import posixpath
 import re
 import shlex
 import signal
-from collections.abc import Coroutine
+import tarfile
+import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +25,8 @@ import asyncssh
 from lockmaster.config.models import StaticNode
 from lockmaster.config.models import StaticProvider as StaticProviderConfig
 from lockmaster.model.build import NodeInfo
-from lockmaster.nodes.base import Node, NodeError, OutputSink
-from lockmaster.nodes.local import OUTPUT_GRACE, READ_SIZE, check_build_id
+from lockmaster.nodes.base import DownloadError, Node, NodeError, OutputSink, SkipSink
+from lockmaster.nodes.local import OUTPUT_GRACE, READ_SIZE, TreeWriter, check_build_id
 
 CONNECT_TIMEOUT = 15.0
 KILL_TIMEOUT = 15.0
@@ -32,6 +35,13 @@ KEEPALIVE_INTERVAL = 15.0
 KEEPALIVE_COUNT_MAX = 4
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _q = shlex.quote
+# A download whose stream stalls this long has lost its node (keepalives usually say so first).
+DOWNLOAD_STALL = 120.0
+STDERR_KEEP = 16384  # of a download's error output, what is kept for the message
+# After a tar stream's end, what may still come (tar pads to 10 KiB records) before we stop.
+TRAILER_LIMIT = 1 << 20
+_NOT_A_DIRECTORY = 65  # exit statuses of the download's remote script
+_MISSING = 66
 
 
 def known_hosts_for(node: StaticNode) -> asyncssh.SSHKnownHosts:
@@ -163,6 +173,82 @@ class SSHNode:
             )
         return self.workspace
 
+    async def download(
+        self, remote_dir: str, local_dir: Path, *, max_bytes: int, skipped: SkipSink | None = None
+    ) -> int:
+        """tar over the channel, like the upload: one round trip, and nothing needed on the host
+        beyond what the upload already needs (SFTP may be disabled there). The stream is unpacked
+        here, member by member, by TreeWriter: never trusted to stay inside `local_dir`, and cut
+        off as soon as the announced sizes pass `max_bytes`."""
+        where = f"{remote_dir} on {self.info.name}"
+        d = _q(remote_dir)
+        remote = (
+            f"if [ -L {d} ] || {{ [ -e {d} ] && [ ! -d {d} ]; }}; then exit {_NOT_A_DIRECTORY}; "
+            f"fi; [ -d {d} ] || exit {_MISSING}; exec tar -C {d} -cf - ."
+        )
+        try:
+            process = await self.conn.create_process(remote, stdin=asyncssh.DEVNULL, encoding=None)
+        except (OSError, asyncssh.Error) as exc:
+            raise self._lost(exc) from exc
+        writer = TreeWriter(local_dir, remote_dir, max_bytes, where, skipped)
+        stream = _ChannelStream(process, asyncio.get_running_loop(), writer.stop, self._lost)
+        errors = asyncio.ensure_future(_read_some(process.stderr, STDERR_KEEP))
+        unpack = asyncio.ensure_future(asyncio.to_thread(_untar, stream, writer))
+        try:
+            try:
+                written: int | None = await asyncio.shield(unpack)
+                broken: Exception | None = None
+            except asyncio.CancelledError:
+                writer.stop.set()
+                process.close()  # the stream ends: the unpacking thread stops
+                await asyncio.wait({unpack})
+                if not unpack.cancelled():
+                    unpack.exception()  # retrieved: its error is expected
+                raise
+            except (DownloadError, NodeError):
+                process.close()  # stop the remote tar: the rest is not wanted
+                raise
+            except Exception as exc:  # not a tar stream (also: none at all, the remote exited)
+                written, broken = None, exc
+            # The end of the stream (tar's padding), then the exit status says how it went.
+            if not await _drained(process.stdout, TRAILER_LIMIT):
+                process.close()
+                raise DownloadError(f"{where}: the node sent more than a tar archive")
+            status, stderr = await self._download_status(process, errors)
+            if status == _MISSING:
+                await asyncio.to_thread(writer.discard)
+                await asyncio.to_thread(local_dir.mkdir, parents=True)
+                return 0
+            if status == _NOT_A_DIRECTORY:
+                raise DownloadError(f"{where} is not a directory")
+            # GNU tar: 1 means some file changed while it was read (it is there all the same).
+            if status not in (0, 1):
+                raise DownloadError(f"{where}: tar failed with status {status}: {stderr}")
+            if broken is not None or written is None:
+                raise DownloadError(f"{where}: the node sent a broken tar archive: {broken}")
+            return written
+        except BaseException:
+            writer.discard()
+            raise
+        finally:
+            process.close()
+            errors.cancel()
+
+    async def _download_status(
+        self, process: asyncssh.SSHClientProcess[bytes], errors: asyncio.Future[bytes]
+    ) -> tuple[int, str]:
+        try:
+            await asyncio.wait_for(process.wait_closed(), KILL_TIMEOUT)
+        except (OSError, asyncssh.Error, TimeoutError) as exc:
+            raise self._lost(exc) from exc
+        status = _exit_status(process)
+        if status is None:
+            raise self._lost(RuntimeError("the channel closed without an exit status"))
+        stderr = b""
+        with contextlib.suppress(Exception):
+            stderr = await asyncio.wait_for(asyncio.shield(errors), 1)
+        return status, stderr.decode(errors="replace").strip()
+
     async def run(
         self,
         command: str,
@@ -272,6 +358,78 @@ class SSHNode:
         self.conn.close()
         with contextlib.suppress(OSError, asyncssh.Error, TimeoutError):
             await asyncio.wait_for(self.conn.wait_closed(), 5)
+
+
+async def _read_some(reader: asyncssh.SSHReader[bytes], keep: int) -> bytes:
+    """Everything the stream sends (read it all, or the channel's window fills and stalls the
+    other stream), keeping the first `keep` bytes."""
+    kept = b""
+    with contextlib.suppress(OSError, asyncssh.Error):
+        while chunk := await reader.read(READ_SIZE):
+            kept = (kept + chunk)[:keep]
+    return kept
+
+
+async def _drained(reader: asyncssh.SSHReader[bytes], limit: int) -> bool:
+    """Read to the end of the stream; False if more than `limit` bytes come."""
+    total = 0
+    with contextlib.suppress(OSError, asyncssh.Error):
+        while chunk := await reader.read(READ_SIZE):
+            total += len(chunk)
+            if total > limit:
+                return False
+    return True
+
+
+class _ChannelStream:
+    """A blocking `read` over an SSH process's stdout, for tarfile in a worker thread: each read
+    waits for the event loop to deliver the next chunk."""
+
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes],
+                 loop: asyncio.AbstractEventLoop, stop: threading.Event,
+                 lost: Callable[[BaseException], NodeError]) -> None:
+        self.process = process
+        self.loop = loop
+        self.stop = stop
+        self.lost = lost
+
+    def read(self, size: int = READ_SIZE) -> bytes:
+        if self.stop.is_set():
+            return b""
+        future = asyncio.run_coroutine_threadsafe(
+            self.process.stdout.read(max(1, min(size, READ_SIZE))), self.loop)
+        try:
+            return future.result(DOWNLOAD_STALL)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise self.lost(TimeoutError(f"no data for {DOWNLOAD_STALL:g} s")) from None
+        except (OSError, asyncssh.Error) as exc:
+            raise self.lost(exc) from exc
+
+
+def _untar(stream: _ChannelStream, writer: TreeWriter) -> int:
+    """Unpack a tar stream (in a worker thread) through `writer`; nothing is extracted by
+    tarfile itself, which would trust the names and links."""
+    with tarfile.open(fileobj=stream, mode="r|") as archive:  # type: ignore[call-overload]
+        for member in archive:
+            path = writer.relative(member.name)
+            if path is None:
+                writer.skip(member.name, "a name leading outside the tree")
+            elif member.isdir():
+                writer.add_dir(path)
+            elif member.isreg():
+                source = archive.extractfile(member)
+                assert source is not None
+                writer.add_file(path, source, member.size)
+            elif member.issym():
+                writer.add_link(path, member.linkname)
+            elif member.islnk():
+                writer.add_hardlink(path, member.linkname)
+            else:
+                writer.skip(path, "not a regular file, directory or symbolic link")
+    if writer.stop.is_set():
+        raise DownloadError(f"download of {writer.where} cancelled")
+    return writer.finish()
 
 
 async def _shielded(coro: Coroutine[Any, Any, None]) -> None:
