@@ -222,6 +222,9 @@ async def test_executor_killed_while_its_job_holds_a_te(
         logs = [f.read_text() for f in config.logs_root.rglob("job-output.txt")]
         [final] = [text for text in logs if "RESULT: SUCCESS" in text]
         assert "generation 2" in final and "second run" in final
+        # The try after the executor died asked for a TE anew and got one: no attempt was
+        # spent on a refused (ended) lease.
+        assert "Attempt: 1 of" in final, final
         await wait_for(lambda: all_available(ops), "the TE back after the job")
         [status] = await ops.status()
         assert status.tes[0].generation == 2 and host.resets[te.key] == 3

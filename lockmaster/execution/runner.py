@@ -194,7 +194,8 @@ class BuildRunner:
             log.line(_header(request, nodes))
             if waited >= 1:
                 log.line(f"Waited {waited:.1f} s for nodes")
-            outcome = await self._execute(request, nodes[0], log, progress, url)
+            outcome = await self._execute(request, nodes[0], log, progress, url,
+                                          try_number)
             log.line(
                 f"RESULT: {outcome.result}" + (f": {outcome.message}" if outcome.message else "")
             )
@@ -268,6 +269,7 @@ class BuildRunner:
         log: LogWriter,
         progress: _Progress,
         url: str,
+        try_number: int = 1,
     ) -> _Outcome:
         job = request.job
         loop = asyncio.get_running_loop()
@@ -289,7 +291,7 @@ class BuildRunner:
                     await asyncio.to_thread(_prepare_artifacts, local, request.artifacts)
                     if job.testenv is not None:
                         progress.detail = f"{request.build_id}: waiting for a TE"
-                        te = await self._lease_te(request, log)
+                        te = await self._lease_te(request, log, try_number)
                         await asyncio.to_thread(te.write_datafile, local / TE_DATAFILE)
                     workspace = await node.upload_workspace(local)
                     runner.env = self._env(request, workspace, url, log)
@@ -384,13 +386,17 @@ class BuildRunner:
         await asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True)  # nothing partial
         return _unsure(outcome, result, message)
 
-    async def _lease_te(self, request: BuildRequest, log: LogWriter) -> TELease:
+    async def _lease_te(self, request: BuildRequest, log: LogWriter, try_number: int = 1
+                        ) -> TELease:
         if self.testenvs is None:
             raise TEError("this executor cannot lease test environments (no TE broker)")
         job = request.job
         assert job.testenv is not None
         started = time.time()
-        te = self.testenvs(job.testenv, f"{request.build_id}",
+        # A try after the executor died asks anew: the first try's lease has ended (expired,
+        # its TE reset), and the broker never grants an ended lease id again.
+        lease_id = request.build_id if try_number <= 1 else f"{request.build_id}.{try_number}"
+        te = self.testenvs(job.testenv, lease_id,
                            f"{request.pipeline} {request.change.project} {request.change.key} "
                            f"{job.name}", request.precedence)
         status = await te.acquire()
