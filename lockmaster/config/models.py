@@ -314,9 +314,23 @@ class PipelineConfig(ConfigModel):
         return {"high": 0, "normal": 1, "low": 2}[chosen]
 
 
+class PackageStep(ConfigModel):
+    """A packaging job's step, run by lockmaster's package tool on the node (docs/packaging.md):
+    build the packages, lint them, publish them to the change's test repository, or install-test
+    that repository. Steps after `build` take the packages (or the test repository) from the
+    artifacts of the jobs they depend on."""
+
+    step: Literal["build", "lint", "test-repo", "install-test"]
+    format: Literal["auto", "deb", "rpm"] = "auto"
+    source: str = "."  # the package source in the project's checkout (debian/, *.spec)
+
+
 class JobConfig(ConfigModel):
     name: str
-    run: str  # shell command, run in the project's checkout on the first node
+    # Shell command, run in the project's checkout on the first node. Package jobs (`package`)
+    # have theirs made by lockmaster; a `run` given with them runs after the step.
+    run: str = ""
+    package: PackageStep | None = None
     pre_run: list[str] = Field(default_factory=list)  # a failure here means RETRY (infrastructure)
     post_run: list[str] = Field(default_factory=list)  # always run; failures are logged only
     nodeset: list[str] | str = "local"  # label, or one label per node
@@ -330,6 +344,13 @@ class JobConfig(ConfigModel):
     # counts against its timeout), described in the file named by $TE_DATAFILE.
     testenv: str | None = None
 
+    @model_validator(mode="after")
+    def _something_to_run(self) -> JobConfig:
+        if not self.run.strip() and self.package is None:
+            raise ValueError(f"job {self.name!r} has nothing to run: give it `run` (a shell "
+                             "command) or `package` (a packaging step)")
+        return self
+
     @property
     def labels(self) -> list[str]:
         return [self.nodeset] if isinstance(self.nodeset, str) else list(self.nodeset)
@@ -341,6 +362,9 @@ class ProjectJob(ConfigModel):
     name: str
     dependencies: list[str] = Field(default_factory=list)
     voting: bool | None = None  # override the job's own setting
+    # Stop this job as soon as one of these (running beside it) fails: e.g. a system test is
+    # pointless once the install test of the same packages failed (seed 003).
+    aborted_by: list[str] = Field(default_factory=list)
 
 
 class ProjectPipeline(ConfigModel):
@@ -361,6 +385,60 @@ class ProjectConfig(ConfigModel):
     # Dependent pipelines: projects naming the same queue are gated together.
     queue: str | None = None
     pipelines: dict[str, ProjectPipeline] = Field(default_factory=dict)
+    # Packages built from this project's merged commits go to the stable repository.
+    publish: ProjectPublish | None = None
+
+
+class ProjectPublish(ConfigModel):
+    # The job that builds the packages (a `package: {step: build}` job): after a merge it is run
+    # again on the merged commit, and what it builds is published.
+    build_job: str
+
+
+# --- Publishing: the stable repository and its mirrors ------------------------------------------
+
+
+class SigningConfig(ConfigModel):
+    # The GnuPG home holding the signing key (a secret: only this path travels, never the key).
+    gnupg_home: Path
+    key_id: str  # fingerprint or key id of the signing key in that home
+
+
+class MirrorConfig(ConfigModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    driver: Literal["directory", "rsync"]
+    # The mirror's root: a directory on the publishing host (directory), or on `host` (rsync).
+    path: str
+    url: str | None = None  # where clients read it (`<url>/current/...`)
+    host: str | None = None
+    port: int = 22
+    user: str | None = None
+    key_file: Path | None = None  # SSH private key for the mirror (secret: only the path travels)
+    known_hosts_file: Path | None = None  # the mirror's host key, checked
+
+    @model_validator(mode="after")
+    def _rsync_needs_a_host(self) -> MirrorConfig:
+        if self.driver == "rsync":
+            missing = [k for k in ("host", "user", "key_file", "known_hosts_file")
+                       if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"mirror {self.name!r}: driver rsync needs "
+                                 f"{', '.join(m.replace('_', '-') for m in missing)}")
+        return self
+
+
+class PublishingConfig(ConfigModel):
+    root: Path | None = None  # the stable repository's home; default: <state-dir>/publish
+    url: str | None = None  # where the stable repository is served, if it is
+    # The APT distribution (codename) of the stable and the test repositories, and its component.
+    codename: str = "bookworm"
+    component: str = "main"
+    signing: SigningConfig | None = None
+    mirrors: list[MirrorConfig] = Field(default_factory=list)
+    # Old snapshots stay this long after they stop being current (clients mid-download).
+    grace_period: float = Field(default=3600.0, ge=0)
+    # Syncing a mirror: give up for now after this long without progress (retried later).
+    sync_heartbeat_timeout: float = Field(default=60.0, gt=0)
 
 
 # --- The whole file ------------------------------------------------------------------------------
@@ -374,6 +452,7 @@ class LockmasterConfig(ConfigModel):
     logs: LogsConfig = Field(default_factory=LogsConfig)
     nodes: NodesConfig = Field(default_factory=NodesConfig)
     testenvs: TestEnvsConfig = Field(default_factory=TestEnvsConfig)
+    publishing: PublishingConfig = Field(default_factory=PublishingConfig)
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)
     projects: list[ProjectConfig] = Field(default_factory=list)
@@ -461,6 +540,14 @@ class LockmasterConfig(ConfigModel):
                             f"project {project.name!r} pipeline {pname!r}: job {pj.name!r} "
                             "is not defined under jobs",
                         )
+                    for other in pj.aborted_by:
+                        if other not in names or other == pj.name:
+                            raise ReferenceError_(
+                                (*where, "jobs", ji, "aborted-by"),
+                                f"project {project.name!r} pipeline {pname!r}: job {pj.name!r} "
+                                f"is aborted by {other!r}, which is not another job of this "
+                                "pipeline",
+                            )
                     for dep in pj.dependencies:
                         if dep not in names:
                             raise ReferenceError_(
@@ -469,6 +556,26 @@ class LockmasterConfig(ConfigModel):
                                 f"depends on {dep!r}, which is not in this pipeline's jobs",
                             )
                 _check_acyclic(where, project.name, pname, ppipe)
+            if project.publish is not None:
+                where = ("projects", pi, "publish")
+                build = jobs.get(project.publish.build_job)
+                if build is None or build.package is None or build.package.step != "build":
+                    builders = sorted(j.name for j in self.jobs
+                                      if j.package and j.package.step == "build")
+                    raise ReferenceError_(
+                        (*where, "build-job"),
+                        f"project {project.name!r}: publish build-job "
+                        f"{project.publish.build_job!r} must name a job with "
+                        f"`package: {{step: build}}` (package build jobs: {builders or 'none'})",
+                    )
+                if self.publishing.signing is None:
+                    raise ReferenceError_(
+                        where,
+                        f"project {project.name!r} publishes packages, but publishing.signing "
+                        "is not set; give the GnuPG home and key id that sign the stable "
+                        "repository",
+                    )
+        _check_unique(("publishing", "mirrors"), [m.name for m in self.publishing.mirrors])
         return self
 
     def _provider_labels(self) -> set[str]:
@@ -496,6 +603,11 @@ class LockmasterConfig(ConfigModel):
     @property
     def state_path(self) -> Path:
         return self.resolve(self.state_dir)
+
+    @property
+    def publish_root(self) -> Path:
+        root = self.publishing.root
+        return self.resolve(root) if root else self.state_path / "publish"
 
     @property
     def logs_root(self) -> Path:

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from lockmaster.execution import artifacts
 from lockmaster.execution.logs import LogWriter, log_dir, log_url
+from lockmaster.execution.tools import install_tools
 from lockmaster.execution.workspace import WorkspaceError, WorkspacePreparer
 from lockmaster.leases.errors import TEError
 from lockmaster.model.build import Artifact, BuildRequest, BuildResult, NodeInfo, Result
@@ -288,6 +289,7 @@ class BuildRunner:
                 async with asyncio.timeout_at(deadline):
                     progress.detail = f"{request.build_id}: preparing the workspace"
                     await self.preparer.prepare(request.state, local, job.required_projects)
+                    await asyncio.to_thread(install_tools, local)
                     await asyncio.to_thread(_prepare_artifacts, local, request.artifacts)
                     if job.testenv is not None:
                         progress.detail = f"{request.build_id}: waiting for a TE"

@@ -41,6 +41,7 @@ class JobSpec(Model):
     attempts: int = 3
     voting: bool = True
     dependencies: list[str] = Field(default_factory=list)
+    aborted_by: list[str] = Field(default_factory=list)  # jobs whose failure stops this one
     required_projects: list[str] = Field(default_factory=list)
     vars: dict[str, str] = Field(default_factory=dict)
     testenv: str | None = None  # a TE label: leased for the job, described in $TE_DATAFILE

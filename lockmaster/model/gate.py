@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from lockmaster.model.base import Model
-from lockmaster.model.build import JobSpec, Result
+from lockmaster.model.build import Artifact, JobSpec, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.check import ReportLabels
 from lockmaster.model.state import SpeculativeState
@@ -30,6 +30,9 @@ class GateBuild(Model):
     ended: float | None = None
     log_url: str | None = None
     message: str | None = None
+    # What the build produced (a successful one's are handed to the jobs after it and to the
+    # items behind: a system test sees the test repositories of every change it tests).
+    artifacts: list[Artifact] = Field(default_factory=list)
 
 
 class GateItem(Model):

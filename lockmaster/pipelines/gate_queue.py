@@ -23,13 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lockmaster.model.build import BuildResult, JobSpec, Result
+from lockmaster.model.build import Artifact, BuildResult, JobSpec, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.gate import GateBuild, GateItem, QueueState
 from lockmaster.model.report import ReportAction
 from lockmaster.model.state import PrepareStateResult
 from lockmaster.pipelines import reports
-from lockmaster.pipelines.jobgraph import JobGraph, final_result
+from lockmaster.pipelines.jobgraph import JobGraph, final_result, upstream_jobs
 
 # --- actions the workflow carries out ---------------------------------------------------------
 
@@ -197,6 +197,7 @@ class GateQueue:
         build.ended = result.ended
         build.log_url = result.log_url
         build.message = result.message
+        build.artifacts = list(result.artifacts)
         job = next(j for j in item.jobs if j.name == build.job)
         if result.result is Result.SUCCESS and result.duration is not None:
             self._learn_duration(job.name, result.duration)
@@ -207,6 +208,24 @@ class GateQueue:
         graph = self._graph(item)
         graph.finish(job.name, final)
         item.job_results = dict(graph.results)
+
+    def artifacts_for(self, key: str, job: str) -> list[Artifact]:
+        """What a build of `job` receives (Zuul's artifacts): those of the successful builds of
+        the jobs it depends on (transitively) in this item, and of every successful build of the
+        items ahead that its state includes, nearest the head first."""
+        item = self.item(key)
+        if item is None:
+            return []
+        out: list[Artifact] = []
+        for ahead_ref in item.changes[:-1]:
+            ahead = self.item(ahead_ref.key)
+            if ahead is not None and ahead is not item:
+                out += [a for b in ahead.builds if b.result is Result.SUCCESS
+                        for a in b.artifacts]
+        wanted = upstream_jobs(item.jobs, job)
+        out += [a for b in item.builds if b.result is Result.SUCCESS and b.job in wanted
+                for a in b.artifacts]
+        return out
 
     def build_cancelled(self, key: str, build_id: str) -> None:
         item = self.item(key)

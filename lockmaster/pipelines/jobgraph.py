@@ -77,3 +77,16 @@ def final_result(builds: list[BuildResult], job: JobSpec) -> tuple[Result, bool]
             return last, True
         return Result.RETRY_LIMIT, False
     return last, False
+
+
+def upstream_jobs(jobs: list[JobSpec], name: str) -> set[str]:
+    """The jobs `name` depends on, directly or through others."""
+    by_name = {j.name: j for j in jobs}
+    seen: set[str] = set()
+    todo = list(by_name[name].dependencies) if name in by_name else []
+    while todo:
+        dep = todo.pop()
+        if dep not in seen:
+            seen.add(dep)
+            todo += by_name[dep].dependencies if dep in by_name else []
+    return seen

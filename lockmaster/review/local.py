@@ -13,17 +13,20 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lockmaster.model.change import ChangeInfo, ChangeRef, change_ref_name
+from lockmaster.model.change import ChangeInfo, ChangeRef, ReviewEvent, change_ref_name
 from lockmaster.model.report import ReportRequest, ReportResult
 from lockmaster.review.base import ChangeNotFound, ReviewError, SubmitRefused
+
+log = logging.getLogger(__name__)
 
 _GIT_ENV = {
     "GIT_CONFIG_GLOBAL": "/dev/null",
@@ -216,7 +219,9 @@ class LocalReviewStore:
             self._write(record)
         return ReportResult(posted=True)
 
-    def submit(self, change: ChangeRef) -> None:
+    def submit(self, change: ChangeRef) -> str:
+        """Merge the change's current patchset (a merge commit, as Gerrit's merge-always);
+        returns the merged commit."""
         with self._locked():
             record = self._read(change.number)
             if record["status"] != "NEW":
@@ -233,8 +238,11 @@ class LocalReviewStore:
                 except ReviewError as exc:
                     raise SubmitRefused(f"change {change.number} does not merge: {exc}") from None
                 _git("push", "--quiet", "origin", f"HEAD:refs/heads/{record['branch']}", cwd=work)
+                merged = _git("rev-parse", "HEAD", cwd=work).strip()
             record["status"] = "MERGED"
+            record["merged_commit"] = merged
             self._write(record)
+        return merged
 
     # --- answers ----------------------------------------------------------------------------
 
@@ -294,6 +302,8 @@ def _write_files(work: Path, files: dict[str, str]) -> None:
         path = work / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
+        if content.startswith("#!"):  # scripts keep their executable bit, as in any repository
+            path.chmod(0o755)
 
 
 class LocalReviewDriver:
@@ -302,6 +312,9 @@ class LocalReviewDriver:
     def __init__(self, name: str, root: Path) -> None:
         self.connection = name
         self.store = LocalReviewStore(root, name)
+        # Told of every merge this driver makes, as Gerrit announces it with a change-merged
+        # event (the worker routes it, e.g. to publish the packages).
+        self.on_merged: Callable[[ReviewEvent], Awaitable[object]] | None = None
 
     async def get_change(self, number: int) -> ChangeInfo:
         return await asyncio.to_thread(self.store.info, number)
@@ -313,7 +326,18 @@ class LocalReviewDriver:
         return await asyncio.to_thread(self.store.post_report, report)
 
     async def submit(self, change: ChangeRef) -> None:
-        await asyncio.to_thread(self.store.submit, change)
+        merged = await asyncio.to_thread(self.store.submit, change)
+        if self.on_merged is None:
+            return
+        try:  # the merge stands whatever happens to its announcement
+            info = await self.get_change(change.number)
+            await self.on_merged(ReviewEvent(
+                type="change-merged", connection=info.connection, project=info.project,
+                branch=info.branch, change=info.number, patchset=info.patchset,
+                commit=info.commit, change_id=info.change_id, url=info.url, author="lockmaster",
+                newrev=merged))
+        except Exception:
+            log.exception("announcing the merge of change %s", change.number)
 
     def git_url(self, project: str) -> str:
         return str(self.store.repo(project))

@@ -17,7 +17,7 @@ from temporalio.exceptions import ActivityError
 from temporalio.exceptions import CancelledError as ActivityCancelled
 
 with workflow.unsafe.imports_passed_through():
-    from lockmaster.model.build import BuildRequest, BuildResult, JobSpec, Result
+    from lockmaster.model.build import Artifact, BuildRequest, BuildResult, JobSpec, Result
     from lockmaster.model.change import ChangeRef
     from lockmaster.model.check import (
         CheckInput,
@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
         SpeculativeState,
     )
     from lockmaster.pipelines import reports
-    from lockmaster.pipelines.jobgraph import JobGraph, final_result
+    from lockmaster.pipelines.jobgraph import JobGraph, final_result, upstream_jobs
     from lockmaster.temporal import search_attributes
     from lockmaster.temporal.task_queues import Role, task_queue
     from lockmaster.workflows.ids import check_id
@@ -168,6 +168,7 @@ class CheckWorkflow:
 
     async def _run_graph(self, graph: JobGraph, state: SpeculativeState) -> None:
         tasks: dict[asyncio.Task[BuildResult], JobSpec] = {}
+        aborted: dict[str, str] = {}  # job -> the job whose failure stopped it
 
         def launch(job: JobSpec) -> None:
             graph.start(job.name)
@@ -184,7 +185,7 @@ class CheckWorkflow:
                 # Deterministic order: handle finished builds in job order, not completion order.
                 for task in sorted(done, key=lambda t: graph.order.index(tasks[t].name)):
                     job = tasks.pop(task)
-                    build = task.result()
+                    build = self._aborted(job, aborted) if job.name in aborted else task.result()
                     self._attempts.setdefault(job.name, []).append(build)
                     self._running.pop(job.name, None)
                     result, again = final_result(self._attempts[job.name], job)
@@ -193,6 +194,11 @@ class CheckWorkflow:
                         launch(job)
                         continue
                     graph.finish(job.name, result)
+                    if result is not Result.SUCCESS:
+                        for other_task, other in tasks.items():
+                            if job.name in other.aborted_by and other.name not in aborted:
+                                aborted[other.name] = job.name
+                                other_task.cancel()
                     self._publish()
                 for job in graph.ready():
                     launch(job)
@@ -203,6 +209,20 @@ class CheckWorkflow:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
+    def _aborted(self, job: JobSpec, aborted: dict[str, str]) -> BuildResult:
+        attempt, started = self._running.get(job.name, (1, workflow.now().timestamp()))
+        return BuildResult(build_id=f"aborted-{job.name}", job=job.name, result=Result.ABORTED,
+                           attempt=attempt, started=started, ended=workflow.now().timestamp(),
+                           message=f"aborted: {aborted[job.name]} failed")
+
+    def _artifacts_for(self, job: str) -> list[Artifact]:
+        """Zuul's artifacts: what the successful builds of the jobs `job` depends on made."""
+        assert self._input is not None
+        wanted = upstream_jobs(self._input.jobs, job)
+        return [a for spec in self._input.jobs if spec.name in wanted
+                for b in self._attempts.get(spec.name, []) if b.result is Result.SUCCESS
+                for a in b.artifacts]
+
     async def _build(self, job: JobSpec, state: SpeculativeState, attempt: int) -> BuildResult:
         assert self._input is not None
         build_id = workflow.uuid4().hex
@@ -210,6 +230,7 @@ class CheckWorkflow:
             build_id=build_id, pipeline=self._input.pipeline, change=self._input.change,
             job=job, state=state, attempt=attempt, precedence=self._input.precedence,
             log_path=log_path(self._input.pipeline, self._input.change, job.name, build_id),
+            artifacts=self._artifacts_for(job.name),
         )
         try:
             return await workflow.execute_activity(

@@ -341,6 +341,7 @@ class GateQueueWorkflow:
             precedence=self._input.precedence if self._input else 0,
             position=queue.state.items.index(item) if item in queue.state.items else 0,
             log_path=log_path(item.pipeline, item.change, action.job.name, build.build_id),
+            artifacts=queue.artifacts_for(action.key, action.job.name),
         )
         build.started = workflow.now().timestamp()
         try:

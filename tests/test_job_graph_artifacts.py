@@ -1,0 +1,61 @@
+"""The check pipeline's job graph on the real dev server: artifacts flow from a job to the jobs
+that depend on it (and not to others), and a job is stopped when a job it is `aborted-by` fails
+(seed 003: a failed install test aborts the system test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from temporalio.client import Client
+
+from lockmaster.model.build import Result
+from tests.deployment import deployment, make_config, unique_project
+
+
+async def test_artifacts_reach_dependent_jobs_only(client: Client, tmp_path: Path) -> None:
+    name = unique_project()
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    make = 'mkdir -p "$LOCKMASTER_ARTIFACTS/repo" && echo deb > "$LOCKMASTER_ARTIFACTS/repo/x"'
+    show = f'cp "$LOCKMASTER_ARTIFACTS_FILE" {seen}/"$LOCKMASTER_JOB".json'
+    config = make_config(
+        tmp_path,
+        projects=[{"name": name, "connection": "local", "pipelines": {"check": {"jobs": [
+            "build", {"name": "use", "dependencies": ["build"]}, "other"]}}}],
+        jobs=[{"name": "build", "run": make, "nodeset": "local"},
+              {"name": "use", "run": show, "nodeset": "local"},
+              {"name": "other", "run": show, "nodeset": "local"}])
+    async with deployment(client, config) as dep:
+        dep.store.create_project(name, {"README": "x\n"})
+        _, actions = await dep.upload(name, files={"a": "a\n"}, subject="artifacts")
+        outcome = await dep.outcome(actions[0].workflow_id or "", timeout=60)
+    assert outcome.result == "SUCCESS", outcome
+    [build] = [b for b in outcome.builds if b.job == "build"]
+    assert [a.name for a in build.artifacts] == ["repo"]
+    received = json.loads((seen / "use.json").read_text())
+    assert [(a["name"], a["job"], a["url"]) for a in received] == [
+        ("repo", "build", build.artifacts[0].url)]
+    assert received[0]["url"].endswith("/artifacts/repo/")
+    assert json.loads((seen / "other.json").read_text()) == []  # no dependency: nothing
+
+
+async def test_a_failing_job_aborts_the_jobs_it_stops(client: Client, tmp_path: Path) -> None:
+    name = unique_project()
+    config = make_config(
+        tmp_path,
+        projects=[{"name": name, "connection": "local", "pipelines": {"check": {"jobs": [
+            "install-test", {"name": "systest", "aborted-by": ["install-test"]}]}}}],
+        jobs=[{"name": "install-test", "run": "sleep 1; exit 1", "nodeset": "local"},
+              {"name": "systest", "run": "sleep 60", "nodeset": "local"}])
+    async with deployment(client, config) as dep:
+        dep.store.create_project(name, {"README": "x\n"})
+        info, actions = await dep.upload(name, files={"a": "a\n"}, subject="aborts")
+        # Well before the 60 s system test could end by itself.
+        outcome = await dep.outcome(actions[0].workflow_id or "", timeout=50)
+        report = dep.reports(info.number)[-1]["message"]
+    assert outcome.result == "FAILURE"
+    assert outcome.job_results == {"install-test": Result.FAILURE, "systest": Result.ABORTED}
+    [systest] = [b for b in outcome.builds if b.job == "systest"]
+    assert systest.message == "aborted: install-test failed"
+    assert "- systest " in report and ": ABORTED" in report, report

@@ -1,0 +1,138 @@
+"""Packaging CI end to end on the real dev server, real git, local nodes and the real tools
+(dpkg-buildpackage, rpmbuild, lintian, rpmlint, reprepro, createrepo_c, apt/dpkg, dnf): a change
+to the example package is built, linted, published to its test repository (served over HTTP by
+the log server) and install-tested, and its system test sees the test repository; a broken
+install test aborts the system test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lockmaster.config.models import LockmasterConfig
+from lockmaster.logserver import LogServer
+from lockmaster.model.build import Result
+from tests.deployment import deployment, make_config, unique_project
+
+pytestmark = pytest.mark.slow
+
+HELLO = Path(__file__).parent.parent / "lockmaster" / "demo" / "packages" / "hello"
+PKGTOOL = '"$LOCKMASTER_WORKSPACE/.lockmaster/pkgtool.py"'
+
+SYSTEST = (
+    f"python3 {PKGTOOL} artifact-url repo --all > repos.txt && cat repos.txt && "
+    "python3 -c \"import json,sys,urllib.request; "
+    "[print('systest sees', u, sorted(json.load(urllib.request.urlopen(u + '/repo.json')))) "
+    "for u in open('repos.txt').read().split()]\""
+)
+
+PACKAGE_JOBS: list[dict[str, Any]] = [
+    {"name": "package-build", "package": {"step": "build"}, "nodeset": "local", "timeout": 900},
+    {"name": "package-lint", "package": {"step": "lint"}, "nodeset": "local", "timeout": 600},
+    {"name": "package-repo", "package": {"step": "test-repo"}, "nodeset": "local"},
+    {"name": "package-install", "package": {"step": "install-test"}, "nodeset": "local",
+     "timeout": 900},
+    {"name": "package-systest", "run": SYSTEST, "nodeset": "local"},
+]
+PACKAGE_GRAPH: list[Any] = [
+    "package-build",
+    {"name": "package-lint", "dependencies": ["package-build"]},
+    {"name": "package-repo", "dependencies": ["package-build"]},
+    {"name": "package-install", "dependencies": ["package-repo"]},
+    {"name": "package-systest", "dependencies": ["package-repo"],
+     "aborted-by": ["package-install"]},
+]
+
+
+def package_files(root: Path = HELLO) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served_logs(config: LockmasterConfig) -> Iterator[LockmasterConfig]:
+    """The log server on a free port, and the config saying where it is."""
+    server = LogServer(config.logs_root, "127.0.0.1", free_port()).start()
+    try:
+        config.logs.url = f"http://127.0.0.1:{server.port}"
+        yield config
+    finally:
+        server.stop()
+
+
+def package_config(tmp_path: Path, name: str) -> LockmasterConfig:
+    return make_config(
+        tmp_path, jobs=PACKAGE_JOBS,
+        projects=[{"name": name, "connection": "local",
+                   "pipelines": {"check": {"jobs": PACKAGE_GRAPH}}}])
+
+
+async def test_a_package_change_is_built_linted_published_and_install_tested(
+        client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    name = unique_project("hello")
+    with served_logs(package_config(tmp_path, name)) as config:
+        async with deployment(client, config) as dep:
+            dep.store.create_project(name, package_files())
+            info, actions = await dep.upload(name, files={"README": "a change\n"},
+                                             subject="Touch the example package")
+            outcome = await dep.outcome(actions[0].workflow_id or "", timeout=600)
+    assert outcome.result == "SUCCESS", _logs(config)
+    assert set(outcome.job_results.values()) == {Result.SUCCESS}
+    builds = {b.job: b for b in outcome.builds}
+    assert [a.name for a in builds["package-build"].artifacts] == ["packages"]
+    [repo] = builds["package-repo"].artifacts
+    assert repo.name == "repo" and repo.url.startswith(config.logs.url)
+    systest_log = _log(config, "package-systest")
+    assert f"systest sees {repo.url.rstrip('/')} ['deb', 'rpm']" in systest_log
+    install_log = _log(config, "package-install")
+    assert "install-test summary (deb)" in install_log
+    assert "install-test summary (rpm)" in install_log
+    report = dep.reports(info.number)[-1]["message"]
+    assert "Build succeeded (check)." in report and "- package-install " in report
+
+
+async def test_a_failing_install_test_aborts_the_system_test(
+        client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    name = unique_project("hello")
+    jobs = [dict(j) for j in PACKAGE_JOBS]
+    jobs[-1] = {"name": "package-systest", "run": f"{SYSTEST}; sleep 600",
+                "nodeset": "local", "timeout": 900}
+    config = make_config(
+        tmp_path, jobs=jobs,
+        projects=[{"name": name, "connection": "local",
+                   "pipelines": {"check": {"jobs": PACKAGE_GRAPH}}}])
+    files = package_files()
+    # The package's postinst fails: it builds and lints, but does not install.
+    files["debian/lockmaster-hello.postinst"] = "#!/bin/sh\nset -e\necho broken >&2\nexit 1\n"
+    with served_logs(config):
+        async with deployment(client, config) as dep:
+            dep.store.create_project(name, package_files())
+            _, actions = await dep.upload(name, files=files, subject="Break the postinst")
+            outcome = await dep.outcome(actions[0].workflow_id or "", timeout=600)
+    assert outcome.result == "FAILURE", _logs(config)
+    assert outcome.job_results["package-install"] is Result.FAILURE
+    assert outcome.job_results["package-systest"] is Result.ABORTED
+    assert "lockmaster-hello" in _log(config, "package-install")
+
+
+def _log(config: LockmasterConfig, job: str) -> str:
+    logs = [p.read_text() for p in config.logs_root.rglob("job-output.txt")
+            if f"/{job}/" in str(p)]
+    return "\n".join(logs)
+
+
+def _logs(config: LockmasterConfig) -> str:
+    return "\n\n".join(f"== {p}\n{p.read_text()[-3000:]}"
+                       for p in config.logs_root.rglob("job-output.txt"))
