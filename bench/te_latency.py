@@ -67,7 +67,9 @@ async def until(check, timeout: float = 60.0) -> None:  # type: ignore[no-untype
     # Not faster: a workflow queried every few ms gets its own tasks ~40 ms later (measured on
     # the dev server), which would inflate the very latency measured here.
     async with asyncio.timeout(timeout):
-        while not await check():
+        while True:
+            if await check():
+                return
             await asyncio.sleep(0.2)
 
 
