@@ -136,3 +136,76 @@ def _log(config: LockmasterConfig, job: str) -> str:
 def _logs(config: LockmasterConfig) -> str:
     return "\n\n".join(f"== {p}\n{p.read_text()[-3000:]}"
                        for p in config.logs_root.rglob("job-output.txt"))
+
+
+async def test_merged_package_is_published_signed_and_installable_from_every_mirror(
+        client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Approve a change to the example package: the gate tests and merges it; the merge is
+    announced; the package is rebuilt from the merged commit, published into the signed stable
+    repository and synced to two mirrors, each served over HTTP; a client that trusts only the
+    repository key installs the package from each mirror and runs it."""
+    import asyncio
+
+    from lockmaster.model.publish import PublishResult, StepState
+    from lockmaster.publishing.verify import apt_get_check
+    from lockmaster.starters.publish import Publications, change_workflow_id
+    from lockmaster.workers.publisher import publisher_worker
+    from tests.publishing_helpers import make_signing_key, stop_gpg_agent
+    from tests.test_gate_workflow import CHECK, GATE, approve
+
+    name = unique_project("hello")
+    key = make_signing_key(tmp_path / "keys")
+    mirrors = {m: tmp_path / "mirrors" / m for m in ("near", "far")}
+    config = make_config(
+        tmp_path, jobs=PACKAGE_JOBS[:4], pipelines=[CHECK, GATE], projects=[])
+    data = config.model_dump(by_alias=True, mode="json", exclude_none=True)
+    data["projects"] = [{"name": name, "connection": "local",
+                         "pipelines": {"gate": {"jobs": PACKAGE_GRAPH[:4]}},
+                         "publish": {"build-job": "package-build"}}]
+    data["publishing"] = {
+        "signing": {"gnupg-home": str(key.gnupghome), "key-id": key.fingerprint},
+        "mirrors": [{"name": m, "driver": "directory", "path": str(p)}
+                    for m, p in mirrors.items()]}
+    config = LockmasterConfig.model_validate(data)
+    servers = [LogServer(p, "127.0.0.1", free_port()).start() for p in mirrors.values()]
+    try:
+        with served_logs(config):
+            async with deployment(client, config) as dep, \
+                    publisher_worker(client, config, dep.drivers):
+                dep.store.create_project(name, package_files())
+                info, _ = await dep.upload(name, files={"README": "published\n"},
+                                           subject="Publish the example package")
+                await approve(dep, info.number)
+                wid = change_workflow_id(config, name, info.number)
+                for _ in range(1200):  # gate, merge, then the publication starts
+                    try:
+                        handle = client.get_workflow_handle(wid, result_type=PublishResult)
+                        result = await asyncio.wait_for(handle.result(), 600)
+                        break
+                    except Exception:  # not started yet
+                        await asyncio.sleep(0.5)
+                else:
+                    raise AssertionError(_logs(config))
+                shown = await Publications(client, config).show(name, info.number)
+        assert result.ok, (result, _logs(config))
+        assert dep.store.record(info.number)["status"] == "MERGED"
+        merged = dep.store.record(info.number)["merged_commit"]
+        assert shown.change.commit == merged
+        assert [(s.name, s.state) for s in shown.steps] == [
+            ("build", StepState.DONE), ("publish", StepState.DONE),
+            ("sync:near", StepState.DONE), ("sync:far", StepState.DONE)]
+        public_key = config.publish_root / "lockmaster-archive-key.asc"
+        for server in servers:
+            url = f"http://127.0.0.1:{server.port}/deb/current"
+            await asyncio.to_thread(
+                apt_get_check, url, public_key, config.publishing.codename,
+                download=[("lockmaster-hello", _version(), "all")])
+    finally:
+        for server in servers:
+            server.stop()
+        stop_gpg_agent(key)
+
+
+def _version() -> str:
+    changelog = (HELLO / "debian" / "changelog").read_text()
+    return changelog.split("(", 1)[1].split(")", 1)[0]

@@ -14,6 +14,8 @@ from lockmaster.cli import (
     gerrit_cmd,
     hook_cmd,
     nodes_cmd,
+    publish_cmd,
+    rerun_cmd,
     run_cmd,
     simulate_cmd,
     te_cmd,
@@ -33,8 +35,10 @@ app.add_typer(change_cmd.app, name="change")
 app.add_typer(gate_cmd.app, name="gate")
 app.add_typer(nodes_cmd.app, name="nodes")
 app.add_typer(te_cmd.app, name="te")
+app.add_typer(publish_cmd.app, name="publish")
 app.command("status")(gate_cmd.status)
 app.command("simulate")(simulate_cmd.simulate)
+app.command("rerun")(rerun_cmd.rerun)
 app.command("hook", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
     hook_cmd.hook
 )

@@ -401,7 +401,10 @@ class ProjectPublish(ConfigModel):
 class SigningConfig(ConfigModel):
     # The GnuPG home holding the signing key (a secret: only this path travels, never the key).
     gnupg_home: Path
-    key_id: str  # fingerprint or key id of the signing key in that home
+    key_id: str  # fingerprint, key id or user id of the signing key in that home
+    # Development only: make a passphrase-less key with user id `key-id` when the home has
+    # none (the demo's). Production keys are made and guarded by people.
+    generate: bool = False
 
 
 class MirrorConfig(ConfigModel):
@@ -415,6 +418,8 @@ class MirrorConfig(ConfigModel):
     user: str | None = None
     key_file: Path | None = None  # SSH private key for the mirror (secret: only the path travels)
     known_hosts_file: Path | None = None  # the mirror's host key, checked
+    # Development: serve a directory mirror over HTTP from the publisher worker (at `url`).
+    serve: LogServe | None = None
 
     @model_validator(mode="after")
     def _rsync_needs_a_host(self) -> MirrorConfig:

@@ -25,6 +25,7 @@ from lockmaster.pipelines.queues import queue_name
 from lockmaster.pipelines.triggers import requirements_met, triggered_pipelines
 from lockmaster.review.base import ReviewDriver
 from lockmaster.starters.operator import enqueue_change, gate_id_for
+from lockmaster.starters.publish import start_publish
 from lockmaster.starters.router_types import RouteAction
 from lockmaster.temporal import search_attributes
 from lockmaster.temporal.task_queues import Role, task_queue
@@ -68,6 +69,8 @@ class EventRouter:
                                              reason="new patchset")
         if info is not None:
             out += await self._update_gates(event, info)
+        if info is not None and event.type == "change-merged":
+            out += await self._publish(event, info)
         for pipeline in triggered_pipelines(self.config, event):
             if change is None or change.status != "NEW":
                 out.append(RouteAction("ignored", detail=f"{pipeline.name}: change is not open"))
@@ -153,6 +156,19 @@ class EventRouter:
                                       trigger=event.identity(),
                                       build_heartbeat_timeout=self.build_heartbeat_timeout)
         return [*out, action]
+
+    async def _publish(self, event: ReviewEvent, info: ChangeInfo) -> list[RouteAction]:
+        """A merged change of a project that publishes packages: rebuild and publish them."""
+        project = self.config.project(info.project)
+        if project is None or project.publish is None:
+            return []
+        if not event.newrev:
+            return [RouteAction("ignored", detail=f"publish: the change-merged event of "
+                                                  f"{info.number} names no merged commit "
+                                                  "(newrev)")]
+        ref = info.ref().model_copy(update={"commit": event.newrev})
+        return [await start_publish(self.client, self.config, ref,
+                                    build_heartbeat_timeout=self.build_heartbeat_timeout)]
 
     async def _update_gates(self, event: ReviewEvent, info: ChangeInfo) -> list[RouteAction]:
         """Tell the queues holding this change that it changed (approvals, status, patchset)."""

@@ -12,6 +12,8 @@ class Role(StrEnum):
     EXECUTOR = "executor"
     # Cloud calls for the node pools: launching, deleting, scanning for leaks.
     LAUNCHER = "launcher"
+    # The publishing host: the stable repository, its signing key, the mirrors.
+    PUBLISHER = "publisher"
 
 
 def task_queue(prefix: str, role: Role) -> str:

@@ -11,16 +11,33 @@ from lockmaster.activities.review import ReviewActivities
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.git.cache import RepoCache
 from lockmaster.review.base import ReviewDriver
+from lockmaster.review.local import LocalReviewDriver
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workers.common import project_connections, workflow_runner
 from lockmaster.workflows.autohold import AutoholdWorkflow
 from lockmaster.workflows.check import CheckWorkflow
 from lockmaster.workflows.gate import GateQueueWorkflow
 from lockmaster.workflows.nodepool import NodePoolWorkflow
+from lockmaster.workflows.publish import PublishWorkflow
+from lockmaster.workflows.publish_queue import PublishQueueWorkflow
 from lockmaster.workflows.testenv import TEBrokerWorkflow
 
 WORKFLOWS = [CheckWorkflow, GateQueueWorkflow, NodePoolWorkflow, AutoholdWorkflow,
-             TEBrokerWorkflow]
+             TEBrokerWorkflow, PublishWorkflow, PublishQueueWorkflow]
+
+
+def announce_merges(client: Client, config: LockmasterConfig,
+                    drivers: dict[str, ReviewDriver]) -> None:
+    """Local connections announce their merges as Gerrit does (a change-merged event), so merged
+    packages get published. Only where a project publishes: elsewhere nothing listens."""
+    if not any(p.publish for p in config.projects):
+        return
+    from lockmaster.starters.router import EventRouter  # the router starts these workflows
+
+    router = EventRouter(config, client, drivers)
+    for driver in drivers.values():
+        if isinstance(driver, LocalReviewDriver):
+            driver.on_merged = router.route
 
 
 def orchestrator_worker(
@@ -30,6 +47,7 @@ def orchestrator_worker(
         config.state_path / "git" / "merger",
         lambda connection, project: drivers[connection].git_url(project),
     )
+    announce_merges(client, config, drivers)
     review = ReviewActivities(drivers)
     merger = MergerActivities(cache, drivers, project_connections(config))
     return Worker(

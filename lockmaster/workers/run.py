@@ -17,9 +17,10 @@ from lockmaster.starters.testenv import ensure_brokers
 from lockmaster.workers.executor import executor_worker
 from lockmaster.workers.launcher import launcher_worker
 from lockmaster.workers.orchestrator import orchestrator_worker
+from lockmaster.workers.publisher import publisher_worker
 from lockmaster.workers.te_host import te_host_worker
 
-ROLES = ("orchestrator", "executor", "launcher", "all")
+ROLES = ("orchestrator", "executor", "launcher", "publisher", "all")
 log = logging.getLogger(__name__)
 
 
@@ -32,6 +33,8 @@ def make_workers(client: Client, config: LockmasterConfig, role: str) -> list[Wo
         workers.append(executor_worker(client, config, drivers))
     if role in ("launcher", "all"):
         workers.append(launcher_worker(client, config))
+    if role in ("publisher", "all"):
+        workers.append(publisher_worker(client, config, drivers))
     return workers
 
 
@@ -48,6 +51,14 @@ async def run_workers(
     if config.logs.serve and role in ("executor", "all"):
         logs = LogServer(config.logs_root, config.logs.serve.listen, config.logs.serve.port).start()
         log.info("serving logs from %s on port %d", config.logs_root, logs.port)
+    mirrors = []
+    if role in ("publisher", "all"):
+        for mirror in config.publishing.mirrors:
+            if mirror.serve and mirror.driver == "directory":
+                root = config.resolve(mirror.path)
+                mirrors.append(LogServer(root, mirror.serve.listen, mirror.serve.port).start())
+                log.info("serving mirror %s from %s on port %d", mirror.name, root,
+                         mirror.serve.port)
     async with contextlib.AsyncExitStack() as stack:
         for worker in workers:
             await stack.enter_async_context(worker)
@@ -60,3 +71,5 @@ async def run_workers(
         await stop.wait()
     if logs:
         logs.stop()
+    for server in mirrors:
+        server.stop()

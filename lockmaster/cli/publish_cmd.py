@@ -1,0 +1,111 @@
+"""`lockmaster publish ...`: what happened to a merged change's packages (rebuilt, published into
+the stable repository, synced to each mirror), the publish queue, and retriggering one step.
+Each command wraps a query or start on `publish/<project>/<change>` or `publish-queue/stable`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import typer
+from rich.table import Table
+from temporalio.client import Client
+
+from lockmaster.cli.context import fail, load, out
+from lockmaster.config.models import LockmasterConfig
+from lockmaster.model.publish import SkipRequest
+from lockmaster.model.testenv import OperatorAnswer
+from lockmaster.starters.publish import Publications, PublishError, queue_workflow_id
+from lockmaster.temporal.client import connect
+
+app = typer.Typer(help="Published packages: show, queue, retrigger.", no_args_is_help=True)
+ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml")
+T = TypeVar("T")
+
+
+def _run(cfg: LockmasterConfig, action: Callable[[Client], Awaitable[T]]) -> T:
+    async def main() -> T:
+        try:
+            client = await connect(cfg)
+        except RuntimeError as exc:
+            fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)
+        return await action(client)
+
+    try:
+        return asyncio.run(main())
+    except PublishError as exc:
+        fail(str(exc))
+
+
+def _when(at: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at)) if at else ""
+
+
+@app.command("show")
+def show(project: str, change: int, as_json: bool = typer.Option(False, "--json"),
+         config: Path | None = ConfigOpt) -> None:
+    """A merged change's publication: each step, its state and detail; the mirrors' sync
+    reports (files added and removed) are linked."""
+    cfg = load(config)
+    status = _run(cfg, lambda c: Publications(c, cfg).show(project, change))
+    if as_json:
+        out.print_json(status.model_dump_json())
+        return
+    out.print(f"{project} change {change} merged as {status.change.commit or '?'}; "
+              f"snapshot {status.snapshot or '(not published)'}"
+              + ("" if status.done else " — in progress"))
+    table = Table("step", "state", "started", "ended", "detail", "link")
+    for step in status.steps:
+        table.add_row(step.name, step.state.value, _when(step.started), _when(step.ended),
+                      step.detail or "", step.url or "")
+    out.print(table)
+
+
+@app.command("queue")
+def queue(as_json: bool = typer.Option(False, "--json"),
+          config: Path | None = ConfigOpt) -> None:
+    """The publish queue: merged changes in merge order, and which one the others wait for."""
+    cfg = load(config)
+    status = _run(cfg, lambda c: Publications(c, cfg).queue())
+    if as_json:
+        out.print_json(status.model_dump_json())
+        return
+    table = Table("#", "change", "state", "snapshot", "workflow", "detail")
+    for entry in status.entries:
+        table.add_row(str(entry.sequence), entry.change, entry.state.value, entry.snapshot or "",
+                      entry.workflow_id, entry.detail or "")
+    out.print(table)
+
+
+@app.command("retrigger")
+def retrigger(project: str, change: int,
+              step: str = typer.Option(..., "--step",
+                                       help="build (everything again), publish, or "
+                                            "sync:<mirror>"),
+              config: Path | None = ConfigOpt) -> None:
+    """Run one step of a finished publication again."""
+    cfg = load(config)
+    answer = _run(cfg, lambda c: Publications(c, cfg).retrigger(project, change, step))
+    out.print(answer.message)
+
+
+@app.command("skip")
+def skip(project: str, change: int, config: Path | None = ConfigOpt) -> None:
+    """Pass over a change the publish queue waits for whose workflow will never finish (e.g.
+    terminated by hand)."""
+    cfg = load(config)
+    from lockmaster.starters.publish import change_workflow_id
+
+    async def go(client: Client) -> OperatorAnswer:
+        handle = client.get_workflow_handle(queue_workflow_id(cfg))
+        return await handle.execute_update(
+            "skip", SkipRequest(workflow_id=change_workflow_id(cfg, project, change)),
+            result_type=OperatorAnswer)
+
+    answer = _run(cfg, go)
+    if not answer.ok:
+        fail(answer.message)
+    out.print(answer.message)

@@ -1,0 +1,175 @@
+"""Publishing after merge: one workflow per merged change (`publish/<project>/<change>`) rebuilds
+the package from the merged commit, publishes it into the stable repository when its turn comes
+(the publish queue, `publish-queue/<repository>`, hands out turns in merge order) and syncs every
+mirror."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from lockmaster.model.base import Model
+from lockmaster.model.build import BuildResult, JobSpec
+from lockmaster.model.change import ChangeRef
+
+STABLE = "stable"  # the one stable repository (per format: deb/, rpm/ under the publish root)
+
+
+class StepState(StrEnum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class PublishStep(Model):
+    """One step of a change's publication, as `lockmaster publish show` lists it."""
+
+    name: str  # "build", "publish", "sync:<mirror>"
+    state: StepState = StepState.WAITING
+    detail: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    attempts: int = 0
+    url: str | None = None  # the build's log, the mirror's sync report
+
+
+class PublishInput(Model):
+    change: ChangeRef  # `commit` is the merged commit
+    job: JobSpec  # the project's package build job, frozen when the merge arrived
+    queue_id: str  # the publish queue that hands out turns
+    mirrors: list[str] = Field(default_factory=list)
+    task_queue_prefix: str = "lockmaster"
+    build_heartbeat_timeout: float = 30.0
+    sync_heartbeat_timeout: float = 60.0
+    # Retriggering a single step of a change already published: "build", "publish" or
+    # "sync:<mirror>"; None runs everything.
+    only: str | None = None
+    snapshot: str | None = None  # with `only`: the snapshot the change was published in
+    packages_url: str | None = None  # with `only` = "publish": the build's packages artifact
+
+
+class PublishResult(Model):
+    ok: bool
+    snapshot: str | None = None
+    steps: list[PublishStep] = Field(default_factory=list)
+    message: str = ""
+
+
+class PublishStatusQuery(Model):
+    pass
+
+
+class PublishStatus(Model):
+    change: ChangeRef
+    steps: list[PublishStep]
+    snapshot: str | None = None
+    build: BuildResult | None = None
+    packages_url: str | None = None  # what was (or will be) published: the build's artifact
+    done: bool = False
+
+
+class RetriggerRequest(Model):
+    step: str  # "build", "publish" or "sync:<mirror>"
+
+
+class RetriggerAnswer(Model):
+    ok: bool
+    message: str
+    workflow_id: str | None = None
+
+
+# --- the publish queue ------------------------------------------------------------------------
+
+
+class QueueState(StrEnum):
+    BUILDING = "building"  # its package is being rebuilt
+    READY = "ready"  # built: waiting for its turn
+    PUBLISHING = "publishing"  # its turn: adding to the stable repository
+    DONE = "done"
+    FAILED = "failed"
+
+
+class QueueEntry(Model):
+    workflow_id: str
+    change: str  # "<project> <number>,<patchset>", for people
+    state: QueueState = QueueState.BUILDING
+    sequence: int = 0  # the order merges arrived in
+    snapshot: str | None = None
+    detail: str | None = None
+
+
+class Enqueue(Model):
+    workflow_id: str
+    change: str
+
+
+class Ready(Model):
+    workflow_id: str
+
+
+class Finished(Model):
+    workflow_id: str
+    ok: bool
+    snapshot: str | None = None
+    detail: str | None = None
+
+
+class Turn(Model):
+    """The queue to a change's workflow: publish now, as this snapshot."""
+
+    snapshot: str
+
+
+class QueueInput(Model):
+    repository: str = STABLE
+    entries: list[QueueEntry] = Field(default_factory=list)
+    next_sequence: int = 1
+    max_history_events: int | None = None  # tests force continue-as-new with a low limit
+    keep_done: int = 50  # finished entries kept for `status`
+
+
+class QueueStatusQuery(Model):
+    pass
+
+
+class QueueStatus(Model):
+    repository: str
+    entries: list[QueueEntry]
+
+
+class SkipRequest(Model):
+    workflow_id: str
+
+
+# --- activities on the publishing host ---------------------------------------------------------
+
+
+class PublishStableRequest(Model):
+    change: ChangeRef  # `commit`: the merged commit the packages must come from
+    snapshot: str  # the new snapshot's id (from the queue: merge order)
+    packages_url: str  # the build's `packages` artifact (manifest.json and the files)
+
+
+class PublishStableResult(Model):
+    snapshot: str
+    formats: list[str] = Field(default_factory=list)
+    added: list[str] = Field(default_factory=list)  # package files new in the stable repository
+    detail: str = ""
+
+
+class SyncMirrorRequest(Model):
+    mirror: str
+    snapshot: str  # at least this snapshot (a newer one holds this change's packages too)
+
+
+class SyncMirrorResult(Model):
+    mirror: str
+    snapshot: str  # what the mirror serves now
+    added: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    skipped: bool = False  # the mirror already served this snapshot or a newer one
+    report_url: str | None = None
+    detail: str = ""

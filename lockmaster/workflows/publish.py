@@ -1,0 +1,258 @@
+"""`publish/<project>/<change>`: a merged change's packages, from the merged commit to every
+mirror.
+
+1. build: the project's package build job runs again on the merged commit (not the gate's build:
+   the stable repository only takes packages built from a commit on the branch, and the merged
+   commit is one by definition; see docs/packaging.md);
+2. publish: when the publish queue gives this change its turn (merge order), the publishing
+   host adds the packages to a new snapshot of the stable repository, signs it, verifies it as a
+   client would and switches the live pointer to it;
+3. sync:<mirror>: each mirror gets that snapshot (or a newer one, which holds these packages
+   too), independently of the others; a mirror that is down is retried until it is back.
+
+Retriggering one step of a change already published starts a new run of this workflow with
+`only` set (`lockmaster publish retrigger`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from lockmaster.model.build import BuildRequest, BuildResult, Result
+    from lockmaster.model.publish import (
+        Enqueue,
+        Finished,
+        PublishInput,
+        PublishResult,
+        PublishStableRequest,
+        PublishStableResult,
+        PublishStatus,
+        PublishStatusQuery,
+        PublishStep,
+        Ready,
+        StepState,
+        SyncMirrorRequest,
+        SyncMirrorResult,
+        Turn,
+    )
+    from lockmaster.model.state import ProjectState, SpeculativeState
+    from lockmaster.temporal.task_queues import Role, task_queue
+    from lockmaster.workflows.check import BUILD_RETRY, log_path
+
+PUBLISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+# A mirror that is down is retried (backing off to a try a minute) until it is back.
+SYNC_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
+                         maximum_interval=timedelta(seconds=60), maximum_attempts=0)
+SYNC_GIVE_UP = timedelta(hours=12)
+PACKAGES_ARTIFACT = "packages"
+
+
+def publish_id(project: str, change: int, prefix: str = "") -> str:
+    return f"{prefix}publish/{project}/{change}"
+
+
+@workflow.defn(name="PublishWorkflow")
+class PublishWorkflow:
+    @workflow.init
+    def __init__(self, inp: PublishInput) -> None:
+        self._input = inp
+        self._steps: dict[str, PublishStep] = {}
+        self._turn: Turn | None = None
+        self._build: BuildResult | None = None
+        self._snapshot = inp.snapshot
+        self._packages_url = inp.packages_url
+        self._done = False
+        for name in self._plan(inp):
+            self._steps[name] = PublishStep(name=name)
+
+    @staticmethod
+    def _plan(inp: PublishInput) -> list[str]:
+        syncs = [f"sync:{m}" for m in inp.mirrors]
+        if inp.only is None:
+            return ["build", "publish", *syncs]
+        if inp.only == "publish":
+            return ["publish", *syncs]
+        return [inp.only]
+
+    @workflow.signal(name="your_turn")
+    def your_turn(self, turn: Turn) -> None:
+        self._turn = turn
+
+    @workflow.query(name="status")
+    def status(self, _: PublishStatusQuery) -> PublishStatus:
+        return PublishStatus(change=self._input.change, steps=list(self._steps.values()),
+                             snapshot=self._snapshot, build=self._build,
+                             packages_url=self._packages_url, done=self._done)
+
+    @workflow.run
+    async def run(self, inp: PublishInput) -> PublishResult:
+        try:
+            ok, message = await self._run(inp)
+        finally:
+            self._done = True
+        return PublishResult(ok=ok, snapshot=self._snapshot, steps=list(self._steps.values()),
+                             message=message)
+
+    async def _run(self, inp: PublishInput) -> tuple[bool, str]:
+        packages_url = inp.packages_url
+        if inp.only is None:
+            build = await self._rebuild()
+            packages_url = self._packages_url = _artifact(build, PACKAGES_ARTIFACT)
+            if build.result is not Result.SUCCESS or packages_url is None:
+                why = (f"the build job ended {build.result}" if build.result is not Result.SUCCESS
+                       else f"the build job made no {PACKAGES_ARTIFACT!r} artifact")
+                self._fail("build", why)
+                await self._tell_queue("finished", Finished(workflow_id=self._id(), ok=False,
+                                                            detail=why))
+                return False, why
+        if inp.only in (None, "publish"):
+            assert packages_url is not None
+            ok, why = await self._publish(packages_url)
+            if not ok:
+                return False, why
+        assert self._snapshot is not None
+        syncs = [name for name in self._steps if name.startswith("sync:")]
+        results = await asyncio.gather(*(self._sync(name) for name in syncs))
+        failed = [name for name, ok in zip(syncs, results, strict=True) if not ok]
+        if failed:
+            return False, f"published as {self._snapshot}; not synced: {', '.join(failed)}"
+        return True, f"published as {self._snapshot}" + (
+            f" and synced to {len(syncs)} mirror(s)" if syncs else "")
+
+    # --- steps -----------------------------------------------------------------------------
+
+    async def _rebuild(self) -> BuildResult:
+        inp = self._input
+        change = inp.change
+        assert change.commit is not None, "a merged change names its merged commit"
+        state = SpeculativeState(changes=[], projects={change.project: ProjectState(
+            project=change.project, connection=change.connection, branch=change.branch,
+            base=change.commit, head=change.commit)})
+        step = self._start("build")
+        result: BuildResult | None = None
+        for attempt in range(1, inp.job.attempts + 1):
+            step.attempts = attempt
+            build_id = workflow.uuid4().hex
+            request = BuildRequest(
+                build_id=build_id, pipeline="publish", change=change, job=inp.job, state=state,
+                attempt=attempt, precedence=0,
+                log_path=log_path("publish", change, inp.job.name, build_id))
+            try:
+                result = await workflow.execute_activity(
+                    "run_build", request, result_type=BuildResult,
+                    task_queue=self._queue(Role.EXECUTOR),
+                    start_to_close_timeout=timedelta(seconds=inp.job.timeout + 300),
+                    heartbeat_timeout=timedelta(seconds=inp.build_heartbeat_timeout),
+                    retry_policy=BUILD_RETRY,
+                    summary=f"rebuild {change.project} at {change.commit[:12]}")
+            except ActivityError as exc:
+                result = BuildResult(build_id=build_id, job=inp.job.name, result=Result.ERROR,
+                                     attempt=attempt, message=str(exc.cause or exc))
+            step.url = result.log_url
+            if not result.result.retryable:
+                break
+        assert result is not None
+        self._build = result
+        if result.result is Result.SUCCESS:
+            self._finish("build", StepState.DONE, f"built at {change.commit[:12]}")
+        return result
+
+    async def _publish(self, packages_url: str) -> tuple[bool, str]:
+        if self._input.only == "publish":  # a retrigger: a new place in the queue
+            await self._tell_queue("enqueue", Enqueue(workflow_id=self._id(), change=self._who()))
+        await self._tell_queue("ready", Ready(workflow_id=self._id()))
+        step = self._steps["publish"]
+        step.detail = "waiting for its turn (merge order)"
+        await workflow.wait_condition(lambda: self._turn is not None)
+        assert self._turn is not None
+        snapshot = self._turn.snapshot
+        self._start("publish")
+        try:
+            result: PublishStableResult = await workflow.execute_activity(
+                "publish_stable",
+                PublishStableRequest(change=self._input.change, snapshot=snapshot,
+                                     packages_url=packages_url),
+                result_type=PublishStableResult, task_queue=self._queue(Role.PUBLISHER),
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(seconds=self._input.sync_heartbeat_timeout),
+                retry_policy=PUBLISH_RETRY, summary=f"publish as {snapshot}")
+        except ActivityError as exc:
+            why = f"publishing failed: {exc.cause or exc}"
+            self._fail("publish", why)
+            await self._tell_queue("finished", Finished(workflow_id=self._id(), ok=False,
+                                                        detail=why))
+            return False, why
+        self._snapshot = result.snapshot
+        self._finish("publish", StepState.DONE,
+                     f"snapshot {result.snapshot}: {', '.join(result.added) or 'no new files'}")
+        await self._tell_queue("finished", Finished(workflow_id=self._id(), ok=True,
+                                                    snapshot=result.snapshot))
+        return True, ""
+
+    async def _sync(self, name: str) -> bool:
+        mirror = name.split(":", 1)[1]
+        assert self._snapshot is not None
+        self._start(name)
+        try:
+            result: SyncMirrorResult = await workflow.execute_activity(
+                "sync_mirror", SyncMirrorRequest(mirror=mirror, snapshot=self._snapshot),
+                result_type=SyncMirrorResult, task_queue=self._queue(Role.PUBLISHER),
+                start_to_close_timeout=timedelta(hours=2), schedule_to_close_timeout=SYNC_GIVE_UP,
+                heartbeat_timeout=timedelta(seconds=self._input.sync_heartbeat_timeout),
+                retry_policy=SYNC_RETRY, summary=f"sync {mirror} to {self._snapshot}")
+        except ActivityError as exc:
+            self._fail(name, f"{exc.cause or exc}")
+            return False
+        step = self._steps[name]
+        step.url = result.report_url
+        detail = (f"already at {result.snapshot}" if result.skipped else
+                  f"now at {result.snapshot}: +{len(result.added)} -{len(result.removed)} files")
+        self._finish(name, StepState.DONE, detail)
+        return True
+
+    # --- bookkeeping -------------------------------------------------------------------------
+
+    def _start(self, name: str) -> PublishStep:
+        step = self._steps[name]
+        step.state = StepState.RUNNING
+        step.started = workflow.now().timestamp()
+        step.detail = None
+        return step
+
+    def _finish(self, name: str, state: StepState, detail: str) -> None:
+        step = self._steps[name]
+        step.state = state
+        step.detail = detail
+        step.ended = workflow.now().timestamp()
+
+    def _fail(self, name: str, why: str) -> None:
+        self._finish(name, StepState.FAILED, why)
+        for later in list(self._steps.values()):
+            if later.state is StepState.WAITING:
+                later.state = StepState.SKIPPED
+
+    async def _tell_queue(self, signal: str, arg: object) -> None:
+        await workflow.get_external_workflow_handle(self._input.queue_id).signal(signal, arg)
+
+    def _queue(self, role: Role) -> str:
+        return task_queue(self._input.task_queue_prefix, role)
+
+    def _id(self) -> str:
+        return workflow.info().workflow_id
+
+    def _who(self) -> str:
+        change = self._input.change
+        return f"{change.project} {change.key}"
+
+
+def _artifact(build: BuildResult, name: str) -> str | None:
+    for artifact in getattr(build, "artifacts", []):
+        if artifact.name == name:
+            return str(artifact.url)
+    return None

@@ -1,0 +1,209 @@
+"""Publication after merge on the real dev server: `publish/<project>/<change>` workflows and the
+publish queue, with the executor's and the publishing host's activities stood in for at the
+activity boundary (so builds can be slow or fail and mirrors can be down at will; the real
+publishing is tested in tests/test_publishing*.py and end to end in tests/test_packages_e2e.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from lockmaster.config.models import LockmasterConfig
+from lockmaster.model.build import Artifact, BuildRequest, BuildResult, Result
+from lockmaster.model.change import ChangeRef
+from lockmaster.model.publish import (
+    PublishResult,
+    PublishStableRequest,
+    PublishStableResult,
+    QueueState,
+    StepState,
+    SyncMirrorRequest,
+    SyncMirrorResult,
+)
+from lockmaster.review.registry import review_drivers
+from lockmaster.starters.publish import Publications, PublishError, start_publish
+from lockmaster.temporal.task_queues import Role, task_queue
+from lockmaster.workers.orchestrator import orchestrator_worker
+from tests.deployment import make_config
+
+
+class StandIns:
+    """The executor's build and the publishing host's steps, recording what they were asked."""
+
+    def __init__(self) -> None:
+        self.build_delay: dict[int, float] = {}
+        self.failing_builds: set[int] = set()
+        self.published: list[tuple[int, str]] = []  # (change, snapshot) in the order done
+        self.mirror_down: Counter[str] = Counter()  # failures left per mirror
+        self.synced: list[tuple[str, str]] = []
+        self.mirror_at: dict[str, str] = {}
+
+    @activity.defn(name="run_build")
+    async def run_build(self, request: BuildRequest) -> BuildResult:
+        await asyncio.sleep(self.build_delay.get(request.change.number, 0.0))
+        number = request.change.number
+        result = Result.FAILURE if number in self.failing_builds else Result.SUCCESS
+        return BuildResult(
+            build_id=request.build_id, job=request.job.name, result=result,
+            log_url=f"http://logs.test/{number}/", artifacts=[Artifact(
+                name="packages", url=f"http://logs.test/{number}/artifacts/packages/",
+                job=request.job.name, project=request.change.project, change=number,
+                patchset=request.change.patchset)])
+
+    @activity.defn(name="publish_stable")
+    async def publish_stable(self, request: PublishStableRequest) -> PublishStableResult:
+        assert request.packages_url.endswith(f"/{request.change.number}/artifacts/packages/")
+        self.published.append((request.change.number, request.snapshot))
+        return PublishStableResult(snapshot=request.snapshot, formats=["deb"],
+                                   added=[f"hello_{request.change.number}_all.deb"])
+
+    @activity.defn(name="sync_mirror")
+    async def sync_mirror(self, request: SyncMirrorRequest) -> SyncMirrorResult:
+        if self.mirror_down[request.mirror] > 0:
+            self.mirror_down[request.mirror] -= 1
+            raise RuntimeError(f"mirror {request.mirror} is down")
+        current = self.mirror_at.get(request.mirror, "")
+        if current >= request.snapshot:
+            return SyncMirrorResult(mirror=request.mirror, snapshot=current, skipped=True)
+        self.mirror_at[request.mirror] = request.snapshot
+        self.synced.append((request.mirror, request.snapshot))
+        return SyncMirrorResult(mirror=request.mirror, snapshot=request.snapshot,
+                                added=["x.deb"], report_url=f"http://mirror/{request.snapshot}")
+
+
+def publish_config(tmp_path: Path, project: str) -> LockmasterConfig:
+    config = make_config(
+        tmp_path, projects=[],
+        jobs=[{"name": "package-build", "package": {"step": "build"}, "nodeset": "local"}])
+    data = config.model_dump(by_alias=True, mode="json", exclude_none=True)
+    data["projects"] = [{"name": project, "connection": "local",
+                         "publish": {"build-job": "package-build"}}]
+    prefix = f"p-{uuid.uuid4().hex[:8]}/"
+    data["temporal"]["workflow-id-prefix"] = prefix
+    data["publishing"] = {
+        "signing": {"gnupg-home": str(tmp_path / "gnupg"), "key-id": "ABCD"},
+        "mirrors": [{"name": "near", "driver": "directory", "path": str(tmp_path / "near")},
+                    {"name": "far", "driver": "directory", "path": str(tmp_path / "far")}]}
+    return LockmasterConfig.model_validate(data)
+
+
+@contextlib.asynccontextmanager
+async def publishing(client: Client, config: LockmasterConfig, stand_ins: StandIns
+                     ) -> AsyncIterator[Publications]:
+    prefix = config.temporal.task_queue_prefix
+    async with orchestrator_worker(client, config, review_drivers(config)), \
+            Worker(client, task_queue=task_queue(prefix, Role.EXECUTOR),
+                   activities=[stand_ins.run_build]), \
+            Worker(client, task_queue=task_queue(prefix, Role.PUBLISHER),
+                   activities=[stand_ins.publish_stable, stand_ins.sync_mirror]):
+        yield Publications(client, config)
+
+
+def merged(project: str, number: int) -> ChangeRef:
+    return ChangeRef(connection="local", project=project, branch="master", number=number,
+                     patchset=1, commit=f"{number:040x}")
+
+
+async def result(client: Client, wid: str) -> PublishResult:
+    return await asyncio.wait_for(
+        client.get_workflow_handle(wid, result_type=PublishResult).result(), 60)
+
+
+async def test_merges_publish_in_merge_order_and_reach_every_mirror(
+        client: Client, tmp_path: Path) -> None:
+    project = f"t{uuid.uuid4().hex[:6]}/hello"
+    config = publish_config(tmp_path, project)
+    stand_ins = StandIns()
+    stand_ins.build_delay[1] = 1.0  # merged first, built last
+    async with publishing(client, config, stand_ins) as ops:
+        first = await start_publish(client, config, merged(project, 1))
+        second = await start_publish(client, config, merged(project, 2))
+        again = await start_publish(client, config, merged(project, 1))  # announced twice
+        assert again.action == "already-running" and again.workflow_id == first.workflow_id
+        done = [await result(client, a.workflow_id or "") for a in (first, second)]
+        assert [r.ok for r in done] == [True, True], done
+        assert stand_ins.published == [(1, "000001-" + project.replace("/", "-") + "-1"),
+                                       (2, "000002-" + project.replace("/", "-") + "-2")]
+        queue = await ops.queue()
+        assert [e.state for e in queue.entries] == [QueueState.DONE, QueueState.DONE]
+        shown = await ops.show(project, 2)
+        assert [(s.name, s.state) for s in shown.steps] == [
+            ("build", StepState.DONE), ("publish", StepState.DONE),
+            ("sync:near", StepState.DONE), ("sync:far", StepState.DONE)]
+        # Each mirror ends on the newest snapshot; an older one never follows a newer one.
+        for mirror in ("near", "far"):
+            snapshots = [s for m, s in stand_ins.synced if m == mirror]
+            assert snapshots == sorted(snapshots) and snapshots[-1] == shown.snapshot
+
+
+async def test_failed_build_is_passed_over_and_a_down_mirror_is_retried(
+        client: Client, tmp_path: Path) -> None:
+    project = f"t{uuid.uuid4().hex[:6]}/hello"
+    config = publish_config(tmp_path, project)
+    stand_ins = StandIns()
+    stand_ins.failing_builds.add(1)
+    stand_ins.mirror_down["far"] = 2  # refuses twice, then is back
+    async with publishing(client, config, stand_ins) as ops:
+        broken = await start_publish(client, config, merged(project, 1))
+        good = await start_publish(client, config, merged(project, 2))
+        failed = await result(client, broken.workflow_id or "")
+        assert not failed.ok and "FAILURE" in failed.message
+        assert [(s.name, s.state) for s in failed.steps][:2] == [
+            ("build", StepState.FAILED), ("publish", StepState.SKIPPED)]
+        published = await result(client, good.workflow_id or "")
+        assert published.ok, published
+        assert [n for n, _ in stand_ins.published] == [2]
+        shown = await ops.show(project, 2)
+        far = next(s for s in shown.steps if s.name == "sync:far")
+        assert far.state is StepState.DONE
+        assert [m for m, _ in stand_ins.synced].count("far") == 1  # no duplicate sync
+        # Retriggering one step: the far mirror again (it is current: nothing to send).
+        answer = await ops.retrigger(project, 2, "sync:far")
+        assert answer.ok
+        rerun = await result(client, answer.workflow_id or "")
+        assert rerun.ok and [s.name for s in rerun.steps] == ["sync:far"]
+        assert "already at" in (rerun.steps[0].detail or "")
+        # ... and publishing again: a new snapshot, behind everything merged so far.
+        answer = await ops.retrigger(project, 2, "publish")
+        rerun = await result(client, answer.workflow_id or "")
+        assert rerun.ok and rerun.snapshot is not None and rerun.snapshot.startswith("000003-")
+        with pytest.raises(PublishError, match="no step 'sync:nowhere'"):
+            await ops.retrigger(project, 2, "sync:nowhere")
+        with pytest.raises(PublishError, match="has not been published"):
+            await ops.show(project, 99)
+
+
+async def test_publish_queue_continues_as_new_with_changes_waiting(
+        client: Client, tmp_path: Path) -> None:
+    from lockmaster.model.publish import QueueInput
+    from lockmaster.starters.publish import queue_workflow_id
+    from lockmaster.workflows.publish_queue import PublishQueueWorkflow
+
+    project = f"t{uuid.uuid4().hex[:6]}/hello"
+    config = publish_config(tmp_path, project)
+    stand_ins = StandIns()
+    stand_ins.build_delay[1] = 2.0
+    async with publishing(client, config, stand_ins):
+        # The queue starts with a low history limit; while change 1 builds, 2..6 pile up.
+        await client.start_workflow(
+            PublishQueueWorkflow.run, QueueInput(max_history_events=20),
+            id=queue_workflow_id(config),
+            task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR))
+        actions = [await start_publish(client, config, merged(project, n)) for n in range(1, 7)]
+        results = [await result(client, a.workflow_id or "") for a in actions]
+        assert all(r.ok for r in results), results
+        assert [n for n, _ in stand_ins.published] == [1, 2, 3, 4, 5, 6]
+        handle = client.get_workflow_handle(queue_workflow_id(config))
+        runs = {e.run_id async for e in client.list_workflows(
+            f'WorkflowId = "{handle.id}"')}
+        assert len(runs) >= 2, "the queue never continued as new"
