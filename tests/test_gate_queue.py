@@ -284,3 +284,33 @@ def test_job_durations_are_learned_for_estimates() -> None:
     sim.add(1)
     sim.finish(1, "merge")  # Sim builds take 1 s (started 0, ended 1)
     assert sim.state.job_seconds == {"merge": 1.0}
+
+
+def test_builds_receive_the_artifacts_of_their_dependencies_and_of_the_items_ahead() -> None:
+    from lockmaster.model.build import Artifact
+
+    sim = Sim()
+    sim.add(1, 2)
+
+    def made(number: int, job: str) -> None:
+        for build_id, (key, buildset, action) in list(sim.running.items()):
+            if key == f"{number},1" and action.job.name == job:
+                del sim.running[build_id]
+                sim.queue.build_done(key, buildset, BuildResult(
+                    build_id=build_id, job=job, result=Result.SUCCESS, started=0, ended=1,
+                    artifacts=[Artifact(name="repo", url=f"http://logs/{number}/{job}/",
+                                        job=job, project="p", change=number, patchset=1)]))
+                sim.step()
+                return
+        raise AssertionError(f"{job} of {number} is not running")
+
+    assert sim.queue.artifacts_for("1,1", "merge") == []
+    made(1, "merge")
+    made(2, "merge")
+    # 2's test sees its own merge job's repository and 1's (its state includes change 1).
+    urls = [a.url for a in sim.queue.artifacts_for("2,1", "test")]
+    assert urls == ["http://logs/1/merge/", "http://logs/2/merge/"]
+    # 1's test sees only its own: nothing ahead of it.
+    assert [a.url for a in sim.queue.artifacts_for("1,1", "test")] == ["http://logs/1/merge/"]
+    # A job that depends on nothing gets the items ahead's artifacts only.
+    assert [a.url for a in sim.queue.artifacts_for("2,1", "merge")] == ["http://logs/1/merge/"]

@@ -59,3 +59,42 @@ async def test_a_failing_job_aborts_the_jobs_it_stops(client: Client, tmp_path: 
     [systest] = [b for b in outcome.builds if b.job == "systest"]
     assert systest.message == "aborted: install-test failed"
     assert "- systest " in report and ": ABORTED" in report, report
+
+
+async def test_rerun_of_one_job_gets_the_artifacts_of_the_last_run(
+        client: Client, tmp_path: Path) -> None:
+    from lockmaster.starters.rerun import RerunError, rerun_job
+
+    name = unique_project()
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    make = 'mkdir -p "$LOCKMASTER_ARTIFACTS/repo" && echo deb > "$LOCKMASTER_ARTIFACTS/repo/x"'
+    use = f'cp "$LOCKMASTER_ARTIFACTS_FILE" {seen}/use-$(date +%s%N).json'
+    config = make_config(
+        tmp_path,
+        projects=[{"name": name, "connection": "local", "pipelines": {"check": {"jobs": [
+            "build", {"name": "use", "dependencies": ["build"]}]}}}],
+        jobs=[{"name": "build", "run": make, "nodeset": "local"},
+              {"name": "use", "run": use, "nodeset": "local"}])
+    async with deployment(client, config) as dep:
+        dep.store.create_project(name, {"README": "x\n"})
+        info, actions = await dep.upload(name, files={"a": "a\n"}, subject="rerun")
+        wid = actions[0].workflow_id or ""
+        first = await dep.outcome(wid, timeout=60)
+        action = await rerun_job(client, config, dep.drivers, name, info.number, "use")
+        assert action.action == "started" and action.workflow_id == wid
+        again = await dep.outcome(wid, timeout=60)
+        try:
+            await rerun_job(client, config, dep.drivers, name, info.number, "nope")
+        except RerunError as exc:
+            assert "not in" in str(exc) and "build, use" in str(exc)
+        else:
+            raise AssertionError("an unknown job was rerun")
+    assert first.result == again.result == "SUCCESS"
+    assert [b.job for b in again.builds] == ["use"]  # the build job did not run again
+    [build] = [b for b in first.builds if b.job == "build"]
+    received = [json.loads(p.read_text()) for p in sorted(seen.iterdir())]
+    assert len(received) == 2 and received[0] == received[1]
+    assert [a["url"] for a in received[1]] == [build.artifacts[0].url]
+    reports = dep.reports(info.number)
+    assert len(reports) == 2 and "- use " in reports[-1]["message"]

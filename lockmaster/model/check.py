@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from lockmaster.model.base import Model
-from lockmaster.model.build import BuildResult, JobSpec, Result
+from lockmaster.model.build import Artifact, BuildResult, JobSpec, Result
 from lockmaster.model.change import ChangeRef
 
 
@@ -25,6 +25,8 @@ class CheckInput(Model):
     precedence: int = 1  # of its node requests (0 high, 1 normal, 2 low)
     # Activity tuning (tests lower these to notice a dead worker quickly).
     build_heartbeat_timeout: float = 30.0
+    # A rerun of one job: what the jobs it depends on made in the run before (handed to it).
+    given_artifacts: list[Artifact] = Field(default_factory=list)
 
 
 class JobStatus(Model):

@@ -219,7 +219,8 @@ class CheckWorkflow:
         """Zuul's artifacts: what the successful builds of the jobs `job` depends on made."""
         assert self._input is not None
         wanted = upstream_jobs(self._input.jobs, job)
-        return [a for spec in self._input.jobs if spec.name in wanted
+        return [*self._input.given_artifacts] + [
+                a for spec in self._input.jobs if spec.name in wanted
                 for b in self._attempts.get(spec.name, []) if b.result is Result.SUCCESS
                 for a in b.artifacts]
 

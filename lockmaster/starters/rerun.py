@@ -1,0 +1,96 @@
+"""Rerunning a single job of a change (seed 003: "retrigger a single job"): a new run of the
+change's check workflow (`check/<project>/<change>/<patchset>`) with only that job, on a fresh
+speculative state, given the artifacts the jobs it depends on made in the last run (so a system
+test reruns against the same test repository without rebuilding it). Reported like any run.
+"""
+
+from __future__ import annotations
+
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from lockmaster.config.models import LockmasterConfig
+from lockmaster.model.build import Result
+from lockmaster.model.change import ChangeRef
+from lockmaster.model.check import CheckInput, CheckOutcome, ReportLabels
+from lockmaster.pipelines.freeze import freeze_jobs
+from lockmaster.pipelines.jobgraph import upstream_jobs
+from lockmaster.review.base import ReviewDriver
+from lockmaster.starters.router_types import RouteAction
+from lockmaster.temporal import search_attributes
+from lockmaster.temporal.task_queues import Role, task_queue
+from lockmaster.workflows.check import CheckWorkflow, check_workflow_id
+
+
+class RerunError(Exception):
+    """The job cannot be rerun (the message says why and what to do instead)."""
+
+
+async def rerun_job(client: Client, config: LockmasterConfig, drivers: dict[str, ReviewDriver],
+                    project: str, number: int, job: str, pipeline: str = "check",
+                    build_heartbeat_timeout: float = 30.0) -> RouteAction:
+    project_config = config.project(project)
+    if project_config is None:
+        raise RerunError(f"project {project!r} is not configured")
+    try:
+        pipe = config.pipeline(pipeline)
+    except KeyError:
+        raise RerunError(f"no pipeline {pipeline!r}") from None
+    if pipe.manager != "independent":
+        raise RerunError(f"{pipeline} is a gate: its builds belong to the queue; dequeue and "
+                         "enqueue the change to run them again")
+    jobs = freeze_jobs(config, project, pipeline)
+    spec = next((j for j in jobs if j.name == job), None)
+    if spec is None:
+        raise RerunError(f"job {job!r} is not in {project}'s {pipeline} pipeline (jobs: "
+                         f"{', '.join(j.name for j in jobs) or 'none'})")
+    driver = drivers.get(project_config.connection)
+    if driver is None:
+        raise RerunError(f"connection {project_config.connection!r} is not available")
+    info = await driver.get_change(number)
+    ref: ChangeRef = info.ref()
+    wid = check_workflow_id(ref, pipeline, config.temporal.workflow_id_prefix)
+    handle = client.get_workflow_handle(wid, result_type=CheckOutcome)
+    try:
+        described = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RerunError(f"patchset {ref.key} has not run in {pipeline} ({wid}); "
+                             "recheck it first") from exc
+        raise
+    if described.status == WorkflowExecutionStatus.RUNNING:
+        raise RerunError(f"{wid} is still running; rerun the job once it has reported")
+    try:
+        last = await handle.result()
+    except Exception as exc:  # failed, cancelled, terminated: nothing to take artifacts from
+        last = None
+        if upstream_jobs(jobs, job):
+            raise RerunError(f"the last run of {wid} did not finish ({exc}); recheck the "
+                             "change instead") from exc
+    wanted = upstream_jobs(jobs, job)
+    given = [a for b in (last.builds if last else []) if b.job in wanted
+             and b.result is Result.SUCCESS for a in b.artifacts]
+    missing = wanted - {b.job for b in (last.builds if last else [])
+                        if b.result is Result.SUCCESS}
+    if missing:
+        raise RerunError(f"{job} needs {', '.join(sorted(missing))}, which did not succeed in "
+                         "the last run; recheck the change instead")
+    alone = spec.model_copy(update={"dependencies": [], "aborted_by": []})
+    inp = CheckInput(
+        change=ref, pipeline=pipeline, jobs=[alone],
+        labels=ReportLabels(start=pipe.start.labels if pipe.start else None,
+                            success=pipe.success.labels, failure=pipe.failure.labels),
+        trigger=f"rerun {job}", task_queue_prefix=config.temporal.task_queue_prefix,
+        precedence=pipe.node_precedence, build_heartbeat_timeout=build_heartbeat_timeout,
+        given_artifacts=given)
+    started = await client.start_workflow(
+        CheckWorkflow.run, inp, id=wid,
+        task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        search_attributes=TypedSearchAttributes(search_attributes.pairs_for_change(
+            connection=ref.connection, project=ref.project, branch=ref.branch,
+            change=ref.number, patchset=ref.patchset, pipeline=pipeline)),
+        memo={"trigger": f"rerun {job}"},
+        static_summary=f"{pipeline}: {ref.project} change {ref.key}: rerun of {job}")
+    return RouteAction("started", started.id, f"rerun of {job} (run {started.result_run_id})")
