@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,7 @@ async def test_merged_package_is_published_signed_and_installable_from_every_mir
     import asyncio
 
     from lockmaster.model.publish import PublishResult, StepState
-    from lockmaster.publishing.verify import apt_get_check
+    from lockmaster.publishing.client import install_from_mirror
     from lockmaster.starters.publish import Publications, change_workflow_id
     from lockmaster.workers.publisher import publisher_worker
     from tests.publishing_helpers import make_signing_key, stop_gpg_agent
@@ -195,11 +196,16 @@ async def test_merged_package_is_published_signed_and_installable_from_every_mir
             ("build", StepState.DONE), ("publish", StepState.DONE),
             ("sync:near", StepState.DONE), ("sync:far", StepState.DONE)]
         public_key = config.publish_root / "lockmaster-archive-key.asc"
-        for server in servers:
+        for mirror, server in zip(mirrors, servers, strict=True):
             url = f"http://127.0.0.1:{server.port}/deb/current"
-            await asyncio.to_thread(
-                apt_get_check, url, public_key, config.publishing.codename,
-                download=[("lockmaster-hello", _version(), "all")])
+            root = tmp_path / "clients" / mirror
+            files = await asyncio.to_thread(
+                install_from_mirror, url, public_key, config.publishing.codename,
+                "lockmaster-hello", _version(), root)
+            assert "/usr/bin/lockmaster-hello" in files
+            said = subprocess.run(["sh", str(root / "usr/bin/lockmaster-hello"), mirror],
+                                  capture_output=True, text=True, check=True).stdout
+            assert said == f"Hello from lockmaster, {mirror}!\n"
     finally:
         for server in servers:
             server.stop()

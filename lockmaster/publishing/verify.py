@@ -20,6 +20,7 @@ only (see BuildContext.trusted): a publish into a big repository does not rehash
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -110,10 +111,11 @@ def _keyring_of(key: Path | Keyring) -> Iterator[Keyring]:
 def apt_get_check(url: str, public_key: Path | Keyring, codename: str, *,
                   component: str = "main", architectures: Sequence[str] = ("amd64",),
                   download: Sequence[tuple[str, str, str]] = (),
-                  progress: Progress | None = None) -> None:
+                  progress: Progress | None = None, keep_in: Path | None = None) -> None:
     """`apt-get update` against `url` (file:// or http://) in an isolated apt tree that trusts
-    only `public_key`, then `apt-get download` of `download` (name, version, arch).
-    VerificationError with apt's output if apt reports any error or warning."""
+    only `public_key`, then `apt-get download` of `download` (name, version, arch), copied into
+    `keep_in` if given. VerificationError with apt's output if apt reports any error or
+    warning."""
     arches = [a for a in architectures if a != "source"] or ["amd64"]
     with _keyring_of(public_key) as keyring, scratch_dir("lm-apt-") as root:
         for sub in ("etc/apt/apt.conf.d", "etc/apt/sources.list.d", "etc/apt/preferences.d",
@@ -157,7 +159,11 @@ def apt_get_check(url: str, public_key: Path | Keyring, codename: str, *,
                 f"apt-get download from {url} fails",
                 [line for line in fetched.stderr.splitlines() if line.strip()]
                 or [fetched.stdout.strip()])
-        got = len(list((root / "dl").glob("*.deb")))
-        if got != len(set(wanted)):
-            raise VerificationError(f"apt-get download from {url} fetched {got} of "
+        debs = sorted((root / "dl").glob("*.deb"))
+        if len(debs) != len(set(wanted)):
+            raise VerificationError(f"apt-get download from {url} fetched {len(debs)} of "
                                     f"{len(set(wanted))} packages", wanted)
+        if keep_in is not None:
+            keep_in.mkdir(parents=True, exist_ok=True)
+            for deb in debs:
+                shutil.copy2(deb, keep_in / deb.name)
