@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -177,6 +178,18 @@ async def test_failed_build_is_passed_over_and_a_down_mirror_is_retried(
         answer = await ops.retrigger(project, 2, "publish")
         rerun = await result(client, answer.workflow_id or "")
         assert rerun.ok and rerun.snapshot is not None and rerun.snapshot.startswith("000003-")
+        # The same with the temporal CLI: the command `--dry-run` prints, run as printed.
+        printed = await ops.retrigger(project, 2, "sync:near", dry_run=True)
+        assert printed.message.startswith("temporal workflow start --type PublishWorkflow")
+        from lockmaster.temporal.devserver import temporal_binary
+
+        address = client.service_client.config.target_host
+        command = printed.message.replace("temporal ", f"{temporal_binary()} ", 1)
+        ran = await asyncio.to_thread(subprocess.run, f"{command} --address {address}",
+                                      shell=True, capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr
+        rerun = await result(client, printed.workflow_id or "")
+        assert rerun.ok and [s.name for s in rerun.steps] == ["sync:near"]
         with pytest.raises(PublishError, match="no step 'sync:nowhere'"):
             await ops.retrigger(project, 2, "sync:nowhere")
         with pytest.raises(PublishError, match="has not been published"):

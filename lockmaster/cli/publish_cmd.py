@@ -85,11 +85,15 @@ def retrigger(project: str, change: int,
               step: str = typer.Option(..., "--step",
                                        help="build (everything again), publish, or "
                                             "sync:<mirror>"),
+              dry_run: bool = typer.Option(False, "--dry-run",
+                                           help="start nothing: print the equivalent "
+                                                "`temporal` command"),
               config: Path | None = ConfigOpt) -> None:
     """Run one step of a finished publication again."""
     cfg = load(config)
-    answer = _run(cfg, lambda c: Publications(c, cfg).retrigger(project, change, step))
-    out.print(answer.message)
+    answer = _run(cfg, lambda c: Publications(c, cfg).retrigger(project, change, step,
+                                                                 dry_run=dry_run))
+    out.print(answer.message, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("skip")

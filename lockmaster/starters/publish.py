@@ -4,6 +4,9 @@ both and retrigger single steps."""
 
 from __future__ import annotations
 
+import json
+import shlex
+
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -147,9 +150,11 @@ class Publications:
                 return QueueStatus(repository=STABLE, entries=[])
             raise PublishError(f"cannot ask {handle.id}: {exc}") from exc
 
-    async def retrigger(self, project: str, change: int, step: str) -> RetriggerAnswer:
+    async def retrigger(self, project: str, change: int, step: str, *,
+                        dry_run: bool = False) -> RetriggerAnswer:
         """Run one step of a finished publication again: `publish` (a new snapshot with the
-        same packages, then every mirror) or `sync:<mirror>`; `build` reruns everything."""
+        same packages, then every mirror) or `sync:<mirror>`; `build` reruns everything.
+        `dry_run`: start nothing; the answer is the equivalent `temporal` command line."""
         mirrors = [m.name for m in self.config.publishing.mirrors]
         allowed = ["build", "publish", *(f"sync:{m}" for m in mirrors)]
         if step not in allowed:
@@ -169,10 +174,22 @@ class Publications:
                                    "retrigger `build`")
         change_ref = status.change
         only = None if step == "build" else step
-        if only is None:
-            await enqueue_merge(self.client, self.config, change_ref)
         inp = publish_input(self.config, change_ref, only=only, snapshot=status.snapshot,
                             packages_url=packages_url)
+        if dry_run:
+            queue = task_queue(self.config.temporal.task_queue_prefix, Role.ORCHESTRATOR)
+            command = (f"temporal workflow start --type PublishWorkflow --task-queue {queue} "
+                       f"--workflow-id {shlex.quote(handle.id)} --input "
+                       f"{shlex.quote(inp.model_dump_json(exclude_defaults=True))}")
+            if only is None:  # a whole rerun takes a new place in the queue first
+                place = json.dumps({"workflow_id": handle.id,
+                                    "change": f"{project} {change_ref.key}"})
+                command = (f"temporal workflow signal --workflow-id "
+                           f"{shlex.quote(queue_workflow_id(self.config))} --name enqueue "
+                           f"--input {shlex.quote(place)}\n{command}")
+            return RetriggerAnswer(ok=True, message=command, workflow_id=handle.id)
+        if only is None:
+            await enqueue_merge(self.client, self.config, change_ref)
         new = await self.client.start_workflow(
             PublishWorkflow.run, inp, id=handle.id,
             task_queue=task_queue(self.config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
