@@ -215,3 +215,80 @@ async def test_merged_package_is_published_signed_and_installable_from_every_mir
 def _version() -> str:
     changelog = (HELLO / "debian" / "changelog").read_text()
     return changelog.split("(", 1)[1].split(")", 1)[0]
+
+
+def renamed(files: dict[str, str], new: str) -> dict[str, str]:
+    """The example package under another name (a second package for the same repositories)."""
+    return {path.replace("lockmaster-hello", new): text.replace("lockmaster-hello", new)
+            for path, text in files.items()}
+
+
+async def test_two_packages_merged_together_are_published_in_merge_order(
+        client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two packages' changes approved back to back in one shared queue: both are gated and
+    merged in order, both rebuilt at once, published one after the other in merge order (the
+    second snapshot holds both packages), and both reach the mirror."""
+    import asyncio
+
+    from lockmaster.model.publish import PublishResult
+    from lockmaster.publishing.client import install_from_mirror
+    from lockmaster.starters.publish import Publications, change_workflow_id
+    from lockmaster.workers.publisher import publisher_worker
+    from tests.publishing_helpers import make_signing_key, stop_gpg_agent
+    from tests.test_gate_workflow import CHECK, GATE, approve
+
+    hello, bye = unique_project("hello"), unique_project("bye")
+    key = make_signing_key(tmp_path / "keys")
+    mirror = tmp_path / "mirror"
+    config = make_config(tmp_path, jobs=PACKAGE_JOBS[:1], pipelines=[CHECK, GATE], projects=[])
+    data = config.model_dump(by_alias=True, mode="json", exclude_none=True)
+    data["projects"] = [{"name": name, "connection": "local", "queue": "packages",
+                         "pipelines": {"gate": {"jobs": ["package-build"]}},
+                         "publish": {"build-job": "package-build"}} for name in (hello, bye)]
+    data["publishing"] = {
+        "signing": {"gnupg-home": str(key.gnupghome), "key-id": key.fingerprint},
+        "mirrors": [{"name": "local", "driver": "directory", "path": str(mirror)}]}
+    config = LockmasterConfig.model_validate(data)
+    server = LogServer(mirror, "127.0.0.1", free_port()).start()
+    try:
+        with served_logs(config):
+            async with deployment(client, config) as dep, \
+                    publisher_worker(client, config, dep.drivers):
+                changes = []
+                for name, files in ((hello, package_files()),
+                                    (bye, renamed(package_files(), "lockmaster-bye"))):
+                    dep.store.create_project(name, files)
+                    info, _ = await dep.upload(name, files={"NEWS": f"{name}\n"},
+                                               subject=f"Publish {name}")
+                    changes.append((name, info.number))
+                for _, number in changes:
+                    await approve(dep, number)
+                results = []
+                for name, number in changes:
+                    wid = change_workflow_id(config, name, number)
+                    for _ in range(1200):
+                        try:
+                            handle = client.get_workflow_handle(wid, result_type=PublishResult)
+                            results.append(await asyncio.wait_for(handle.result(), 600))
+                            break
+                        except Exception:  # not started yet
+                            await asyncio.sleep(0.5)
+                    else:
+                        raise AssertionError(_logs(config))
+                queue = await Publications(client, config).queue()
+        assert [r.ok for r in results] == [True, True], results
+        first, second = (r.snapshot or "" for r in results)
+        assert first.startswith("000001-") and second.startswith("000002-")
+        assert [e.change.split()[0] for e in queue.entries] == [hello, bye]
+        merged = [dep.store.record(n)["merged_commit"] for _, n in changes]
+        assert all(merged)
+        public_key = config.publish_root / "lockmaster-archive-key.asc"
+        url = f"http://127.0.0.1:{server.port}/deb/current"
+        for package in ("lockmaster-hello", "lockmaster-bye"):
+            files = await asyncio.to_thread(
+                install_from_mirror, url, public_key, config.publishing.codename, package,
+                _version(), tmp_path / "client" / package)
+            assert f"/usr/bin/{package}" in files
+    finally:
+        server.stop()
+        stop_gpg_agent(key)
