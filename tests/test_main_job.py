@@ -30,13 +30,18 @@ def test_main_job_checks_a_demo_change_and_resumes(tmp_path: Path) -> None:
     config["temporal"]["web-url"] = f"http://127.0.0.1:{ui}"
     config["logs"] = {"url": f"http://127.0.0.1:{logs}", "serve": {"port": logs}}
     config["state-dir"] = str(tmp_path / "state")
+    mirror_port = free_port()
+    config["publishing"]["signing"]["gnupg-home"] = str(tmp_path / "state" / "publish-gnupg")
+    config["publishing"]["mirrors"][0].update({
+        "path": str(tmp_path / "state" / "mirrors" / "local"),
+        "url": f"http://127.0.0.1:{mirror_port}", "serve": {"port": mirror_port}})
     file = tmp_path / "lockmaster.yaml"
     file.write_text(yaml.safe_dump(config))
     lockmaster = Path(sys.executable).parent / "lockmaster"
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run([lockmaster, "run", "--config", str(file), "--exit-after-demo"],
-                              capture_output=True, text=True, timeout=240)
+                              capture_output=True, text=True, timeout=900)
 
     first = run()
     assert first.returncode == 0, first.stdout + first.stderr
@@ -47,12 +52,21 @@ def test_main_job_checks_a_demo_change_and_resumes(tmp_path: Path) -> None:
     assert f"http://127.0.0.1:{ui}/namespaces/default/workflows/check%2Fdemo%2Fhello%2F1%2F1" in (
         first.stdout)
     assert (tmp_path / "state" / "temporal.db").exists()
+    # The packaging demo: checked, gated, merged, published, synced, installed by a client.
+    assert "packaging demo: change 2,1 uploaded to demo/lockmaster-hello" in first.stdout
+    assert "packaging demo: check SUCCESS: package-build SUCCESS" in first.stdout
+    assert "packaging demo:   sync:local: done" in first.stdout
+    assert ("packaging demo: a client installed lockmaster-hello 1.0.2 from "
+            f"http://127.0.0.1:{mirror_port}/deb/current") in first.stdout
+    assert "it says: Hello from lockmaster, demo!" in first.stdout
 
     second = run()
     assert second.returncode == 0, second.stdout + second.stderr
     # The review system and Temporal kept their state: the next demo change is number 2.
-    assert "demo: uploaded change 2,1 to demo/hello" in second.stdout
-    assert "check/demo/hello/2/1: SUCCESS" in second.stdout
+    assert "demo: uploaded change 3,1 to demo/hello" in second.stdout
+    assert "check/demo/hello/3/1: SUCCESS" in second.stdout
+    # The next release of the package is published beside the first.
+    assert "a client installed lockmaster-hello 1.0.4 from" in second.stdout
 
     show = subprocess.run([lockmaster, "change", "show", "1", "--config", str(file)],
                           capture_output=True, text=True)

@@ -13,6 +13,7 @@ import typer
 from lockmaster.cli.context import fail, load, out
 from lockmaster.config.models import LocalConnection, LockmasterConfig
 from lockmaster.demo import project as demo
+from lockmaster.demo.packaging import run_packaging_demo
 from lockmaster.model.change import ReviewEvent
 from lockmaster.review.local import LocalReviewStore
 from lockmaster.review.registry import review_drivers
@@ -98,7 +99,8 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool)
         client = await connect(cfg)
         await register_search_attributes(client)
         workers = asyncio.create_task(run_workers(client, cfg, "all", stop))
-        out.print(f"workers running (orchestrator, executor, launcher); logs at {cfg.logs.url}")
+        out.print(f"workers running (orchestrator, executor, launcher, publisher); logs at "
+                  f"{cfg.logs.url}")
         if demo_change:
             code = await _demo(cfg, client)
             if exit_after_demo:
@@ -141,9 +143,18 @@ async def _demo(cfg: LockmasterConfig, client) -> int:  # type: ignore[no-untype
     wid = started[0].workflow_id
     assert wid
     out.print(f"demo: check started: {web_link(cfg, wid)}")
+    checked = False
     with contextlib.suppress(Exception):
         text = await wait_for_check(cfg, wid)
         out.print(text, markup=False)
         out.print(f"demo: `lockmaster change show {info.number}` shows the vote and message")
-        return 0 if ": SUCCESS" in text.splitlines()[0] else 1
-    return 1
+        checked = ": SUCCESS" in text.splitlines()[0]
+    if not checked:
+        return 1
+    try:
+        packaged = await run_packaging_demo(
+            cfg, client, store, router, lambda line: out.print(line, markup=False))
+    except Exception as exc:  # say what broke; the rest keeps running
+        out.print(f"packaging demo: {type(exc).__name__}: {exc}", markup=False)
+        packaged = False
+    return 0 if packaged else 1

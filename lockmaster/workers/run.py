@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -73,3 +74,10 @@ async def run_workers(
         logs.stop()
     for server in mirrors:
         server.stop()
+    signing = config.publishing.signing
+    if signing is not None and role in ("publisher", "all"):
+        # gpg started an agent for the signing key's home: it goes when the publisher does.
+        home = config.resolve(signing.gnupg_home)
+        if home.exists():
+            await asyncio.to_thread(subprocess.run, ["gpgconf", "--homedir", str(home),
+                                                     "--kill", "all"], capture_output=True)
