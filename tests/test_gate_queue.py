@@ -314,3 +314,18 @@ def test_builds_receive_the_artifacts_of_their_dependencies_and_of_the_items_ahe
     assert [a.url for a in sim.queue.artifacts_for("1,1", "test")] == ["http://logs/1/merge/"]
     # A job that depends on nothing gets the items ahead's artifacts only.
     assert [a.url for a in sim.queue.artifacts_for("2,1", "merge")] == ["http://logs/1/merge/"]
+
+
+def test_a_failed_job_aborts_the_running_jobs_it_stops() -> None:
+    jobs = [JobSpec(name="repo", run="true"),
+            JobSpec(name="install", run="true", dependencies=["repo"]),
+            JobSpec(name="systest", run="true", dependencies=["repo"], aborted_by=["install"])]
+    sim = Sim(jobs=jobs)
+    sim.add(1)
+    sim.finish(1, "repo")
+    assert sim.builds(1) == [("install", "1,1"), ("systest", "1,1")]
+    sim.finish(1, "install", Result.FAILURE)
+    # The system test was cancelled at once, and counts as aborted; the item fails.
+    assert len(sim.cancelled) == 1 and sim.builds(1) == []
+    assert ("1,1", "failure") in sim.reports
+    assert sim.submits == []

@@ -334,6 +334,7 @@ class GateQueue:
                 f"Starting {item.pipeline} jobs.", self.labels.start,
             ))
         graph = self._graph(item)
+        actions += self._abort_stopped(item, graph)
         changes_key = " ".join(c.key for c in item.changes)
         for job in graph.ready():
             attempt = len([b for b in item.builds if b.job == job.name]) + 1
@@ -342,6 +343,26 @@ class GateQueue:
             item.builds.append(build)
             actions.append(BuildAction(item.key, item.buildset, build, job))
         return actions
+
+    def _abort_stopped(self, item: GateItem, graph: JobGraph) -> list[Action]:
+        """Running builds of jobs `aborted-by` a job that failed: cancelled, and ABORTED."""
+        failed = {name for name, result in graph.results.items() if result is not Result.SUCCESS}
+        specs = {j.name: j for j in item.jobs}
+        stopped = []
+        for build in self.running_builds(item):
+            spec = specs.get(build.job)
+            cause = next((j for j in spec.aborted_by if j in failed), None) if spec else None
+            if cause is None:
+                continue
+            build.result = Result.ABORTED
+            build.message = f"aborted: {cause} failed"
+            graph.running.discard(build.job)
+            graph.finish(build.job, Result.ABORTED)
+            stopped.append(build.build_id)
+        if not stopped:
+            return []
+        item.job_results = dict(graph.results)
+        return [CancelAction(stopped)]
 
     def _finish(self, item: GateItem) -> list[Action]:
         """Report a complete item at the head of its chain."""
