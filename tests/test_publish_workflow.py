@@ -141,6 +141,8 @@ async def test_merges_publish_in_merge_order_and_reach_every_mirror(
         assert [(s.name, s.state) for s in shown.steps] == [
             ("build", StepState.DONE), ("publish", StepState.DONE),
             ("sync:near", StepState.DONE), ("sync:far", StepState.DONE)]
+        assert shown.steps[1].added == ["hello_2_all.deb"]
+        assert shown.steps[2].added == ["x.deb"]  # what the mirror's sync reported
         # Each mirror ends on the newest snapshot; an older one never follows a newer one.
         for mirror in ("near", "far"):
             snapshots = [s for m, s in stand_ins.synced if m == mirror]

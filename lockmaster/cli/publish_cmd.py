@@ -62,6 +62,10 @@ def show(project: str, change: int, as_json: bool = typer.Option(False, "--json"
         table.add_row(step.name, step.state.value, _when(step.started), _when(step.ended),
                       step.detail or "", step.url or "")
     out.print(table)
+    for step in status.steps:
+        for sign, files in (("+", step.added), ("-", step.removed)):
+            for name in files:
+                out.print(f"  {step.name} {sign} {name}", markup=False, highlight=False)
 
 
 @app.command("queue")

@@ -34,6 +34,9 @@ class PublishStep(Model):
     ended: float | None = None
     attempts: int = 0
     url: str | None = None  # the build's log, the mirror's sync report
+    # publish: package files new in the stable repository; sync: files the mirror got / lost.
+    added: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
 
 
 class PublishInput(Model):

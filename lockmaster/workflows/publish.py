@@ -189,6 +189,7 @@ class PublishWorkflow:
                                                         detail=why))
             return False, why
         self._snapshot = result.snapshot
+        self._steps["publish"].added = list(result.added)
         self._finish("publish", StepState.DONE,
                      f"snapshot {result.snapshot}: {', '.join(result.added) or 'no new files'}")
         await self._tell_queue("finished", Finished(workflow_id=self._id(), ok=True,
@@ -211,6 +212,7 @@ class PublishWorkflow:
             return False
         step = self._steps[name]
         step.url = result.report_url
+        step.added, step.removed = list(result.added), list(result.removed)
         detail = (f"already at {result.snapshot}" if result.skipped else
                   f"now at {result.snapshot}: +{len(result.added)} -{len(result.removed)} files")
         self._finish(name, StepState.DONE, detail)
