@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ def recorded() -> list[Path]:
 def test_there_are_recorded_histories() -> None:
     names = {p.stem for p in recorded()}
     assert {"check-success", "check-failure-skip-retry", "check-cancelled",
-            "check-merge-conflict", "gate-queue", "nodepool-cloud"} <= names
+            "check-merge-conflict", "gate-queue", "nodepool-cloud", "te-broker",
+            "publish-change", "publish-queue"} <= names
 
 
 @pytest.mark.parametrize("history", recorded(), ids=lambda p: p.stem)
@@ -137,3 +139,62 @@ async def test_record_nodepool_history(
         handle = ops.handle(ops.specs[0])
         history = await handle.fetch_history()
         (HISTORIES / "nodepool-cloud.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
+                    reason="records histories only when asked")
+async def test_record_te_broker_history(client: Client, tmp_path: Path) -> None:
+    """A TE broker's life: first resets, a lease renewed and released, a waiter served, a failed
+    reset quarantining a TE, an operator's unquarantine."""
+    from tests.test_te_broker_workflow import RecordingHost, broker, holder, te_config
+
+    config = te_config(tmp_path, per_host=1)
+    host = RecordingHost()
+    async with broker(client, config, host) as ops:
+        a = holder(client, config, "a")
+        lease = await a.acquire(timeout=10)
+        await a.renew()
+        b = holder(client, config, "b")
+        waiting = asyncio.create_task(b.acquire(timeout=30))
+        await a.release()
+        await waiting
+        assert lease.te is not None
+        host.fail_reset.add(lease.te.key)
+        await b.release()
+        for _ in range(100):
+            [status] = await ops.status()
+            if status.tes[0].state.value == "quarantined":
+                break
+            await asyncio.sleep(0.1)
+        host.fail_reset.clear()
+        assert (await ops.unquarantine(lease.te.key)).ok
+        await asyncio.sleep(0.5)
+        history = await client.get_workflow_handle(
+            f"{config.temporal.workflow_id_prefix}te/default").fetch_history()
+        (HISTORIES / "te-broker.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
+                    reason="records histories only when asked")
+async def test_record_publish_histories(client: Client, tmp_path: Path) -> None:
+    """Two merges published in order (the first built last), a mirror down twice: the queue's
+    history and the second change's."""
+    from lockmaster.model.publish import PublishResult
+    from lockmaster.starters.publish import queue_workflow_id, start_publish
+    from tests.test_publish_workflow import StandIns, merged, publish_config, publishing
+
+    project = f"t{uuid.uuid4().hex[:6]}/hello"
+    config = publish_config(tmp_path, project)
+    stand_ins = StandIns()
+    stand_ins.build_delay[1] = 1.0
+    stand_ins.mirror_down["far"] = 2
+    async with publishing(client, config, stand_ins):
+        actions = [await start_publish(client, config, merged(project, n)) for n in (1, 2)]
+        for action in actions:
+            handle = client.get_workflow_handle(action.workflow_id or "",
+                                                result_type=PublishResult)
+            assert (await handle.result()).ok
+        second = await client.get_workflow_handle(actions[1].workflow_id or "").fetch_history()
+        (HISTORIES / "publish-change.json").write_text(second.to_json())
+        queue = await client.get_workflow_handle(queue_workflow_id(config)).fetch_history()
+        (HISTORIES / "publish-queue.json").write_text(queue.to_json())
