@@ -28,6 +28,7 @@ import contextlib
 import json
 import socket
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -126,8 +127,6 @@ async def one_round(client: Client, config: LockmasterConfig, driver: LocalRevie
 
 
 def _show(repo: Path, name: str) -> str:
-    import subprocess
-
     return subprocess.run(["git", "show", f"master:{name}"], cwd=repo, capture_output=True,
                           text=True, check=True).stdout
 
@@ -172,6 +171,9 @@ async def main(rounds: int) -> dict[str, Any]:
         for server in servers:
             server.stop()
         await env.shutdown()
+        # gpg left an agent for the benchmark's key.
+        await asyncio.to_thread(subprocess.run, ["gpgconf", "--homedir", str(state / "gnupg"),
+                                                 "--kill", "all"], capture_output=True)
 
     def summary(values: list[float]) -> dict[str, float]:
         return {"p50": round(statistics.median(values), 3), "min": round(min(values), 3),
