@@ -6,7 +6,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from lockmaster.model.change import ChangeInfo
-from lockmaster.model.gate import SubmitRequest, SubmitResult
+from lockmaster.model.gate import ReportAndSubmitRequest, SubmitRequest, SubmitResult
 from lockmaster.model.report import ReportRequest, ReportResult
 from lockmaster.review.base import ChangeNotFound, ReviewDriver, SubmitRefused
 
@@ -52,3 +52,9 @@ class ReviewActivities:
                 return SubmitResult(ok=True)
             return SubmitResult(ok=False, error=str(exc))
         return SubmitResult(ok=True)
+
+    @activity.defn(name="report_and_submit")
+    async def report_and_submit(self, request: ReportAndSubmitRequest) -> SubmitResult:
+        """Post the report (idempotent by its tag), then merge: a retry posts nothing twice."""
+        await self.post_report(request.report)
+        return await self.submit(request.submit)

@@ -13,6 +13,7 @@ from lockmaster.model.base import Model
 from lockmaster.model.build import Artifact, JobSpec, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.check import ReportLabels
+from lockmaster.model.report import ReportRequest
 from lockmaster.model.state import SpeculativeState
 
 MergeStatus = Literal["none", "pending", "ok", "conflict"]
@@ -105,6 +106,14 @@ class GateInput(Model):
 
 class SubmitRequest(Model):
     change: ChangeRef
+
+
+class ReportAndSubmitRequest(Model):
+    """The success report and the submit in one activity (Zuul's review call with submit):
+    the queue's serial path from one merge to the next is one round trip shorter."""
+
+    report: ReportRequest
+    submit: SubmitRequest
 
 
 class SubmitResult(Model):

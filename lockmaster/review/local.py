@@ -228,17 +228,13 @@ class LocalReviewStore:
                 raise SubmitRefused(f"change {change.number} is {record['status']}")
             repo = self.repo(record["project"])
             commit = record["patchsets"][-1]["commit"]
-            with tempfile.TemporaryDirectory() as tmp:
-                work = Path(tmp)
-                _git("clone", "--quiet", "--branch", record["branch"], str(repo), ".", cwd=work)
-                _git("fetch", "--quiet", "origin", commit, cwd=work)
-                try:
-                    _git("merge", "--no-ff", "-m", f"Merge change {change.number}", commit,
-                         cwd=work)
-                except ReviewError as exc:
-                    raise SubmitRefused(f"change {change.number} does not merge: {exc}") from None
-                _git("push", "--quiet", "origin", f"HEAD:refs/heads/{record['branch']}", cwd=work)
-                merged = _git("rev-parse", "HEAD", cwd=work).strip()
+            branch = record["branch"]
+            message = f"Merge change {change.number}"
+            tip = _git("rev-parse", f"refs/heads/{branch}", cwd=repo)
+            if _has_attributes(repo, tip, commit):
+                merged = _merge_in_worktree(repo, branch, commit, message, change.number)
+            else:
+                merged = _merge_in_place(repo, branch, tip, commit, message, change.number)
             record["status"] = "MERGED"
             record["merged_commit"] = merged
             self._write(record)
@@ -295,6 +291,43 @@ class LocalReviewStore:
             _git("commit", "--quiet", "--allow-empty", "-m", message, cwd=work)
             _git("push", "--quiet", str(repo), f"HEAD:{ref}", cwd=work)
             return _git("rev-parse", "HEAD", cwd=work)
+
+
+def _has_attributes(repo: Path, *commits: str) -> bool:
+    """Merge drivers in .gitattributes (merge=union, ...) need a worktree merge."""
+    return any(subprocess.run(["git", "cat-file", "-e", f"{c}:.gitattributes"], cwd=repo,
+                              capture_output=True).returncode == 0 for c in commits)
+
+
+def _merge_in_place(repo: Path, branch: str, tip: str, commit: str, message: str,
+                    number: int) -> str:
+    """`git merge --no-ff` without a worktree: merge-tree, commit-tree, then move the branch
+    only if nobody else moved it meanwhile (update-ref with the old value)."""
+    merge = subprocess.run(["git", "merge-tree", "--write-tree", tip, commit], cwd=repo,
+                           capture_output=True, text=True,
+                           env={**os.environ, **_GIT_ENV})
+    if merge.returncode == 1:
+        why = "; ".join(line for line in merge.stdout.splitlines()[1:] if line.strip())
+        raise SubmitRefused(f"change {number} does not merge: {why or merge.stderr.strip()}")
+    if merge.returncode != 0:
+        raise ReviewError(f"git merge-tree failed: {merge.stderr.strip()}")
+    tree = merge.stdout.split()[0]
+    merged = _git("commit-tree", tree, "-p", tip, "-p", commit, "-m", message, cwd=repo)
+    _git("update-ref", f"refs/heads/{branch}", merged, tip, cwd=repo)
+    return merged
+
+
+def _merge_in_worktree(repo: Path, branch: str, commit: str, message: str, number: int) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        _git("clone", "--quiet", "--branch", branch, str(repo), ".", cwd=work)
+        _git("fetch", "--quiet", "origin", commit, cwd=work)
+        try:
+            _git("merge", "--no-ff", "-m", message, commit, cwd=work)
+        except ReviewError as exc:
+            raise SubmitRefused(f"change {number} does not merge: {exc}") from None
+        _git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=work)
+        return _git("rev-parse", "HEAD", cwd=work)
 
 
 def _write_files(work: Path, files: dict[str, str]) -> None:

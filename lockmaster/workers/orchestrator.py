@@ -55,6 +55,7 @@ def orchestrator_worker(
         task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
         workflows=WORKFLOWS,
         activities=[review.post_report, review.get_change, review.submit,
+                    review.report_and_submit,
                     merger.resolve_dependencies, merger.prepare_state],
         workflow_runner=workflow_runner(),
     )

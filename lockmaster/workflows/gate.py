@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         JobView,
         PromoteRequest,
         QueueStatus,
+        ReportAndSubmitRequest,
         StatusQuery,
         SubmitRequest,
         SubmitResult,
@@ -371,15 +372,30 @@ class GateQueueWorkflow:
         assert self._queue is not None
         item = self._queue.item(action.key)
         item_id = item.id if item is not None else action.key
-        await self._post(action.change, action.pipeline, action.action, action.message,
-                         action.labels, item_id)
-        if not action.submit:
-            return
-        result: SubmitResult = await workflow.execute_activity(
-            "submit", SubmitRequest(change=action.change), result_type=SubmitResult,
-            task_queue=self._tq(Role.ORCHESTRATOR), start_to_close_timeout=timedelta(minutes=2),
-            schedule_to_close_timeout=timedelta(hours=1), retry_policy=REPORT_RETRY,
-        )
+        if action.submit and workflow.patched("report-and-submit-in-one-activity"):
+            report = ReportRequest(change=action.change, pipeline=action.pipeline,
+                                   action=action.action, message=action.message,
+                                   labels=action.labels,
+                                   tag=f"{action.pipeline}:{item_id}:{action.action}")
+            result: SubmitResult = await workflow.execute_activity(
+                "report_and_submit",
+                ReportAndSubmitRequest(report=report, submit=SubmitRequest(change=action.change)),
+                result_type=SubmitResult, task_queue=self._tq(Role.ORCHESTRATOR),
+                start_to_close_timeout=timedelta(minutes=2),
+                schedule_to_close_timeout=timedelta(hours=1), retry_policy=REPORT_RETRY,
+                summary=f"report and submit {action.change.key}",
+            )
+        else:
+            await self._post(action.change, action.pipeline, action.action, action.message,
+                             action.labels, item_id)
+            if not action.submit:
+                return
+            result = await workflow.execute_activity(
+                "submit", SubmitRequest(change=action.change), result_type=SubmitResult,
+                task_queue=self._tq(Role.ORCHESTRATOR),
+                start_to_close_timeout=timedelta(minutes=2),
+                schedule_to_close_timeout=timedelta(hours=1), retry_policy=REPORT_RETRY,
+            )
         for follow_up in self._queue.submit_done(action.key, result.ok, result.error):
             if isinstance(follow_up, ReportItemAction):
                 await self._post(follow_up.change, follow_up.pipeline, follow_up.action,
