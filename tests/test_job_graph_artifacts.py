@@ -4,7 +4,9 @@ that depend on it (and not to others), and a job is stopped when a job it is `ab
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 from pathlib import Path
 
 from temporalio.client import Client
@@ -84,17 +86,28 @@ async def test_rerun_of_one_job_gets_the_artifacts_of_the_last_run(
         action = await rerun_job(client, config, dep.drivers, name, info.number, "use")
         assert action.action == "started" and action.workflow_id == wid
         again = await dep.outcome(wid, timeout=60)
+        # The same with the temporal CLI: the command --dry-run prints, run as printed.
+        printed = await rerun_job(client, config, dep.drivers, name, info.number, "use",
+                                  dry_run=True)
+        from lockmaster.temporal.devserver import temporal_binary
+
+        command = printed.detail.replace("temporal ", f"{temporal_binary()} ", 1)
+        address = client.service_client.config.target_host
+        ran = await asyncio.to_thread(subprocess.run, f"{command} --address {address}",
+                                      shell=True, capture_output=True, text=True)
+        assert ran.returncode == 0, ran.stderr
+        third = await dep.outcome(wid, timeout=60)
         try:
             await rerun_job(client, config, dep.drivers, name, info.number, "nope")
         except RerunError as exc:
             assert "not in" in str(exc) and "build, use" in str(exc)
         else:
             raise AssertionError("an unknown job was rerun")
-    assert first.result == again.result == "SUCCESS"
-    assert [b.job for b in again.builds] == ["use"]  # the build job did not run again
+    assert first.result == again.result == third.result == "SUCCESS"
+    assert [b.job for b in again.builds] == [b.job for b in third.builds] == ["use"]
     [build] = [b for b in first.builds if b.job == "build"]
     received = [json.loads(p.read_text()) for p in sorted(seen.iterdir())]
-    assert len(received) == 2 and received[0] == received[1]
+    assert len(received) == 3 and received[0] == received[1] == received[2]
     assert [a["url"] for a in received[1]] == [build.artifacts[0].url]
     reports = dep.reports(info.number)
-    assert len(reports) == 2 and "- use " in reports[-1]["message"]
+    assert len(reports) == 3 and "- use " in reports[-1]["message"]

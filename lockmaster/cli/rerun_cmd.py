@@ -16,6 +16,8 @@ from lockmaster.temporal.client import connect
 def rerun(
     project: str, change: int, job: str,
     pipeline: str = typer.Option("check", "--pipeline", help="an independent pipeline"),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="start nothing: print the equivalent `temporal` command"),
     config: Path | None = typer.Option(None, "--config", "-c", help="lockmaster.yaml"),
 ) -> None:
     """Run one job of the change's latest patchset again (alone, on a fresh speculative
@@ -29,12 +31,14 @@ def rerun(
             fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)
         drivers = review_drivers(cfg)
         try:
-            return str(await rerun_job(client, cfg, drivers, project, change, job, pipeline))
+            action = await rerun_job(client, cfg, drivers, project, change, job, pipeline,
+                                     dry_run=dry_run)
+            return action.detail if dry_run else str(action)
         finally:
             for driver in drivers.values():
                 await driver.aclose()
 
     try:
-        out.print(asyncio.run(main()))
+        out.print(asyncio.run(main()), markup=False, highlight=False, soft_wrap=True)
     except RerunError as exc:
         fail(str(exc))

@@ -61,3 +61,5 @@ class CheckOutcome(Model):
     builds: list[BuildResult] = Field(default_factory=list)
     job_results: dict[str, Result] = Field(default_factory=dict)
     changes: str = ""
+    # A rerun's: the artifacts it was given (so a rerun of a rerun still has them).
+    given_artifacts: list[Artifact] = Field(default_factory=list)

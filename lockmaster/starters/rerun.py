@@ -6,6 +6,8 @@ test reruns against the same test repository without rebuilding it). Reported li
 
 from __future__ import annotations
 
+import shlex
+
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -29,7 +31,9 @@ class RerunError(Exception):
 
 async def rerun_job(client: Client, config: LockmasterConfig, drivers: dict[str, ReviewDriver],
                     project: str, number: int, job: str, pipeline: str = "check",
-                    build_heartbeat_timeout: float = 30.0) -> RouteAction:
+                    build_heartbeat_timeout: float = 30.0, *,
+                    dry_run: bool = False) -> RouteAction:
+    """`dry_run`: start nothing; the action's detail is the equivalent `temporal` command."""
     project_config = config.project(project)
     if project_config is None:
         raise RerunError(f"project {project!r} is not configured")
@@ -69,10 +73,13 @@ async def rerun_job(client: Client, config: LockmasterConfig, drivers: dict[str,
             raise RerunError(f"the last run of {wid} did not finish ({exc}); recheck the "
                              "change instead") from exc
     wanted = upstream_jobs(jobs, job)
-    given = [a for b in (last.builds if last else []) if b.job in wanted
-             and b.result is Result.SUCCESS for a in b.artifacts]
-    missing = wanted - {b.job for b in (last.builds if last else [])
-                        if b.result is Result.SUCCESS}
+    builds = [b for b in (last.builds if last else []) if b.job in wanted
+              and b.result is Result.SUCCESS]
+    # A rerun's outcome has only the rerun job's build: what it was given carries over.
+    carried = [a for a in (last.given_artifacts if last else []) if a.job in wanted
+               and a.job not in {b.job for b in builds}]
+    given = [*carried, *(a for b in builds for a in b.artifacts)]
+    missing = wanted - {b.job for b in builds} - {a.job for a in carried}
     if missing:
         raise RerunError(f"{job} needs {', '.join(sorted(missing))}, which did not succeed in "
                          "the last run; recheck the change instead")
@@ -84,9 +91,14 @@ async def rerun_job(client: Client, config: LockmasterConfig, drivers: dict[str,
         trigger=f"rerun {job}", task_queue_prefix=config.temporal.task_queue_prefix,
         precedence=pipe.node_precedence, build_heartbeat_timeout=build_heartbeat_timeout,
         given_artifacts=given)
+    queue = task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR)
+    if dry_run:
+        return RouteAction("dry-run", wid, (
+            f"temporal workflow start --type CheckWorkflow --task-queue {queue} "
+            f"--workflow-id {shlex.quote(wid)} --input "
+            f"{shlex.quote(inp.model_dump_json(exclude_defaults=True))}"))
     started = await client.start_workflow(
-        CheckWorkflow.run, inp, id=wid,
-        task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
+        CheckWorkflow.run, inp, id=wid, task_queue=queue,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         search_attributes=TypedSearchAttributes(search_attributes.pairs_for_change(
             connection=ref.connection, project=ref.project, branch=ref.branch,

@@ -282,7 +282,7 @@ class CheckWorkflow:
             change=self._input.change, pipeline=self._input.pipeline, result=result,
             message=message, builds=builds,
             job_results=dict(self._graph.results) if self._graph else {},
-            changes=self._changes,
+            changes=self._changes, given_artifacts=list(self._input.given_artifacts),
         )
 
     def _queue(self, role: Role) -> str:
