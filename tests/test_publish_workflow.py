@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import uuid
 from collections import Counter
@@ -15,10 +16,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import yaml
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
+from typer.testing import CliRunner
+from typer.testing import Result as CliResult
 
+from lockmaster.cli.main import app
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.build import Artifact, BuildRequest, BuildResult, Result
 from lockmaster.model.change import ChangeRef
@@ -222,3 +227,39 @@ async def test_publish_queue_continues_as_new_with_changes_waiting(
         runs = {e.run_id async for e in client.list_workflows(
             f'WorkflowId = "{handle.id}"')}
         assert len(runs) >= 2, "the queue never continued as new"
+
+
+async def test_publish_commands(client: Client, tmp_path: Path) -> None:
+    """`lockmaster publish show|queue|retrigger|skip` as an operator types them."""
+    project = f"t{uuid.uuid4().hex[:6]}/hello"
+    config = publish_config(tmp_path, project)
+    data = config.model_dump(by_alias=True, mode="json", exclude_none=True)
+    data["temporal"]["address"] = client.service_client.config.target_host
+    config_file = tmp_path / "lockmaster.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    runner = CliRunner()
+
+    def cli(*args: str) -> CliResult:
+        return runner.invoke(app, ["publish", *args, "--config", str(config_file)])
+
+    stand_ins = StandIns()
+    async with publishing(client, config, stand_ins):
+        action = await start_publish(client, config, merged(project, 5))
+        assert (await result(client, action.workflow_id or "")).ok
+        shown = await asyncio.to_thread(cli, "show", project, "5")
+        assert shown.exit_code == 0, shown.output
+        assert "sync:near" in shown.output and "publish + hello_5_all.deb" in shown.output
+        as_json = json.loads((await asyncio.to_thread(cli, "show", project, "5", "--json")).output)
+        assert as_json["snapshot"].startswith("000001-") and as_json["done"] is True
+        queue = await asyncio.to_thread(cli, "queue", "--json")
+        assert [e["state"] for e in json.loads(queue.output)["entries"]] == ["done"]
+        again = await asyncio.to_thread(cli, "retrigger", project, "5", "--step", "sync:far")
+        assert again.exit_code == 0 and "runs again" in again.output
+        bad = await asyncio.to_thread(cli, "retrigger", project, "5", "--step", "sync:x")
+        assert bad.exit_code == 2 and "no step 'sync:x'" in bad.output
+        unknown = await asyncio.to_thread(cli, "show", "no/such", "5")
+        assert unknown.exit_code == 2 and "not configured" in unknown.output
+        never = await asyncio.to_thread(cli, "show", project, "77")
+        assert never.exit_code == 2 and "has not been published" in never.output
+        skipped = await asyncio.to_thread(cli, "skip", project, "5")
+        assert skipped.exit_code == 2 and "not waiting" in skipped.output

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from rich.console import Console
 
 from lockmaster.config.loader import ConfigError, default_config_path, load_config
 from lockmaster.config.models import LockmasterConfig
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 # soft_wrap: long URLs stay on one line, so they can be copied.
@@ -53,3 +58,25 @@ def load(option: Path | None, state_dir: Path | None = None) -> LockmasterConfig
 
 def is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+T = TypeVar("T")
+
+
+def with_client(cfg: LockmasterConfig, action: Callable[[Client], Awaitable[T]],
+                *refusals: type[Exception]) -> T:
+    """Run `action` with a Temporal client; Temporal unreachable exits 1, a refusal (one of
+    `refusals`: the operator's request cannot be carried out) exits 2 with its message."""
+    from lockmaster.temporal.client import connect  # the client stack loads only when used
+
+    async def main() -> T:
+        try:
+            client = await connect(cfg)
+        except RuntimeError as exc:
+            fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)
+        return await action(client)
+
+    try:
+        return asyncio.run(main())
+    except refusals as exc:
+        fail(str(exc))

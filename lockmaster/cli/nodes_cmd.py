@@ -3,7 +3,6 @@ enable, autohold). Each wraps a query, signal or update on the pool workflows.""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -12,13 +11,11 @@ from typing import Any, TypeVar
 
 import typer
 from rich.table import Table
-from temporalio.client import Client
 
-from lockmaster.cli.context import fail, load, out
+from lockmaster.cli.context import fail, load, out, with_client
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.nodes import Autohold, OperatorResult
 from lockmaster.starters.nodepool import NodePools, PoolError
-from lockmaster.temporal.client import connect
 
 app = typer.Typer(help="Operate the node pools.", no_args_is_help=True)
 ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml")
@@ -29,17 +26,7 @@ DAY = 86400.0
 
 
 def _run(cfg: LockmasterConfig, action: Callable[[NodePools], Awaitable[T]]) -> T:
-    async def main() -> T:
-        try:
-            client: Client = await connect(cfg)
-        except RuntimeError as exc:
-            fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)
-        return await action(NodePools(client, cfg))
-
-    try:
-        return asyncio.run(main())
-    except PoolError as exc:
-        fail(str(exc))
+    return with_client(cfg, lambda client: action(NodePools(client, cfg)), PoolError)
 
 
 def _when(epoch: float | None) -> str:

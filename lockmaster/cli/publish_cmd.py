@@ -4,7 +4,6 @@ Each command wraps a query or start on `publish/<project>/<change>` or `publish-
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,12 +13,11 @@ import typer
 from rich.table import Table
 from temporalio.client import Client
 
-from lockmaster.cli.context import fail, load, out
+from lockmaster.cli.context import fail, load, out, with_client
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.publish import SkipRequest
 from lockmaster.model.testenv import OperatorAnswer
 from lockmaster.starters.publish import Publications, PublishError, queue_workflow_id
-from lockmaster.temporal.client import connect
 
 app = typer.Typer(help="Published packages: show, queue, retrigger.", no_args_is_help=True)
 ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml")
@@ -27,17 +25,7 @@ T = TypeVar("T")
 
 
 def _run(cfg: LockmasterConfig, action: Callable[[Client], Awaitable[T]]) -> T:
-    async def main() -> T:
-        try:
-            client = await connect(cfg)
-        except RuntimeError as exc:
-            fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)
-        return await action(client)
-
-    try:
-        return asyncio.run(main())
-    except PublishError as exc:
-        fail(str(exc))
+    return with_client(cfg, action, PublishError)
 
 
 def _when(at: float | None) -> str:

@@ -3,7 +3,6 @@ command wraps an update or query on the broker workflow (`te/<label>`)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -15,12 +14,11 @@ import typer
 from rich.table import Table
 from temporalio.client import Client
 
-from lockmaster.cli.context import fail, load, out
+from lockmaster.cli.context import fail, load, out, with_client
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.leases.errors import TEError
 from lockmaster.model.testenv import OperatorAnswer
 from lockmaster.starters.testenv import TEBrokers, TEHolder, description
-from lockmaster.temporal.client import connect
 
 app = typer.Typer(help="Lease test environments; operate the TE brokers.", no_args_is_help=True)
 ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml")
@@ -29,17 +27,7 @@ T = TypeVar("T")
 
 
 def _run(cfg: LockmasterConfig, action: Callable[[Client], Awaitable[T]]) -> T:
-    async def main() -> T:
-        try:
-            client = await connect(cfg)
-        except RuntimeError as exc:
-            fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)
-        return await action(client)
-
-    try:
-        return asyncio.run(main())
-    except TEError as exc:
-        fail(str(exc))
+    return with_client(cfg, action, TEError)
 
 
 def _answer(answer: OperatorAnswer) -> None:
