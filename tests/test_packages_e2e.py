@@ -73,6 +73,30 @@ def served_logs(config: LockmasterConfig) -> Iterator[LockmasterConfig]:
         server.stop()
 
 
+async def publication(client, wid: str, config: LockmasterConfig,  # type: ignore[no-untyped-def]
+                      timeout: float = 600):
+    """The result of `publish/...` once the gate merged the change and it ran (bounded)."""
+    import asyncio
+
+    from temporalio.service import RPCError
+
+    from lockmaster.model.publish import PublishResult
+
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                return await client.get_workflow_handle(wid, result_type=PublishResult).result()
+            except RPCError:  # not started yet
+                await asyncio.sleep(0.5)
+
+
+def unique_ids(data: dict[str, Any]) -> dict[str, Any]:
+    """Long-lived workflows (the publish queue) of this test's own: they outlive the test on
+    the session's server, polling a task queue nobody serves any more."""
+    data["temporal"]["workflow-id-prefix"] = f"{data['temporal']['task-queue-prefix']}/"
+    return data
+
+
 def package_config(tmp_path: Path, name: str) -> LockmasterConfig:
     return make_config(
         tmp_path, jobs=PACKAGE_JOBS,
@@ -147,7 +171,7 @@ async def test_merged_package_is_published_signed_and_installable_from_every_mir
     repository key installs the package from each mirror and runs it."""
     import asyncio
 
-    from lockmaster.model.publish import PublishResult, StepState
+    from lockmaster.model.publish import StepState
     from lockmaster.publishing.client import install_from_mirror
     from lockmaster.starters.publish import Publications, change_workflow_id
     from lockmaster.workers.publisher import publisher_worker
@@ -167,7 +191,7 @@ async def test_merged_package_is_published_signed_and_installable_from_every_mir
         "signing": {"gnupg-home": str(key.gnupghome), "key-id": key.fingerprint},
         "mirrors": [{"name": m, "driver": "directory", "path": str(p)}
                     for m, p in mirrors.items()]}
-    config = LockmasterConfig.model_validate(data)
+    config = LockmasterConfig.model_validate(unique_ids(data))
     servers = [LogServer(p, "127.0.0.1", free_port()).start() for p in mirrors.values()]
     try:
         with served_logs(config):
@@ -178,15 +202,10 @@ async def test_merged_package_is_published_signed_and_installable_from_every_mir
                                            subject="Publish the example package")
                 await approve(dep, info.number)
                 wid = change_workflow_id(config, name, info.number)
-                for _ in range(1200):  # gate, merge, then the publication starts
-                    try:
-                        handle = client.get_workflow_handle(wid, result_type=PublishResult)
-                        result = await asyncio.wait_for(handle.result(), 600)
-                        break
-                    except Exception:  # not started yet
-                        await asyncio.sleep(0.5)
-                else:
-                    raise AssertionError(_logs(config))
+                try:
+                    result = await publication(client, wid, config)
+                except TimeoutError:
+                    raise AssertionError(_logs(config)) from None
                 shown = await Publications(client, config).show(name, info.number)
         assert result.ok, (result, _logs(config))
         assert dep.store.record(info.number)["status"] == "MERGED"
@@ -230,7 +249,6 @@ async def test_two_packages_merged_together_are_published_in_merge_order(
     second snapshot holds both packages), and both reach the mirror."""
     import asyncio
 
-    from lockmaster.model.publish import PublishResult
     from lockmaster.publishing.client import install_from_mirror
     from lockmaster.starters.publish import Publications, change_workflow_id
     from lockmaster.workers.publisher import publisher_worker
@@ -248,7 +266,7 @@ async def test_two_packages_merged_together_are_published_in_merge_order(
     data["publishing"] = {
         "signing": {"gnupg-home": str(key.gnupghome), "key-id": key.fingerprint},
         "mirrors": [{"name": "local", "driver": "directory", "path": str(mirror)}]}
-    config = LockmasterConfig.model_validate(data)
+    config = LockmasterConfig.model_validate(unique_ids(data))
     server = LogServer(mirror, "127.0.0.1", free_port()).start()
     try:
         with served_logs(config):
@@ -266,15 +284,10 @@ async def test_two_packages_merged_together_are_published_in_merge_order(
                 results = []
                 for name, number in changes:
                     wid = change_workflow_id(config, name, number)
-                    for _ in range(1200):
-                        try:
-                            handle = client.get_workflow_handle(wid, result_type=PublishResult)
-                            results.append(await asyncio.wait_for(handle.result(), 600))
-                            break
-                        except Exception:  # not started yet
-                            await asyncio.sleep(0.5)
-                    else:
-                        raise AssertionError(_logs(config))
+                    try:
+                        results.append(await publication(client, wid, config))
+                    except TimeoutError:
+                        raise AssertionError(_logs(config)) from None
                 queue = await Publications(client, config).queue()
         assert [r.ok for r in results] == [True, True], results
         first, second = (r.snapshot or "" for r in results)
