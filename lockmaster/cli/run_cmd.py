@@ -39,7 +39,8 @@ def worker(
     role: str = typer.Argument(..., help=f"one of: {', '.join(ROLES)}"),
     config: Path | None = ConfigOpt,
 ) -> None:
-    """Run a worker role (orchestrator, executor, or all) until interrupted."""
+    """Run a worker role (orchestrator, executor, launcher, publisher, te-host:<host>, or all)
+    until interrupted."""
     if role not in ROLES and not role.startswith("te-host:"):
         fail(f"unknown worker role {role!r}; choose one of: {', '.join(ROLES)}, "
              "or te-host:<host>")
