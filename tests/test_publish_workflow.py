@@ -138,6 +138,8 @@ async def test_merges_publish_in_merge_order_and_reach_every_mirror(
         assert again.action == "already-running" and again.workflow_id == first.workflow_id
         done = [await result(client, a.workflow_id or "") for a in (first, second)]
         assert [r.ok for r in done] == [True, True], done
+        late = await start_publish(client, config, merged(project, 2))  # announced again later
+        assert late.action == "duplicate" and late.workflow_id == second.workflow_id
         assert stand_ins.published == [(1, "000001-" + project.replace("/", "-") + "-1"),
                                        (2, "000002-" + project.replace("/", "-") + "-2")]
         queue = await ops.queue()
@@ -197,6 +199,13 @@ async def test_failed_build_is_passed_over_and_a_down_mirror_is_retried(
         assert ran.returncode == 0, ran.stderr
         rerun = await result(client, printed.workflow_id or "")
         assert rerun.ok and [s.name for s in rerun.steps] == ["sync:near"]
+        # The failed build, fixed, retriggered as a whole: built, published, synced.
+        stand_ins.failing_builds.clear()
+        answer = await ops.retrigger(project, 1, "build")
+        rebuilt = await result(client, answer.workflow_id or "")
+        assert rebuilt.ok and [s.name for s in rebuilt.steps] == [
+            "build", "publish", "sync:near", "sync:far"]
+        assert stand_ins.published[-1][0] == 1
         with pytest.raises(PublishError, match="no step 'sync:nowhere'"):
             await ops.retrigger(project, 2, "sync:nowhere")
         with pytest.raises(PublishError, match="has not been published"):

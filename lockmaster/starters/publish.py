@@ -86,7 +86,7 @@ async def start_publish(client: Client, config: LockmasterConfig, change: Change
     existing = await _describe(client, wid)
     if existing is not None and existing.status == WorkflowExecutionStatus.RUNNING:
         return RouteAction("already-running", wid, "its publication is running")
-    if existing is not None and (existing.memo or {}).get("commit") == change.commit:
+    if existing is not None and (await existing.memo()).get("commit") == change.commit:
         return RouteAction("duplicate", wid, "this merge was published already")
     await enqueue_merge(client, config, change)
     handle = await client.start_workflow(
