@@ -272,3 +272,41 @@ async def test_publish_commands(client: Client, tmp_path: Path) -> None:
         assert never.exit_code == 2 and "has not been published" in never.output
         skipped = await asyncio.to_thread(cli, "skip", project, "5")
         assert skipped.exit_code == 2 and "not waiting" in skipped.output
+
+
+async def test_queue_passes_over_gone_workflows_and_operators_skip_stuck_ones(
+        client: Client, tmp_path: Path) -> None:
+    from lockmaster.model.publish import Enqueue, QueueInput, QueueStatus, QueueStatusQuery, Ready
+    from lockmaster.model.publish import SkipRequest as Skip
+    from lockmaster.model.testenv import OperatorAnswer
+    from lockmaster.starters.publish import queue_workflow_id
+    from lockmaster.workflows.publish_queue import PublishQueueWorkflow
+
+    project = f"t{uuid.uuid4().hex[:6]}/hello"
+    config = publish_config(tmp_path, project)
+    async with publishing(client, config, StandIns()):
+        handle = await client.start_workflow(
+            PublishQueueWorkflow.run, QueueInput(), id=queue_workflow_id(config),
+            task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR))
+        # "stuck" never reports its build; "gone" is ready but its workflow does not exist.
+        await handle.signal("enqueue", Enqueue(workflow_id="publish/stuck", change="stuck 1,1"))
+        await handle.signal("enqueue", Enqueue(workflow_id="publish/gone", change="gone 2,1"))
+        await handle.signal("ready", Ready(workflow_id="publish/gone"))
+
+        async def states() -> dict[str, str]:
+            status = await handle.query("status", QueueStatusQuery(), result_type=QueueStatus)
+            return {e.workflow_id: e.state.value for e in status.entries}
+
+        await asyncio.sleep(0.5)
+        assert await states() == {"publish/stuck": "building", "publish/gone": "ready"}
+        answer = await handle.execute_update("skip", Skip(workflow_id="publish/stuck"),
+                                             result_type=OperatorAnswer)
+        assert answer.ok
+        for _ in range(50):
+            if (await states())["publish/gone"] == "failed":
+                break
+            await asyncio.sleep(0.1)
+        assert await states() == {"publish/stuck": "failed", "publish/gone": "failed"}
+        again = await handle.execute_update("skip", Skip(workflow_id="publish/stuck"),
+                                            result_type=OperatorAnswer)
+        assert not again.ok
