@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -34,6 +32,8 @@ from lockmaster.model.publish import (
     SyncMirrorRequest,
     SyncMirrorResult,
 )
+from lockmaster.publishing.snapshots import locked
+from lockmaster.publishing.tools import Heartbeat
 
 FORMATS = ("deb", "rpm")
 HEARTBEAT_EVERY = 2.0
@@ -127,25 +127,6 @@ class PublishingActivities:
             known_hosts_file=self.config.resolve(config.known_hosts_file),
             path=f"{config.path.rstrip('/')}/{fmt}")
 
-    @contextlib.asynccontextmanager
-    async def _mirror_lock(self, name: str, beat: _Beat):  # type: ignore[no-untyped-def]
-        """One sync per mirror at a time on this publishing host (two changes published close
-        together each sync every mirror; an rsync/SSH mirror has no lock of its own)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / f".mirror-{name}.lock"
-        beat(f"waiting for the other sync of mirror {name}")
-        fd = await asyncio.to_thread(os.open, path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(0.2)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
-
     def _mirror_config(self, name: str) -> MirrorConfig:
         for mirror in self.config.publishing.mirrors:
             if mirror.name == name:
@@ -194,24 +175,31 @@ class PublishingActivities:
     async def sync_mirror(self, request: SyncMirrorRequest) -> SyncMirrorResult:
         """Bring one mirror to `request.snapshot` (each format that has it), or leave it on the
         newer snapshot it serves already."""
+        async with _heartbeating() as beat:
+            try:
+                return await asyncio.to_thread(self._sync, request, beat)
+            except lib.PublishError as exc:
+                raise _failure(exc) from exc
+
+    def _sync(self, request: SyncMirrorRequest, beat: _Beat) -> SyncMirrorResult:
         config = self._mirror_config(request.mirror)
         added: list[str] = []
         removed: list[str] = []
         serving: list[str] = []
         skipped = True
         report_url = None
-        async with _heartbeating() as beat, self._mirror_lock(request.mirror, beat):
+        # One sync per mirror at a time on this publishing host (two changes published close
+        # together each sync every mirror; an rsync/SSH mirror has no lock of its own).
+        lock = self.root / f".mirror-{request.mirror}.lock"
+        with locked(lock, Heartbeat(beat, f"mirror {request.mirror}")):
             for fmt in FORMATS:
                 source = self.root / fmt
                 if not (source / "snapshots" / request.snapshot).is_dir():
                     continue  # this change published nothing of this format
-                try:
-                    report = await asyncio.to_thread(
-                        lib.sync_mirror, source, request.snapshot,
-                        self.mirror(request.mirror, fmt),
-                        grace_seconds=self.config.publishing.grace_period, progress=beat)
-                except lib.PublishError as exc:
-                    raise _failure(exc) from exc
+                report = lib.sync_mirror(source, request.snapshot,
+                                         self.mirror(request.mirror, fmt),
+                                         grace_seconds=self.config.publishing.grace_period,
+                                         progress=beat)
                 if report.outcome == "synced":
                     skipped = False
                     added += report.added
@@ -225,8 +213,7 @@ class PublishingActivities:
                                    non_retryable=True)
         return SyncMirrorResult(
             mirror=request.mirror, snapshot=request.snapshot, added=added, removed=removed,
-            skipped=skipped, report_url=report_url,
-            detail=", ".join(serving))
+            skipped=skipped, report_url=report_url, detail=", ".join(serving))
 
 
 _GENERATE_LOCK = threading.Lock()
