@@ -23,7 +23,6 @@ from lockmaster.model.publish import (
     QueueStatus,
     QueueStatusQuery,
     RetriggerAnswer,
-    StepState,
 )
 from lockmaster.pipelines.freeze import freeze_job
 from lockmaster.starters.router_types import RouteAction
@@ -199,7 +198,3 @@ class Publications:
         return RetriggerAnswer(ok=True, message=f"{step} of {project} change {change} runs "
                                                 f"again ({new.id}, run {new.result_run_id})",
                                workflow_id=new.id)
-
-
-def step_failed(status: PublishStatus) -> bool:
-    return any(s.state is StepState.FAILED for s in status.steps)

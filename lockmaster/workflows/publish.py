@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         Turn,
     )
     from lockmaster.model.state import ProjectState, SpeculativeState
+    from lockmaster.packaging.steps import PACKAGES_ARTIFACT
     from lockmaster.temporal.task_queues import Role, task_queue
     from lockmaster.workflows.check import BUILD_RETRY, log_path
 
@@ -50,7 +51,6 @@ PUBLISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attem
 SYNC_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
                          maximum_interval=timedelta(seconds=60), maximum_attempts=0)
 SYNC_GIVE_UP = timedelta(hours=12)
-PACKAGES_ARTIFACT = "packages"
 
 
 def publish_id(project: str, change: int, prefix: str = "") -> str:
@@ -254,7 +254,7 @@ class PublishWorkflow:
 
 
 def _artifact(build: BuildResult, name: str) -> str | None:
-    for artifact in getattr(build, "artifacts", []):
+    for artifact in build.artifacts:
         if artifact.name == name:
             return str(artifact.url)
     return None
