@@ -40,7 +40,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from lockmaster.config.models import LockmasterConfig
-from lockmaster.demo.packaging import PACKAGE, files, release_files, version
+from lockmaster.demo.packaging import PACKAGE, branch_files, files, release_files, version
 from lockmaster.logserver import LogServer
 from lockmaster.model.change import ReviewEvent
 from lockmaster.model.publish import PublishResult
@@ -95,8 +95,7 @@ async def installable(url: str, key: Path, codename: str, release: str) -> bool:
 async def one_round(client: Client, config: LockmasterConfig, driver: LocalReviewDriver,
                     router: EventRouter, mirror_urls: list[str], index: int) -> dict[str, Any]:
     store = driver.store
-    tip = {name: (await asyncio.to_thread(_show, store.repo(PROJECT), name))
-           for name in ("debian/changelog", "lockmaster-hello.spec")}
+    tip = await asyncio.to_thread(branch_files, store, PROJECT)
     changed = release_files(tip, 100 + index, time.time())
     release = version(changed["debian/changelog"])
     info = await asyncio.to_thread(store.upload, PROJECT, files=changed,
@@ -124,11 +123,6 @@ async def one_round(client: Client, config: LockmasterConfig, driver: LocalRevie
             "rebuild": steps["build"], "without_rebuild": total - steps["build"],
             "publish": steps["publish"],
             "sync": {name: v for name, v in steps.items() if name.startswith("sync:")}}
-
-
-def _show(repo: Path, name: str) -> str:
-    return subprocess.run(["git", "show", f"master:{name}"], cwd=repo, capture_output=True,
-                          text=True, check=True).stdout
 
 
 async def main(rounds: int) -> dict[str, Any]:

@@ -75,7 +75,7 @@ async def run_packaging_demo(cfg: LockmasterConfig, client: Client, store: Local
         say("(no packaging demo: the configuration has no demo/lockmaster-hello or no mirror)")
         return True
     await asyncio.to_thread(store.create_project, PROJECT, files())
-    tip = await asyncio.to_thread(_branch_files, store)
+    tip = await asyncio.to_thread(branch_files, store)
     release = len(await asyncio.to_thread(store.numbers)) + 1
     changed = release_files(tip, release, time.time())
     new_version = version(changed["debian/changelog"])
@@ -125,10 +125,10 @@ async def run_packaging_demo(cfg: LockmasterConfig, client: Client, store: Local
     return said.startswith("Hello from lockmaster")
 
 
-def _branch_files(store: LocalReviewStore) -> dict[str, str]:
+def branch_files(store: LocalReviewStore, project: str = PROJECT) -> dict[str, str]:
     """The package's changelog and spec as the branch has them now (earlier demo runs released
     versions of their own)."""
-    repo = store.repo(PROJECT)
+    repo = store.repo(project)
     out = {}
     for name in ("debian/changelog", "lockmaster-hello.spec"):
         out[name] = subprocess.run(["git", "show", f"master:{name}"], cwd=repo,
