@@ -103,7 +103,12 @@ def test_file_changed_after_the_build(tmp_path: Path, repo: AptRepoConfig, key: 
                                       git: GitRepo) -> None:
     manifest = build_dir(tmp_path, "b", [PACKAGES.deb("hello", "1.0")], git.merged)
     deb = manifest.parent / "deb/hello_1.0_all.deb"
-    shutil.copyfile(PACKAGES.deb("hello", "1.0", payload="x" * 9), deb)  # other bytes
+    # A payload of hex digests compresses poorly, so the replacement is surely larger (a short
+    # one was sometimes compressed to the very size of the original).
+    payload = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(64))
+    original_size = deb.stat().st_size
+    shutil.copyfile(PACKAGES.deb("hello", "1.0", payload=payload), deb)
+    assert deb.stat().st_size != original_size
     refused(repo, key, manifest, git, "differs from the build manifest")
     edit_manifest(manifest, pkg_sha256=hashlib.sha256(deb.read_bytes()).hexdigest())
     refused(repo, key, manifest, git, "size")  # the size still says the old file

@@ -92,6 +92,30 @@ class DevServer:
                 await self.stop()
                 raise RuntimeError(f"the Temporal dev server did not start; see {self.log_file}")
             await asyncio.sleep(0.1)
+        await self._wait_until_healthy(deadline)
+
+    async def _wait_until_healthy(self, deadline: float) -> None:
+        """An open port is not a ready server: after a restart on an existing database the
+        frontend answers "Frontend is not healthy yet" for a while, and clients connecting then
+        fail. Wait until a client connects and the health check passes."""
+        from temporalio.client import Client
+
+        loop = asyncio.get_running_loop()
+        last_error: Exception | None = None
+        while loop.time() < deadline:
+            if self.process is not None and self.process.returncode is not None:
+                break
+            try:
+                client = await Client.connect(self.address)
+                if await client.service_client.check_health():
+                    return
+            except RuntimeError as exc:  # the bridge's connect error
+                last_error = exc
+            await asyncio.sleep(0.1)
+        await self.stop()
+        raise RuntimeError(
+            f"the Temporal dev server did not become healthy ({last_error}); see {self.log_file}"
+        )
 
     async def stop(self) -> None:
         if self.process and self.process.returncode is None:
