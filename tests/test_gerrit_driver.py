@@ -306,3 +306,17 @@ def test_missing_password_file_is_a_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ReviewError, match="cannot read Gerrit password file"):
         GerritDriver("g", config)
+
+
+async def test_submit_is_of_the_tested_revision(fake: FakeGerrit, driver: GerritDriver) -> None:
+    """A patchset uploaded after the gate tested the previous one: Gerrit refuses the submit of
+    the tested revision, and nothing untested merges."""
+    fake.add_change("org/app", "main", 133, commit=SHA1, approvals={"Code-Review": 2})
+    tested = (await driver.get_change(133)).ref()
+    fake.new_patchset(133, SHA2)
+    fake.set_vote(133, "Code-Review", 2)
+    with pytest.raises(SubmitRefused, match="not current revision"):
+        await driver.submit(tested)
+    assert fake.submits == []
+    await driver.submit((await driver.get_change(133)).ref())
+    assert fake.submits == [133]

@@ -95,7 +95,12 @@ class GerritDriver:
         return ReportResult(posted=True)
 
     async def submit(self, change: ChangeRef) -> None:
-        response = await self._request("POST", f"/a/changes/{change.number}/submit", json={})
+        # The tested revision, not the change's current one (as Zuul): a patchset uploaded
+        # after the gate tested this one makes Gerrit refuse (409) instead of merging
+        # untested code.
+        revision = change.commit or str(change.patchset)
+        response = await self._request(
+            "POST", f"/a/changes/{change.number}/revisions/{revision}/submit", json={})
         if response.status_code == 409:
             raise SubmitRefused(
                 f"Gerrit refused to submit change {change.number}: {_error_text(response)}"

@@ -220,14 +220,21 @@ class LocalReviewStore:
         return ReportResult(posted=True)
 
     def submit(self, change: ChangeRef) -> str:
-        """Merge the change's current patchset (a merge commit, as Gerrit's merge-always);
-        returns the merged commit."""
+        """Merge the given patchset, which must be the change's current one (a merge commit, as
+        Gerrit's merge-always); returns the merged commit."""
         with self._locked():
             record = self._read(change.number)
             if record["status"] != "NEW":
                 raise SubmitRefused(f"change {change.number} is {record['status']}")
+            current = record["patchsets"][-1]
+            if change.patchset != current["number"] or change.commit not in (None,
+                                                                             current["commit"]):
+                raise SubmitRefused(
+                    f"patchset {change.patchset} of change {change.number} is not its current "
+                    f"revision (patchset {current['number']} is): the tested code is not what "
+                    "would merge")
             repo = self.repo(record["project"])
-            commit = record["patchsets"][-1]["commit"]
+            commit = current["commit"]
             branch = record["branch"]
             message = f"Merge change {change.number}"
             tip = _git("rev-parse", f"refs/heads/{branch}", cwd=repo)

@@ -126,7 +126,7 @@ class FakeGerrit:
         app.router.add_get("/a/changes/{id}", self._get_change)
         app.router.add_get("/a/changes/{id}/messages", self._messages)
         app.router.add_post("/a/changes/{id}/revisions/{revision}/review", self._review)
-        app.router.add_post("/a/changes/{id}/submit", self._submit)
+        app.router.add_post("/a/changes/{id}/revisions/{revision}/submit", self._submit)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
@@ -338,6 +338,12 @@ class FakeGerrit:
         change = self._find(request.match_info["id"])
         if change.status != "NEW":
             raise web.HTTPConflict(text=f"change is {change.status.lower()}")
+        revision = request.match_info["revision"]
+        ps = change.patchset(revision)
+        if ps is None:
+            raise web.HTTPNotFound(text=f"Not found: revision {revision}")
+        if ps is not change.current:
+            raise web.HTTPConflict(text=f"revision {ps.commit} is not current revision")
         if change.number in self._refusals:
             raise web.HTTPConflict(text=self._refusals[change.number])
         approvals = change.approvals()
