@@ -16,6 +16,7 @@ from lockmaster.pipelines.gate_queue import (
     ItemLabels,
     MergeAction,
     ReportItemAction,
+    SubmitBatchAction,
 )
 
 JOBS = [JobSpec(name="merge", run="true"), JobSpec(name="test", run="true", dependencies=["merge"])]
@@ -24,20 +25,24 @@ JOBS = [JobSpec(name="merge", run="true"), JobSpec(name="test", run="true", depe
 class Sim:
     """Drives a GateQueue: merges succeed unless told otherwise; builds are finished by hand."""
 
-    def __init__(self, window: int = 20, jobs: list[JobSpec] | None = None) -> None:
+    def __init__(self, window: int = 20, jobs: list[JobSpec] | None = None,
+                 batches: bool = False) -> None:
         self.state = QueueState(queue="q", pipeline="gate", window=window, window_floor=3,
                                 window_increase_amount=1, window_decrease_factor=2)
         ids = (f"b{n}" for n in itertools.count(1))
         self.queue = GateQueue(self.state, ItemLabels(start={"Verified": 0},
                                                       success={"Verified": 2},
                                                       failure={"Verified": -2}),
-                               lambda: next(ids))
+                               lambda: next(ids), submit_in_batches=batches)
         self.jobs = jobs or JOBS
         self.conflicts: set[str] = set()  # change keys whose merge conflicts
         self.running: dict[str, tuple[str, int, BuildAction]] = {}  # build id -> item
         self.reports: list[tuple[str, str]] = []  # (change key, action)
         self.submits: list[str] = []
+        self.batches: list[list[str]] = []  # the change keys of each submit action
         self.cancelled: list[str] = []
+        self.hold_submits = False  # keep batches in `held` instead of carrying them out
+        self.held: list[SubmitBatchAction] = []
 
     def add(self, *numbers: int, needs: dict[int, list[int]] | None = None) -> None:
         for n in numbers:
@@ -68,15 +73,32 @@ class Sim:
                     self.cancelled.append(build_id)
                     key = self.running.pop(build_id)[0]
                     self.queue.build_cancelled(key, build_id)
+            elif isinstance(action, SubmitBatchAction) and self.hold_submits:
+                self.held.append(action)
+            elif isinstance(action, SubmitBatchAction):
+                self.batches.append([a.change.key for a in action.reports])
+                # As the batch activity does: in order, stopping at the first refusal.
+                for index, report in enumerate(action.reports):
+                    self.reports.append((report.change.key, report.action))
+                    if not self._submit(report):
+                        for rest in action.reports[index + 1:]:
+                            self.queue.submit_not_attempted(rest.key)
+                        break
+                pending += self.queue.process(0.0)
             elif isinstance(action, ReportItemAction):
                 self.reports.append((action.change.key, action.action))
                 if action.submit:
-                    ok = action.change.key not in self.refuse
-                    self.submits.append(action.change.key)
-                    for follow in self.queue.submit_done(action.key, ok, None if ok else "no"):
-                        if isinstance(follow, ReportItemAction):
-                            self.reports.append((follow.change.key, follow.action))
+                    self.batches.append([action.change.key])
+                    self._submit(action)
                     pending += self.queue.process(0.0)
+
+    def _submit(self, action: ReportItemAction) -> bool:
+        ok = action.change.key not in self.refuse
+        self.submits.append(action.change.key)
+        for follow in self.queue.submit_done(action.key, ok, None if ok else "no"):
+            if isinstance(follow, ReportItemAction):
+                self.reports.append((follow.change.key, follow.action))
+        return ok
 
     refuse: set[str] = set()
 
@@ -329,3 +351,87 @@ def test_a_failed_job_aborts_the_running_jobs_it_stops() -> None:
     assert len(sim.cancelled) == 1 and sim.builds(1) == []
     assert ("1,1", "failure") in sim.reports
     assert sim.submits == []
+
+
+# --- submits in batches ---------------------------------------------------------------------
+
+
+def test_successes_at_the_head_are_submitted_in_one_batch() -> None:
+    sim = Sim(batches=True)
+    sim.add(1, 2, 3)
+    sim.pass_all(3)
+    sim.pass_all(2)
+    assert sim.batches == []  # all wait for the head
+    sim.pass_all(1)
+    assert sim.batches == [["1,1", "2,1", "3,1"]]
+    assert sim.submits == ["1,1", "2,1", "3,1"]
+    assert [r for r in sim.reports if r[1] == "success"] == [
+        ("1,1", "success"), ("2,1", "success"), ("3,1", "success")]
+    assert sim.order() == [] and sim.cancelled == []
+    assert sim.state.window == 23
+
+
+def test_without_batches_each_success_is_submitted_alone() -> None:
+    sim = Sim()
+    sim.add(1, 2, 3)
+    sim.pass_all(3)
+    sim.pass_all(2)
+    sim.pass_all(1)
+    assert sim.batches == [["1,1"], ["2,1"], ["3,1"]]
+
+
+def test_a_refusal_stops_the_batch_and_the_rest_is_tested_again() -> None:
+    sim = Sim(batches=True)
+    Sim.refuse = {"2,1"}
+    try:
+        sim.add(1, 2, 3)
+        sim.pass_all(3)
+        sim.pass_all(2)
+        sim.pass_all(1)
+    finally:
+        Sim.refuse = set()
+    assert sim.batches == [["1,1", "2,1", "3,1"]]
+    assert sim.submits == ["1,1", "2,1"]  # 3 was tested on top of 2: not submitted
+    assert ("2,1", "merge-failure") in sim.reports
+    assert ("3,1", "success") not in sim.reports  # not reported either
+    assert sim.order() == [3]
+    assert sim.builds(3) == [("merge", "3,1")]  # rebuilt on the tip, which holds 1
+    sim.pass_all(3)
+    assert sim.submits == ["1,1", "2,1", "3,1"]
+    assert sim.batches[-1] == ["3,1"]
+
+
+def test_a_batch_ends_at_an_item_still_running_or_failing() -> None:
+    sim = Sim(batches=True)
+    sim.add(1, 2, 3, 4)
+    sim.finish(2, "merge", Result.FAILURE)  # 2 is failing and complete (test: skipped)
+    sim.pass_all(3)  # rebuilt on 1: passes
+    sim.finish(4, "merge")  # 4 still runs its test
+    sim.pass_all(1)
+    # 1 alone: 2 is failing (reported once it is the head), 3 waits for it to leave.
+    assert sim.batches[0] == ["1,1"]
+    assert ("2,1", "failure") in sim.reports
+    assert sim.batches[1] == ["3,1"]  # then at the head; 4 still runs
+    sim.finish(4, "test")
+    assert sim.batches == [["1,1"], ["3,1"], ["4,1"]]
+    assert sim.submits == ["1,1", "3,1", "4,1"]
+
+
+def test_news_of_a_batch_merging_before_its_answer_resets_nobody() -> None:
+    """Gerrit's change-merged events may come before the batch's answer: every item of the batch
+    counts as being submitted, so nobody behind is reset and nothing is submitted twice."""
+    sim = Sim(batches=True)
+    sim.hold_submits = True
+    sim.add(1, 2, 3)
+    sim.pass_all(2)
+    sim.pass_all(1)
+    [batch] = sim.held
+    assert [a.change.key for a in batch.reports] == ["1,1", "2,1"]  # 3 still runs
+    assert sim.queue.merged_elsewhere("p", 1) == []
+    assert sim.queue.merged_elsewhere("p", 2) == []
+    assert sim.queue.process(0.0) == []  # 3 keeps its builds, on 1 and 2
+    assert sim.builds(3) == [("merge", "1,1 2,1 3,1")]
+    assert sim.queue.submit_done("1,1", True, None) == []
+    assert sim.queue.submit_done("2,1", True, None) == []
+    sim.step()
+    assert sim.order() == [3] and sim.cancelled == []

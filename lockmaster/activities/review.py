@@ -6,7 +6,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from lockmaster.model.change import ChangeInfo
-from lockmaster.model.gate import ReportAndSubmitRequest, SubmitRequest, SubmitResult
+from lockmaster.model.gate import (
+    ReportAndSubmitBatchRequest,
+    ReportAndSubmitBatchResult,
+    ReportAndSubmitRequest,
+    SubmitRequest,
+    SubmitResult,
+)
 from lockmaster.model.report import ReportRequest, ReportResult
 from lockmaster.review.base import ChangeNotFound, ReviewDriver, SubmitRefused
 
@@ -58,3 +64,19 @@ class ReviewActivities:
         """Post the report (idempotent by its tag), then merge: a retry posts nothing twice."""
         await self.post_report(request.report)
         return await self.submit(request.submit)
+
+    @activity.defn(name="report_and_submit_batch")
+    async def report_and_submit_batch(
+        self, request: ReportAndSubmitBatchRequest
+    ) -> ReportAndSubmitBatchResult:
+        """Each item in turn as report_and_submit does; stop at the first refusal, since the
+        items after it were tested on top of it. A retry starts again from the first item: its
+        report is not posted twice and its merge is recognised."""
+        results: list[SubmitResult] = []
+        for index, item in enumerate(request.items):
+            activity.heartbeat(index)
+            result = await self.report_and_submit(item)
+            results.append(result)
+            if not result.ok:
+                break
+        return ReportAndSubmitBatchResult(results=results)

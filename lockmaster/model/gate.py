@@ -121,6 +121,20 @@ class SubmitResult(Model):
     error: str | None = None
 
 
+class ReportAndSubmitBatchRequest(Model):
+    """Several successful items at the head of the queue, each tested on the ones before it plus
+    itself: reported and submitted one after the other, stopping at the first refusal."""
+
+    items: list[ReportAndSubmitRequest]
+
+
+class ReportAndSubmitBatchResult(Model):
+    """One result per item attempted, in order; the items after a refusal were not attempted
+    (neither reported nor submitted)."""
+
+    results: list[SubmitResult]
+
+
 class EnqueueRequest(Model):
     """Signal `enqueue` (router, operators): put a change at the end of the queue."""
 

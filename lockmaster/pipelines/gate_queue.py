@@ -66,7 +66,17 @@ class ReportItemAction:
     submit: bool = False
 
 
-Action = MergeAction | BuildAction | CancelAction | ReportItemAction
+@dataclass(frozen=True)
+class SubmitBatchAction:
+    """Report and submit these successful items one after the other, in this order, stopping at
+    the first the review system refuses: each passed on the state of the ones before it plus
+    itself, so once those merged it is next in line (the queue's serial path from one merge to
+    the next without a round trip through the workflow per change)."""
+
+    reports: list[ReportItemAction]
+
+
+Action = MergeAction | BuildAction | CancelAction | ReportItemAction | SubmitBatchAction
 
 
 @dataclass
@@ -87,10 +97,15 @@ class GateQueue:
         state: QueueState,
         labels: ItemLabels,
         new_id: Callable[[], str],
+        *,
+        submit_in_batches: bool = False,
     ) -> None:
         self.state = state
         self.labels = labels
         self.new_id = new_id
+        # Items right behind a head that succeeded, complete and successful on a state holding
+        # it, are submitted with it in one batch (off for histories recorded before batches).
+        self.submit_in_batches = submit_in_batches
 
     MERGED_MEMORY = 500
 
@@ -253,6 +268,13 @@ class GateQueue:
         ))
         return actions
 
+    def submit_not_attempted(self, key: str) -> None:
+        """A batch stopped before this item (the review system refused one ahead of it): it was
+        neither reported nor submitted, and goes back to the queue's rules."""
+        item = self.item(key)
+        if item is not None and item.outcome == "success":
+            item.outcome = None
+
     def merged_elsewhere(self, project: str, number: int) -> list[Action]:
         """The review system says the change is merged: by our own submit (whose answer may
         arrive after this news) or by someone else. Either way it is in the branch now, so the
@@ -269,14 +291,17 @@ class GateQueue:
     def process(self, now: float) -> list[Action]:
         """Bring every item up to date; returns what to do. Call after every change."""
         actions: list[Action] = []
+        batch: list[ReportItemAction] = []
         changed = True
         while changed:  # a removal changes everything behind it: go again from the head
             changed = False
             ahead: list[ChangeRef] = []
+            batch_open = False  # the items just ahead were all finished now, with success
             for index, item in enumerate(list(self.items)):
                 if item.outcome is not None:
                     # Reported success, being submitted: still ahead of everything behind it.
                     ahead = self._unmerged(item.changes)
+                    batch_open = False
                     continue
                 expected = [*ahead, item.change]
                 if [c.key for c in expected] != [c.key for c in self._unmerged(item.changes)]:
@@ -285,16 +310,37 @@ class GateQueue:
                 if active:
                     actions += self._advance(item)
                 head_of_chain = not ahead
-                if head_of_chain and self.complete(item):
-                    actions += self._finish(item)
+                follows_batch = batch_open and self._succeeded(item)
+                if (head_of_chain or follows_batch) and self.complete(item):
+                    finished = self._finish(item)
                     if item not in self.items:
+                        actions += finished
                         changed = True
                         break
-                    ahead = expected  # reported success, being submitted: still ahead
+                    # Reported success, to be submitted: still ahead of everything behind it.
+                    ahead = expected
+                    if not self.submit_in_batches:
+                        actions += finished  # (in this order: recorded histories replay)
+                        continue
+                    submits = [a for a in finished
+                               if isinstance(a, ReportItemAction) and a.submit]
+                    actions += [a for a in finished if a not in submits]
+                    batch += submits
+                    batch_open = bool(submits)
                     continue
+                batch_open = False
                 if not self.failing(item):
                     ahead = expected
-        return actions
+        return actions + self._submits(batch)
+
+    def _succeeded(self, item: GateItem) -> bool:
+        return (item.merge == "ok" and self.complete(item) and not self.failing(item)
+                and self._graph(item).succeeded())
+
+    @staticmethod
+    def _submits(batch: list[ReportItemAction]) -> list[Action]:
+        """One batch for the chain of successes at the head; a single item as before."""
+        return [SubmitBatchAction(batch)] if len(batch) > 1 else list(batch)
 
     # --- internals ---
 

@@ -56,6 +56,7 @@ def orchestrator_worker(
         workflows=WORKFLOWS,
         activities=[review.post_report, review.get_change, review.submit,
                     review.report_and_submit,
+                    review.report_and_submit_batch,
                     merger.resolve_dependencies, merger.prepare_state],
         workflow_runner=workflow_runner(),
     )

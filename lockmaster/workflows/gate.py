@@ -29,6 +29,8 @@ with workflow.unsafe.imports_passed_through():
         JobView,
         PromoteRequest,
         QueueStatus,
+        ReportAndSubmitBatchRequest,
+        ReportAndSubmitBatchResult,
         ReportAndSubmitRequest,
         StatusQuery,
         SubmitRequest,
@@ -49,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         ItemLabels,
         MergeAction,
         ReportItemAction,
+        SubmitBatchAction,
     )
     from lockmaster.temporal.task_queues import Role, task_queue
     from lockmaster.workflows.check import BUILD_RETRY, MERGER_RETRY, REPORT_RETRY, log_path
@@ -139,7 +142,10 @@ class GateQueueWorkflow:
             inp.state.merge_date = int(workflow.now().timestamp())
         labels = ItemLabels(start=inp.labels.start, success=inp.labels.success,
                             failure=inp.labels.failure)
-        queue = self._queue = GateQueue(inp.state, labels, lambda: workflow.uuid4().hex)
+        # Successful items at the head are submitted in batches (versioned: histories recorded
+        # before batches replay as they ran).
+        queue = self._queue = GateQueue(inp.state, labels, lambda: workflow.uuid4().hex,
+                                        submit_in_batches=workflow.patched("submit-in-batches"))
         draining = False
         while True:
             await workflow.wait_condition(lambda: self._dirty)
@@ -298,6 +304,8 @@ class GateQueueWorkflow:
                 task = self._builds.get(build_id)
                 if task is not None and not task.done():
                     task.cancel()
+        elif isinstance(action, SubmitBatchAction):
+            self._spawn(self._report_and_submit_batch(action))
         else:
             self._spawn(self._report_and_submit(action))
 
@@ -396,12 +404,54 @@ class GateQueueWorkflow:
                 start_to_close_timeout=timedelta(minutes=2),
                 schedule_to_close_timeout=timedelta(hours=1), retry_policy=REPORT_RETRY,
             )
-        for follow_up in self._queue.submit_done(action.key, result.ok, result.error):
-            if isinstance(follow_up, ReportItemAction):
-                await self._post(follow_up.change, follow_up.pipeline, follow_up.action,
-                                 follow_up.message, follow_up.labels, item_id)
+        await self._submit_done(action, result, item_id)
+
+    async def _report_and_submit_batch(self, batch: SubmitBatchAction) -> None:
+        assert self._queue is not None
+        item_ids = {}
+        requests = []
+        for action in batch.reports:
+            item = self._queue.item(action.key)
+            item_ids[action.key] = item_id = item.id if item is not None else action.key
+            requests.append(ReportAndSubmitRequest(
+                report=ReportRequest(change=action.change, pipeline=action.pipeline,
+                                     action=action.action, message=action.message,
+                                     labels=action.labels,
+                                     tag=f"{action.pipeline}:{item_id}:{action.action}"),
+                submit=SubmitRequest(change=action.change)))
+        keys = " ".join(a.change.key for a in batch.reports)
+        result: ReportAndSubmitBatchResult = await workflow.execute_activity(
+            "report_and_submit_batch", ReportAndSubmitBatchRequest(items=requests),
+            result_type=ReportAndSubmitBatchResult, task_queue=self._tq(Role.ORCHESTRATOR),
+            start_to_close_timeout=timedelta(minutes=2) * len(requests),
+            heartbeat_timeout=timedelta(minutes=2),
+            schedule_to_close_timeout=timedelta(hours=1), retry_policy=REPORT_RETRY,
+            summary=f"report and submit {keys}",
+        )
+        # Every outcome into the queue first, then the reports they call for.
+        follow_ups: list[tuple[Action, str]] = []
+        for index, action in enumerate(batch.reports):
+            if index < len(result.results):
+                done = result.results[index]
+                follow_ups += [(f, item_ids[action.key])
+                               for f in self._queue.submit_done(action.key, done.ok, done.error)]
             else:
-                self._carry_out(follow_up)
+                self._queue.submit_not_attempted(action.key)
+        for follow_up, item_id in follow_ups:
+            await self._follow_up(follow_up, item_id)
+
+    async def _submit_done(self, action: ReportItemAction, result: SubmitResult,
+                           item_id: str) -> None:
+        assert self._queue is not None
+        for follow_up in self._queue.submit_done(action.key, result.ok, result.error):
+            await self._follow_up(follow_up, item_id)
+
+    async def _follow_up(self, follow_up: Action, item_id: str) -> None:
+        if isinstance(follow_up, ReportItemAction):
+            await self._post(follow_up.change, follow_up.pipeline, follow_up.action,
+                             follow_up.message, follow_up.labels, item_id)
+        else:
+            self._carry_out(follow_up)
 
     def _report(self, item: GateItem, action: str, message: str, labels: dict[str, int]) -> None:
         self._spawn(self._post(item.change, item.pipeline, action, message, labels, item.id))
