@@ -435,3 +435,59 @@ def test_news_of_a_batch_merging_before_its_answer_resets_nobody() -> None:
     assert sim.queue.submit_done("2,1", True, None) == []
     sim.step()
     assert sim.order() == [3] and sim.cancelled == []
+
+
+# --- a merge made while the dependencies were read ----------------------------------------------
+
+
+def _ref(n: int) -> ChangeRef:
+    return ChangeRef(connection="c", project="p", branch="master", number=n, patchset=1)
+
+
+def _item(n: int) -> GateItem:
+    return GateItem(id=f"i{n}", change=_ref(n), pipeline="gate", jobs=JOBS, enqueued_at=float(n))
+
+
+def _merged(*numbers: int) -> PrepareStateResult:
+    return PrepareStateResult(ok=True, state=SpeculativeState(changes=[_ref(n) for n in numbers]))
+
+
+def test_a_merge_prepared_on_the_queues_tail_is_taken_and_jobs_start_at_once() -> None:
+    sim = Sim()
+    sim.add(1, 2)
+    assert [c.key for c in sim.queue.tail_changes()] == ["1,1", "2,1"]
+    sim.queue.enqueue(_item(3), prepared=([_ref(1), _ref(2), _ref(3)], _merged(1, 2, 3)))
+    actions = sim.queue.process(0.0)
+    assert not any(isinstance(a, MergeAction) for a in actions)  # no second merge
+    assert [(a.key, a.job.name) for a in actions if isinstance(a, BuildAction)] == [
+        ("3,1", "merge")]
+
+
+def test_a_prepared_merge_of_a_stale_tail_is_ignored() -> None:
+    sim = Sim()
+    sim.add(1, 2)
+    sim.finish(2, "merge", Result.FAILURE)  # 2 is failing: 3 will be tested on 1 alone
+    assert [c.key for c in sim.queue.tail_changes()] == ["1,1"]
+    sim.queue.enqueue(_item(3), prepared=([_ref(1), _ref(2), _ref(3)], _merged(1, 2, 3)))
+    actions = sim.queue.process(0.0)
+    merges = [a for a in actions if isinstance(a, MergeAction)]
+    assert [[c.key for c in m.changes] for m in merges] == [["1,1", "3,1"]]
+
+
+def test_a_prepared_merge_beyond_the_window_is_ignored() -> None:
+    sim = Sim(window=2)
+    sim.add(1, 2)
+    sim.queue.enqueue(_item(3), prepared=([_ref(1), _ref(2), _ref(3)], _merged(1, 2, 3)))
+    assert sim.state.items[2].merge == "none"
+    assert sim.queue.process(0.0) == []  # outside the window: nothing until it moves up
+
+
+def test_a_prepared_merge_conflict_is_reported_as_a_conflict() -> None:
+    sim = Sim()
+    sim.add(1)
+    sim.queue.enqueue(_item(2), prepared=([_ref(1), _ref(2)], PrepareStateResult(
+        ok=False, error="conflict in 2,1")))
+    sim.step()
+    assert sim.builds(2) == []
+    sim.pass_all(1)
+    assert ("2,1", "merge-conflict") in sim.reports

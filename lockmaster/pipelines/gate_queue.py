@@ -154,13 +154,32 @@ class GateQueue:
 
     # --- commands ---------------------------------------------------------------------------
 
-    def enqueue(self, item: GateItem, needs: list[str] | None = None) -> bool:
-        """Add at the end. A change already in the queue is not added twice."""
+    def enqueue(self, item: GateItem, needs: list[str] | None = None,
+                prepared: tuple[list[ChangeRef], PrepareStateResult] | None = None) -> bool:
+        """Add at the end. A change already in the queue is not added twice. `prepared`: a
+        merge made while the change's dependencies were read, of the changes it was expected
+        to be tested on; taken when they are still what it is tested on, and it is within the
+        window (else process() asks for the merge as usual)."""
         if self.find(item.change.project, item.change.number) is not None:
             return False
+        expected = [*self.tail_changes(), item.change]
         self.items.append(item)
         self.needs[item.key] = list(needs or [])
+        if prepared is not None and len(self.items) <= self.state.window:
+            changes, result = prepared
+            if [c.key for c in changes] == [c.key for c in expected]:
+                item.changes = expected
+                item.merge = "pending"
+                self.merge_done(item.key, item.buildset, result)
         return True
+
+    def tail_changes(self) -> list[ChangeRef]:
+        """What a change enqueued now is tested on top of: the changes of the last item that
+        is not failing (its own state; items keep theirs current), none merged yet."""
+        for item in reversed(self.items):
+            if item.outcome is not None or not self.failing(item):
+                return self._unmerged(item.changes)
+        return []
 
     def remove(self, item: GateItem) -> list[Action]:
         """Take the item out, cancelling whatever it still runs."""

@@ -18,7 +18,8 @@ from temporalio.exceptions import ActivityError
 from temporalio.exceptions import CancelledError as ActivityCancelled
 
 with workflow.unsafe.imports_passed_through():
-    from lockmaster.model.build import BuildRequest, BuildResult, Result
+    from lockmaster.model.build import BuildRequest, BuildResult, JobSpec, Result
+    from lockmaster.model.change import ChangeRef
     from lockmaster.model.gate import (
         ChangeUpdated,
         DequeueRequest,
@@ -225,6 +226,14 @@ class GateQueueWorkflow:
         in the queue; refuse (with a report) what can never be gated here."""
         assert self._queue is not None and self._input is not None
         queue = self._queue
+        # While the dependencies are read, merge the change onto what it will most likely be
+        # tested on (the queue's tail): the usual case, a change needing nothing outside the
+        # queue, then starts its jobs one merger round trip sooner. (Versioned.)
+        premerge: asyncio.Task[tuple[list[ChangeRef], PrepareStateResult] | None] | None = None
+        if workflow.patched("merge-while-resolving-dependencies") and \
+                len(queue.items) < queue.state.window:
+            premerge = asyncio.ensure_future(self._premerge(
+                [*queue.tail_changes(), request.change], request.jobs))
         try:
             deps: DependencyResult = await workflow.execute_activity(
                 "resolve_dependencies", DependencyRequest(change=request.change),
@@ -234,6 +243,7 @@ class GateQueueWorkflow:
         except ActivityError as exc:
             deps = DependencyResult(ok=False, error=f"its dependencies could not be read: "
                                                     f"{exc.cause or exc}")
+        prepared = await premerge if premerge is not None else None
         # Changes enter the queue in the order their events arrived (Zuul), not in the order
         # their dependency lookups happen to finish. (Versioned: histories recorded before
         # this replay as they ran.)
@@ -269,8 +279,27 @@ class GateQueueWorkflow:
             ]
             return
         needs = [queue.find(d.project, d.number).key for d in needed]  # type: ignore[union-attr]
-        queue.enqueue(item, needs=needs)
+        queue.enqueue(item, needs=needs, prepared=prepared)
         self._release_waiting()
+
+    async def _premerge(self, changes: list[ChangeRef],
+                        jobs: list[JobSpec]) -> tuple[list[ChangeRef], PrepareStateResult] | None:
+        """The speculative merge of `changes`, or None when the merger failed (the queue then
+        asks for it again in the usual way)."""
+        assert self._input is not None
+        try:
+            result: PrepareStateResult = await workflow.execute_activity(
+                "prepare_state",
+                PrepareStateRequest(changes=changes,
+                                    required_projects=sorted({p for j in jobs
+                                                              for p in j.required_projects}),
+                                    merge_date=self._input.state.merge_date),
+                result_type=PrepareStateResult, task_queue=self._tq(Role.ORCHESTRATOR),
+                start_to_close_timeout=timedelta(minutes=10), retry_policy=MERGER_RETRY,
+            )
+        except ActivityError:
+            return None
+        return changes, result
 
     def _release_waiting(self) -> None:
         """Changes that waited for a dependency now in the queue: enqueue them behind it."""
