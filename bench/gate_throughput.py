@@ -25,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from bench.gate_workload import (
     CHANGES,
+    broken_changes,
     ideal_model,
     scenario_yaml,
     zuul_model,
@@ -50,9 +51,10 @@ def measure(report: dict[str, Any]) -> dict[str, Any]:
 
 
 async def activity_seconds(client: Client) -> dict[str, dict[str, float]]:
-    """From the gate workflow's history: per activity type, how many ran and the median of
-    their schedule-to-completion; and the same for the workflow's own tasks ("workflow_task":
-    the time the queue's decisions took, dispatch included)."""
+    """From the gate workflow's history: per activity type, how many ran and the median (and
+    sum) of their schedule-to-completion; the same for the workflow's own tasks
+    ("workflow_task": the time the queue's decisions took, dispatch included), and for the
+    time activities waited for a worker to start them ("activity_dispatch")."""
     durations: dict[str, list[float]] = {}
     async for wf in client.list_workflows('WorkflowType = "GateQueueWorkflow"'):
         history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
@@ -62,6 +64,10 @@ async def activity_seconds(client: Client) -> dict[str, dict[str, float]]:
             if event.HasField("activity_task_scheduled_event_attributes"):
                 name = event.activity_task_scheduled_event_attributes.activity_type.name
                 scheduled[event.event_id] = (name, at)
+            elif event.HasField("activity_task_started_event_attributes"):
+                attrs = event.activity_task_started_event_attributes
+                _, start = scheduled[attrs.scheduled_event_id]
+                durations.setdefault("activity_dispatch", []).append(at - start)
             elif event.HasField("activity_task_completed_event_attributes"):
                 attrs = event.activity_task_completed_event_attributes
                 name, start = scheduled[attrs.scheduled_event_id]
@@ -72,7 +78,7 @@ async def activity_seconds(client: Client) -> dict[str, dict[str, float]]:
                 attrs = event.workflow_task_completed_event_attributes
                 name, start = scheduled[attrs.scheduled_event_id]
                 durations.setdefault(name, []).append(at - start)
-    return {name: {"count": len(v), "p50_s": statistics.median(v)}
+    return {name: {"count": len(v), "p50_s": statistics.median(v), "total_s": sum(v)}
             for name, v in sorted(durations.items())}
 
 
@@ -106,6 +112,19 @@ async def main(runs: int) -> dict[str, Any]:
         m["latency"][name] - same_git.latency[int(name[1:])]
         for m in measured for name in m["latency"] if int(name[1:]) in same_git.latency
     ]
+    # Orchestration per item, from the histories: the time Temporal and the workflow spent
+    # (workflow tasks, activity dispatch) divided by the changes, most of it in parallel with
+    # jobs; and, on the critical path, the gap to the same-git-costs model of the changes that
+    # no failure or queueing delayed (those approved before the first broken one).
+    orchestration = [
+        (c["workflow_task"]["total_s"] + c["activity_dispatch"]["total_s"]) / CHANGES
+        for c in git_costs
+    ]
+    first_broken = min(broken_changes())
+    undelayed_gap = [
+        m["latency"][name] - same_git.latency[int(name[1:])]
+        for m in measured for name in m["latency"] if int(name[1:]) < first_broken
+    ]
     result = {
         "changes": CHANGES,
         "lockmaster": [{k: v for k, v in m.items() if k != "latency"} for m in measured],
@@ -116,7 +135,8 @@ async def main(runs: int) -> dict[str, Any]:
         "zuul_model": zuul.summary(),
         "merge_p50_s": round(merge_s, 3),
         # Where the time goes, per run: each activity type and the workflow tasks.
-        "steps": [{name: {"count": v["count"], "p50_s": round(v["p50_s"], 3)}
+        "steps": [{name: {"count": v["count"], "p50_s": round(v["p50_s"], 3),
+                          "total_s": round(v["total_s"], 3)}
                    for name, v in c.items()} for c in git_costs],
         "report_and_submit_p50_s": round(submit_s, 3),
         "zuul_model_same_git_costs": same_git.summary(),
@@ -130,6 +150,9 @@ async def main(runs: int) -> dict[str, Any]:
         "overhead_per_item_p50_s": round(statistics.median(overhead), 3),
         "overhead_per_item_vs_same_git_costs_p50_s": round(statistics.median(overhead_same_git),
                                                            3),
+        "orchestration_seconds_per_item": [round(o, 3) for o in orchestration],
+        "undelayed_gap_vs_same_git_costs_p50_s": round(statistics.median(undelayed_gap), 3),
+        "undelayed_gap_vs_same_git_costs_max_s": round(max(undelayed_gap), 3),
     }
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

@@ -33,7 +33,8 @@ def recorded() -> list[Path]:
 def test_there_are_recorded_histories() -> None:
     names = {p.stem for p in recorded()}
     assert {"check-success", "check-failure-skip-retry", "check-cancelled",
-            "check-merge-conflict", "gate-queue", "nodepool-cloud", "te-broker",
+            "check-merge-conflict", "gate-queue", "gate-queue-batches", "nodepool-cloud",
+            "te-broker",
             "publish-change", "publish-queue"} <= names
 
 
@@ -112,6 +113,24 @@ async def test_record_gate_history(client: Client, tmp_path: Path) -> None:
         await gate_three_with_broken_middle(dep, name)
         history = await client.get_workflow_handle(f"gate/{name}").fetch_history()
         (HISTORIES / "gate-queue.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
+                    reason="records histories only when asked")
+async def test_record_gate_batches_history(client: Client) -> None:
+    """A gate queue with premerges at enqueue and a batch of submits stopped by a refusal."""
+    from datetime import UTC, datetime, timedelta
+
+    from lockmaster.simulate.loading import load_scenario
+    from lockmaster.simulate.runner import run_simulation
+
+    since = (datetime.now(UTC) - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    scenario = load_scenario(Path(__file__).parent / "scenarios/gate-batch-submit-refused.yaml")
+    await run_simulation(scenario, client=client)
+    [gate] = [wf async for wf in client.list_workflows(
+        f'WorkflowType = "GateQueueWorkflow" AND StartTime > "{since}"')]
+    history = await client.get_workflow_handle(gate.id, run_id=gate.run_id).fetch_history()
+    (HISTORIES / "gate-queue-batches.json").write_text(history.to_json())
 
 
 @pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
