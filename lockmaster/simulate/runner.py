@@ -54,6 +54,7 @@ class Settler:
     gerrit: SimulatedGerrit
     router: EventRouter
     patience: float
+    executor: SimulatedExecutor | None = None
     recent: set[str] = field(default_factory=set)
     _seen_actions: int = 0
 
@@ -69,7 +70,14 @@ class Settler:
             self._seen_actions = len(self.router.actions)
             now_busy = [f"change-merged event of change {t.get_name()}"
                         for t in self.gerrit.pending if not t.done()]
-            now_busy += await busy(self.client, self.config, self.recent)
+            # A simulated build still running is work in progress: no need to ask Temporal.
+            # (Querying a queue many times a second delays its own workflow tasks, which
+            # would slow down what the simulation measures.)
+            now_busy += [f"build {b.job} of change {b.number},{b.patchset}"
+                         for b in (self.executor.builds if self.executor else [])
+                         if b.result is None]
+            if not now_busy:
+                now_busy = await busy(self.client, self.config, self.recent)
             if not now_busy:
                 steady += 1
                 if steady >= STEADY_POLLS:
@@ -126,7 +134,7 @@ async def _run(
         router = EventRouter(config, client, gerrit.drivers)
         gerrit.on_merged = router.route
         player = EventPlayer(scenario, config, client, gerrit, router)
-        settler = Settler(client, config, gerrit, router, patience)
+        settler = Settler(client, config, gerrit, router, patience, executor)
         workers = [orchestrator_worker(client, config, gerrit.drivers),
                    simulated_executor_worker(client, config, executor)]
         async with contextlib.AsyncExitStack() as stack:
