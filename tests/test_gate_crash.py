@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,15 +19,10 @@ from lockmaster.starters.router import EventRouter
 from lockmaster.temporal.client import connect
 from lockmaster.temporal.devserver import DevServer
 from tests.deployment import make_config, unique_project
+from tests.ports import restartable_port
 from tests.test_gate_workflow import CHECK, GATE
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_worker(config_file: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -40,8 +34,8 @@ def start_worker(config_file: Path, log: Path) -> subprocess.Popen[bytes]:
 
 async def test_worker_killed_and_server_restarted_mid_queue(tmp_path: Path) -> None:
     name = unique_project()
-    port = free_port()
-    server = DevServer(tmp_path / "temporal.db", port=port, ui_port=free_port())
+    port = restartable_port()
+    server = DevServer(tmp_path / "temporal.db", port=port, ui_port=restartable_port())
     await server.start()
     config = make_config(
         tmp_path, pipelines=[CHECK, GATE],

@@ -3,7 +3,6 @@ twice: the second run resumes from the SQLite state the first left."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,25 +11,20 @@ import pytest
 import yaml
 
 from lockmaster.config.loader import EXAMPLES
+from tests.ports import restartable_port
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_main_job_checks_a_demo_change_and_resumes(tmp_path: Path) -> None:
     config = yaml.safe_load((EXAMPLES / "dev.yaml").read_text())
-    port, ui, logs = free_port(), free_port(), free_port()
+    port, ui, logs = restartable_port(), restartable_port(), restartable_port()
     config["temporal"]["address"] = f"127.0.0.1:{port}"
     config["temporal"]["dev-server"].update({"port": port, "ui-port": ui})
     config["temporal"]["web-url"] = f"http://127.0.0.1:{ui}"
     config["logs"] = {"url": f"http://127.0.0.1:{logs}", "serve": {"port": logs}}
     config["state-dir"] = str(tmp_path / "state")
-    mirror_port = free_port()
+    mirror_port = restartable_port()
     config["publishing"]["signing"]["gnupg-home"] = str(tmp_path / "state" / "publish-gnupg")
     config["publishing"]["mirrors"][0].update({
         "path": str(tmp_path / "state" / "mirrors" / "local"),

@@ -8,7 +8,6 @@ install test aborts the system test.
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from lockmaster.config.models import LockmasterConfig
 from lockmaster.logserver import LogServer
 from lockmaster.model.build import Result
 from tests.deployment import deployment, make_config, unique_project
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +54,6 @@ PACKAGE_GRAPH: list[Any] = [
 def package_files(root: Path = HELLO) -> dict[str, str]:
     return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*"))
             if p.is_file()}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

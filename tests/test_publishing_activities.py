@@ -4,7 +4,6 @@ mirror that is down is a retryable failure that leaves it as it was, and the ret
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from lockmaster.model.publish import SyncMirrorRequest
 from lockmaster.publishing import AptRepoConfig, PublishRequest, publish_apt
 from tests.deployment import make_config
 from tests.fixtures.sshd import SSHServer
+from tests.ports import free_port
 from tests.publishing_helpers import (
     build_deb,
     build_dir,
@@ -26,12 +26,6 @@ from tests.publishing_helpers import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def config_with_ssh_mirror(tmp_path: Path, server: SSHServer, port: int) -> LockmasterConfig:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +39,7 @@ from lockmaster.publishing import (
 from lockmaster.publishing.readers import HTTPSource, RepositoryRead
 from lockmaster.publishing.verify import apt_get_check
 from tests.fixtures.sshd import SSHServer
+from tests.ports import free_port
 from tests.publishing_helpers import (
     PACKAGES,
     build_dir,
@@ -331,12 +331,6 @@ def test_pruned_after_grace_period_only(tmp_path: Path, sources: dict[str, Sourc
 # --- rsync over SSH --------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def ssh_mirror(tmp_path: Path, server: SSHServer, *, port: int | None = None,
                host_key: str | None = None, name: str = "remote") -> RsyncSSHMirror:
     known_hosts = tmp_path / f"known_hosts-{name}"
@@ -357,7 +351,7 @@ def test_rsync_ssh_mirror_down_then_back(tmp_path: Path, sources: dict[str, Sour
     remote = Path(mirror.path)
     assert_complete(remote, source, "s1", {"s1"})
 
-    down = mirror.model_copy(update={"port": _free_port()})
+    down = mirror.model_copy(update={"port": free_port()})
     with pytest.raises(MirrorUnavailable, match="unreachable") as caught:
         sync_mirror(source.root, "s2", down)
     assert caught.value.retryable and isinstance(caught.value, PublishError)
@@ -409,7 +403,7 @@ def test_two_mirrors_are_independent(tmp_path: Path, sources: dict[str, Source],
                                      sshd_server: SSHServer) -> None:
     source = sources["deb"]
     local = mirror_at(tmp_path, "local")
-    remote = ssh_mirror(tmp_path, sshd_server, port=_free_port(), name="far")
+    remote = ssh_mirror(tmp_path, sshd_server, port=free_port(), name="far")
     reports: dict[str, SyncReport] = {}
     failures: dict[str, PublishError] = {}
     for mirror in (remote, local):  # the failing one first: the other is not affected

@@ -27,7 +27,7 @@ from lockmaster.temporal.client import connect
 from lockmaster.temporal.devserver import DevServer
 from lockmaster.workers.orchestrator import orchestrator_worker
 from lockmaster.workflows.testenv import te_host_queue
-from tests.test_gate_crash import free_port
+from tests.ports import restartable_port
 from tests.test_te_broker_workflow import (
     RecordingHost,
     all_available,
@@ -66,7 +66,8 @@ async def test_server_restarted_with_leases_outstanding(tmp_path: Path) -> None:
     """Two TEs leased and a third holder waiting when the dev server (SQLite) stops: after it
     comes back, the same leases hold the same TEs with the same generations, the waiter is still
     first in line, renewals work, and a release hands the TE on exactly once."""
-    server = DevServer(tmp_path / "temporal.db", port=free_port(), ui_port=free_port())
+    server = DevServer(tmp_path / "temporal.db", port=restartable_port(),
+                       ui_port=restartable_port())
     await server.start()
     try:
         config = te_config(tmp_path, per_host=2, ttl=60)
