@@ -10,6 +10,9 @@ import socket
 import sys
 from pathlib import Path
 
+from temporalio.client import Client
+from temporalio.service import RPCError
+
 from lockmaster.temporal.search_attributes import dev_server_flags
 
 
@@ -98,8 +101,6 @@ class DevServer:
         """An open port is not a ready server: after a restart on an existing database the
         frontend answers "Frontend is not healthy yet" for a while, and clients connecting then
         fail. Wait until a client connects and the health check passes."""
-        from temporalio.client import Client
-
         loop = asyncio.get_running_loop()
         last_error: Exception | None = None
         while loop.time() < deadline:
@@ -109,7 +110,7 @@ class DevServer:
                 client = await Client.connect(self.address)
                 if await client.service_client.check_health():
                     return
-            except RuntimeError as exc:  # the bridge's connect error
+            except (RuntimeError, RPCError) as exc:  # connect errors; health not served yet
                 last_error = exc
             await asyncio.sleep(0.1)
         await self.stop()
