@@ -320,3 +320,26 @@ async def test_submit_is_of_the_tested_revision(fake: FakeGerrit, driver: Gerrit
     assert fake.submits == []
     await driver.submit((await driver.get_change(133)).ref())
     assert fake.submits == [133]
+
+
+async def test_get_change_reads_wip_and_private(fake: FakeGerrit, driver: GerritDriver) -> None:
+    fake.add_change("org/app", "main", 130, commit=SHA1)
+    info = await driver.get_change(130)
+    # Gerrit leaves work_in_progress and is_private out when false.
+    assert (info.wip, info.private) == (False, False)
+    fake.set_wip(130)
+    fake.set_private(130)
+    info = await driver.get_change(130)
+    assert (info.wip, info.private) == (True, True)
+    fake.set_wip(130, False)
+    assert (await driver.get_change(130)).wip is False
+    found = await driver.find_change_id(fake.changes[130].change_id)
+    assert [(c.wip, c.private) for c in found] == [(False, True)]
+
+
+async def test_submit_of_a_wip_change_is_refused(fake: FakeGerrit, driver: GerritDriver) -> None:
+    fake.add_change("org/app", "main", 131, commit=SHA1, approvals={"Code-Review": 2})
+    fake.set_wip(131)
+    with pytest.raises(SubmitRefused, match="work in progress"):
+        await driver.submit((await driver.get_change(131)).ref())
+    assert fake.submits == []

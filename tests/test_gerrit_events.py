@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from lockmaster.model.change import ReviewEvent
 from lockmaster.review.gerrit_events import GerritEventError, parse_event
+from tests.fakes.gerrit import FakeGerrit
 
 ACCOUNT = {"name": "Jane Dev", "email": "jane@example.org", "username": "jane"}
 REVIEWER = {"name": "Rick Reviewer", "email": "rick@example.org", "username": "rick"}
@@ -193,3 +195,163 @@ def test_bad_approval_value_is_an_error() -> None:
     )
     with pytest.raises(GerritEventError):
         parse_event(data, "review")
+
+
+# --- events that change whether a change may be gated ----------------------------------------
+
+CORE = {"name": "Cora Core", "email": "cora@example.org", "username": "cora"}
+
+
+def test_vote_deleted() -> None:
+    # DeleteVoteOp: the reviewer's other votes come along unchanged (no oldValue); the removed
+    # label is "0" with its oldValue.
+    data = change_event(
+        "vote-deleted",
+        reviewer=REVIEWER,
+        remover=CORE,
+        approvals=[
+            {"type": "Code-Review", "description": "Code-Review", "value": "2"},
+            {"type": "Workflow", "description": "Workflow", "value": "0", "oldValue": "1"},
+        ],
+        comment="Removed Workflow+1 by <GERRIT_ACCOUNT_1000001>\n",
+    )
+    event = parse_event(data, "review")
+    assert event is not None
+    assert event.type == "vote-deleted"
+    assert (event.change, event.patchset, event.commit) == (4711, 3, SHA)
+    assert event.approvals == {"Code-Review": 2, "Workflow": 0}
+    assert event.old_approvals == {"Workflow": 1}
+    assert event.author == "cora"  # who removed it, not whose vote it was
+    assert event.comment == "Removed Workflow+1 by <GERRIT_ACCOUNT_1000001>\n"
+    assert event.created == 1718000200.0
+
+
+def test_vote_deleted_negative_old_value() -> None:
+    data = change_event(
+        "vote-deleted",
+        reviewer=REVIEWER,
+        remover=REVIEWER,
+        approvals=[{"type": "Code-Review", "value": "0", "oldValue": "-2"}],
+    )
+    event = parse_event(data, "review")
+    assert event is not None
+    assert (event.approvals, event.old_approvals) == ({"Code-Review": 0}, {"Code-Review": -2})
+    assert (event.author, event.comment) == ("rick", "")
+
+
+def test_change_restored() -> None:
+    data = change_event("change-restored", restorer=CORE, reason="still needed")
+    event = parse_event(data, "review")
+    assert event is not None
+    assert event.type == "change-restored"
+    assert (event.change, event.patchset, event.author) == (4711, 3, "cora")
+    assert event.comment == "still needed"
+    assert event.created == 1718000200.0
+
+
+@pytest.mark.parametrize(("flag", "expected"), [(True, True), (False, False), (None, False)])
+def test_wip_state_changed(flag: bool | None, expected: bool) -> None:
+    data = change_event("wip-state-changed", changer=ACCOUNT)
+    if flag is not None:
+        data["change"]["wip"] = flag
+    event = parse_event(data, "review")
+    assert event is not None
+    assert event.type == "wip-state-changed"
+    assert event.wip is expected
+    assert event.private is None  # this event says nothing about privacy
+    assert (event.change, event.patchset, event.author) == (4711, 3, "jane")
+    assert event.created == 1718000200.0
+
+
+@pytest.mark.parametrize(("flag", "expected"), [(True, True), (False, False), (None, False)])
+def test_private_state_changed(flag: bool | None, expected: bool) -> None:
+    data = change_event("private-state-changed", changer=ACCOUNT)
+    if flag is not None:
+        data["change"]["private"] = flag
+    event = parse_event(data, "review")
+    assert event is not None
+    assert event.type == "private-state-changed"
+    assert event.private is expected
+    assert event.wip is None
+    assert (event.change, event.author) == (4711, "jane")
+
+
+def test_state_flag_that_is_not_a_boolean_is_an_error() -> None:
+    data = change_event("wip-state-changed", changer=ACCOUNT)
+    data["change"]["wip"] = "yes"
+    with pytest.raises(GerritEventError, match=r"change\.wip"):
+        parse_event(data, "review")
+
+
+def test_bad_old_value_is_an_error() -> None:
+    data = change_event(
+        "vote-deleted",
+        remover=CORE,
+        approvals=[{"type": "Workflow", "value": "0", "oldValue": "+one"}],
+    )
+    with pytest.raises(GerritEventError, match="vote-deleted"):
+        parse_event(data, "review")
+
+
+def test_identity_tells_apart_successive_state_changes() -> None:
+    def parsed(data: dict[str, Any]) -> str:
+        event = parse_event(data, "review")
+        assert event is not None
+        return event.identity()
+
+    wip_on = change_event("wip-state-changed", changer=ACCOUNT)
+    wip_on["change"]["wip"] = True
+    wip_off = change_event("wip-state-changed", changer=ACCOUNT)
+    assert parsed(wip_on) != parsed(wip_off)
+    removed_cr = change_event(
+        "vote-deleted",
+        remover=CORE,
+        approvals=[{"type": "Code-Review", "value": "0", "oldValue": "2"}],
+    )
+    removed_wf = change_event(
+        "vote-deleted",
+        remover=CORE,
+        approvals=[{"type": "Workflow", "value": "0", "oldValue": "1"}],
+    )
+    assert parsed(removed_cr) != parsed(removed_wf)
+    assert parsed(removed_cr) == parsed(json.loads(json.dumps(removed_cr)))
+
+
+def test_fake_gerrit_builders_round_trip() -> None:
+    fake = FakeGerrit()  # the builders need no running server
+    fake.add_change("org/app", "main", 7, commit=SHA, approvals={"Code-Review": 2, "Workflow": 1})
+
+    def parsed(data: dict[str, Any]) -> ReviewEvent:
+        event = parse_event(json.loads(json.dumps(data)), "gerrit")
+        assert event is not None
+        assert (event.project, event.branch, event.change, event.commit) == (
+            "org/app",
+            "main",
+            7,
+            SHA,
+        )
+        assert event.created is not None
+        return event
+
+    old = fake.delete_vote(7, "Workflow")
+    deleted = parsed(
+        fake.vote_deleted_event(7, "Workflow", old, remover="cora", others={"Code-Review": 2})
+    )
+    assert (deleted.type, deleted.author) == ("vote-deleted", "cora")
+    assert deleted.approvals == {"Code-Review": 2, "Workflow": 0}
+    assert deleted.old_approvals == {"Workflow": 1}
+
+    fake.set_status(7, "ABANDONED")
+    fake.restore(7)
+    restored = parsed(fake.change_restored_event(7, reason="back", restorer="cora"))
+    assert (restored.type, restored.comment, restored.author) == ("change-restored", "back", "cora")
+
+    fake.set_wip(7)
+    assert parsed(fake.wip_state_changed_event(7)).wip is True
+    fake.set_wip(7, False)
+    assert parsed(fake.wip_state_changed_event(7)).wip is False
+
+    fake.set_private(7)
+    assert parsed(fake.private_state_changed_event(7, changer="cora")).private is True
+    fake.set_private(7, False)
+    assert parsed(fake.private_state_changed_event(7)).private is False

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from lockmaster.starters.hook_args import HookArgumentError, change_number, parse_hook
+from lockmaster.cli import main
+from lockmaster.cli.hook_cmd import HOOK_NAMES
+from lockmaster.starters.hook_args import (
+    HOOK_OPTIONS,
+    HookArgumentError,
+    change_number,
+    parse_hook,
+)
 
 SHA = "d5e1a1b0f00dfeedc0ffee5e1a1b0f00dfeedc0f"
 CHANGE_ID = "I0123456789abcdef0123456789abcdef01234567"
@@ -220,3 +230,77 @@ def test_duplicate_option() -> None:
 def test_ref_updated_requires_refname() -> None:
     message = _error("ref-updated", ["--project", "org/app", "--newrev", SHA])
     assert "--refname is required" in message
+
+
+def test_change_restored() -> None:
+    # The hooks plugin's ChangeRestored: change, change-url, change-owner(-username), project,
+    # branch, topic, restorer(-username), commit, reason.
+    argv = [
+        *CHANGE_ARGS,
+        "--restorer", '"Cora Core <cora@example.org>"',
+        "--restorer-username", "cora",
+        "--commit", SHA,
+        "--reason", "still needed",
+    ]  # fmt: skip
+    event = parse_hook("change-restored", argv, "review")
+    assert event.type == "change-restored"
+    assert (event.project, event.branch, event.change, event.commit) == (
+        "org/app",
+        "main",
+        4711,
+        SHA,
+    )
+    assert (event.author, event.comment, event.change_id) == ("cora", "still needed", CHANGE_ID)
+    # Like comment-added, the hook names no patchset (the router asks), and no event time.
+    assert (event.patchset, event.created) == (None, None)
+
+
+def test_change_restored_without_reason_or_username() -> None:
+    # The plugin passes `--reason ""` when the restorer gave none.
+    argv = [*CHANGE_ARGS, "--restorer", '"Cora Core"', "--commit", SHA, "--reason", ""]
+    event = parse_hook("change-restored", argv, "review")
+    assert (event.author, event.comment) == ('"Cora Core"', "")
+
+
+def test_change_restored_takes_no_labels() -> None:
+    argv = [*CHANGE_ARGS, "--commit", SHA, "--reason", "", "--Workflow", "1"]
+    message = _error("change-restored", argv)
+    assert "unknown option --Workflow" in message
+    assert "change-restored accepts:" in message and "--restorer-username" in message
+
+
+def test_change_restored_requires_commit() -> None:
+    message = _error("change-restored", [*CHANGE_ARGS, "--restorer", "cora", "--reason", "x"])
+    assert "--commit is required" in message
+
+
+def test_every_parsed_hook_is_installable_by_name() -> None:
+    assert HOOK_NAMES == tuple(HOOK_OPTIONS)
+    assert "change-restored" in HOOK_NAMES
+
+
+@pytest.mark.parametrize("symlinked", [True, False])
+def test_change_restored_reaches_the_hook_command(
+    symlinked: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`hooks/change-restored -> lockmaster` and `lockmaster hook change-restored` both parse
+    the arguments as that hook (a bad command line stops before anything is delivered)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOCKMASTER_CONFIG", raising=False)
+    monkeypatch.setenv("LOCKMASTER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("LOCKMASTER_CONNECTION", "gerrit")
+    args = [*CHANGE_ARGS, "--reason", "x"]  # no --commit
+    argv = (
+        ["/srv/gerrit/hooks/change-restored", *args]
+        if symlinked
+        else ["/usr/bin/lockmaster", "hook", "change-restored", *args]
+    )
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exited:
+        main.run()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "lockmaster hook change-restored: change-restored: --commit is required" in err

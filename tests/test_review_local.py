@@ -1,12 +1,16 @@
-"""The local review system (lockmaster's Gerrit stand-in): submits merge only what was tested."""
+"""The local review system (lockmaster's Gerrit stand-in) and its `lockmaster change` commands."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
-from lockmaster.review.base import SubmitRefused
+from lockmaster.cli import change_cmd
+from lockmaster.model.change import ReviewEvent
+from lockmaster.review.base import ChangeNotFound, ReviewError, SubmitRefused
 from lockmaster.review.local import LocalReviewStore, _git
 
 
@@ -24,3 +28,164 @@ def test_submit_refuses_a_patchset_that_is_no_longer_current(tmp_path: Path) -> 
     merged = store.submit(store.info(first.number).ref())
     assert _git("show", f"{merged}:a.txt", cwd=repo) == "untested"
     assert store.info(first.number).status == "MERGED"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalReviewStore:
+    store = LocalReviewStore(tmp_path / "review")
+    store.create_project("org/app", {"README": "hello\n"})
+    store.upload("org/app", files={"a.txt": "a\n"}, subject="Add a")
+    return store
+
+
+def test_restore_brings_an_abandoned_change_back(store: LocalReviewStore) -> None:
+    with pytest.raises(ReviewError, match="change 1 is new: only an abandoned change"):
+        store.restore(1, author="dev")
+    store.abandon(1, author="dev")
+    info = store.restore(1, author="cora")
+    assert info.status == "NEW"
+    assert store.info(1).status == "NEW"
+    assert store.record(1)["messages"][-1]["message"] == "Restored"
+    assert store.record(1)["messages"][-1]["author"] == "cora"
+    store.submit(store.info(1).ref())
+    with pytest.raises(ReviewError, match="change 1 is merged"):
+        store.restore(1, author="cora")
+    with pytest.raises(ChangeNotFound):
+        store.restore(9, author="cora")
+
+
+def test_delete_vote_removes_only_that_reviewers_vote(store: LocalReviewStore) -> None:
+    store.vote(1, {"Code-Review": 2, "Workflow": 1}, author="cora")
+    store.vote(1, {"Code-Review": 1}, author="rick")
+    info = store.delete_vote(1, "Code-Review", author="cora")
+    assert info.approvals == {"Code-Review": 1, "Workflow": 1}
+    info = store.delete_vote(1, "Workflow", author="cora")
+    assert info.approvals == {"Code-Review": 1}
+    assert "Workflow" not in store.record(1)["approvals"]
+    assert store.record(1)["messages"][-1]["message"] == "Removed Workflow+1 by cora"
+    with pytest.raises(ReviewError, match="change 1 has no Workflow vote by cora"):
+        store.delete_vote(1, "Workflow", author="cora")
+    with pytest.raises(ReviewError, match=r"no Verified vote by rick \(votes: Code-Review rick"):
+        store.delete_vote(1, "Verified", author="rick")
+
+
+def test_wip_and_private_are_reported_and_refused_when_unchanged(
+    store: LocalReviewStore,
+) -> None:
+    assert (store.info(1).wip, store.info(1).private) == (False, False)
+    assert store.set_wip(1, True, author="dev").wip is True
+    assert store.set_private(1, True, author="dev").private is True
+    assert (store.info(1).wip, store.info(1).private) == (True, True)
+    with pytest.raises(ReviewError, match="change 1 is already a work in progress"):
+        store.set_wip(1, True, author="dev")
+    with pytest.raises(ReviewError, match="change 1 is already private"):
+        store.set_private(1, True, author="dev")
+    assert store.set_wip(1, False, author="dev").wip is False
+    assert store.set_private(1, False, author="dev").private is False
+    with pytest.raises(ReviewError, match="already ready for review"):
+        store.set_wip(1, False, author="dev")
+    assert [m["message"] for m in store.record(1)["messages"]] == [
+        "Set Work In Progress", "Set private", "Set Ready For Review", "Unset private",
+    ]
+    store.abandon(1, author="dev")
+    with pytest.raises(ReviewError, match="change 1 is abandoned"):
+        store.set_wip(1, True, author="dev")
+
+
+def test_submit_refuses_a_work_in_progress(store: LocalReviewStore) -> None:
+    store.set_wip(1, True, author="dev")
+    with pytest.raises(SubmitRefused, match="change is a work in progress"):
+        store.submit(store.info(1).ref())
+    assert store.info(1).status == "NEW"
+    store.set_private(1, True, author="dev")  # private changes merge, as in Gerrit
+    store.set_wip(1, False, author="dev")
+    store.submit(store.info(1).ref())
+    assert store.info(1).status == "MERGED"
+
+
+def test_records_without_the_flags_load(store: LocalReviewStore) -> None:
+    path = store.root / "changes" / "1.json"
+    record = json.loads(path.read_text())
+    del record["wip"], record["private"]  # as written before the flags existed
+    path.write_text(json.dumps(record))
+    assert (store.info(1).wip, store.info(1).private) == (False, False)
+    assert store.set_wip(1, True, author="dev").wip is True
+
+
+# --- `lockmaster change ...` -------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[LocalReviewStore,
+                                                                 list[ReviewEvent]]:
+    """The embedded configuration with its state under tmp_path; events are captured instead
+    of being routed to Temporal."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOCKMASTER_CONFIG", raising=False)
+    monkeypatch.setenv("LOCKMASTER_STATE_DIR", str(tmp_path / "state"))
+    sent: list[ReviewEvent] = []
+
+    async def dispatch(cfg: object, event: ReviewEvent) -> list[object]:
+        sent.append(event)
+        return []
+
+    monkeypatch.setattr(change_cmd, "dispatch", dispatch)
+    store = LocalReviewStore(tmp_path / "state" / "review" / "local", "local")
+    store.create_project("demo/hello", {"README": "hello\n"})
+    store.upload("demo/hello", files={"a.txt": "a\n"}, subject="Add a")
+    return store, sent
+
+
+def _run(*args: str) -> Result:
+    return CliRunner().invoke(change_cmd.app, list(args))
+
+
+def test_change_commands_send_their_events(
+    cli: tuple[LocalReviewStore, list[ReviewEvent]],
+) -> None:
+    store, sent = cli
+    for args in (["wip", "1"], ["private", "1"], ["ready", "1"], ["public", "1"],
+                 ["abandon", "1"], ["restore", "1", "--author", "cora"]):
+        result = _run(*args)
+        assert result.exit_code == 0, result.output
+    assert [(e.type, e.wip, e.private) for e in sent] == [
+        ("wip-state-changed", True, None),
+        ("private-state-changed", None, True),
+        ("wip-state-changed", False, None),
+        ("private-state-changed", None, False),
+        ("change-abandoned", None, None),
+        ("change-restored", None, None),
+    ]
+    assert all((e.connection, e.project, e.change, e.patchset) == ("local", "demo/hello", 1, 1)
+               for e in sent)
+    assert sent[-1].author == "cora"
+    assert store.info(1).status == "NEW"
+
+    store.vote(1, {"Code-Review": 2, "Workflow": 1}, author="core-reviewer")
+    result = _run("remove-vote", "1", "--label", "Workflow")
+    assert result.exit_code == 0, result.output
+    deleted = sent[-1]
+    assert (deleted.type, deleted.author) == ("vote-deleted", "core-reviewer")
+    assert (deleted.approvals, deleted.old_approvals) == ({"Workflow": 0}, {"Workflow": 1})
+    assert store.info(1).approvals == {"Code-Review": 2}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["restore", "1"], "change 1 is new: only an abandoned change can be restored"),
+        (["restore", "7"], "change 7 does not exist"),
+        (["remove-vote", "1", "--label", "Flow"], "change 1 has no Flow vote by core-reviewer"),
+        (["ready", "1"], "change 1 is already ready for review"),
+        (["public", "7"], "change 7 does not exist"),
+    ],
+)
+def test_change_commands_refuse_bad_input(
+    cli: tuple[LocalReviewStore, list[ReviewEvent]], args: list[str], message: str,
+) -> None:
+    _, sent = cli
+    result = _run(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert sent == []

@@ -171,6 +171,101 @@ def abandon(
     _send(cfg, _event(info, "change-abandoned"), False)
 
 
+@app.command("restore")
+def restore(
+    number: int, author: str = typer.Option("developer", "--author"),
+    connection: str = ConnOpt, config: Path | None = ConfigOpt, wait: bool = WaitOpt,
+) -> None:
+    """Restore an abandoned change, then send change-restored."""
+    cfg = load(config)
+    try:
+        info = _store(cfg, connection).restore(number, author=author)
+    except ReviewError as exc:
+        fail(str(exc))
+    out.print(f"change {number} restored")
+    _send(cfg, _event(info, "change-restored", author=author), wait)
+
+
+@app.command("remove-vote")
+def remove_vote(
+    number: int,
+    label: str = typer.Option(..., "--label", help="e.g. Workflow or Code-Review"),
+    author: str = typer.Option("core-reviewer", "--author", help="whose vote to remove"),
+    connection: str = ConnOpt, config: Path | None = ConfigOpt,
+) -> None:
+    """Remove one reviewer's vote on a label, then send vote-deleted."""
+    cfg = load(config)
+    store = _store(cfg, connection)
+    try:
+        # The old value goes into the event, as Gerrit's oldValue; delete_vote checks it exists.
+        old = store.record(number)["approvals"].get(label, {}).get(author)
+        info = store.delete_vote(number, label, author=author)
+    except ReviewError as exc:
+        fail(str(exc))
+    comment = f"Removed {label}{old:+d} by {author}"
+    out.print(f"change {number}: {comment}")
+    _send(cfg, _event(info, "vote-deleted", comment=comment, author=author,
+                      approvals={label: 0}, old_approvals={label: old}), False)
+
+
+def _set_wip(number: int, wip: bool, author: str, connection: str, config: Path | None,
+             wait: bool) -> None:
+    cfg = load(config)
+    try:
+        info = _store(cfg, connection).set_wip(number, wip, author=author)
+    except ReviewError as exc:
+        fail(str(exc))
+    out.print(f"change {number} " + ("is a work in progress" if wip else "is ready for review"))
+    _send(cfg, _event(info, "wip-state-changed", author=author, wip=wip), wait)
+
+
+def _set_private(number: int, private: bool, author: str, connection: str,
+                 config: Path | None, wait: bool) -> None:
+    cfg = load(config)
+    try:
+        info = _store(cfg, connection).set_private(number, private, author=author)
+    except ReviewError as exc:
+        fail(str(exc))
+    out.print(f"change {number} is " + ("private" if private else "public"))
+    _send(cfg, _event(info, "private-state-changed", author=author, private=private), wait)
+
+
+@app.command("wip")
+def wip(
+    number: int, author: str = typer.Option("developer", "--author"),
+    connection: str = ConnOpt, config: Path | None = ConfigOpt,
+) -> None:
+    """Mark the change work in progress, then send wip-state-changed."""
+    _set_wip(number, True, author, connection, config, False)
+
+
+@app.command("ready")
+def ready(
+    number: int, author: str = typer.Option("developer", "--author"),
+    connection: str = ConnOpt, config: Path | None = ConfigOpt, wait: bool = WaitOpt,
+) -> None:
+    """Mark a work-in-progress change ready for review, then send wip-state-changed."""
+    _set_wip(number, False, author, connection, config, wait)
+
+
+@app.command("private")
+def private(
+    number: int, author: str = typer.Option("developer", "--author"),
+    connection: str = ConnOpt, config: Path | None = ConfigOpt,
+) -> None:
+    """Mark the change private, then send private-state-changed."""
+    _set_private(number, True, author, connection, config, False)
+
+
+@app.command("public")
+def public(
+    number: int, author: str = typer.Option("developer", "--author"),
+    connection: str = ConnOpt, config: Path | None = ConfigOpt, wait: bool = WaitOpt,
+) -> None:
+    """Make a private change public again, then send private-state-changed."""
+    _set_private(number, False, author, connection, config, wait)
+
+
 @app.command("show")
 def show(
     number: int, as_json: bool = typer.Option(False, "--json"),
@@ -185,8 +280,11 @@ def show(
     if as_json:
         out.print_json(json.dumps(record))
         return
+    flags = [name for key, name in (("wip", "work in progress"), ("private", "private"))
+             if record.get(key)]
+    status = record["status"] + (f" ({', '.join(flags)})" if flags else "")
     out.print(f"[bold]change {record['number']}[/] {record['project']} ({record['branch']}) "
-              f"{record['status']}: {record['subject']}")
+              f"{status}: {record['subject']}")
     for ps in record["patchsets"]:
         out.print(f"  patchset {ps['number']}: {ps['commit'][:10]}")
     for label, votes in sorted(record["approvals"].items()):

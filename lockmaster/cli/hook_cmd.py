@@ -13,11 +13,10 @@ import typer
 
 from lockmaster.cli.context import EXIT_USAGE, err, fail, load, out
 from lockmaster.starters.dispatch import dispatch
-from lockmaster.starters.hook_args import HookArgumentError, parse_hook
+from lockmaster.starters.hook_args import HOOK_OPTIONS, HookArgumentError, parse_hook
 
-HOOK_NAMES = (
-    "patchset-created", "comment-added", "change-merged", "change-abandoned", "ref-updated",
-)
+# Every hook parse_hook knows, so a hook added there also works as an argv[0] symlink.
+HOOK_NAMES = tuple(HOOK_OPTIONS)
 
 
 def hook(

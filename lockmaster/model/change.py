@@ -14,6 +14,11 @@ EventType = Literal[
     "change-merged",
     "change-abandoned",
     "ref-updated",
+    # Events that change whether a change may be gated (Zuul evaluates each one afresh).
+    "vote-deleted",
+    "change-restored",
+    "wip-state-changed",
+    "private-state-changed",
 ]
 
 
@@ -58,8 +63,14 @@ class ReviewEvent(Model):
     url: str | None = None
     comment: str | None = None
     author: str | None = None
-    # Label values present with the event (comment-added carries them), e.g. {"Code-Review": 2}.
+    # Label values present with the event (comment-added carries them), e.g. {"Code-Review": 2};
+    # vote-deleted: the removed label at its new value (0), possibly beside the reviewer's other,
+    # untouched votes; old_approvals holds only the removed labels, at the values they had.
     approvals: dict[str, int] = Field(default_factory=dict)
+    old_approvals: dict[str, int] = Field(default_factory=dict)
+    # wip-state-changed / private-state-changed: the change's new state.
+    wip: bool | None = None
+    private: bool | None = None
     # ref-updated only.
     refname: str | None = None
     oldrev: str | None = None
@@ -89,6 +100,13 @@ class ReviewEvent(Model):
             parts.append(self.author or "")
         if self.type == "ref-updated":
             parts += [self.refname or "", self.newrev or ""]
+        # Removing Code-Review then Workflow, or WIP on then off, are different events.
+        if self.type == "vote-deleted":
+            parts += [",".join(sorted(self.old_approvals)), self.author or ""]
+        if self.type == "wip-state-changed":
+            parts.append(str(self.wip))
+        if self.type == "private-state-changed":
+            parts.append(str(self.private))
         return "|".join(parts)
 
 
@@ -107,6 +125,9 @@ class ChangeInfo(Model):
     message: str = ""
     # Highest current value per label, e.g. {"Code-Review": 2, "Workflow": 1}.
     approvals: dict[str, int] = Field(default_factory=dict)
+    # Work in progress / private (Gerrit's work_in_progress, is_private): not to be gated.
+    wip: bool = False
+    private: bool = False
 
     def ref(self) -> ChangeRef:
         return ChangeRef(

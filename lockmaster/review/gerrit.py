@@ -175,6 +175,9 @@ class GerritDriver:
                 url=f"{self._url}/c/{project}/+/{number}",
                 message=(revision.get("commit") or {}).get("message", ""),
                 approvals=max_approvals(data.get("labels") or {}),
+                # Gerrit leaves both out when false.
+                wip=bool(data.get("work_in_progress", False)),
+                private=bool(data.get("is_private", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ReviewError(f"Gerrit change answer is missing or has a bad {exc}") from exc

@@ -74,14 +74,57 @@ def _patchset_created(data: dict[str, Any], connection: str) -> ReviewEvent:
     return _change_event(data, connection, "uploader")
 
 
-def _comment_added(data: dict[str, Any], connection: str) -> ReviewEvent:
-    approvals = {
-        str(a["type"]): int(a["value"])  # values arrive as strings ("2", "-1")
-        for a in data.get("approvals") or []
+def _approvals(data: dict[str, Any], key: str) -> dict[str, int]:
+    """Label -> int(approval[key]) for the event's approvals carrying that key (values arrive as
+    strings: "2", "-1"; oldValue only on a label whose vote this event changed)."""
+    return {
+        str(a["type"]): int(a[key]) for a in data.get("approvals") or [] if a.get(key) is not None
     }
+
+
+def _flag(change: dict[str, Any], key: str) -> bool:
+    """A change attribute's boolean: Gerrit leaves `wip` / `private` out when they are false."""
+    value = change.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise GerritEventError(f"change.{key} is {value!r}, not a boolean")
+    return value
+
+
+def _comment_added(data: dict[str, Any], connection: str) -> ReviewEvent:
     return _change_event(
-        data, connection, "author", comment=data.get("comment") or "", approvals=approvals
+        data,
+        connection,
+        "author",
+        comment=data.get("comment") or "",
+        approvals=_approvals(data, "value"),
     )
+
+
+def _vote_deleted(data: dict[str, Any], connection: str) -> ReviewEvent:
+    # approvals: the reviewer's votes after the removal (the removed label at 0, possibly some
+    # untouched labels too); only the removed label has an oldValue.
+    return _change_event(
+        data,
+        connection,
+        "remover",
+        comment=data.get("comment") or "",
+        approvals=_approvals(data, "value"),
+        old_approvals=_approvals(data, "oldValue"),
+    )
+
+
+def _change_restored(data: dict[str, Any], connection: str) -> ReviewEvent:
+    return _change_event(data, connection, "restorer", comment=data.get("reason"))
+
+
+def _wip_state_changed(data: dict[str, Any], connection: str) -> ReviewEvent:
+    return _change_event(data, connection, "changer", wip=_flag(data["change"], "wip"))
+
+
+def _private_state_changed(data: dict[str, Any], connection: str) -> ReviewEvent:
+    return _change_event(data, connection, "changer", private=_flag(data["change"], "private"))
 
 
 def _change_merged(data: dict[str, Any], connection: str) -> ReviewEvent:
@@ -114,4 +157,8 @@ _PARSERS: dict[str, Callable[[dict[str, Any], str], ReviewEvent]] = {
     "change-merged": _change_merged,
     "change-abandoned": _change_abandoned,
     "ref-updated": _ref_updated,
+    "vote-deleted": _vote_deleted,
+    "change-restored": _change_restored,
+    "wip-state-changed": _wip_state_changed,
+    "private-state-changed": _private_state_changed,
 }

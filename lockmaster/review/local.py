@@ -154,7 +154,7 @@ class LocalReviewStore:
                 "change_id": change_id, "status": "NEW", "owner": owner,
                 "subject": subject, "message": message,
                 "patchsets": [{"number": 1, "commit": commit, "uploaded": time.time()}],
-                "approvals": {}, "messages": [],
+                "approvals": {}, "messages": [], "wip": False, "private": False,
             }
             self._write(record)
         return self._info(record)
@@ -199,11 +199,50 @@ class LocalReviewStore:
             record = self._read(number)
             self._require_open(record)
             record["status"] = "ABANDONED"
-            record["messages"].append({"author": author, "message": "Abandoned", "labels": {},
-                                       "tag": None, "patchset": record["patchsets"][-1]["number"],
-                                       "at": time.time()})
+            self._note(record, author, "Abandoned")
             self._write(record)
         return self._info(record)
+
+    def restore(self, number: int, *, author: str) -> ChangeInfo:
+        """An abandoned change back to NEW (Gerrit's Restore)."""
+        with self._locked():
+            record = self._read(number)
+            if record["status"] != "ABANDONED":
+                raise ReviewError(f"change {number} is {record['status'].lower()}: only an "
+                                  "abandoned change can be restored")
+            record["status"] = "NEW"
+            self._note(record, author, "Restored")
+            self._write(record)
+        return self._info(record)
+
+    def delete_vote(self, number: int, label: str, *, author: str) -> ChangeInfo:
+        """Remove `author`'s vote on `label` from the current patchset (Gerrit's Delete Vote)."""
+        with self._locked():
+            record = self._read(number)
+            self._require_open(record)
+            votes = record["approvals"].get(label) or {}
+            if author not in votes:
+                raise ReviewError(f"change {number} has no {label} vote by {author} "
+                                  f"({_describe_votes(record['approvals'])})")
+            old = votes.pop(author)
+            if not votes:
+                del record["approvals"][label]
+            self._note(record, author, f"Removed {label}{old:+d} by {author}")
+            self._write(record)
+        return self._info(record)
+
+    def set_wip(self, number: int, wip: bool, *, author: str) -> ChangeInfo:
+        """Mark the change work in progress, or ready for review (wip=False)."""
+        if wip:
+            return self._set_flag(number, "wip", True, author, "Set Work In Progress",
+                                  state="a work in progress")
+        return self._set_flag(number, "wip", False, author, "Set Ready For Review",
+                              state="ready for review")
+
+    def set_private(self, number: int, private: bool, *, author: str) -> ChangeInfo:
+        if private:
+            return self._set_flag(number, "private", True, author, "Set private", state="private")
+        return self._set_flag(number, "private", False, author, "Unset private", state="public")
 
     def post_report(self, report: ReportRequest) -> ReportResult:
         with self._locked():
@@ -226,6 +265,9 @@ class LocalReviewStore:
             record = self._read(change.number)
             if record["status"] != "NEW":
                 raise SubmitRefused(f"change {change.number} is {record['status']}")
+            if record.get("wip"):  # as Gerrit: a WIP change is not submittable
+                raise SubmitRefused(f"change {change.number} cannot be submitted: change is a "
+                                    "work in progress")
             current = record["patchsets"][-1]
             if change.patchset != current["number"] or change.commit not in (None,
                                                                              current["commit"]):
@@ -271,7 +313,30 @@ class LocalReviewStore:
             commit=ps["commit"], change_id=record["change_id"],
             url=self.change_url(record["number"]), message=record["message"],
             approvals=approvals,
+            # Records written before these flags existed have neither key.
+            wip=record.get("wip", False), private=record.get("private", False),
         )
+
+    def _set_flag(self, number: int, key: str, value: bool, author: str, message: str, *,
+                  state: str) -> ChangeInfo:
+        """Set the record's wip/private flag; setting it to what it already is is refused (as
+        Gerrit does), so every successful call is a real state change worth an event."""
+        with self._locked():
+            record = self._read(number)
+            self._require_open(record)
+            if record.get(key, False) == value:
+                raise ReviewError(f"change {number} is already {state}")
+            record[key] = value
+            self._note(record, author, message)
+            self._write(record)
+        return self._info(record)
+
+    @staticmethod
+    def _note(record: dict[str, Any], author: str, text: str) -> None:
+        """A change message without votes, on the current patchset."""
+        record["messages"].append({"author": author, "message": text, "labels": {}, "tag": None,
+                                   "patchset": record["patchsets"][-1]["number"],
+                                   "at": time.time()})
 
     def _current_commit(self, number: int) -> str:
         return self._read(number)["patchsets"][-1]["commit"]
@@ -298,6 +363,12 @@ class LocalReviewStore:
             _git("commit", "--quiet", "--allow-empty", "-m", message, cwd=work)
             _git("push", "--quiet", str(repo), f"HEAD:{ref}", cwd=work)
             return _git("rev-parse", "HEAD", cwd=work)
+
+
+def _describe_votes(approvals: dict[str, dict[str, int]]) -> str:
+    votes = [f"{label} {who} {value:+d}" for label, by_user in sorted(approvals.items())
+             for who, value in by_user.items()]
+    return "votes: " + ", ".join(votes) if votes else "it has no votes"
 
 
 def _has_attributes(repo: Path, *commits: str) -> bool:

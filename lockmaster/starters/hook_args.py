@@ -2,6 +2,9 @@
 
 Gerrit runs e.g. `patchset-created --change <id> --change-url <url> ... --patchset 3`; every option
 is followed by exactly one value (Gerrit leaves an option out rather than pass no value).
+
+The hooks plugin runs no hook for vote-deleted, wip-state-changed or private-state-changed (it
+registers no listener for them): those reach lockmaster only through stream-events.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ HOOK_OPTIONS: dict[str, tuple[str, ...]] = {
     "change-abandoned": (
         *_CHANGE, "topic", "abandoner", "abandoner-username", "commit", "reason",
     ),
+    "change-restored": (
+        *_CHANGE, "topic", "restorer", "restorer-username", "commit", "reason",
+    ),
     "ref-updated": ("oldrev", "newrev", "refname", "project", "submitter", "submitter-username"),
 }  # fmt: skip
 
@@ -38,6 +44,7 @@ _ACTOR = {
     "comment-added": "author",
     "change-merged": "submitter",
     "change-abandoned": "abandoner",
+    "change-restored": "restorer",
     "ref-updated": "submitter",
 }
 

@@ -51,6 +51,8 @@ class FakeChange:
     votes: dict[str, dict[str, int]] = field(default_factory=dict)
     messages: list[dict[str, Any]] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
+    wip: bool = False
+    private: bool = False
 
     @property
     def current(self) -> FakePatchset:
@@ -192,6 +194,25 @@ class FakeGerrit:
 
     def set_status(self, number: int, status: str) -> None:
         self.changes[number].status = status
+
+    def restore(self, number: int) -> None:
+        change = self.changes[number]
+        assert change.status == "ABANDONED", f"change {number} is {change.status}"
+        change.status = "NEW"
+
+    def set_wip(self, number: int, wip: bool = True) -> None:
+        self.changes[number].wip = wip
+
+    def set_private(self, number: int, private: bool = True) -> None:
+        self.changes[number].private = private
+
+    def delete_vote(self, number: int, label: str, username: str = "reviewer") -> int:
+        """Remove the user's vote on the label; returns the value it had."""
+        change = self.changes[number]
+        old = change.votes[label].pop(username)
+        if not change.votes[label]:
+            del change.votes[label]
+        return old
 
     def set_vote(
         self,
@@ -346,6 +367,8 @@ class FakeGerrit:
             raise web.HTTPConflict(text=f"revision {ps.commit} is not current revision")
         if change.number in self._refusals:
             raise web.HTTPConflict(text=self._refusals[change.number])
+        if change.wip:
+            raise web.HTTPConflict(text=f"Change {change.number} is work in progress")
         approvals = change.approvals()
         missing = [
             f"{label}+{value}"
@@ -396,6 +419,9 @@ class FakeGerrit:
                 }
                 for label, by_user in change.votes.items()
             },
+            # Gerrit sets both only when true.
+            **({"work_in_progress": True} if change.wip else {}),
+            **({"is_private": True} if change.private else {}),
         }
 
     def _account_id(self, username: str) -> int:
@@ -426,6 +452,9 @@ class FakeGerrit:
             "commitMessage": change.current.message,
             "createdOn": change.created,
             "status": change.status,
+            # Gerrit sets both only when true (EventFactory.asChangeAttribute).
+            **({"wip": True} if change.wip else {}),
+            **({"private": True} if change.private else {}),
         }
 
     def _stream_patchset(self, change: FakeChange, ps: FakePatchset) -> dict[str, Any]:
@@ -508,6 +537,55 @@ class FakeGerrit:
             None,
             abandoner=self._stream_account(abandoner),
             reason=reason,
+        )
+
+    def change_restored_event(
+        self, number: int, reason: str = "", restorer: str = "owner"
+    ) -> dict[str, Any]:
+        return self._change_event(
+            "change-restored",
+            number,
+            None,
+            restorer=self._stream_account(restorer),
+            reason=reason,
+        )
+
+    def vote_deleted_event(
+        self,
+        number: int,
+        label: str,
+        old_value: int,
+        reviewer: str = "reviewer",
+        remover: str | None = None,
+        others: dict[str, int] | None = None,
+    ) -> dict[str, Any]:
+        """Gerrit's vote-deleted: approvals lists the removed label at "0" with its oldValue,
+        and (`others`) the reviewer's untouched votes, without oldValue."""
+        items = [{"type": k, "description": k, "value": str(v)} for k, v in (others or {}).items()]
+        items.append(
+            {"type": label, "description": label, "value": "0", "oldValue": str(old_value)}
+        )
+        remover = remover or reviewer
+        return self._change_event(
+            "vote-deleted",
+            number,
+            None,
+            reviewer=self._stream_account(reviewer),
+            remover=self._stream_account(remover),
+            approvals=items,
+            comment=f"Removed {label}{old_value:+d} by {reviewer.title()}\n",
+        )
+
+    def wip_state_changed_event(self, number: int, changer: str = "owner") -> dict[str, Any]:
+        """The change's new state is in change.wip: set the state first (set_wip)."""
+        return self._change_event(
+            "wip-state-changed", number, None, changer=self._stream_account(changer)
+        )
+
+    def private_state_changed_event(self, number: int, changer: str = "owner") -> dict[str, Any]:
+        """The change's new state is in change.private: set it first (set_private)."""
+        return self._change_event(
+            "private-state-changed", number, None, changer=self._stream_account(changer)
         )
 
     def ref_updated_event(
