@@ -78,7 +78,7 @@ async def test_retry_three_times_gives_retry_limit(client: Client) -> None:
     report = await play(client, "check-retry-limit.yaml")
     merges = _builds(report, job="project-merge")
     assert [(b["attempt"], b["result"]) for b in merges] == [
-        (1, "RETRY"), (2, "RETRY"), (3, "RETRY")]
+        (1, "RETRY"), (2, "RETRY"), (3, "RETRY_LIMIT")]
     [failure] = report["changes"]["A"]["reports"]
     assert ": RETRY_LIMIT" in failure["message"]
     assert "project-test1 : SKIPPED" in failure["message"]  # skipped jobs: named, not listed

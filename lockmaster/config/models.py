@@ -7,21 +7,26 @@ slot in beside these as new optional keys.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_snake
+from pydantic import Field, model_validator
 
-
-def _kebab(name: str) -> str:
-    return to_snake(name).replace("_", "-")
-
-
-class ConfigModel(BaseModel):
-    model_config = ConfigDict(alias_generator=_kebab, populate_by_name=True, extra="forbid")
-
+from lockmaster.config.base import ConfigModel, ReferenceError_, check_unique
+from lockmaster.config.layout import (  # noqa: F401  (re-exported: one import for callers)
+    JobConfig,
+    PackageStep,
+    PipelineConfig,
+    ProjectConfig,
+    ProjectJob,
+    ProjectPipeline,
+    ProjectPublish,
+    QueueConfig,
+    ReportAction,
+    Trigger,
+    WindowSettings,
+    check_layout,
+)
 
 # --- Temporal -----------------------------------------------------------------------------
 
@@ -255,146 +260,6 @@ class TestEnvsConfig(ConfigModel):
     access_dir: Path | None = None  # default: <state-dir>/te-access
 
 
-# --- Pipelines, jobs, projects ------------------------------------------------------------------
-
-
-class Trigger(ConfigModel):
-    event: Literal[
-        "patchset-created", "comment-added", "change-merged", "change-abandoned", "ref-updated"
-    ]
-    # comment-added: a regular expression the whole comment must match (re.search).
-    comment: str | None = None
-    # comment-added: labels the event must carry at least, e.g. {Workflow: 1}.
-    approval: dict[str, int] = Field(default_factory=dict)
-    # ref-updated: regular expression on the ref name.
-    ref: str | None = None
-
-    @field_validator("comment", "ref")
-    @classmethod
-    def _valid_regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from exc
-        return value
-
-
-class ReportAction(ConfigModel):
-    labels: dict[str, int] = Field(default_factory=dict)
-    # Submit (merge) the change after reporting (dependent pipelines).
-    submit: bool = False
-
-
-class PipelineConfig(ConfigModel):
-    name: str
-    manager: Literal["independent", "dependent"] = "independent"
-    description: str = ""
-    trigger: list[Trigger]
-    # The change must have at least these current approvals to enter (e.g. {Code-Review: 2}).
-    require: dict[str, int] = Field(default_factory=dict)
-    start: ReportAction | None = None
-    success: ReportAction = Field(default_factory=ReportAction)
-    failure: ReportAction = Field(default_factory=ReportAction)
-    # Order of precedence for node requests (gate before check before post); default: high for
-    # dependent pipelines, normal otherwise.
-    precedence: Literal["high", "normal", "low"] | None = None
-    # Leave these pipelines when entering this one (a change entering the gate leaves check).
-    supersedes: list[str] = Field(default_factory=list)
-    # Dependent pipelines: only the first `window` items of a queue run jobs (Zuul's defaults).
-    window: int = Field(20, ge=1)
-    window_floor: int = Field(3, ge=1)
-    window_increase_amount: int = Field(1, ge=0)
-    window_decrease_factor: int = Field(2, ge=1)
-
-    @property
-    def node_precedence(self) -> int:
-        """Node requests: lower is served first (0 high, 1 normal, 2 low)."""
-        chosen = self.precedence or ("high" if self.manager == "dependent" else "normal")
-        return {"high": 0, "normal": 1, "low": 2}[chosen]
-
-
-class PackageStep(ConfigModel):
-    """A packaging job's step, run by lockmaster's package tool on the node (docs/packaging.md):
-    build the packages, lint them, publish them to the change's test repository, or install-test
-    that repository. Steps after `build` take the packages (or the test repository) from the
-    artifacts of the jobs they depend on."""
-
-    step: Literal["build", "lint", "test-repo", "install-test"]
-    format: Literal["auto", "deb", "rpm"] = "auto"
-    source: str = "."  # the package source in the project's checkout (debian/, *.spec)
-
-
-class JobConfig(ConfigModel):
-    name: str
-    # Shell command, run in the project's checkout on the first node. Package jobs (`package`)
-    # have theirs made by lockmaster; a `run` given with them runs after the step.
-    run: str = ""
-    package: PackageStep | None = None
-    pre_run: list[str] = Field(default_factory=list)  # a failure here means RETRY (infrastructure)
-    post_run: list[str] = Field(default_factory=list)  # always run; failures are logged only
-    nodeset: list[str] | str = "local"  # label, or one label per node
-    timeout: float = Field(1800.0, gt=0)
-    attempts: int = Field(3, ge=1)
-    voting: bool = True
-    required_projects: list[str] = Field(default_factory=list)
-    vars: dict[str, str] = Field(default_factory=dict)
-    description: str = ""
-    # The job needs a test environment with this label: leased before it starts (the wait
-    # counts against its timeout), described in the file named by $TE_DATAFILE.
-    testenv: str | None = None
-
-    @model_validator(mode="after")
-    def _something_to_run(self) -> JobConfig:
-        if not self.run.strip() and self.package is None:
-            raise ValueError(f"job {self.name!r} has nothing to run: give it `run` (a shell "
-                             "command) or `package` (a packaging step)")
-        return self
-
-    @property
-    def labels(self) -> list[str]:
-        return [self.nodeset] if isinstance(self.nodeset, str) else list(self.nodeset)
-
-
-class ProjectJob(ConfigModel):
-    """A job in a project's pipeline: the job name and how it fits in this graph."""
-
-    name: str
-    dependencies: list[str] = Field(default_factory=list)
-    voting: bool | None = None  # override the job's own setting
-    # Stop this job as soon as one of these (running beside it) fails: e.g. a system test is
-    # pointless once the install test of the same packages failed (seed 003).
-    aborted_by: list[str] = Field(default_factory=list)
-
-
-class ProjectPipeline(ConfigModel):
-    jobs: list[ProjectJob | str] = Field(default_factory=list)
-
-    @field_validator("jobs")
-    @classmethod
-    def _normalise(cls, jobs: list[ProjectJob | str]) -> list[ProjectJob | str]:
-        return [ProjectJob(name=j) if isinstance(j, str) else j for j in jobs]
-
-    def project_jobs(self) -> list[ProjectJob]:
-        return [j for j in self.jobs if isinstance(j, ProjectJob)]
-
-
-class ProjectConfig(ConfigModel):
-    name: str
-    connection: str
-    # Dependent pipelines: projects naming the same queue are gated together.
-    queue: str | None = None
-    pipelines: dict[str, ProjectPipeline] = Field(default_factory=dict)
-    # Packages built from this project's merged commits go to the stable repository.
-    publish: ProjectPublish | None = None
-
-
-class ProjectPublish(ConfigModel):
-    # The job that builds the packages (a `package: {step: build}` job): after a merge it is run
-    # again on the merged commit, and what it builds is published.
-    build_job: str
-
-
 # --- Publishing: the stable repository and its mirrors ------------------------------------------
 
 
@@ -459,6 +324,7 @@ class LockmasterConfig(ConfigModel):
     testenvs: TestEnvsConfig = Field(default_factory=TestEnvsConfig)
     publishing: PublishingConfig = Field(default_factory=PublishingConfig)
     pipelines: list[PipelineConfig] = Field(default_factory=list)
+    queues: list[QueueConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)
     projects: list[ProjectConfig] = Field(default_factory=list)
 
@@ -467,16 +333,12 @@ class LockmasterConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _cross_references(self) -> LockmasterConfig:
-        _check_unique(("pipelines",), [p.name for p in self.pipelines])
-        _check_unique(("jobs",), [j.name for j in self.jobs])
-        _check_unique(("projects",), [p.name for p in self.projects])
-        _check_unique(("nodes", "providers"), [p.name for p in self.nodes.providers])
-        pipelines = {p.name for p in self.pipelines}
-        jobs = {j.name: j for j in self.jobs}
+        check_layout(self)
+        check_unique(("nodes", "providers"), [p.name for p in self.nodes.providers])
         labels = self._provider_labels()
         for pi, provider in enumerate(self.nodes.providers):
             # Pools are workflows named nodepool/<provider>/<pool>.
-            _check_unique(("nodes", "providers", pi, "pools"), [p.name for p in provider.pools])
+            check_unique(("nodes", "providers", pi, "pools"), [p.name for p in provider.pools])
         cloud_labels = {label.name for provider in self.nodes.providers
                         if isinstance(provider, OpenStackProvider)
                         for pool in provider.pools for label in pool.labels}
@@ -488,7 +350,7 @@ class LockmasterConfig(ConfigModel):
                     "(static and local slots are always there); remove min-ready or add the "
                     "label to a cloud pool",
                 )
-        _check_unique(("testenvs", "hosts"), [h.name for h in self.testenvs.hosts])
+        check_unique(("testenvs", "hosts"), [h.name for h in self.testenvs.hosts])
         te_labels = {h.label for h in self.testenvs.hosts}
         envs: dict[int, str] = {}
         for hi, host in enumerate(self.testenvs.hosts):
@@ -521,66 +383,7 @@ class LockmasterConfig(ConfigModel):
                         ("jobs", ji, "required-projects"),
                         f"job {job.name!r}: required project {rp!r} is not defined under projects",
                     )
-        for pi, project in enumerate(self.projects):
-            if project.connection not in self.connections:
-                raise ReferenceError_(
-                    ("projects", pi, "connection"),
-                    f"project {project.name!r}: connection {project.connection!r} is not defined "
-                    f"under connections (defined: {sorted(self.connections) or 'none'})",
-                )
-            for pname, ppipe in project.pipelines.items():
-                where = ("projects", pi, "pipelines", pname)
-                if pname not in pipelines:
-                    raise ReferenceError_(
-                        where,
-                        f"project {project.name!r}: pipeline {pname!r} is not defined under "
-                        f"pipelines (defined: {sorted(pipelines) or 'none'})",
-                    )
-                names = [j.name for j in ppipe.project_jobs()]
-                _check_unique((*where, "jobs"), names)
-                for ji, pj in enumerate(ppipe.project_jobs()):
-                    if pj.name not in jobs:
-                        raise ReferenceError_(
-                            (*where, "jobs", ji),
-                            f"project {project.name!r} pipeline {pname!r}: job {pj.name!r} "
-                            "is not defined under jobs",
-                        )
-                    for other in pj.aborted_by:
-                        if other not in names or other == pj.name:
-                            raise ReferenceError_(
-                                (*where, "jobs", ji, "aborted-by"),
-                                f"project {project.name!r} pipeline {pname!r}: job {pj.name!r} "
-                                f"is aborted by {other!r}, which is not another job of this "
-                                "pipeline",
-                            )
-                    for dep in pj.dependencies:
-                        if dep not in names:
-                            raise ReferenceError_(
-                                (*where, "jobs", ji, "dependencies"),
-                                f"project {project.name!r} pipeline {pname!r}: job {pj.name!r} "
-                                f"depends on {dep!r}, which is not in this pipeline's jobs",
-                            )
-                _check_acyclic(where, project.name, pname, ppipe)
-            if project.publish is not None:
-                where = ("projects", pi, "publish")
-                build = jobs.get(project.publish.build_job)
-                if build is None or build.package is None or build.package.step != "build":
-                    builders = sorted(j.name for j in self.jobs
-                                      if j.package and j.package.step == "build")
-                    raise ReferenceError_(
-                        (*where, "build-job"),
-                        f"project {project.name!r}: publish build-job "
-                        f"{project.publish.build_job!r} must name a job with "
-                        f"`package: {{step: build}}` (package build jobs: {builders or 'none'})",
-                    )
-                if self.publishing.signing is None:
-                    raise ReferenceError_(
-                        where,
-                        f"project {project.name!r} publishes packages, but publishing.signing "
-                        "is not set; give the GnuPG home and key id that sign the stable "
-                        "repository",
-                    )
-        _check_unique(("publishing", "mirrors"), [m.name for m in self.publishing.mirrors])
+        check_unique(("publishing", "mirrors"), [m.name for m in self.publishing.mirrors])
         return self
 
     def _provider_labels(self) -> set[str]:
@@ -646,46 +449,3 @@ class LockmasterConfig(ConfigModel):
         conn = self.connection(name)
         assert isinstance(conn, LocalConnection)
         return self.resolve(conn.path) if conn.path else self.state_path / "review" / name
-
-
-class ReferenceError_(ValueError):  # not the builtin ReferenceError
-    """A cross-reference error that knows where in the file it is (for line numbers)."""
-
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
-
-
-def _check_unique(where: tuple[str | int, ...], names: list[str]) -> None:
-    seen: set[str] = set()
-    for index, name in enumerate(names):
-        if name in seen:
-            raise ReferenceError_(
-                (*where, index), f"{'.'.join(map(str, where))}: {name!r} is defined twice"
-            )
-        seen.add(name)
-
-
-def _check_acyclic(
-    where: tuple[str | int, ...], project: str, pipeline: str, ppipe: ProjectPipeline
-) -> None:
-    deps = {j.name: list(j.dependencies) for j in ppipe.project_jobs()}
-    state: dict[str, int] = {}
-
-    def visit(name: str, path: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            cycle = " -> ".join([*path[path.index(name) :], name])
-            raise ReferenceError_(
-                (*where, "jobs"),
-                f"project {project!r} pipeline {pipeline!r}: job dependencies form a cycle: "
-                f"{cycle}",
-            )
-        state[name] = 1
-        for dep in deps.get(name, []):
-            visit(dep, [*path, name])
-        state[name] = 2
-
-    for name in deps:
-        visit(name, [])

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from lockmaster.git.cache import RefNotFound, RepoCache, RevisionNotFound
 from lockmaster.git.footers import DependsOn, depends_on
 from lockmaster.model.change import ChangeInfo, ChangeRef
-from lockmaster.model.state import DependencyResult
+from lockmaster.model.state import DependencyInfo, DependencyResult, NeededChange
 from lockmaster.review.base import ChangeNotFound, ReviewDriver
 
 _STATUS_RANK = {"NEW": 0, "MERGED": 1, "ABANDONED": 2}
@@ -26,16 +26,18 @@ async def resolve_dependencies(
 ) -> DependencyResult:
     """Changes to merge for `change`: its open git parents and Depends-On changes, depth-first,
     each once, dependencies before dependents, `change` last. Depends-On changes are taken at
-    their current patchset, git parents as the commit the change sits on; merged ones are
-    skipped (the branch has them). Listing parents matters to the gate: a stacked change must
-    not merge (dragging its parent in untested) unless its parent is ahead of it.
+    their current patchset, git parents at the patchset the change's commit sits on (Zuul: a
+    change built on an outdated patchset needs that patchset, which can no longer merge);
+    merged ones are skipped (the branch has them). Listing parents matters to the gate: a
+    stacked change must not merge (dragging its parent in untested) unless its parent is ahead
+    of it. Each change comes with what the review system says of it now (`infos`).
     """
     resolver = _Resolver(drivers, cache, known_projects)
     try:
-        await resolver.visit(change, [])
+        await resolver.visit(change, [], await resolver.info_of(change))
     except _Unresolvable as exc:
         return DependencyResult(ok=False, error=str(exc))
-    return DependencyResult(ok=True, changes=resolver.order)
+    return DependencyResult(ok=True, changes=resolver.order, infos=resolver.infos)
 
 
 class _Resolver:
@@ -45,9 +47,22 @@ class _Resolver:
         self.cache = cache
         self.known_projects = known_projects
         self.order: list[ChangeRef] = []
+        self.infos: list[DependencyInfo] = []
         self._done: set[tuple[str, int]] = set()
 
-    async def visit(self, change: ChangeRef, path: list[ChangeRef]) -> None:
+    async def info_of(self, change: ChangeRef) -> ChangeInfo | None:
+        """The review system's view of the change (None: a connection without a driver)."""
+        driver = self.drivers.get(change.connection)
+        if driver is None:
+            return None
+        try:
+            return await driver.get_change(change.number)
+        except ChangeNotFound:
+            raise _Unresolvable(f"change {change.key}: no such change in "
+                                f"{change.connection}") from None
+
+    async def visit(self, change: ChangeRef, path: list[ChangeRef],
+                    info: ChangeInfo | None) -> None:
         key = (change.connection, change.number)
         if key in self._done:
             return
@@ -56,14 +71,18 @@ class _Resolver:
                 loop = " -> ".join(c.key for c in [*path[i:], change])
                 raise _Unresolvable(f"dependency cycle: {loop}")
         message = await self._message(change)
-        for parent in await self._parent_changes(change):
-            await self.visit(parent, [*path, change])
+        needs: list[NeededChange] = []
+        for parent, parent_info in await self._parent_changes(change):
+            await self.visit(parent, [*path, change], parent_info)
+            needs.append(_needed(parent, "parent"))
         for dep in depends_on(message):
-            info = await self._lookup(change, dep)
-            if info is not None:
-                await self.visit(info.ref(), [*path, change])
+            dep_info = await self._lookup(change, dep)
+            if dep_info is not None:
+                await self.visit(dep_info.ref(), [*path, change], dep_info)
+                needs.append(_needed(dep_info.ref(), "depends-on"))
         self._done.add(key)
         self.order.append(change)
+        self.infos.append(_dependency_info(change, info, needs))
 
     async def _message(self, change: ChangeRef) -> str:
         # The commit is the authority on its footers (a review system's copy may be edited).
@@ -74,8 +93,9 @@ class _Resolver:
         except (RefNotFound, RevisionNotFound) as exc:
             raise _Unresolvable(f"change {change.key}: {exc}") from None
 
-    async def _parent_changes(self, change: ChangeRef) -> list[ChangeRef]:
-        """Open changes whose commit `change` sits on (not yet on its branch)."""
+    async def _parent_changes(self, change: ChangeRef) -> list[tuple[ChangeRef, ChangeInfo]]:
+        """Open changes whose commit `change` sits on (not yet on its branch), at the patchset
+        that commit is."""
         conn, project = change.connection, change.project
         out = []
         for parent in await self.cache.parents(conn, project, change.commit or change.ref):
@@ -89,9 +109,13 @@ class _Resolver:
             info = _pick(await driver.find_change_id(change_id), change.branch)
             if info is None or info.status != "NEW" or info.project not in self.known_projects:
                 continue
-            # At its current patchset: a child on an older one needs a rebase, and its merge
-            # will say so.
-            out.append(info.ref())
+            patchset = info.patchset if parent == info.commit else info.revisions.get(parent)
+            if patchset is None:
+                continue  # not a patchset the review system knows: a plain commit
+            # The patchset the child is built on, current or not (an outdated one cannot
+            # merge: the gate says so; check tests what the child really contains).
+            out.append((info.ref().model_copy(update={"patchset": patchset, "commit": parent}),
+                        info))
         return out
 
     async def _lookup(self, change: ChangeRef, dep: DependsOn) -> ChangeInfo | None:
@@ -114,11 +138,8 @@ class _Resolver:
             return None
         if info.status == "ABANDONED":
             raise _Unresolvable(f"{where}: depends on abandoned change {info.number}")
-        if info.project not in self.known_projects:
-            raise _Unresolvable(
-                f"{where}: depends on change {info.number} of project {info.project}, "
-                "which lockmaster does not know"
-            )
+        # A project lockmaster does not know is tested along in check (Zuul does); a queue
+        # refuses it (it shares no queue with anything).
         return info
 
     def _driver_for(self, change: ChangeRef, dep: DependsOn, where: str) -> ReviewDriver:
@@ -132,6 +153,20 @@ class _Resolver:
         # Two connections on one host (e.g. different users): the change's own wins.
         name = change.connection if change.connection in serving else serving[0]
         return self.drivers[name]
+
+
+def _needed(change: ChangeRef, via: str) -> NeededChange:
+    return NeededChange(project=change.project, number=change.number, patchset=change.patchset,
+                        via=via, url=change.url)  # type: ignore[arg-type]
+
+
+def _dependency_info(change: ChangeRef, info: ChangeInfo | None,
+                     needs: list[NeededChange]) -> DependencyInfo:
+    if info is None:  # no driver to ask: taken as it was given
+        return DependencyInfo(change=change, current_patchset=change.patchset, needs=needs)
+    return DependencyInfo(change=change, current_patchset=info.patchset, status=info.status,
+                          approvals=dict(info.approvals), wip=info.wip, private=info.private,
+                          needs=needs)
 
 
 def _host(driver: ReviewDriver) -> str:

@@ -45,6 +45,8 @@ class JobSpec(Model):
     required_projects: list[str] = Field(default_factory=list)
     vars: dict[str, str] = Field(default_factory=dict)
     testenv: str | None = None  # a TE label: leased for the job, described in $TE_DATAFILE
+    # Gate: the items behind do not start builds until this job succeeded (Zuul's option).
+    hold_following_changes: bool = False
 
 
 class NodeInfo(Model):

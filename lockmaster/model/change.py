@@ -92,6 +92,10 @@ class ReviewEvent(Model):
             url=self.url,
         )
 
+    def at(self) -> float | None:
+        """When the review system created the event, if it says (hooks do not)."""
+        return self.created
+
     def identity(self) -> str:
         """What makes two deliveries the same event (hook and stream carry different extras)."""
         parts = [self.type, self.connection, self.project, str(self.change), str(self.patchset)]
@@ -128,6 +132,9 @@ class ChangeInfo(Model):
     # Work in progress / private (Gerrit's work_in_progress, is_private): not to be gated.
     wip: bool = False
     private: bool = False
+    # Commit -> patchset number of the revisions the answer listed (at least the current one
+    # when known; all of them from a Change-Id lookup): which patchset a child is built on.
+    revisions: dict[str, int] = Field(default_factory=dict)
 
     def ref(self) -> ChangeRef:
         return ChangeRef(

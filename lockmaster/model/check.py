@@ -13,6 +13,12 @@ class ReportLabels(Model):
     start: dict[str, int] | None = None  # None: no start report
     success: dict[str, int] = Field(default_factory=dict)
     failure: dict[str, int] = Field(default_factory=dict)
+    # Reports when a change enters, and when it leaves without a result (dequeued, superseded
+    # by a new patchset, abandoned): None, not reported (Zuul's default).
+    enqueue: dict[str, int] | None = None
+    dequeue: dict[str, int] | None = None
+    # A pipeline's own first line per action (start, success, failure, dequeue, enqueue).
+    messages: dict[str, str] = Field(default_factory=dict)
 
 
 class CheckInput(Model):
@@ -27,6 +33,21 @@ class CheckInput(Model):
     build_heartbeat_timeout: float = 30.0
     # A rerun of one job: what the jobs it depends on made in the run before (handed to it).
     given_artifacts: list[Artifact] = Field(default_factory=list)
+    # Zuul's fail-fast (the project's pipeline setting) and the pipeline's ignore-dependencies.
+    fail_fast: bool = False
+    ignore_dependencies: bool = False
+    # The pipeline's `require`: the changes this one needs must meet it too (Zuul checks the
+    # requirements of every change it enqueues, non-live ones included).
+    require: dict[str, int] = Field(default_factory=dict)
+
+
+class DependencyUpdated(Model):
+    """Signal `dependency-updated`: a change this run tests with has a new patchset."""
+
+    connection: str
+    project: str
+    number: int
+    patchset: int
 
 
 class JobStatus(Model):

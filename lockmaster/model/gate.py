@@ -14,7 +14,7 @@ from lockmaster.model.build import Artifact, JobSpec, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.check import ReportLabels
 from lockmaster.model.report import ReportRequest
-from lockmaster.model.state import SpeculativeState
+from lockmaster.model.state import NeededChange, SpeculativeState
 
 MergeStatus = Literal["none", "pending", "ok", "conflict"]
 
@@ -56,6 +56,10 @@ class GateItem(Model):
     started_reported: bool = False
     # Set once a final report is being made; the item then leaves the queue.
     outcome: str | None = None
+    # Zuul's fail-fast (the project's pipeline setting, frozen at enqueue).
+    fail_fast: bool = False
+    # Enqueued by an operator: losing an approval does not take it out.
+    ignore_requirements: bool = False
 
     @property
     def key(self) -> str:
@@ -65,10 +69,13 @@ class GateItem(Model):
 class QueueState(Model):
     queue: str
     pipeline: str
-    window: int
+    window: int  # 0: no limit
     window_floor: int
-    window_increase_amount: int
+    window_increase_amount: int  # the increase factor (linear: +, exponential: *)
     window_decrease_factor: int
+    window_ceiling: int | None = None
+    window_increase_type: Literal["linear", "exponential"] = "linear"
+    window_decrease_type: Literal["exponential", "linear"] = "exponential"
     items: list[GateItem] = Field(default_factory=list)
     # Changes this queue merged (most recent last, bounded): items whose state includes them need
     # no rebuild when they leave by merging.
@@ -77,6 +84,12 @@ class QueueState(Model):
     needs: dict[str, list[str]] = Field(default_factory=dict)
     # Approved changes waiting, unreported, for a dependency to be approved (enqueued) or merged.
     waiting: list[EnqueueRequest] = Field(default_factory=list)
+    # Why recent changes left without merging (`N,P` -> "was abandoned", ...), bounded: the
+    # report to a change that needed one of them says why it cannot merge.
+    left: dict[str, str] = Field(default_factory=dict)
+    # Recent trigger events (identity -> event time), bounded: the same event delivered twice
+    # (a hook and stream-events) enqueues once; a later re-approval is a new event.
+    triggers: dict[str, tuple[float, bool]] = Field(default_factory=dict)
     task_queue_prefix: str = "lockmaster"
     workflow_id_prefix: str = ""
     build_heartbeat_timeout: float = 30.0
@@ -102,6 +115,10 @@ class GateInput(Model):
     # (tests force a low threshold); None: only when suggested.
     max_history_events: int | None = None
     precedence: int = 0  # of its node requests (0 high, 1 normal, 2 low)
+    # Zuul's dequeue-on-new-patchset: a new patchset takes the old one out of the queue.
+    dequeue_on_new_patchset: bool = True
+    # A per-branch queue holds the changes of this branch only (None: every branch).
+    branch: str | None = None
 
 
 class SubmitRequest(Model):
@@ -135,6 +152,13 @@ class ReportAndSubmitBatchResult(Model):
     results: list[SubmitResult]
 
 
+class FrozenJobs(Model):
+    """A project's job graph in this pipeline, as configured when its change entered."""
+
+    jobs: list[JobSpec] = Field(default_factory=list)
+    fail_fast: bool = False
+
+
 class EnqueueRequest(Model):
     """Signal `enqueue` (router, operators): put a change at the end of the queue."""
 
@@ -145,6 +169,16 @@ class EnqueueRequest(Model):
     # queue: if one of them fails to merge, this one leaves too.
     needs: list[str] = Field(default_factory=list)
     trigger: str = ""
+    trigger_at: float | None = None  # when the event happened (duplicate deliveries)
+    trigger_exact: bool = False  # trigger_at is the review system's time, not a receipt time
+    fail_fast: bool = False
+    # An operator's enqueue: the pipeline's requirements (approvals) are not checked.
+    ignore_requirements: bool = False
+    # The job graphs of the queue's other projects: a needed change of one of them that is
+    # approved enters with this one (Zuul enqueues the changes ahead in the same event).
+    other_projects: dict[str, FrozenJobs] = Field(default_factory=dict)
+    # While waiting: every change it needs that is neither merged nor in the queue yet.
+    needed: list[NeededChange] = Field(default_factory=list)
 
 
 class DequeueRequest(Model):
@@ -170,6 +204,8 @@ class ChangeUpdated(Model):
     patchset: int | None = None
     status: Literal["NEW", "MERGED", "ABANDONED"] = "NEW"
     approvals: dict[str, int] = Field(default_factory=dict)
+    wip: bool = False
+    private: bool = False
 
 
 class StatusQuery(Model):

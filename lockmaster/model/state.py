@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from lockmaster.model.base import Model
@@ -57,8 +59,43 @@ class DependencyRequest(Model):
     change: ChangeRef
 
 
+class NeededChange(Model):
+    """A change another one needs ahead of it: its git parent (at the patchset the commit sits
+    on) or a change its `Depends-On:` names (at the patchset current when it was read)."""
+
+    project: str
+    number: int
+    patchset: int
+    via: Literal["parent", "depends-on"] = "depends-on"
+    url: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.number},{self.patchset}"
+
+
+class DependencyInfo(Model):
+    """What the review system says of one change of a dependency closure, when it was read: the
+    queue decides from it whether the change may enter and what it must wait for."""
+
+    change: ChangeRef  # the patchset needed (a git parent: the one the commit sits on)
+    current_patchset: int
+    status: Literal["NEW", "MERGED", "ABANDONED"] = "NEW"
+    approvals: dict[str, int] = Field(default_factory=dict)
+    wip: bool = False
+    private: bool = False
+    # The changes this one needs directly (not merged yet), in merge order.
+    needs: list[NeededChange] = Field(default_factory=list)
+
+    @property
+    def current(self) -> bool:
+        return self.change.patchset == self.current_patchset
+
+
 class DependencyResult(Model):
     ok: bool
     # Changes in merge order, dependencies first, `change` itself last.
     changes: list[ChangeRef] = Field(default_factory=list)
     error: str | None = None  # cycle, unknown project, change not found, ...
+    # One per entry of `changes`, in the same order (empty from workers older than this field).
+    infos: list[DependencyInfo] = Field(default_factory=list)

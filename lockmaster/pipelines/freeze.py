@@ -6,8 +6,10 @@ and the history says exactly what ran.
 
 from __future__ import annotations
 
-from lockmaster.config.models import JobConfig, LockmasterConfig
+from lockmaster.config.models import JobConfig, LockmasterConfig, PipelineConfig, ReportAction
 from lockmaster.model.build import JobSpec
+from lockmaster.model.check import ReportLabels
+from lockmaster.model.gate import FrozenJobs
 from lockmaster.packaging.steps import package_command
 
 
@@ -26,6 +28,44 @@ def freeze_jobs(config: LockmasterConfig, project: str, pipeline: str) -> list[J
     return jobs
 
 
+def freeze_pipeline(config: LockmasterConfig, project: str, pipeline: str) -> FrozenJobs:
+    """The project's job graph in the pipeline and how it runs (fail-fast)."""
+    project_config = config.project(project)
+    ppipe = project_config.pipelines.get(pipeline) if project_config else None
+    return FrozenJobs(jobs=freeze_jobs(config, project, pipeline),
+                      fail_fast=bool(ppipe and ppipe.fail_fast))
+
+
+def queue_job_graphs(config: LockmasterConfig, projects: list[str],
+                     pipeline: str) -> dict[str, FrozenJobs]:
+    """The job graphs of every project of a shared queue that runs in the pipeline."""
+    out = {}
+    for name in projects:
+        project_config = config.project(name)
+        if project_config is not None and pipeline in project_config.pipelines:
+            out[name] = freeze_pipeline(config, name, pipeline)
+    return out
+
+
+def report_labels(pipeline: PipelineConfig) -> ReportLabels:
+    """The pipeline's reporters as a workflow carries them: labels per action, and the
+    pipeline's own first lines where it gives them."""
+
+    def labels(action: ReportAction | None) -> dict[str, int] | None:
+        return dict(action.labels) if action is not None else None
+
+    actions = {"start": pipeline.start, "success": pipeline.success,
+               "failure": pipeline.failure, "enqueue": pipeline.enqueue,
+               "dequeue": pipeline.dequeue}
+    return ReportLabels(
+        start=labels(pipeline.start), success=dict(pipeline.success.labels),
+        failure=dict(pipeline.failure.labels), enqueue=labels(pipeline.enqueue),
+        dequeue=labels(pipeline.dequeue),
+        messages={name: action.message for name, action in actions.items()
+                  if action is not None and action.message},
+    )
+
+
 def freeze_job(config: LockmasterConfig, name: str) -> JobSpec:
     """One job as configured, outside any graph (no dependencies)."""
     job = config.job(name)
@@ -41,6 +81,7 @@ def freeze_job(config: LockmasterConfig, name: str) -> JobSpec:
         required_projects=list(job.required_projects),
         vars=dict(job.vars),
         testenv=job.testenv,
+        hold_following_changes=job.hold_following_changes,
     )
 
 

@@ -1,92 +1,62 @@
 """Zuul's dependent pipeline as a pure, deterministic queue processor.
 
 The gate workflow owns a `QueueState`, feeds every outcome into it (`merge_done`, `build_done`,
-`report_done`, `submit_done`, operator commands) and calls `process()`, which changes the state and
-returns the actions to carry out. No I/O and no clocks: `now` and new build IDs are passed in.
+`submit_done`, the changes and commands of `gate_enqueue` and `gate_updates`) and calls
+`process()`, which changes the state and returns the actions to carry out. No I/O and no clocks:
+`now` and new build IDs are passed in.
 
 The rules, as Zuul's:
 - Each item is tested on top of every item ahead of it that is not failing, plus itself (its
   `changes`). When that set changes (an item ahead fails, leaves, or is reordered), the item is
   reset: its builds are cancelled and it is merged and built anew.
-- Only the first `window` items run jobs.
-- An item is failing when its merge conflicted or a voting job did not succeed. It keeps running
-  its other jobs; items behind it stop including it.
+- Only the first `window` items run jobs (gate_window.py).
+- An item is failing when its merge conflicted, a voting job did not succeed, or a change it needs
+  is failing (then it runs nothing: it cannot merge without that change). It keeps running its
+  other jobs otherwise; items behind it stop including it. With fail-fast, a failing voting job
+  cancels the item's other builds at once.
+- Every change an item needs (git parent, Depends-On) must be merged or ahead of it in the queue;
+  when one leaves without merging (failed, dequeued, a new patchset, abandoned...), the item
+  leaves too, with a report naming that change and why.
 - An item with no non-failing item ahead reports once all its jobs are done: success is reported
-  and submitted; failure is reported and the item leaves. Items depending on a change that failed
-  to merge leave with it.
-- The window grows on every merge and shrinks (to a floor) on every failure; a submit the review
-  system refuses (merge-failure) leaves the window alone.
+  and submitted; failure is reported and the item leaves.
+- Jobs marked hold-following-changes keep the items behind from starting builds until they
+  succeeded on the item ahead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from lockmaster.model.build import Artifact, BuildResult, JobSpec, Result
+from lockmaster.model.build import Artifact, BuildResult, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.gate import GateBuild, GateItem, QueueState
-from lockmaster.model.report import ReportAction
 from lockmaster.model.state import PrepareStateResult
-from lockmaster.pipelines import reports
+from lockmaster.pipelines import gate_window, reports
+from lockmaster.pipelines.gate_actions import (
+    Action,
+    BuildAction,
+    CancelAction,
+    ItemLabels,
+    MergeAction,
+    ReportItemAction,
+    SubmitBatchAction,
+)
 from lockmaster.pipelines.jobgraph import JobGraph, final_result, upstream_jobs
 
-# --- actions the workflow carries out ---------------------------------------------------------
+__all__ = [
+    "DEPENDENCY_FAILED",
+    "Action",
+    "BuildAction",
+    "CancelAction",
+    "GateQueue",
+    "ItemLabels",
+    "MergeAction",
+    "ReportItemAction",
+    "SubmitBatchAction",
+]
 
-
-@dataclass(frozen=True)
-class MergeAction:
-    key: str
-    buildset: int
-    changes: list[ChangeRef]
-
-
-@dataclass(frozen=True)
-class BuildAction:
-    key: str
-    buildset: int
-    build: GateBuild
-    job: JobSpec
-
-
-@dataclass(frozen=True)
-class CancelAction:
-    build_ids: list[str]
-
-
-@dataclass(frozen=True)
-class ReportItemAction:
-    key: str
-    change: ChangeRef
-    pipeline: str
-    action: ReportAction
-    message: str
-    labels: dict[str, int]
-    # After the report: submit the change (success) or nothing.
-    submit: bool = False
-
-
-@dataclass(frozen=True)
-class SubmitBatchAction:
-    """Report and submit these successful items one after the other, in this order, stopping at
-    the first the review system refuses: each passed on the state of the ones before it plus
-    itself, so once those merged it is next in line (the queue's serial path from one merge to
-    the next without a round trip through the workflow per change)."""
-
-    reports: list[ReportItemAction]
-
-
-Action = MergeAction | BuildAction | CancelAction | ReportItemAction | SubmitBatchAction
-
-
-@dataclass
-class ItemLabels:
-    start: dict[str, int] | None = None
-    success: dict[str, int] = field(default_factory=dict)
-    failure: dict[str, int] = field(default_factory=dict)
-
-
-DEPENDENCY_FAILED = "This change depends on a change that failed to merge."
+DEPENDENCY_FAILED = reports.DEPENDENCY_FAILED
+LEFT_MEMORY = 200  # why recent changes left (for the reports of the changes needing them)
 
 
 class GateQueue:
@@ -99,6 +69,7 @@ class GateQueue:
         new_id: Callable[[], str],
         *,
         submit_in_batches: bool = False,
+        needs_checked: bool = False,
     ) -> None:
         self.state = state
         self.labels = labels
@@ -106,6 +77,9 @@ class GateQueue:
         # Items right behind a head that succeeded, complete and successful on a state holding
         # it, are submitted with it in one batch (off for histories recorded before batches).
         self.submit_in_batches = submit_in_batches
+        # Every item's needed changes are checked on each pass, as Zuul does (off for histories
+        # recorded before: those only removed the dependents of a failed change).
+        self.needs_checked = needs_checked
 
     MERGED_MEMORY = 500
 
@@ -127,6 +101,9 @@ class GateQueue:
             (i for i in self.items if i.change.project == project and i.change.number == number),
             None,
         )
+
+    def find_number(self, number: int) -> GateItem | None:
+        return next((i for i in self.items if i.change.number == number), None)
 
     @staticmethod
     def failing(item: GateItem) -> bool:
@@ -152,6 +129,9 @@ class GateQueue:
     def idle(self) -> bool:
         return not self.items
 
+    def merged(self, key: str) -> bool:
+        return key in self.state.merged_keys
+
     # --- commands ---------------------------------------------------------------------------
 
     def enqueue(self, item: GateItem, needs: list[str] | None = None,
@@ -165,7 +145,7 @@ class GateQueue:
         expected = [*self.tail_changes(), item.change]
         self.items.append(item)
         self.needs[item.key] = list(needs or [])
-        if prepared is not None and len(self.items) <= self.state.window:
+        if prepared is not None and gate_window.is_active(self.state, len(self.items) - 1):
             changes, result = prepared
             if [c.key for c in changes] == [c.key for c in expected]:
                 item.changes = expected
@@ -191,16 +171,38 @@ class GateQueue:
         self.needs.pop(item.key, None)
         return actions
 
+    def leave(self, item: GateItem, why: str) -> list[Action]:
+        """Take the item out without merging it, remembering why (the changes that need it are
+        told when they leave in turn)."""
+        self.state.left[item.key] = why
+        while len(self.state.left) > LEFT_MEMORY:
+            self.state.left.pop(next(iter(self.state.left)))
+        return self.remove(item)
+
     def promote(self, keys: list[str]) -> bool:
-        """Move these items, in this order, to the head. Returns False when nothing moved."""
+        """Move these items, in this order, to the head (each behind the changes it needs, as
+        Zuul re-enqueues the changes ahead of a promoted one). Returns False when nothing moved."""
         chosen: list[GateItem] = []
         for key in keys:
             number = key.split(",")[0]
             item = next((i for i in self.items if str(i.change.number) == number), None)
             if item is not None and item not in chosen:
                 chosen.append(item)
-        rest = [i for i in self.items if i not in chosen]
-        order = chosen + rest
+        order: list[GateItem] = []
+
+        def place(item: GateItem) -> None:
+            if item in order:
+                return
+            for need in self.needs.get(item.key, []):
+                needed = self.item(need)
+                if needed is not None:
+                    place(needed)
+            order.append(item)
+
+        for item in chosen:
+            place(item)
+        for item in self.items:
+            place(item)
         if [i.key for i in order] == [i.key for i in self.items]:
             return False
         self.state.items = order
@@ -219,13 +221,14 @@ class GateQueue:
             item.merge = "conflict"
             item.merge_error = result.error
 
-    def build_done(self, key: str, buildset: int, result: BuildResult) -> None:
+    def build_done(self, key: str, buildset: int, result: BuildResult) -> list[Action]:
+        """Record a build's result; returns the cancellations fail-fast calls for."""
         item = self.item(key)
         if item is None or item.buildset != buildset:
-            return
+            return []
         build = next((b for b in item.builds if b.build_id == result.build_id), None)
         if build is None or build.result is not None:
-            return
+            return []
         build.result = result.result
         build.started = result.started
         build.ended = result.ended
@@ -238,10 +241,31 @@ class GateQueue:
         attempts = [b for b in item.builds if b.job == job.name and b.result is not None]
         final, again = final_result(_as_results(attempts), job)
         if again:
-            return  # process() starts the next attempt
+            return []  # process() starts the next attempt
+        if final is Result.RETRY_LIMIT:
+            build.result = Result.RETRY_LIMIT  # the last attempt is recorded as what it ended in
         graph = self._graph(item)
         graph.finish(job.name, final)
         item.job_results = dict(graph.results)
+        if item.fail_fast and job.voting and final is not Result.SUCCESS:
+            return self._stop_item(item, f"{job.name} failed (fail-fast)")
+        return []
+
+    def _stop_item(self, item: GateItem, why: str) -> list[Action]:
+        """Fail-fast: the item's result is known; cancel what runs, skip what has not started."""
+        graph = self._graph(item)
+        stopped = []
+        for build in self.running_builds(item):
+            build.result = Result.ABORTED
+            build.message = f"aborted: {why}"
+            graph.running.discard(build.job)
+            graph.finish(build.job, Result.ABORTED)
+            stopped.append(build.build_id)
+        for job in item.jobs:
+            if job.name not in graph.results:
+                graph.results[job.name] = Result.SKIPPED
+        item.job_results = dict(graph.results)
+        return [CancelAction(stopped)] if stopped else []
 
     def artifacts_for(self, key: str, job: str) -> list[Artifact]:
         """What a build of `job` receives (Zuul's artifacts): those of the successful builds of
@@ -274,17 +298,16 @@ class GateQueue:
         item = self.item(key)
         if item is None:
             return []
-        actions = self.remove(item)
         if ok:
-            self.state.merged_keys = [*self.state.merged_keys, key][-self.MERGED_MEMORY:]
-            self.state.window += self.state.window_increase_amount
+            actions = self.remove(item)
+            self._merged(item.key)
+            gate_window.grow(self.state)
             return actions
+        actions = self.leave(item, "the review system did not merge it")
         item.outcome = "merge-failure"
         message = f"Merge Failed ({item.pipeline}).\n\nThe review system did not merge this change"
         message += f": {error}" if error else "."
-        actions.append(ReportItemAction(
-            item.key, item.change, item.pipeline, "merge-failure", message, self.labels.failure
-        ))
+        actions.append(self._report(item, "merge-failure", message, self.labels.failure))
         return actions
 
     def submit_not_attempted(self, key: str) -> None:
@@ -302,8 +325,15 @@ class GateQueue:
         if item is None or item.outcome == "success":
             return []  # unknown here, or our submit: submit_done takes it from here
         actions = self.remove(item)
-        self.state.merged_keys = [*self.state.merged_keys, item.key][-self.MERGED_MEMORY:]
+        self._merged(item.key)
         return actions
+
+    def _merged(self, key: str) -> None:
+        self.state.merged_keys = [*self.state.merged_keys, key][-self.MERGED_MEMORY:]
+        # Needs on it are met for good (the memory of merged keys is bounded).
+        for other, needs in self.needs.items():
+            if key in needs:
+                self.needs[other] = [n for n in needs if n != key]
 
     # --- the processing loop ----------------------------------------------------------------
 
@@ -315,19 +345,37 @@ class GateQueue:
         while changed:  # a removal changes everything behind it: go again from the head
             changed = False
             ahead: list[ChangeRef] = []
+            seen: set[str] = set()  # keys of the items ahead
+            failing_keys: set[str] = set()  # ... of those that are failing
+            holding = False  # an item in the chain ahead holds the following changes
             batch_open = False  # the items just ahead were all finished now, with success
             for index, item in enumerate(list(self.items)):
                 if item.outcome is not None:
                     # Reported success, being submitted: still ahead of everything behind it.
                     ahead = self._unmerged(item.changes)
+                    seen.add(item.key)
                     batch_open = False
                     continue
+                if self.needs_checked:
+                    missing = self._missing_need(item, seen)
+                    if missing is not None:
+                        actions += self._needed_change_left(item, missing)
+                        changed = True
+                        break
+                    if any(k in failing_keys for k in self.needs.get(item.key, [])):
+                        # A change it needs is failing: it cannot merge; it waits, running
+                        # nothing, to leave with that change (Zuul's failing dependent items).
+                        actions += self._cancel_running(item)
+                        seen.add(item.key)
+                        failing_keys.add(item.key)
+                        batch_open = False
+                        continue
+                seen.add(item.key)
                 expected = [*ahead, item.change]
                 if [c.key for c in expected] != [c.key for c in self._unmerged(item.changes)]:
                     actions += self._reset(item, expected)
-                active = index < self.state.window
-                if active:
-                    actions += self._advance(item)
+                if gate_window.is_active(self.state, index):
+                    actions += self._advance(item, holding)
                 head_of_chain = not ahead
                 follows_batch = batch_open and self._succeeded(item)
                 if (head_of_chain or follows_batch) and self.complete(item):
@@ -348,9 +396,41 @@ class GateQueue:
                     batch_open = bool(submits)
                     continue
                 batch_open = False
-                if not self.failing(item):
+                if self.failing(item):
+                    failing_keys.add(item.key)
+                else:
                     ahead = expected
+                    holding = holding or self._holds(item)
         return actions + self._submits(batch)
+
+    def _missing_need(self, item: GateItem, ahead: set[str]) -> str | None:
+        """A change the item needs that is neither merged nor ahead of it, if any."""
+        for need in self.needs.get(item.key, []):
+            if need not in ahead and not self.merged(need):
+                return need
+        return None
+
+    def _needed_change_left(self, item: GateItem, need: str) -> list[Action]:
+        why = self.state.left.get(need, "it is not in the queue ahead of this change")
+        item.outcome = "dependency-failed"
+        actions = self.leave(item, "it depends on a change that failed to merge")
+        actions.append(self._report(
+            item, "failure", reports.needed_change_report(item.pipeline, need, why),
+            self.labels.failure))
+        return actions
+
+    def _cancel_running(self, item: GateItem) -> list[Action]:
+        running = self.running_builds(item)
+        for build in running:
+            build.result = Result.ABORTED
+            build.message = "aborted: a change it needs is failing"
+        return [CancelAction([b.build_id for b in running])] if running else []
+
+    def _holds(self, item: GateItem) -> bool:
+        """Zuul's hold-following-changes: a hold job of the item has not succeeded (yet)."""
+        return any(job.hold_following_changes
+                   and item.job_results.get(job.name) is not Result.SUCCESS
+                   for job in item.jobs)
 
     def _succeeded(self, item: GateItem) -> bool:
         return (item.merge == "ok" and self.complete(item) and not self.failing(item)
@@ -367,7 +447,10 @@ class GateQueue:
         merged = set(self.state.merged_keys)
         return [c for c in changes if c.key not in merged]
 
-    # ---
+    def _report(self, item: GateItem, action: str, message: str, labels: dict[str, int],
+                submit: bool = False) -> ReportItemAction:
+        return ReportItemAction(item.key, item.change, item.pipeline, action,  # type: ignore[arg-type]
+                                message, labels, submit=submit, item_id=item.id)
 
     def _reset(self, item: GateItem, changes: list[ChangeRef]) -> list[Action]:
         actions: list[Action] = []
@@ -383,7 +466,7 @@ class GateQueue:
         item.job_results = {}
         return actions
 
-    def _advance(self, item: GateItem) -> list[Action]:
+    def _advance(self, item: GateItem, held: bool = False) -> list[Action]:
         if item.merge == "none":
             # Changes that merged while this item waited are in the branch tip now.
             item.changes = self._unmerged(item.changes)
@@ -394,12 +477,12 @@ class GateQueue:
         actions: list[Action] = []
         if not item.started_reported and self.labels.start is not None:
             item.started_reported = True
-            actions.append(ReportItemAction(
-                item.key, item.change, item.pipeline, "start",
-                f"Starting {item.pipeline} jobs.", self.labels.start,
-            ))
+            actions.append(self._report(item, "start", reports.start_report(
+                item.pipeline, self.labels.messages.get("start")), self.labels.start))
         graph = self._graph(item)
         actions += self._abort_stopped(item, graph)
+        if held:
+            return actions  # an item ahead holds the following changes
         changes_key = " ".join(c.key for c in item.changes)
         for job in graph.ready():
             attempt = len([b for b in item.builds if b.job == job.name]) + 1
@@ -434,13 +517,14 @@ class GateQueue:
         actions: list[Action] = []
         if item.merge == "conflict":
             item.outcome = "merge-conflict"
-            actions += self.remove(item)
-            actions.append(ReportItemAction(
-                item.key, item.change, item.pipeline, "merge-conflict",
-                reports.merge_conflict_report(item.pipeline, item.merge_error), self.labels.failure,
-            ))
-            actions += self._dequeue_dependents(item)
-            self._shrink_window()
+            actions += self.leave(item, "it had a merge conflict")
+            actions.append(self._report(
+                item, "merge-conflict",
+                reports.merge_conflict_report(item.pipeline, item.merge_error),
+                self.labels.failure))
+            if not self.needs_checked:
+                actions += self._dequeue_dependents(item)
+            gate_window.shrink(self.state)
             return actions
         graph = self._graph(item)
         last = {}
@@ -449,24 +533,24 @@ class GateQueue:
                 last[build.job] = _as_result(build)
         succeeded = graph.succeeded()
         message = reports.buildset_report(item.pipeline, succeeded, item.jobs, item.job_results,
-                                          last)
+                                          last, intro=self.labels.messages.get(
+                                              "success" if succeeded else "failure"))
         if succeeded:
             item.outcome = "success"
-            actions.append(ReportItemAction(
-                item.key, item.change, item.pipeline, "success", message, self.labels.success,
-                submit=True,
-            ))
+            actions.append(self._report(item, "success", message, self.labels.success,
+                                        submit=True))
             return actions
         item.outcome = "failure"
-        actions += self.remove(item)
-        actions.append(ReportItemAction(
-            item.key, item.change, item.pipeline, "failure", message, self.labels.failure,
-        ))
-        actions += self._dequeue_dependents(item)
-        self._shrink_window()
+        actions += self.leave(item, f"it failed ({item.pipeline})")
+        actions.append(self._report(item, "failure", message, self.labels.failure))
+        if not self.needs_checked:
+            actions += self._dequeue_dependents(item)
+        gate_window.shrink(self.state)
         return actions
 
     def _dequeue_dependents(self, failed: GateItem) -> list[Action]:
+        """Histories recorded before needs were checked on every pass: the changes needing a
+        failed one leave with it at once."""
         actions: list[Action] = []
         gone = {failed.key}
         grew = True
@@ -477,21 +561,14 @@ class GateQueue:
                     other.outcome = "dependency-failed"
                     gone.add(other.key)
                     actions += self.remove(other)
-                    actions.append(ReportItemAction(
-                        other.key, other.change, other.pipeline, "failure",
-                        f"Build failed ({other.pipeline}).\n\n{DEPENDENCY_FAILED}",
-                        self.labels.failure,
-                    ))
+                    message = f"Build failed ({other.pipeline}).\n\n{DEPENDENCY_FAILED}"
+                    actions.append(self._report(other, "failure", message, self.labels.failure))
                     grew = True
         return actions
 
     def _learn_duration(self, job: str, seconds: float) -> None:
         known = self.state.job_seconds.get(job)
         self.state.job_seconds[job] = seconds if known is None else 0.7 * known + 0.3 * seconds
-
-    def _shrink_window(self) -> None:
-        state = self.state
-        state.window = max(state.window_floor, state.window // state.window_decrease_factor)
 
     def _graph(self, item: GateItem) -> JobGraph:
         """The item's job graph rebuilt from its builds (the state is plain data)."""

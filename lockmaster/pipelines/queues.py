@@ -1,42 +1,68 @@
-"""Which shared queue a project's changes are gated in, and what the queue workflow starts with."""
+"""Which shared queue a project's changes are gated in, and what the queue workflow starts with.
+
+Projects naming the same `queue` are gated together; a project without one is alone in a queue
+named after it. A queue declared `per-branch` (under `queues:`) is one queue per branch,
+named `<queue>@<branch>` (Zuul's per-branch queues); otherwise one queue spans the branches.
+"""
 
 from __future__ import annotations
 
 from lockmaster.config.models import LockmasterConfig, PipelineConfig
-from lockmaster.model.check import ReportLabels
 from lockmaster.model.gate import GateInput, QueueState
+from lockmaster.pipelines.freeze import report_labels
+from lockmaster.pipelines.gate_window import window_settings
+
+BRANCH_SEPARATOR = "@"
 
 
-def queue_name(config: LockmasterConfig, project: str) -> str:
-    """Projects naming the same `queue` are gated together; a project without one is alone."""
+def base_queue(config: LockmasterConfig, project: str) -> str:
+    """The queue's name as configured (without a branch)."""
     p = config.project(project)
-    return (p.queue if p and p.queue else project)
+    return p.queue if p and p.queue else project
+
+
+def per_branch(config: LockmasterConfig, queue: str) -> bool:
+    own = next((q for q in config.queues if q.name == queue), None)
+    return bool(own and own.per_branch)
+
+
+def queue_name(config: LockmasterConfig, project: str, branch: str | None = None) -> str:
+    """The queue a change of `project` on `branch` is gated in."""
+    name = base_queue(config, project)
+    if branch and per_branch(config, name):
+        return f"{name}{BRANCH_SEPARATOR}{branch}"
+    return name
+
+
+def split_queue(queue: str) -> tuple[str, str | None]:
+    """(configured name, branch) of a queue name."""
+    name, sep, branch = queue.rpartition(BRANCH_SEPARATOR)
+    return (name, branch) if sep and name else (queue, None)
 
 
 def queue_projects(config: LockmasterConfig, queue: str) -> list[str]:
-    return sorted(p.name for p in config.projects if (p.queue or p.name) == queue)
+    name, _ = split_queue(queue)
+    return sorted(p.name for p in config.projects if (p.queue or p.name) == name)
 
 
 def gate_input(
     config: LockmasterConfig, pipeline: PipelineConfig, queue: str,
     *, build_heartbeat_timeout: float = 30.0, max_history_events: int | None = None,
 ) -> GateInput:
+    name, branch = split_queue(queue)
     return GateInput(
         state=QueueState(
-            queue=queue, pipeline=pipeline.name, window=pipeline.window,
-            window_floor=pipeline.window_floor,
-            window_increase_amount=pipeline.window_increase_amount,
-            window_decrease_factor=pipeline.window_decrease_factor,
+            queue=queue, pipeline=pipeline.name,
+            **window_settings(config, pipeline, name),  # type: ignore[arg-type]
             task_queue_prefix=config.temporal.task_queue_prefix,
             workflow_id_prefix=config.temporal.workflow_id_prefix,
             build_heartbeat_timeout=build_heartbeat_timeout,
         ),
-        labels=ReportLabels(
-            start=pipeline.start.labels if pipeline.start else None,
-            success=pipeline.success.labels, failure=pipeline.failure.labels,
-        ),
+        labels=report_labels(pipeline),
         require=dict(pipeline.require),
         projects=queue_projects(config, queue),
         max_history_events=max_history_events,
         precedence=pipeline.node_precedence,
+        dequeue_on_new_patchset=pipeline.dequeue_on_new_patchset,
+        branch=branch,
     )

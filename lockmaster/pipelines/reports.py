@@ -40,8 +40,11 @@ def buildset_report(
     jobs: list[JobSpec],
     results: dict[str, Result],
     last_builds: dict[str, BuildResult],
+    *,
+    intro: str | None = None,
 ) -> str:
-    intro = f"Build {'succeeded' if succeeded else 'failed'} ({pipeline})."
+    """`intro`: the pipeline's own first line (success-message / failure-message)."""
+    intro = intro or f"Build {'succeeded' if succeeded else 'failed'} ({pipeline})."
     lines = [job_line(job, results[job.name], last_builds.get(job.name)) for job in jobs]
     return intro + "\n\n" + "\n".join(lines)
 
@@ -63,3 +66,34 @@ def dependency_error_report(pipeline: str, detail: str) -> str:
 
 def no_jobs_report(pipeline: str) -> str:
     return f"No jobs run ({pipeline}): no jobs are configured for this project in this pipeline."
+
+
+def start_report(pipeline: str, message: str | None = None) -> str:
+    return message or f"Starting {pipeline} jobs."
+
+
+def enqueue_report(pipeline: str, message: str | None = None) -> str:
+    return message or f"Added to the {pipeline} queue."
+
+
+# Zuul's words, which Gerrit users know, then which change and why.
+DEPENDENCY_FAILED = "This change depends on a change that failed to merge."
+MISSING_REQUIREMENT = "This change is unable to merge due to a missing merge requirement"
+
+
+def needed_change_report(pipeline: str, needed: str, why: str, url: str | None = None) -> str:
+    """A change left (or cannot enter) because a change it needs cannot merge ahead of it."""
+    text = f"Build failed ({pipeline}).\n\n{DEPENDENCY_FAILED}\n\nChange {needed} is needed: {why}."
+    if url:
+        text += f"\n  {url}"
+    return text
+
+
+def missing_requirement_report(pipeline: str, detail: str) -> str:
+    """The change no longer meets the pipeline's requirements (an approval removed, WIP...)."""
+    return f"Build failed ({pipeline}).\n\n{MISSING_REQUIREMENT}: {detail}."
+
+
+def dequeue_report(pipeline: str, reason: str, message: str | None = None) -> str:
+    """The change left without a result (an operator's dequeue, a new patchset...)."""
+    return f"{message or f'Build canceled ({pipeline}).'}\n\nRemoved from {pipeline}: {reason}."

@@ -6,6 +6,7 @@ import re
 
 from lockmaster.config.models import LockmasterConfig, PipelineConfig, Trigger
 from lockmaster.model.change import ReviewEvent
+from lockmaster.model.state import DependencyInfo
 
 
 def trigger_matches(trigger: Trigger, event: ReviewEvent) -> bool:
@@ -27,7 +28,21 @@ def trigger_matches(trigger: Trigger, event: ReviewEvent) -> bool:
 
 def requirements_met(pipeline: PipelineConfig, approvals: dict[str, int]) -> bool:
     """The change's current approvals satisfy the pipeline's `require` (e.g. Code-Review +2)."""
-    return all(approvals.get(label, 0) >= minimum for label, minimum in pipeline.require.items())
+    return approvals_meet(pipeline.require, approvals)
+
+
+def approvals_meet(require: dict[str, int], approvals: dict[str, int]) -> bool:
+    return all(approvals.get(label, 0) >= minimum for label, minimum in require.items())
+
+
+def needed_changes_unfit(infos: list[DependencyInfo], require: dict[str, int]) -> list[str]:
+    """The open changes a run needs (all of `infos` but the last, the change itself) that do not
+    meet the pipeline's requirements: Zuul enqueues the non-live items ahead under the same
+    requirements as the live one, so such a run does not happen."""
+    return [
+        info.change.key for info in infos[:-1]
+        if info.status == "NEW" and not approvals_meet(require, info.approvals)
+    ]
 
 
 def triggered_pipelines(config: LockmasterConfig, event: ReviewEvent) -> list[PipelineConfig]:

@@ -74,7 +74,8 @@ class GerritDriver:
         return self._change_info(data)
 
     async def find_change_id(self, change_id: str) -> list[ChangeInfo]:
-        params = [("q", f"change:{change_id}"), *_options()]
+        # Every revision: a child commit may sit on an older patchset (which one, is needed).
+        params = [("q", f"change:{change_id}"), *_options(), ("o", "ALL_REVISIONS")]
         data = await self._json("GET", "/a/changes/", params=params)
         if not isinstance(data, list):
             raise ReviewError(f"Gerrit answered a change query with {type(data).__name__}")
@@ -178,6 +179,8 @@ class GerritDriver:
                 # Gerrit leaves both out when false.
                 wip=bool(data.get("work_in_progress", False)),
                 private=bool(data.get("is_private", False)),
+                revisions={str(commit): int(rev["_number"])
+                           for commit, rev in (data.get("revisions") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ReviewError(f"Gerrit change answer is missing or has a bad {exc}") from exc

@@ -315,6 +315,7 @@ class LocalReviewStore:
             approvals=approvals,
             # Records written before these flags existed have neither key.
             wip=record.get("wip", False), private=record.get("private", False),
+            revisions={p["commit"]: p["number"] for p in record["patchsets"]},
         )
 
     def _set_flag(self, number: int, key: str, value: bool, author: str, message: str, *,

@@ -5,6 +5,7 @@ ReviewEvent that `lockmaster change ...` sends (or, for operator events, the ope
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,15 +20,22 @@ from lockmaster.simulate.scenario import (
     AbandonEvent,
     ApproveEvent,
     CommentEvent,
+    DeleteVoteEvent,
     DequeueEvent,
     EnqueueEvent,
     EventBase,
     MergeEvent,
     NewPatchsetEvent,
     PromoteEvent,
+    RedeliverEvent,
+    RestoreEvent,
     Scenario,
+    SetPrivateEvent,
     SettleEvent,
+    SetWipEvent,
     UnapproveEvent,
+    UnsetPrivateEvent,
+    UnsetWipEvent,
     UploadEvent,
 )
 from lockmaster.starters import operator
@@ -48,7 +56,9 @@ class AppliedEvent:
 
 
 def review_event(info: ChangeInfo, type_: str, **extra: Any) -> ReviewEvent:
-    """As `lockmaster change` builds it (cli/change_cmd.py)."""
+    """As `lockmaster change` builds it (cli/change_cmd.py), with the time the simulated
+    Gerrit created it (as stream-events' eventCreatedOn: a redelivery carries the same)."""
+    extra.setdefault("created", time.time())
     return ReviewEvent(
         type=type_, connection=info.connection, project=info.project,  # type: ignore[arg-type]
         branch=info.branch, change=info.number, patchset=info.patchset, commit=info.commit,
@@ -67,13 +77,17 @@ class EventPlayer:
     client: Client
     gerrit: SimulatedGerrit
     router: EventRouter
+    # The review event each scenario event sent (by its index), for `redeliver`.
+    sent: dict[int, ReviewEvent] = field(default_factory=dict)
+    _index: int = field(default=-1, init=False)  # of the event being applied
 
-    async def apply(self, event: EventBase, at: float) -> AppliedEvent:
+    async def apply(self, event: EventBase, at: float, index: int = -1) -> AppliedEvent:
         names = event.change_names()
         shown: str | list[str] | None = (
             names if isinstance(event, PromoteEvent) else (names[0] if names else None)
         )
         applied = AppliedEvent(event.kind, shown, at)
+        self._index = index
         try:
             applied.actions = await self._apply(event, applied)
         except ReviewError as exc:
@@ -83,6 +97,12 @@ class EventPlayer:
     async def _apply(self, event: EventBase, applied: AppliedEvent) -> list[RouteAction]:
         if isinstance(event, SettleEvent):
             return []
+        if isinstance(event, RedeliverEvent):
+            applied.extra["redeliver"] = event.redeliver
+            earlier = self.sent.get(event.redeliver)
+            if earlier is None:
+                raise ReviewError(f"events[{event.redeliver}] sent no review event")
+            return await self.router.route(earlier)
         if isinstance(event, EnqueueEvent | DequeueEvent | PromoteEvent):
             return [await self._operator(event, applied)]
         name = event.change
@@ -97,7 +117,9 @@ class EventPlayer:
             info = await asyncio.to_thread(store.new_patchset, number, files)
             return await self._send(review_event(info, "patchset-created"))
         if isinstance(event, ApproveEvent | UnapproveEvent):
-            labels = APPROVAL if isinstance(event, ApproveEvent) else {"Workflow": 0}
+            labels = {"Workflow": 0}
+            if isinstance(event, ApproveEvent):
+                labels = event.labels if event.labels is not None else APPROVAL
             info = await asyncio.to_thread(store.vote, number, labels, author=REVIEWER)
             if isinstance(event, ApproveEvent) and event.silent:
                 return []
@@ -121,9 +143,30 @@ class EventPlayer:
             await asyncio.to_thread(store.submit, info.ref())
             info = await asyncio.to_thread(store.info, number)
             return await self._send(review_event(info, "change-merged"))
+        if isinstance(event, RestoreEvent):
+            info = await asyncio.to_thread(store.restore, number, author=DEVELOPER)
+            return await self._send(review_event(info, "change-restored", author=DEVELOPER))
+        if isinstance(event, DeleteVoteEvent):
+            before = (await asyncio.to_thread(store.info, number)).approvals
+            info = await asyncio.to_thread(store.delete_vote, number, event.label,
+                                           author=REVIEWER)
+            return await self._send(review_event(
+                info, "vote-deleted", author=REVIEWER, approvals={event.label: 0},
+                old_approvals={event.label: before.get(event.label, 0)}))
+        if isinstance(event, SetWipEvent | UnsetWipEvent):
+            wip = isinstance(event, SetWipEvent)
+            info = await asyncio.to_thread(store.set_wip, number, wip, author=DEVELOPER)
+            return await self._send(review_event(info, "wip-state-changed", author=DEVELOPER,
+                                                 wip=wip))
+        if isinstance(event, SetPrivateEvent | UnsetPrivateEvent):
+            private = isinstance(event, SetPrivateEvent)
+            info = await asyncio.to_thread(store.set_private, number, private, author=DEVELOPER)
+            return await self._send(review_event(info, "private-state-changed",
+                                                 author=DEVELOPER, private=private))
         raise AssertionError(f"unhandled event kind {event.kind}")
 
     async def _send(self, event: ReviewEvent) -> list[RouteAction]:
+        self.sent[self._index] = event
         return await self.router.route(event)
 
     async def _operator(

@@ -89,7 +89,12 @@ class SimulatedExecutor:
         except asyncio.CancelledError:
             record.result, record.ended = Result.ABORTED, self.clock.now()
             raise
-        record.result, record.ended = result, self.clock.now()
+        # The last attempt a job may have ends it: recorded as RETRY_LIMIT (the spec; Zuul's
+        # build history), while the workflow is answered RETRY as by any executor.
+        recorded = result
+        if result is Result.RETRY and request.attempt >= request.job.attempts:
+            recorded = Result.RETRY_LIMIT
+        record.result, record.ended = recorded, self.clock.now()
         return BuildResult(
             build_id=request.build_id, job=request.job.name, result=result,
             attempt=request.attempt, started=started, ended=time.time(),

@@ -21,6 +21,7 @@ from lockmaster.model.change import ChangeInfo, ChangeRef, ReviewEvent
 from lockmaster.review.base import ReviewDriver, SubmitRefused
 from lockmaster.review.local import LocalReviewDriver, LocalReviewStore
 from lockmaster.simulate.clock import Clock
+from lockmaster.simulate.layout import SIM_CONNECTION
 from lockmaster.simulate.scenario import ChangeSpec, Scenario
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ class SimulatedGerrit:
 
     def connection_of(self, name: str) -> str:
         project = self.config.project(self.scenario.changes[name].project)
-        assert project is not None
+        if project is None:  # an unmanaged project: in the simulated Gerrit only
+            return SIM_CONNECTION
         return project.connection
 
     def store_of(self, name: str) -> LocalReviewStore:
@@ -104,18 +106,25 @@ class SimulatedGerrit:
     def setup(self) -> None:
         """Projects (a repository each, with every branch a change is on), then the changes,
         parents first, numbered in the scenario's order; then the ones merged already."""
-        for project in self.config.projects:
-            store = self.stores[project.connection]
-            store.create_project(project.name, {"README": f"{project.name}\n"})
+        projects = [(p.name, p.connection) for p in self.config.projects]
+        projects += [(name, SIM_CONNECTION) for name in self.scenario.unmanaged_projects]
+        for project, connection in projects:
+            store = self.stores[connection]
+            store.create_project(project, {"README": f"{project}\n"})
             branches = {c.branch for c in self.scenario.changes.values()
-                        if c.project == project.name} - {"master"}
+                        if c.project == project} - {"master"}
             for branch in sorted(branches):
-                _git(store.repo(project.name), "branch", branch, "master")
+                _git(store.repo(project), "branch", branch, "master")
         for name in self._creation_order():
             self._create(name, self.scenario.changes[name])
         for name, spec in self.scenario.changes.items():
+            store, number = self.store_of(name), self.numbers[name]
             if spec.merged:
-                self.store_of(name).submit(self.info(name).ref())
+                store.submit(self.info(name).ref())
+            if spec.wip:
+                store.set_wip(number, True, author=DEVELOPER)
+            if spec.private:
+                store.set_private(number, True, author=DEVELOPER)
 
     def _creation_order(self) -> list[str]:
         order: list[str] = []

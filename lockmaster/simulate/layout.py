@@ -155,6 +155,7 @@ def simulation_config(
             }],
         },
         "pipelines": filled.get("pipelines") or [],
+        "queues": filled.get("queues") or [],
         "jobs": filled.get("jobs") or [],
         "projects": filled.get("projects") or [],
     }

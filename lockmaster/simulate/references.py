@@ -14,6 +14,7 @@ from lockmaster.simulate.scenario import (
     EventBase,
     JobOutcome,
     PromoteEvent,
+    RedeliverEvent,
     Scenario,
     SubmitOutcome,
 )
@@ -81,11 +82,18 @@ def _cycles(scenario: Scenario) -> list[Problem]:
 
 
 def check_events(scenario: Scenario) -> list[Problem]:
-    """Events name listed changes; `at` times never go back."""
+    """Events name listed changes; `at` times never go back; a redelivery names an earlier
+    event that sent a review event."""
     out: list[Problem] = []
     last_at: tuple[float, int] | None = None
     for index, event in enumerate(scenario.events):
         where = ("events", index)
+        if isinstance(event, RedeliverEvent):
+            earlier = scenario.events[event.redeliver] if event.redeliver < index else None
+            if earlier is None or earlier.kind in (*OPERATOR_EVENTS, "settle", "redeliver"):
+                out.append(((*where, "redeliver"),
+                            f"redeliver names events[{event.redeliver}], which must be an "
+                            "earlier review event (upload, approve, comment, ...)"))
         names = event.change_names()
         for position, name in enumerate(names):
             if name not in scenario.changes:
@@ -120,11 +128,18 @@ def check_layout_references(scenario: Scenario, config: LockmasterConfig) -> lis
     projects = [p.name for p in config.projects]
     jobs = [j.name for j in config.jobs]
     pipelines = [p.name for p in config.pipelines]
+    for index, unmanaged in enumerate(scenario.unmanaged_projects):
+        if config.project(unmanaged) is not None:
+            out.append((("unmanaged-projects", index),
+                        f"project {unmanaged!r} is in the layout: unmanaged projects are the "
+                        "ones lockmaster does not know"))
     for name, spec in scenario.changes.items():
-        if config.project(spec.project) is None:
+        if config.project(spec.project) is None and spec.project not in \
+                scenario.unmanaged_projects:
             out.append((("changes", name, "project"),
                         f"project {spec.project!r} is not in the layout "
-                        f"(projects: {', '.join(projects) or 'none'})"))
+                        f"(projects: {', '.join(projects) or 'none'}); a project lockmaster "
+                        "does not know goes under unmanaged-projects"))
     for index, outcome in enumerate(scenario.outcomes):
         if isinstance(outcome, SubmitOutcome):
             continue

@@ -160,7 +160,7 @@ async def _play(
             await clock.sleep_until(event.at * time_scale)
         elif index > 0:
             await settler.wait(f"before events[{index}] ({event.kind})")
-        done = await player.apply(event, clock.now())
+        done = await player.apply(event, clock.now(), index)
         settler.note(done.actions)
         applied.append(done)
         log.info("%s %s at %.2f: %s", event.kind, done.change, done.at,

@@ -46,6 +46,8 @@ class ChangeSpec(ConfigModel):
     parent: str | None = None  # git parent: on top of that change's current patchset
     depends_on: list[str] = Field(default_factory=list)  # Depends-On: footers
     merged: bool = False  # merged before the scenario starts
+    wip: bool = False  # work in progress from the start
+    private: bool = False  # private from the start
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -84,6 +86,8 @@ class ApproveEvent(EventBase):
     kind = "approve"
     approve: str
     silent: bool = False  # vote without sending comment-added
+    # The labels to set instead of Code-Review +2 and Workflow +1.
+    labels: dict[str, int] | None = None
 
 
 class UnapproveEvent(EventBase):
@@ -105,6 +109,48 @@ class AbandonEvent(EventBase):
 class MergeEvent(EventBase):
     kind = "merge"
     merge: str
+
+
+class RestoreEvent(EventBase):
+    kind = "restore"
+    restore: str
+
+
+class DeleteVoteEvent(EventBase):
+    kind = "delete-vote"
+    delete_vote: str
+    label: str = "Workflow"
+
+
+class SetWipEvent(EventBase):
+    kind = "set-wip"
+    set_wip: str
+
+
+class UnsetWipEvent(EventBase):
+    kind = "unset-wip"
+    unset_wip: str
+
+
+class SetPrivateEvent(EventBase):
+    kind = "set-private"
+    set_private: str
+
+
+class UnsetPrivateEvent(EventBase):
+    kind = "unset-private"
+    unset_private: str
+
+
+class RedeliverEvent(EventBase):
+    """The review event that events[N] sent, delivered again unchanged (the same event from a
+    hook and from stream-events): a true duplicate."""
+
+    kind = "redeliver"
+    redeliver: int = Field(ge=0)
+
+    def change_names(self) -> list[str]:
+        return []
 
 
 class EnqueueEvent(EventBase):
@@ -139,7 +185,9 @@ class SettleEvent(EventBase):
 EVENT_TYPES: dict[str, type[EventBase]] = {
     cls.kind: cls
     for cls in (UploadEvent, NewPatchsetEvent, ApproveEvent, UnapproveEvent, CommentEvent,
-                AbandonEvent, MergeEvent, EnqueueEvent, DequeueEvent, PromoteEvent, SettleEvent)
+                AbandonEvent, MergeEvent, RestoreEvent, DeleteVoteEvent, SetWipEvent,
+                UnsetWipEvent, SetPrivateEvent, UnsetPrivateEvent, RedeliverEvent, EnqueueEvent,
+                DequeueEvent, PromoteEvent, SettleEvent)
 }
 OPERATOR_EVENTS = ("enqueue", "dequeue", "promote")
 
@@ -164,6 +212,13 @@ Event = Annotated[
     | Annotated[CommentEvent, Tag("comment")]
     | Annotated[AbandonEvent, Tag("abandon")]
     | Annotated[MergeEvent, Tag("merge")]
+    | Annotated[RestoreEvent, Tag("restore")]
+    | Annotated[DeleteVoteEvent, Tag("delete-vote")]
+    | Annotated[SetWipEvent, Tag("set-wip")]
+    | Annotated[UnsetWipEvent, Tag("unset-wip")]
+    | Annotated[SetPrivateEvent, Tag("set-private")]
+    | Annotated[UnsetPrivateEvent, Tag("unset-private")]
+    | Annotated[RedeliverEvent, Tag("redeliver")]
     | Annotated[EnqueueEvent, Tag("enqueue")]
     | Annotated[DequeueEvent, Tag("dequeue")]
     | Annotated[PromoteEvent, Tag("promote")]
@@ -223,6 +278,7 @@ class Layout(ConfigModel):
     """The pipelines/projects/jobs part of lockmaster.yaml (validated as LockmasterConfig)."""
 
     pipelines: list[Any] = Field(default_factory=list)
+    queues: list[Any] = Field(default_factory=list)
     projects: list[Any] = Field(default_factory=list)
     jobs: list[Any] = Field(default_factory=list)
 
@@ -237,6 +293,9 @@ class Scenario(ConfigModel):
     events: list[Event] = Field(default_factory=list)
     outcomes: list[Outcome] = Field(default_factory=list)
     durations: dict[str, Seconds] = Field(default_factory=dict)
+    # Projects the simulated Gerrit has but the layout does not (lockmaster does not know them):
+    # a change may be in one, e.g. to name it in another change's Depends-On.
+    unmanaged_projects: list[str] = Field(default_factory=list)
     # What the report should show (tests/scenario_expect.py reads it); simulate ignores it.
     expect: dict[str, Any] | None = None
 

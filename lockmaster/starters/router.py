@@ -1,9 +1,13 @@
 """The event router: every review event, from a hook, stream-events or the local connection,
-becomes workflow starts and cancellations here.
+becomes workflow starts, signals and cancellations here (Zuul's trigger event processing).
 
-Duplicates (the same event from a hook and from stream-events, or a retried hook) start nothing:
-a patchset is checked once on upload (the workflow ID names the patchset), and a comment that
-already started the latest run of its check is recognised by its identity in the run's memo.
+Every event that can change whether a change may be gated reaches the queues that hold it or
+wait with it (`change-updated`: approvals, status, patchset, WIP, private); every trigger event
+is evaluated afresh (a re-approval or a second `recheck` acts again). Only a true duplicate (one
+event delivered twice, e.g. by a hook and by stream-events: same event, same time) starts
+nothing: a patchset is checked once on upload (the workflow ID names the patchset), a comment
+that already started the latest run is recognised by its identity and time, and a queue ignores
+a change it already holds.
 """
 
 from __future__ import annotations
@@ -12,30 +16,31 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.change import ChangeInfo, ChangeRef, ReviewEvent
-from lockmaster.model.check import CheckInput, ReportLabels
 from lockmaster.model.gate import ChangeUpdated
-from lockmaster.pipelines.freeze import freeze_jobs
 from lockmaster.pipelines.queues import queue_name
 from lockmaster.pipelines.triggers import requirements_met, triggered_pipelines
 from lockmaster.review.base import ReviewDriver
+from lockmaster.starters.check_runs import (
+    Trigger,
+    cancel_checks,
+    notify_dependents,
+    start_check,
+)
 from lockmaster.starters.operator import enqueue_change, gate_id_for
 from lockmaster.starters.publish import start_publish
 from lockmaster.starters.router_types import RouteAction
-from lockmaster.temporal import search_attributes
-from lockmaster.temporal.task_queues import Role, task_queue
-from lockmaster.workflows.check import CheckWorkflow, check_workflow_id
 
 log = logging.getLogger(__name__)
 
-# A comment event seen again within this many seconds of starting a run is the same event
-# delivered twice (hooks carry no event timestamp to tell them apart exactly).
-DUPLICATE_WINDOW = 600.0
+# The events after which the queues holding the change look at it again.
+UPDATES_QUEUES = ("comment-added", "patchset-created", "change-abandoned", "change-merged",
+                  "vote-deleted", "change-restored", "wip-state-changed",
+                  "private-state-changed")
 
 
 @dataclass
@@ -57,20 +62,31 @@ class EventRouter:
             if event.change is not None else None
         )
         change = info
+        independent = [p.name for p in self.config.pipelines if p.manager == "independent"]
         if info is not None and event.type == "change-abandoned":
-            out += await self._cancel_checks(event, info.patchset, everything=True,
-                                             reason="change abandoned")
+            out += await cancel_checks(self.client, self.config, info.ref(), upto=None,
+                                       pipelines=independent, reason="change abandoned")
         if info is not None and event.type == "patchset-created" and event.patchset:
             if event.patchset < info.patchset:
                 # An old patchset's event arriving late: superseded already, start nothing.
                 change = None
-            # A new patchset supersedes the old ones' checks.
-            out += await self._cancel_checks(event, event.patchset - 1, everything=False,
-                                             reason="new patchset")
+            # A new patchset supersedes the old ones' checks (Zuul's dequeue-on-new-patchset).
+            superseding = [p.name for p in self.config.pipelines if p.manager == "independent"
+                           and p.dequeue_on_new_patchset]
+            out += await cancel_checks(self.client, self.config, _ref(event, event.patchset),
+                                       upto=event.patchset - 1, pipelines=superseding,
+                                       reason="new patchset")
+            if change is not None and event.patchset > 1:
+                out += await notify_dependents(self.client, self.config, info.ref(),
+                                               independent)
         if info is not None:
             out += await self._update_gates(event, info)
         if info is not None and event.type == "change-merged":
             out += await self._publish(event, info)
+        # Hooks carry no event time: the time it is routed (the hook runs as Gerrit sends it).
+        at = event.at()
+        trigger = Trigger(event.identity(), at if at is not None else time.time(), event.type,
+                          exact=at is not None)
         for pipeline in triggered_pipelines(self.config, event):
             if change is None or change.status != "NEW":
                 out.append(RouteAction("ignored", detail=f"{pipeline.name}: change is not open"))
@@ -79,9 +95,16 @@ class EventRouter:
                 out.append(RouteAction("ignored", detail=f"{pipeline.name}: requirements not met"))
                 continue
             if pipeline.manager == "dependent":
-                out += await self._enqueue(pipeline.name, event, change)
+                out += await self._enqueue(pipeline.name, trigger, change)
             else:
-                out.append(await self._start_check(pipeline.name, event, change))
+                patchset = event.patchset if event.type == "patchset-created" and event.patchset \
+                    else change.patchset
+                ref = change.ref().model_copy(update={"patchset": patchset})
+                if event.type == "patchset-created" and event.commit:
+                    ref = ref.model_copy(update={"commit": event.commit})
+                out.append(await start_check(self.client, self.config, pipeline.name, ref,
+                                             trigger,
+                                             build_heartbeat_timeout=self.build_heartbeat_timeout))
         if not out:
             out.append(RouteAction("ignored", detail=f"{event.type}: no pipeline triggered"))
         for action in out:
@@ -89,71 +112,17 @@ class EventRouter:
         self.actions += out
         return out
 
-    async def _start_check(
-        self, pipeline: str, event: ReviewEvent, change: ChangeInfo
-    ) -> RouteAction:
-        patchset = event.patchset if event.type == "patchset-created" and event.patchset else (
-            change.patchset
-        )
-        ref = change.ref().model_copy(update={"patchset": patchset})
-        if event.type == "patchset-created" and event.commit:
-            ref = ref.model_copy(update={"commit": event.commit})
-        wid = check_workflow_id(ref, pipeline, self.config.temporal.workflow_id_prefix)
-        existing = await self._describe(wid)
-        if existing is not None:
-            if existing.status == WorkflowExecutionStatus.RUNNING:
-                return RouteAction("already-running", wid, "change is already in the pipeline")
-            if event.type == "patchset-created":
-                return RouteAction("duplicate", wid, "this patchset was already checked")
-            memo = await existing.memo()
-            started = existing.start_time.timestamp() if existing.start_time else 0.0
-            if memo.get("trigger") == event.identity() and time.time() - started < DUPLICATE_WINDOW:
-                return RouteAction("duplicate", wid, "the same event started the last run")
-        pipe = self.config.pipeline(pipeline)
-        inp = CheckInput(
-            change=ref,
-            pipeline=pipeline,
-            jobs=freeze_jobs(self.config, ref.project, pipeline),
-            labels=ReportLabels(
-                start=pipe.start.labels if pipe.start else None,
-                success=pipe.success.labels,
-                failure=pipe.failure.labels,
-            ),
-            trigger=event.identity(),
-            task_queue_prefix=self.config.temporal.task_queue_prefix,
-            precedence=pipe.node_precedence,
-            build_heartbeat_timeout=self.build_heartbeat_timeout,
-        )
-        handle = await self.client.start_workflow(
-            CheckWorkflow.run,
-            inp,
-            id=wid,
-            task_queue=task_queue(self.config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            # Two deliveries racing each other: the second joins the first's run.
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes(
-                search_attributes.pairs_for_change(
-                    connection=ref.connection, project=ref.project, branch=ref.branch,
-                    change=ref.number, patchset=ref.patchset, pipeline=pipeline,
-                )
-            ),
-            memo={"trigger": event.identity()},
-            static_summary=f"{pipeline}: {ref.project} change {ref.key} ({event.type})",
-        )
-        return RouteAction("started", handle.id, f"run {handle.result_run_id}")
-
-    async def _enqueue(
-        self, pipeline: str, event: ReviewEvent, change: ChangeInfo
-    ) -> list[RouteAction]:
+    async def _enqueue(self, pipeline: str, trigger: Trigger,
+                       change: ChangeInfo) -> list[RouteAction]:
         """Into the shared queue (signal-with-start); the change leaves superseded pipelines."""
         pipe = self.config.pipeline(pipeline)
         out = []
         for other in pipe.supersedes:
-            out += await self._cancel_checks(event, change.patchset, everything=True,
-                                             reason=f"entered {pipeline}", pipelines=[other])
+            out += await cancel_checks(self.client, self.config, change.ref(), upto=None,
+                                       pipelines=[other], reason=f"entered {pipeline}")
         action = await enqueue_change(self.client, self.config, pipeline, change.ref(),
-                                      trigger=event.identity(),
+                                      trigger=trigger.identity, trigger_at=trigger.at,
+                                      trigger_exact=trigger.exact,
                                       build_heartbeat_timeout=self.build_heartbeat_timeout)
         return [*out, action]
 
@@ -171,17 +140,18 @@ class EventRouter:
                                     build_heartbeat_timeout=self.build_heartbeat_timeout)]
 
     async def _update_gates(self, event: ReviewEvent, info: ChangeInfo) -> list[RouteAction]:
-        """Tell the queues holding this change that it changed (approvals, status, patchset)."""
-        if event.type not in ("comment-added", "patchset-created", "change-abandoned",
-                              "change-merged"):
+        """Tell the queues holding (or waiting with) this change that it changed."""
+        if event.type not in UPDATES_QUEUES:
             return []
         out = []
         update = ChangeUpdated(project=info.project, number=info.number, patchset=info.patchset,
-                               status=info.status, approvals=info.approvals)
+                               status=info.status, approvals=info.approvals, wip=info.wip,
+                               private=info.private)
+        queue = queue_name(self.config, info.project, info.branch)
         for pipeline in self.config.pipelines:
             if pipeline.manager != "dependent":
                 continue
-            wid = gate_id_for(self.config, pipeline.name, queue_name(self.config, info.project))
+            wid = gate_id_for(self.config, pipeline.name, queue)
             try:
                 await self.client.get_workflow_handle(wid).signal("change-updated", update)
             except RPCError as exc:
@@ -189,48 +159,6 @@ class EventRouter:
                     raise
                 continue
             out.append(RouteAction("updated", wid, f"{info.number},{info.patchset} {info.status}"))
-        return out
-
-    async def _describe(self, wid: str):  # type: ignore[no-untyped-def]
-        try:
-            return await self.client.get_workflow_handle(wid).describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return None
-            raise
-
-    async def _cancel_checks(
-        self, event: ReviewEvent, upto: int, everything: bool, reason: str,
-        pipelines: list[str] | None = None,
-    ) -> list[RouteAction]:
-        """Cancel running checks of this change: of patchsets 1..upto, or of every patchset."""
-        assert event.change is not None
-        query = (
-            f'{search_attributes.PROJECT.name} = "{event.project}" AND '
-            f"{search_attributes.CHANGE.name} = {event.change} AND "
-            f"{search_attributes.CONNECTION.name} = \"{event.connection}\" AND "
-            'ExecutionStatus = "Running"'
-        )
-        names = pipelines or [p.name for p in self.config.pipelines if p.manager == "independent"]
-        query += " AND (" + " OR ".join(
-            f'{search_attributes.PIPELINE.name} = "{n}"' for n in names) + ")"
-        ids: set[str] = set()
-        async for wf in self.client.list_workflows(query):
-            if wf.search_attributes.get(search_attributes.PATCHSET.name):
-                ps = wf.typed_search_attributes.get(search_attributes.PATCHSET)
-                if everything or (ps is not None and ps <= upto):
-                    ids.add(wf.id)
-        # Visibility lags a little behind starts: also try the IDs we can name.
-        for name in names:
-            for ps in range(1, upto + 1):
-                ids.add(check_workflow_id(_ref(event, ps), name,
-                                          self.config.temporal.workflow_id_prefix))
-        out = []
-        for wid in sorted(ids):
-            desc = await self._describe(wid)
-            if desc is not None and desc.status == WorkflowExecutionStatus.RUNNING:
-                await self.client.get_workflow_handle(wid).cancel()
-                out.append(RouteAction("cancelled", wid, reason))
         return out
 
 

@@ -19,15 +19,19 @@ CONNECTION = SearchAttributeKey.for_keyword("Connection")
 RESULT = SearchAttributeKey.for_keyword("Result")
 # Node pools: the provider a pool workflow serves.
 PROVIDER = SearchAttributeKey.for_keyword("Provider")
+# Check runs: the changes tested with this one (`<connection>:<number>`), so that a new
+# patchset of one of them finds the runs to start again.
+NEEDED_CHANGES = SearchAttributeKey.for_keyword_list("NeededChanges")
 
 ALL: list[SearchAttributeKey] = [
-    PROJECT, BRANCH, CHANGE, PATCHSET, PIPELINE, CONNECTION, RESULT, PROVIDER,
+    PROJECT, BRANCH, CHANGE, PATCHSET, PIPELINE, CONNECTION, RESULT, PROVIDER, NEEDED_CHANGES,
 ]
 
 
 def dev_server_flags() -> list[str]:
     """`--search-attribute NAME=Type` flags registering them on `temporal server start-dev`."""
-    kinds = {"KEYWORD": "Keyword", "INT": "Int", "TEXT": "Text", "BOOL": "Bool"}
+    kinds = {"KEYWORD": "Keyword", "INT": "Int", "TEXT": "Text", "BOOL": "Bool",
+             "KEYWORD_LIST": "KeywordList"}
     flags: list[str] = []
     for key in ALL:
         flags += ["--search-attribute", f"{key.name}={kinds[key.indexed_value_type.name]}"]

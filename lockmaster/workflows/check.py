@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         CheckInput,
         CheckOutcome,
         CheckStatus,
+        DependencyUpdated,
         JobStatus,
         StatusQuery,
     )
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from lockmaster.pipelines import reports
     from lockmaster.pipelines.jobgraph import JobGraph, final_result, upstream_jobs
+    from lockmaster.pipelines.triggers import needed_changes_unfit
     from lockmaster.temporal import search_attributes
     from lockmaster.temporal.task_queues import Role, task_queue
     from lockmaster.workflows.ids import check_id
@@ -73,6 +75,23 @@ class CheckWorkflow:
         self._attempts: dict[str, list[BuildResult]] = {}
         self._running: dict[str, tuple[int, float]] = {}  # job -> (attempt, started)
         self._changes = ""
+        self._deps: DependencyResult | None = None
+        self._restart: DependencyUpdated | None = None
+        self._start_reported = False
+
+    @workflow.signal(name="dependency-updated")
+    def dependency_updated(self, update: DependencyUpdated) -> None:
+        """A change this run tests with has a new patchset. A Depends-On dependency is taken at
+        its current patchset: the run starts again on the new one (Zuul re-resolves). A git
+        parent stays what the change's commit is built on: nothing to do."""
+        if self._deps is None or self._phase in ("reporting", "done"):
+            return
+        for info in self._deps.infos:
+            for need in info.needs:
+                if (need.number == update.number and need.via == "depends-on"
+                        and info.change.connection == update.connection
+                        and need.patchset != update.patchset):
+                    self._restart = update
 
     @workflow.query(name="status")
     def status(self, _: StatusQuery) -> CheckStatus:
@@ -100,17 +119,50 @@ class CheckWorkflow:
     @workflow.run
     async def run(self, inp: CheckInput) -> CheckOutcome:
         self._input = inp
-        change = inp.change
+        # Versioned: runs recorded before restarts and dependency search attributes replay
+        # as they ran.
+        if not workflow.patched("check-restarts-on-dependency-update"):
+            return await self._run_once(inp, legacy=True)
+        run = asyncio.ensure_future(self._run_once(inp))
+        try:
+            await workflow.wait_condition(lambda: run.done() or self._restart is not None)
+        except asyncio.CancelledError:
+            # Superseded or dequeued: the builds stop (and free their nodes) first.
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            await self._report_dequeue()
+            raise
+        if run.done():
+            return run.result()
+        # A dependency has a new patchset: the same run, from the start, on it.
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        workflow.continue_as_new(inp)
 
-        deps: DependencyResult = await workflow.execute_activity(
-            "resolve_dependencies", DependencyRequest(change=change),
-            result_type=DependencyResult, task_queue=self._queue(Role.ORCHESTRATOR),
-            start_to_close_timeout=timedelta(minutes=5), retry_policy=MERGER_RETRY,
-        )
+    async def _run_once(self, inp: CheckInput, legacy: bool = False) -> CheckOutcome:
+        change = inp.change
+        if inp.ignore_dependencies:
+            deps = DependencyResult(ok=True, changes=[change])
+        else:
+            deps = await workflow.execute_activity(
+                "resolve_dependencies", DependencyRequest(change=change),
+                result_type=DependencyResult, task_queue=self._queue(Role.ORCHESTRATOR),
+                start_to_close_timeout=timedelta(minutes=5), retry_policy=MERGER_RETRY,
+            )
+        self._deps = deps
         if not deps.ok:
             message = reports.dependency_error_report(inp.pipeline, deps.error or "unknown")
             await self._report("config-error", message, inp.labels.failure)
             return self._finish("CONFIG_ERROR", message)
+        unfit = needed_changes_unfit(deps.infos, inp.require)
+        if unfit:
+            # Zuul does not enqueue a change whose needed changes fail the pipeline's
+            # requirements, and says nothing (e.g. a dependency's new patchset lost its votes).
+            return self._finish("NOT_ENQUEUED", "needed changes do not meet the pipeline's "
+                                f"requirements: {', '.join(unfit)}")
+        needed = sorted({f"{c.connection}:{c.number}" for c in deps.changes[:-1]})
+        if needed and not legacy:
+            workflow.upsert_search_attributes([search_attributes.NEEDED_CHANGES.value_set(needed)])
 
         self._set_phase("merging")
         prepared: PrepareStateResult = await workflow.execute_activity(
@@ -136,7 +188,9 @@ class CheckWorkflow:
             return self._finish("NO_JOBS", message)
 
         if inp.labels.start is not None:
-            await self._report("start", f"Starting {inp.pipeline} jobs.", inp.labels.start)
+            await self._report("start", reports.start_report(
+                inp.pipeline, inp.labels.messages.get("start")), inp.labels.start)
+            self._start_reported = True
 
         self._set_phase("running")
         graph = self._graph = JobGraph(inp.jobs)
@@ -145,12 +199,25 @@ class CheckWorkflow:
         self._set_phase("reporting")
         succeeded = graph.succeeded()
         last = {name: builds[-1] for name, builds in self._attempts.items()}
-        message = reports.buildset_report(inp.pipeline, succeeded, inp.jobs, graph.results, last)
+        message = reports.buildset_report(
+            inp.pipeline, succeeded, inp.jobs, graph.results, last,
+            intro=inp.labels.messages.get("success" if succeeded else "failure"))
         await self._report(
             "success" if succeeded else "failure", message,
             inp.labels.success if succeeded else inp.labels.failure,
         )
         return self._finish("SUCCESS" if succeeded else "FAILURE", message)
+
+    async def _report_dequeue(self) -> None:
+        """Zuul's dequeue report: only with a dequeue reporter, and only when the start was
+        reported (otherwise the run never said it acted on the change)."""
+        assert self._input is not None
+        labels = self._input.labels
+        if labels.dequeue is None or not self._start_reported:
+            return
+        await self._report("dequeue", reports.dequeue_report(
+            self._input.pipeline, "the run was cancelled", labels.messages.get("dequeue")),
+            labels.dequeue)
 
     def _set_phase(self, phase: str) -> None:
         self._phase = phase
@@ -193,12 +260,22 @@ class CheckWorkflow:
                         graph.running.discard(job.name)
                         launch(job)
                         continue
+                    if result is Result.RETRY_LIMIT:  # the last attempt is recorded as such
+                        self._attempts[job.name][-1] = build.model_copy(
+                            update={"result": Result.RETRY_LIMIT})
                     graph.finish(job.name, result)
                     if result is not Result.SUCCESS:
+                        fail_fast = self._input is not None and self._input.fail_fast \
+                            and job.voting
                         for other_task, other in tasks.items():
-                            if job.name in other.aborted_by and other.name not in aborted:
+                            if (fail_fast or job.name in other.aborted_by) \
+                                    and other.name not in aborted:
                                 aborted[other.name] = job.name
                                 other_task.cancel()
+                        if fail_fast:  # the result is known: nothing else starts
+                            for name in graph.order:
+                                if name not in graph.results and name not in graph.running:
+                                    graph.results[name] = Result.SKIPPED
                     self._publish()
                 for job in graph.ready():
                     launch(job)

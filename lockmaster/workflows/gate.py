@@ -25,7 +25,6 @@ with workflow.unsafe.imports_passed_through():
         DequeueRequest,
         EnqueueRequest,
         GateInput,
-        GateItem,
         ItemView,
         JobView,
         PromoteRequest,
@@ -44,16 +43,19 @@ with workflow.unsafe.imports_passed_through():
         PrepareStateRequest,
         PrepareStateResult,
     )
-    from lockmaster.pipelines.gate_queue import (
+    from lockmaster.pipelines import gate_window
+    from lockmaster.pipelines.gate_actions import (
         Action,
         BuildAction,
         CancelAction,
-        GateQueue,
         ItemLabels,
         MergeAction,
         ReportItemAction,
         SubmitBatchAction,
     )
+    from lockmaster.pipelines.gate_enqueue import Enqueuer, QueuePolicy
+    from lockmaster.pipelines.gate_queue import GateQueue
+    from lockmaster.pipelines.gate_updates import QueueUpdates
     from lockmaster.temporal.task_queues import Role, task_queue
     from lockmaster.workflows.check import BUILD_RETRY, MERGER_RETRY, REPORT_RETRY, log_path
     from lockmaster.workflows.tasks import spawn
@@ -67,6 +69,8 @@ class GateQueueWorkflow:
     def __init__(self) -> None:
         self._input: GateInput | None = None
         self._queue: GateQueue | None = None
+        self._enqueuer: Enqueuer | None = None
+        self._updates: QueueUpdates | None = None
         self._dirty = True
         self._tasks: set[asyncio.Task[None]] = set()
         self._builds: dict[str, asyncio.Task[None]] = {}
@@ -124,7 +128,8 @@ class GateQueueWorkflow:
                 ))
             items.append(ItemView(
                 change=item.key, project=item.change.project, branch=item.change.branch,
-                active=index < state.window, failing=bool(queue and queue.failing(item)),
+                active=gate_window.is_active(state, index),
+                failing=bool(queue and queue.failing(item)),
                 changes=" ".join(c.key for c in item.changes), merge=item.merge,
                 enqueued_at=item.enqueued_at, jobs=jobs,
             ))
@@ -142,11 +147,19 @@ class GateQueueWorkflow:
         if not inp.state.merge_date:
             inp.state.merge_date = int(workflow.now().timestamp())
         labels = ItemLabels(start=inp.labels.start, success=inp.labels.success,
-                            failure=inp.labels.failure)
-        # Successful items at the head are submitted in batches (versioned: histories recorded
-        # before batches replay as they ran).
+                            failure=inp.labels.failure, enqueue=inp.labels.enqueue,
+                            dequeue=inp.labels.dequeue, messages=dict(inp.labels.messages))
+        # Successful items at the head are submitted in batches, and every item's needed
+        # changes are checked on each pass (versioned: histories recorded before replay as
+        # they ran).
+        batches = workflow.patched("submit-in-batches")
         queue = self._queue = GateQueue(inp.state, labels, lambda: workflow.uuid4().hex,
-                                        submit_in_batches=workflow.patched("submit-in-batches"))
+                                        submit_in_batches=batches,
+                                        needs_checked=workflow.patched("needs-checked"))
+        self._enqueuer = Enqueuer(queue, QueuePolicy(
+            projects=frozenset(inp.projects), require=dict(inp.require), branch=inp.branch))
+        self._updates = QueueUpdates(self._enqueuer,
+                                     dequeue_on_new_patchset=inp.dequeue_on_new_patchset)
         draining = False
         while True:
             await workflow.wait_condition(lambda: self._dirty)
@@ -180,40 +193,22 @@ class GateQueueWorkflow:
     # --- commands ----------------------------------------------------------------------------
 
     def _apply(self, command: Command) -> None:
-        assert self._queue is not None and self._input is not None
+        assert self._queue is not None and self._updates is not None
+        assert self._enqueuer is not None
         queue = self._queue
         if isinstance(command, EnqueueRequest):
-            if queue.find(command.change.project, command.change.number) is None:
+            if self._enqueuer.duplicate(command):
+                return  # the same event delivered twice (a hook and stream-events)
+            if queue.find_number(command.change.number) is None:
                 self._enqueue_tickets += 1
                 self._enqueuing.append(self._enqueue_tickets)
                 self._spawn(self._enqueue(command, self._enqueue_tickets))
         elif isinstance(command, DequeueRequest):
-            item = queue.find(command.project, command.number)
-            if item is not None:
-                self._run_all(queue.remove(item))
-                if command.report:
-                    self._report(item, "dequeue", f"Removed from {item.pipeline}: "
-                                 f"{command.reason}.", {})
+            self._run_all(self._updates.dequeue(command))
         elif isinstance(command, PromoteRequest):
             queue.promote(command.changes)
         else:
-            item = queue.find(command.project, command.number)
-            if item is None:
-                return
-            if command.status == "MERGED":
-                self._run_all(queue.merged_elsewhere(command.project, command.number))
-                return
-            reason = None
-            if command.status != "NEW":
-                reason = f"the change is {command.status.lower()}"
-            elif command.patchset is not None and command.patchset != item.change.patchset:
-                reason = "a new patchset was uploaded"
-            elif not requirements_met_for(self._input.require, command.approvals):
-                reason = "the change no longer meets the pipeline's requirements"
-            if reason is not None:
-                self._run_all(queue.remove(item))
-                if command.status == "NEW" and command.patchset in (None, item.change.patchset):
-                    self._report(item, "dequeue", f"Removed from {item.pipeline}: {reason}.", {})
+            self._run_all(self._updates.change_updated(command, workflow.now().timestamp()))
 
     async def _enqueue(self, request: EnqueueRequest, ticket: int) -> None:
         try:
@@ -231,7 +226,7 @@ class GateQueueWorkflow:
         # queue, then starts its jobs one merger round trip sooner. (Versioned.)
         premerge: asyncio.Task[tuple[list[ChangeRef], PrepareStateResult] | None] | None = None
         if workflow.patched("merge-while-resolving-dependencies") and \
-                len(queue.items) < queue.state.window:
+                gate_window.is_active(queue.state, len(queue.items)):
             premerge = asyncio.ensure_future(self._premerge(
                 [*queue.tail_changes(), request.change], request.jobs))
         try:
@@ -249,38 +244,9 @@ class GateQueueWorkflow:
         # this replay as they ran.)
         if workflow.patched("enqueue-in-arrival-order"):
             await workflow.wait_condition(lambda: self._enqueuing[0] == ticket)
-        if queue.find(request.change.project, request.change.number) is not None:
-            return  # enqueued meanwhile (a duplicate event)
-        item = GateItem(
-            id=workflow.uuid4().hex, change=request.change, pipeline=request.pipeline,
-            jobs=request.jobs, enqueued_at=workflow.now().timestamp(),
-        )
-        if not deps.ok:
-            await self._post(request.change, request.pipeline, "config-error",
-                             f"Configuration error ({request.pipeline}).\n\n{deps.error}",
-                             self._input.labels.failure, item.id)
-            return
-        needed = deps.changes[:-1]
-        foreign = [d for d in needed if d.project not in self._input.projects]
-        if foreign:
-            names = ", ".join(f"{d.project} {d.key}" for d in foreign)
-            await self._post(request.change, request.pipeline, "config-error",
-                             f"Configuration error ({request.pipeline}).\n\nThis change depends "
-                             f"on {names}, which is not in this change's queue "
-                             f"({self._input.state.queue}); it cannot be gated with it.",
-                             self._input.labels.failure, item.id)
-            return
-        missing = [d for d in needed if queue.find(d.project, d.number) is None]
-        if missing:
-            # Not approved yet (or not enqueued yet): wait, unreported, for it.
-            self._input.state.waiting = [
-                *[w for w in self._input.state.waiting if w.change.key != request.change.key],
-                request.model_copy(update={"needs": [d.key for d in needed]}),
-            ]
-            return
-        needs = [queue.find(d.project, d.number).key for d in needed]  # type: ignore[union-attr]
-        queue.enqueue(item, needs=needs, prepared=prepared)
-        self._release_waiting()
+        assert self._enqueuer is not None
+        self._run_all(self._enqueuer.request(request, deps, workflow.now().timestamp(),
+                                             prepared=prepared))
 
     async def _premerge(self, changes: list[ChangeRef],
                         jobs: list[JobSpec]) -> tuple[list[ChangeRef], PrepareStateResult] | None:
@@ -300,21 +266,6 @@ class GateQueueWorkflow:
         except ActivityError:
             return None
         return changes, result
-
-    def _release_waiting(self) -> None:
-        """Changes that waited for a dependency now in the queue: enqueue them behind it."""
-        assert self._queue is not None and self._input is not None
-        state = self._input.state
-        still = []
-        for waiting in state.waiting:
-            numbers = {key.split(",")[0] for key in waiting.needs}
-            present = {str(i.change.number) for i in self._queue.items}
-            if numbers <= present:
-                self._pending.append(waiting)
-                self._dirty = True
-            else:
-                still.append(waiting)
-        state.waiting = still
 
     def _run_all(self, actions: list[Action]) -> None:
         for action in actions:
@@ -403,12 +354,11 @@ class GateQueueWorkflow:
                                  message=f"executor error: {exc}")
         finally:
             self._builds.pop(build.build_id, None)
-        queue.build_done(action.key, action.buildset, result)
+        self._run_all(queue.build_done(action.key, action.buildset, result))
 
     async def _report_and_submit(self, action: ReportItemAction) -> None:
         assert self._queue is not None
-        item = self._queue.item(action.key)
-        item_id = item.id if item is not None else action.key
+        item_id = action.item_id or self._item_id(action.key)
         if action.submit and workflow.patched("report-and-submit-in-one-activity"):
             report = ReportRequest(change=action.change, pipeline=action.pipeline,
                                    action=action.action, message=action.message,
@@ -440,8 +390,7 @@ class GateQueueWorkflow:
         item_ids = {}
         requests = []
         for action in batch.reports:
-            item = self._queue.item(action.key)
-            item_ids[action.key] = item_id = item.id if item is not None else action.key
+            item_ids[action.key] = item_id = action.item_id or self._item_id(action.key)
             requests.append(ReportAndSubmitRequest(
                 report=ReportRequest(change=action.change, pipeline=action.pipeline,
                                      action=action.action, message=action.message,
@@ -482,8 +431,10 @@ class GateQueueWorkflow:
         else:
             self._carry_out(follow_up)
 
-    def _report(self, item: GateItem, action: str, message: str, labels: dict[str, int]) -> None:
-        self._spawn(self._post(item.change, item.pipeline, action, message, labels, item.id))
+    def _item_id(self, key: str) -> str:
+        assert self._queue is not None
+        item = self._queue.item(key)
+        return item.id if item is not None else key
 
     async def _post(self, change, pipeline, action, message, labels, item_id) -> None:  # type: ignore[no-untyped-def]
         await workflow.execute_activity(
@@ -499,6 +450,3 @@ class GateQueueWorkflow:
         assert self._input is not None
         return task_queue(self._input.state.task_queue_prefix, role)
 
-
-def requirements_met_for(require: dict[str, int], approvals: dict[str, int]) -> bool:
-    return all(approvals.get(label, 0) >= minimum for label, minimum in require.items())

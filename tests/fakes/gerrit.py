@@ -298,7 +298,8 @@ class FakeGerrit:
         raise web.HTTPNotFound(text=f"Not found: {ident}")
 
     async def _get_change(self, request: web.Request) -> web.Response:
-        return _json(self.change_json(self._find(request.match_info["id"])))
+        return _json(self.change_json(self._find(request.match_info["id"]),
+                                      all_revisions=_all_revisions(request)))
 
     async def _query(self, request: web.Request) -> web.Response:
         query = request.query.get("q", "")
@@ -306,7 +307,7 @@ class FakeGerrit:
             return web.Response(status=400, text=f"the fake serves only change: queries: {query}")
         wanted = query[len("change:") :]
         found = [
-            self.change_json(c)
+            self.change_json(c, all_revisions=_all_revisions(request))
             for c in self.changes.values()
             if wanted in (c.change_id, str(c.number))
         ]
@@ -383,9 +384,15 @@ class FakeGerrit:
 
     # --- JSON shapes ----------------------------------------------------------------------------
 
-    def change_json(self, change: FakeChange) -> dict[str, Any]:
-        """Gerrit's ChangeInfo with CURRENT_REVISION, CURRENT_COMMIT and DETAILED_LABELS."""
+    def change_json(self, change: FakeChange, *, all_revisions: bool = False) -> dict[str, Any]:
+        """Gerrit's ChangeInfo with CURRENT_REVISION, CURRENT_COMMIT and DETAILED_LABELS (and
+        ALL_REVISIONS: every patchset's RevisionInfo, the commit only for the current one)."""
         ps = change.current
+        older = {
+            old.commit: {"kind": "REWORK", "_number": old.number,
+                         "ref": change_ref_name(change.number, old.number)}
+            for old in change.patchsets[:-1]
+        } if all_revisions else {}
         return {
             "id": f"{change.project.replace('/', '%2F')}~{change.branch}~{change.change_id}",
             "project": change.project,
@@ -397,6 +404,7 @@ class FakeGerrit:
             "owner": {"_account_id": self._account_id("owner")},
             "current_revision": ps.commit,
             "revisions": {
+                **older,
                 ps.commit: {
                     "kind": "REWORK",
                     "_number": ps.number,
@@ -719,6 +727,10 @@ def gerrit_connection(
         ),
         tag_prefix=tag_prefix,
     )
+
+
+def _all_revisions(request: web.Request) -> bool:
+    return "ALL_REVISIONS" in request.query.getall("o", [])
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

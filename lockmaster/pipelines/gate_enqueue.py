@@ -1,0 +1,266 @@
+"""Which changes enter a shared queue, and when: Zuul's addChange, enqueueChangesAhead and
+enqueueChangesBehind, as pure code over the queue's state.
+
+The gate workflow reads a change's dependencies (`resolve_dependencies`: every change of the
+closure with its current patchset, status, approvals, WIP and private flags, and what each
+needs) and hands them here with the request. Then, as Zuul does for every trigger event:
+
+- a change that is not open, not its current patchset, a work in progress, private, or (unless an
+  operator enqueues it) short of the pipeline's requirements does not enter;
+- a needed change in another queue, a dependency cycle or an unknown change: a configuration
+  error is reported;
+- a needed change that is not its current patchset (a stack built on an outdated patchset):
+  reported, the change does not enter (it must be rebased);
+- needed changes that meet the requirements enter first, in dependency order, then the change;
+- a needed change that does not meet them yet: the change waits, unreported; when that change
+  enters (or merges), the waiting ones enter right behind it, before anything later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lockmaster.model.change import ChangeRef
+from lockmaster.model.gate import EnqueueRequest, FrozenJobs, GateItem, QueueState
+from lockmaster.model.state import (
+    DependencyInfo,
+    DependencyResult,
+    NeededChange,
+    PrepareStateResult,
+)
+from lockmaster.pipelines import reports
+from lockmaster.pipelines.duplicates import same_time
+from lockmaster.pipelines.gate_actions import Action, ReportItemAction
+from lockmaster.pipelines.gate_queue import GateQueue
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """What a queue admits: its projects (and branch, for a per-branch queue) and the
+    pipeline's requirements."""
+
+    projects: frozenset[str]
+    require: dict[str, int]
+    branch: str | None = None
+
+    def holds(self, change: ChangeRef) -> bool:
+        return change.project in self.projects and self.branch in (None, change.branch)
+
+
+def unmet_requirements(require: dict[str, int], approvals: dict[str, int]) -> list[str]:
+    """The labels below the pipeline's minimum, e.g. ["Workflow 0 (needs +1)"]."""
+    return [f"{label} {approvals.get(label, 0):+d} (needs {minimum:+d})"
+            .replace("+0 (", "0 (")
+            for label, minimum in require.items() if approvals.get(label, 0) < minimum]
+
+
+def not_ready(info: DependencyInfo, require: dict[str, int], *,
+              ignore_requirements: bool = False) -> str | None:
+    """Why the change cannot enter the queue now (None: it can): Zuul's canMerge and the
+    pipeline's requirements."""
+    if info.status != "NEW":
+        return f"it is {info.status.lower()}"
+    if not info.current:
+        return (f"it is not the current patchset (patchset {info.current_patchset} is)")
+    if info.wip:
+        return "it is a work in progress"
+    if info.private:
+        return "it is private"
+    unmet = [] if ignore_requirements else unmet_requirements(require, info.approvals)
+    if unmet:
+        return "it does not meet the pipeline's requirements: " + ", ".join(unmet)
+    return None
+
+
+def legacy_infos(deps: DependencyResult) -> list[DependencyInfo]:
+    """A worker older than `infos` answered: every needed change is taken as current and not
+    known to be approved (it must be in the queue already, or the change waits), as before."""
+    out = []
+    for index, change in enumerate(deps.changes):
+        needs = [NeededChange(project=c.project, number=c.number, patchset=c.patchset)
+                 for c in deps.changes[:index]] if index == len(deps.changes) - 1 else []
+        out.append(DependencyInfo(change=change, current_patchset=change.patchset, needs=needs))
+    return out
+
+
+TRIGGER_MEMORY = 200
+
+
+class Enqueuer:
+    """Enqueue decisions for one queue (GateQueue state, the pipeline's policy)."""
+
+    def __init__(self, queue: GateQueue, policy: QueuePolicy) -> None:
+        self.queue = queue
+        self.policy = policy
+
+    @property
+    def state(self) -> QueueState:
+        return self.queue.state
+
+    def duplicate(self, request: EnqueueRequest) -> bool:
+        """Is this the event that asked for the change before, delivered again (same event,
+        same time)? Remembers the event otherwise."""
+        if not request.trigger or request.trigger_at is None:
+            return False
+        triggers = self.state.triggers
+        seen = triggers.get(request.trigger)
+        if seen is not None and same_time(seen[0], seen[1], request.trigger_at,
+                                          request.trigger_exact):
+            return True
+        triggers.pop(request.trigger, None)
+        triggers[request.trigger] = (request.trigger_at, request.trigger_exact)
+        while len(triggers) > TRIGGER_MEMORY:
+            triggers.pop(next(iter(triggers)))
+        return False
+
+    def request(self, request: EnqueueRequest, deps: DependencyResult, now: float,
+                prepared: tuple[list[ChangeRef], PrepareStateResult] | None = None,
+                ) -> list[Action]:
+        """A trigger event or an operator asks for the change: what enters, waits, or is
+        refused with a report."""
+        queue = self.queue
+        change = request.change
+        if queue.find_number(change.number) is not None:
+            return []  # in the queue already (Zuul: already in pipeline)
+        if not deps.ok:
+            return [self._report_new(request.change, request.pipeline, "config-error",
+                                     reports.dependency_error_report(request.pipeline,
+                                                                     deps.error or "unknown"))]
+        infos = deps.infos or legacy_infos(deps)
+        own = infos[-1]
+        if deps.infos and not_ready(own, self.policy.require,
+                                    ignore_requirements=request.ignore_requirements) is not None:
+            return []  # Zuul: not enqueued, silently (the review system shows why)
+        needed = infos[:-1]
+        foreign = [i for i in needed if not self.policy.holds(i.change)]
+        if foreign:
+            names = ", ".join(f"{i.change.project} {i.change.key}" for i in foreign)
+            return [self._report_new(
+                change, request.pipeline, "config-error",
+                f"Configuration error ({request.pipeline}).\n\nThis change depends on {names}, "
+                f"which is not in this change's queue ({self.state.queue}); it cannot be gated "
+                "with it.")]
+        for info in needed:
+            if not info.current:
+                return [self._report_new(change, request.pipeline, "failure",
+                                         reports.needed_change_report(
+                                             request.pipeline, info.change.key,
+                                             f"it is not the current patchset (patchset "
+                                             f"{info.current_patchset} is); rebase this change "
+                                             "onto it", info.change.url))]
+        to_add: list[DependencyInfo] = []
+        waits = False
+        for info in needed:
+            present = queue.find_number(info.change.number)
+            if present is not None and present.change.patchset == info.change.patchset:
+                continue
+            if present is None and not_ready(
+                    info, self.policy.require,
+                    ignore_requirements=request.ignore_requirements) is None:
+                to_add.append(info)
+            else:
+                waits = True  # not approved yet, or an older patchset still leaving the queue
+        if waits:
+            self._wait(request, needed, own)
+            return []
+        self._forget_waiting(change.number)
+        actions: list[Action] = []
+        for info in to_add:
+            actions += self._add(request, info, now)
+        actions += self._add(request, own, now, prepared=prepared)
+        return actions
+
+    # --- entering -----------------------------------------------------------------------------
+
+    def _add(self, request: EnqueueRequest, info: DependencyInfo, now: float,
+             prepared: tuple[list[ChangeRef], PrepareStateResult] | None = None) -> list[Action]:
+        frozen = self._jobs_for(request, info.change)
+        item = GateItem(id=self.queue.new_id(), change=info.change, pipeline=request.pipeline,
+                        jobs=frozen.jobs, enqueued_at=now, fail_fast=frozen.fail_fast,
+                        ignore_requirements=request.ignore_requirements)
+        needs = [n.key for n in info.needs if not self.queue.merged(n.key)]
+        return self._enter(item, needs, now, prepared)
+
+    def _enter(self, item: GateItem, needs: list[str], now: float,
+               prepared: tuple[list[ChangeRef], PrepareStateResult] | None = None
+               ) -> list[Action]:
+        if not self.queue.enqueue(item, needs, prepared=prepared):
+            return []
+        actions: list[Action] = []
+        labels = self.queue.labels
+        if labels.enqueue is not None:
+            actions.append(ReportItemAction(
+                item.key, item.change, item.pipeline, "enqueue",
+                reports.enqueue_report(item.pipeline, labels.messages.get("enqueue")),
+                labels.enqueue, item_id=item.id))
+        return actions + self.release_waiting(now, item.change.number)
+
+    def release_waiting(self, now: float, number: int | None = None) -> list[Action]:
+        """Waiting changes whose needed changes are all merged or in the queue now enter, right
+        behind (depth first, as Zuul's enqueueChangesBehind): `number` entered or merged."""
+        actions: list[Action] = []
+        for waiting in list(self.state.waiting):
+            if waiting not in self.state.waiting:
+                continue  # entered meanwhile (released by a deeper call)
+            if number is not None and all(n.number != number for n in waiting.needed):
+                continue
+            needs = self._needs_met(waiting)
+            if needs is None:
+                continue
+            self.state.waiting.remove(waiting)
+            if self.queue.find_number(waiting.change.number) is not None:
+                continue
+            frozen = FrozenJobs(jobs=waiting.jobs, fail_fast=waiting.fail_fast)
+            item = GateItem(id=self.queue.new_id(), change=waiting.change,
+                            pipeline=waiting.pipeline, jobs=frozen.jobs,
+                            enqueued_at=now, fail_fast=frozen.fail_fast,
+                            ignore_requirements=waiting.ignore_requirements)
+            actions += self._enter(item, needs, now)
+        return actions
+
+    def _needs_met(self, waiting: EnqueueRequest) -> list[str] | None:
+        """The keys a waiting change needs in the queue, or None while one is missing."""
+        keys = []
+        for need in waiting.needed:
+            if self.queue.merged(need.key):
+                continue
+            present = self.queue.find_number(need.number)
+            if present is None or present.outcome not in (None, "success"):
+                return None
+            if need.via == "parent" and present.change.patchset != need.patchset:
+                return None
+            keys.append(present.key)
+        return keys
+
+    # --- waiting --------------------------------------------------------------------------------
+
+    def _wait(self, request: EnqueueRequest, needed: list[DependencyInfo],
+              own: DependencyInfo) -> None:
+        """Remember the change until what it needs enters; needed on a patchset (a git parent)
+        or as a change (Depends-On: whichever patchset enters)."""
+        parents = {n.number for i in [*needed, own] for n in i.needs if n.via == "parent"}
+        wanted = [NeededChange(project=i.change.project, number=i.change.number,
+                               patchset=i.change.patchset,
+                               via="parent" if i.change.number in parents else "depends-on",
+                               url=i.change.url)
+                  for i in needed if not self.queue.merged(i.change.key)]
+        entry = request.model_copy(update={"needed": wanted,
+                                           "needs": [i.change.key for i in needed]})
+        self._forget_waiting(request.change.number)
+        self.state.waiting.append(entry)
+
+    def _forget_waiting(self, number: int) -> None:
+        self.state.waiting = [w for w in self.state.waiting if w.change.number != number]
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _jobs_for(self, request: EnqueueRequest, change: ChangeRef) -> FrozenJobs:
+        if change.project == request.change.project:
+            return FrozenJobs(jobs=request.jobs, fail_fast=request.fail_fast)
+        return request.other_projects.get(change.project, FrozenJobs())
+
+    def _report_new(self, change: ChangeRef, pipeline: str, action: str,
+                    message: str) -> ReportItemAction:
+        """A report about a change that did not enter (a fresh id: each refusal is reported)."""
+        return ReportItemAction(change.key, change, pipeline, action,  # type: ignore[arg-type]
+                                message, self.queue.labels.failure, item_id=self.queue.new_id())
