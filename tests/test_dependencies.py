@@ -45,6 +45,11 @@ class FakeReview:
     async def find_change_id(self, change_id: str) -> list[ChangeInfo]:
         return [c for c in self.changes.values() if c.change_id == change_id]
 
+    async def needed_by(self, change: ChangeInfo) -> list[ChangeInfo]:
+        # Not asked here: these tests resolve dependencies; test_dependents.py walks dependents
+        # on the real local review system.
+        raise NotImplementedError
+
     async def post_report(self, report: ReportRequest) -> ReportResult:
         raise NotImplementedError
 

@@ -343,3 +343,24 @@ async def test_submit_of_a_wip_change_is_refused(fake: FakeGerrit, driver: Gerri
     with pytest.raises(SubmitRefused, match="work in progress"):
         await driver.submit((await driver.get_change(131)).ref())
     assert fake.submits == []
+
+
+async def test_needed_by_asks_related_changes_and_a_message_query(
+    fake: FakeGerrit, driver: GerritDriver
+) -> None:
+    fake.add_change("org/app", "main", 101, commit=SHA1, change_id=CHANGE_ID)
+    fake.add_change("org/app", "main", 102, commit="3" * 40, parents=[SHA1])  # git child
+    fake.add_change("org/app", "main", 103, commit="4" * 40, parents=[SHA1], status="MERGED")
+    target = await driver.get_change(101)
+    fake.add_change("org/lib", "main", 104, commit="5" * 40,
+                    message=f"Use it\n\nDepends-On: {target.url}\n")
+    fake.add_change("org/lib", "main", 105, commit="6" * 40,
+                    message=f"Legacy\n\nDepends-On: {CHANGE_ID}\n")
+    fake.add_change("org/lib", "main", 106, commit="7" * 40, message="Unrelated\n")
+
+    found = await driver.needed_by(target)
+
+    assert sorted(i.number for i in found) == [102, 104, 105]
+    assert all(i.status == "NEW" for i in found)
+    paths = [path for _, path in fake.requests]
+    assert any("/a/changes/101/revisions/current/related" in p for p in paths)

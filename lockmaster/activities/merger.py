@@ -6,10 +6,13 @@ from temporalio import activity
 
 from lockmaster.git.cache import RepoCache
 from lockmaster.git.dependencies import resolve_dependencies
+from lockmaster.git.dependents import find_dependents
 from lockmaster.git.merger import prepare_state
 from lockmaster.model.state import (
     DependencyRequest,
     DependencyResult,
+    DependentsRequest,
+    DependentsResult,
     PrepareStateRequest,
     PrepareStateResult,
 )
@@ -32,6 +35,11 @@ class MergerActivities:
         return await resolve_dependencies(
             request.change, self.drivers, self.cache, set(self.project_connections)
         )
+
+    @activity.defn(name="find_dependents")
+    async def find_dependents(self, request: DependentsRequest) -> DependentsResult:
+        return await find_dependents(request, self.drivers, self.cache,
+                                     set(self.project_connections))
 
     @activity.defn(name="prepare_state")
     async def prepare_state(self, request: PrepareStateRequest) -> PrepareStateResult:

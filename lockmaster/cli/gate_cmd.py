@@ -1,4 +1,5 @@
-"""`lockmaster status` and `lockmaster gate enqueue|dequeue|promote` (operators)."""
+"""`lockmaster status` and `lockmaster gate enqueue|dequeue|promote` (operators): enqueue and
+dequeue work on every pipeline (a queue's item, or a check run), promote on queues only."""
 
 from __future__ import annotations
 
@@ -18,7 +19,16 @@ from lockmaster.temporal.client import connect
 
 app = typer.Typer(help="Operate the gate's queues.", no_args_is_help=True)
 ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml")
-PipelineOpt = typer.Option("gate", "--pipeline", help="dependent pipeline")
+PipelineOpt = typer.Option("gate", "--pipeline", help="any pipeline (gate, check, ...)")
+QueuePipelineOpt = typer.Option("gate", "--pipeline", help="dependent pipeline")
+# What an operator command answers when it changed nothing (it then exits non-zero).
+NOTHING_DONE = {"ignored", "already-running", "duplicate"}
+
+
+def _known(cfg: LockmasterConfig, pipeline: str) -> None:
+    names = [p.name for p in cfg.pipelines]
+    if pipeline not in names:
+        fail(f"pipeline {pipeline!r} is not configured (pipelines: {', '.join(names)})")
 
 
 def _dependent(cfg: LockmasterConfig, pipeline: str) -> None:
@@ -32,6 +42,8 @@ def _run(cfg: LockmasterConfig, coro_factory) -> None:  # type: ignore[no-untype
     async def main() -> None:
         client = await connect(cfg)
         action = await coro_factory(client)
+        if action.action in NOTHING_DONE:
+            fail(f"nothing done: {action}", 1)
         out.print(str(action))
 
     try:
@@ -48,9 +60,10 @@ def enqueue(
     connection: str = typer.Option("local", "--connection"),
     pipeline: str = PipelineOpt, config: Path | None = ConfigOpt,
 ) -> None:
-    """Put a change into its queue (whatever its approvals)."""
+    """Put a change into a pipeline whatever its approvals: into its queue (gate), or a new run
+    (check)."""
     cfg = load(config)
-    _dependent(cfg, pipeline)
+    _known(cfg, pipeline)
     if connection not in cfg.connections:
         fail(f"connection {connection!r} is not configured")
     drivers = review_drivers(cfg)
@@ -63,9 +76,10 @@ def dequeue(
     project: str = typer.Option(..., "--project"),
     pipeline: str = PipelineOpt, config: Path | None = ConfigOpt,
 ) -> None:
-    """Take a change out of its queue; its builds are cancelled, it does not merge."""
+    """Take a change out of a pipeline: its builds are cancelled; out of a queue, it does not
+    merge (and what needs it leaves); out of check, its run ends unreported."""
     cfg = load(config)
-    _dependent(cfg, pipeline)
+    _known(cfg, pipeline)
     if cfg.project(project) is None:
         fail(f"project {project!r} is not configured")
     _run(cfg, lambda c: operator.dequeue(c, cfg, pipeline, project, change))
@@ -75,7 +89,7 @@ def dequeue(
 def promote(
     changes: list[str] = typer.Argument(..., help="NUMBER or NUMBER,PATCHSET, in order"),
     queue: str = typer.Option(..., "--queue"),
-    pipeline: str = PipelineOpt, config: Path | None = ConfigOpt,
+    pipeline: str = QueuePipelineOpt, config: Path | None = ConfigOpt,
 ) -> None:
     """Move these changes, in this order, to the head of the queue."""
     cfg = load(config)

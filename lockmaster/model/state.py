@@ -99,3 +99,20 @@ class DependencyResult(Model):
     error: str | None = None  # cycle, unknown project, change not found, ...
     # One per entry of `changes`, in the same order (empty from workers older than this field).
     infos: list[DependencyInfo] = Field(default_factory=list)
+
+
+class DependentsRequest(Model):
+    """Find the open changes that need `changes` (Zuul's enqueueChangesBehind): git children of
+    their current patchsets and changes whose Depends-On names them, transitively, each ready
+    to enter a queue requiring `require`. `exclude`: `connection:number` of changes already in
+    the queue (not looked at again)."""
+
+    changes: list[ChangeRef]
+    require: dict[str, int] = Field(default_factory=dict)
+    exclude: list[str] = Field(default_factory=list)
+
+
+class DependentsResult(Model):
+    # Depth first, in the order they should enter; each with its own dependencies resolved
+    # (the last of its `changes` is the dependent change itself).
+    found: list[DependencyResult] = Field(default_factory=list)

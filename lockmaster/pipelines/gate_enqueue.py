@@ -13,7 +13,10 @@ needs) and hands them here with the request. Then, as Zuul does for every trigge
   reported, the change does not enter (it must be rebased);
 - needed changes that meet the requirements enter first, in dependency order, then the change;
 - a needed change that does not meet them yet: the change waits, unreported; when that change
-  enters (or merges), the waiting ones enter right behind it, before anything later.
+  enters (or merges), the waiting ones enter right behind it, before anything later;
+- changes found needing those that entered (`find_dependents`, asked by the workflow) enter
+  behind them when they can, silently (`behind=True`): nothing is reported or remembered for
+  one that cannot.
 """
 
 from __future__ import annotations
@@ -115,13 +118,16 @@ class Enqueuer:
 
     def request(self, request: EnqueueRequest, deps: DependencyResult, now: float,
                 prepared: tuple[list[ChangeRef], PrepareStateResult] | None = None,
-                ) -> list[Action]:
+                *, behind: bool = False) -> list[Action]:
         """A trigger event or an operator asks for the change: what enters, waits, or is
-        refused with a report."""
+        refused with a report. `behind`: the change was found needing one that just entered
+        (Zuul's enqueueChangesBehind): it enters if it can now, silently does nothing if not."""
         queue = self.queue
         change = request.change
         if queue.find_number(change.number) is not None:
             return []  # in the queue already (Zuul: already in pipeline)
+        if behind and not self._can_follow(deps):
+            return []
         if not deps.ok:
             return [self._report_new(request.change, request.pipeline, "config-error",
                                      reports.dependency_error_report(request.pipeline,
@@ -161,7 +167,8 @@ class Enqueuer:
             else:
                 waits = True  # not approved yet, or an older patchset still leaving the queue
         if waits:
-            self._wait(request, needed, own)
+            if not behind:
+                self._wait(request, needed, own)
             return []
         self._forget_waiting(change.number)
         actions: list[Action] = []
@@ -169,6 +176,12 @@ class Enqueuer:
             actions += self._add(request, info, now)
         actions += self._add(request, own, now, prepared=prepared)
         return actions
+
+    def _can_follow(self, deps: DependencyResult) -> bool:
+        """A change found behind enters only when nothing about it would be reported: it
+        resolves, its queue is this one, everything it needs is current."""
+        return deps.ok and bool(deps.infos) and all(
+            self.policy.holds(i.change) and i.current for i in deps.infos)
 
     # --- entering -----------------------------------------------------------------------------
 

@@ -32,6 +32,13 @@ class ReviewDriver(Protocol):
         """Changes carrying this Change-Id (one per branch it was proposed to)."""
         ...
 
+    async def needed_by(self, change: ChangeInfo) -> list[ChangeInfo]:
+        """Open changes that may need `change`: git children of its current patchset (on this
+        connection) and changes whose `Depends-On:` names it (by URL, or by Change-Id on the
+        same connection). A superset is fine: the caller resolves each candidate's
+        dependencies before acting on it."""
+        ...
+
     async def post_report(self, report: ReportRequest) -> ReportResult:
         """Post a review message with labels on the report's patchset.
 

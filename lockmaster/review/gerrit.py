@@ -81,6 +81,37 @@ class GerritDriver:
             raise ReviewError(f"Gerrit answered a change query with {type(data).__name__}")
         return [self._change_info(item) for item in data]
 
+    async def needed_by(self, change: ChangeInfo) -> list[ChangeInfo]:
+        """Git children from the current revision's related changes (Gerrit's neededBy), and
+        open changes whose message names the change's URL or Change-Id (Zuul's
+        getChangesDependingOn)."""
+        numbers: list[int] = []
+        if change.connection == self.connection:
+            related = await self._json(
+                "GET", f"/a/changes/{change.number}/revisions/current/related")
+            for entry in (related or {}).get("changes") or []:
+                parents = [p.get("commit") for p in (entry.get("commit") or {}).get("parents")
+                           or []]
+                current = entry.get("_revision_number") == entry.get("_current_revision_number")
+                if change.commit in parents and current and entry.get("status", "NEW") == "NEW":
+                    numbers.append(int(entry["_change_number"]))
+        terms = [f'message:"{change.url}"'] if change.url else []
+        if change.change_id and change.connection == self.connection:
+            terms.append(f"message:{change.change_id}")
+        if terms:
+            found = await self._json("GET", "/a/changes/",
+                                     params=[("q", f"status:open ({' OR '.join(terms)})")])
+            numbers += [int(item["_number"]) for item in found or []]
+        out = []
+        for number in dict.fromkeys(numbers):
+            if change.connection == self.connection and number == change.number:
+                continue
+            try:
+                out.append(await self.get_change(number))
+            except ChangeNotFound:
+                continue  # deleted meanwhile
+        return out
+
     async def post_report(self, report: ReportRequest) -> ReportResult:
         number = report.change.number
         tag = f"{self.config.tag_prefix}:{report.tag}"

@@ -21,7 +21,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from lockmaster.git.footers import depends_on
 from lockmaster.model.change import ChangeInfo, ChangeRef, ReviewEvent, change_ref_name
 from lockmaster.model.report import ReportRequest, ReportResult
 from lockmaster.review.base import ChangeNotFound, ReviewError, SubmitRefused
@@ -301,6 +303,32 @@ class LocalReviewStore:
     def change_url(self, number: int) -> str:
         return f"local://{self.connection}/{number}"
 
+    def needed_by(self, change: ChangeInfo) -> list[ChangeInfo]:
+        """Open changes built on `change`'s current patchset or naming it in `Depends-On:`."""
+        host = urlsplit(change.url or "").netloc.lower()
+        named, same_project = [], []
+        for number in self.numbers():
+            record = self._read(number)
+            if record["status"] != "NEW" or (
+                    change.connection == self.connection and number == change.number):
+                continue
+            info = self._info(record)
+            if any((dep.number == change.number and dep.host == host)
+                   or (dep.change_id is not None and dep.change_id == change.change_id
+                       and change.connection == self.connection)
+                   for dep in depends_on(info.message)):
+                named.append(info)
+            elif change.connection == self.connection and info.project == change.project:
+                same_project.append(info)
+        children = []
+        if same_project:
+            # One git call for all of them: "<commit> <parent>..." per line.
+            lines = _git("log", "--no-walk=unsorted", "--format=%H %P",
+                         *[i.commit for i in same_project], cwd=self.repo(change.project))
+            parents = {line.split()[0]: line.split()[1:] for line in lines.splitlines() if line}
+            children = [i for i in same_project if change.commit in parents.get(i.commit, [])]
+        return sorted(named + children, key=lambda i: i.number)
+
     # --- internals --------------------------------------------------------------------------
 
     def _info(self, record: dict[str, Any]) -> ChangeInfo:
@@ -433,6 +461,9 @@ class LocalReviewDriver:
 
     async def find_change_id(self, change_id: str) -> list[ChangeInfo]:
         return await asyncio.to_thread(self.store.find_change_id, change_id)
+
+    async def needed_by(self, change: ChangeInfo) -> list[ChangeInfo]:
+        return await asyncio.to_thread(self.store.needed_by, change)
 
     async def post_report(self, report: ReportRequest) -> ReportResult:
         return await asyncio.to_thread(self.store.post_report, report)

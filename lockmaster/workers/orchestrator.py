@@ -57,6 +57,7 @@ def orchestrator_worker(
         activities=[review.post_report, review.get_change, review.submit,
                     review.report_and_submit,
                     review.report_and_submit_batch,
-                    merger.resolve_dependencies, merger.prepare_state],
+                    merger.resolve_dependencies, merger.find_dependents,
+                    merger.prepare_state],
         workflow_runner=workflow_runner(),
     )

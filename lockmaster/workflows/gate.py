@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         ChangeUpdated,
         DequeueRequest,
         EnqueueRequest,
+        FrozenJobs,
         GateInput,
         ItemView,
         JobView,
@@ -40,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.model.state import (
         DependencyRequest,
         DependencyResult,
+        DependentsRequest,
+        DependentsResult,
         PrepareStateRequest,
         PrepareStateResult,
     )
@@ -245,8 +248,47 @@ class GateQueueWorkflow:
         if workflow.patched("enqueue-in-arrival-order"):
             await workflow.wait_condition(lambda: self._enqueuing[0] == ticket)
         assert self._enqueuer is not None
+        before = {item.change.number for item in queue.items}
         self._run_all(self._enqueuer.request(request, deps, workflow.now().timestamp(),
                                              prepared=prepared))
+        entered = [item.change for item in queue.items if item.change.number not in before]
+        # Zuul enqueues the approved changes needing those that entered right behind them, in
+        # the same event (versioned: histories recorded before replay as they ran).
+        if entered and workflow.patched("enqueue-dependents-behind"):
+            await self._enqueue_behind(request, entered)
+
+    async def _enqueue_behind(self, request: EnqueueRequest, entered: list[ChangeRef]) -> None:
+        assert self._queue is not None and self._input is not None
+        assert self._enqueuer is not None
+        queue = self._queue
+        try:
+            result: DependentsResult = await workflow.execute_activity(
+                "find_dependents",
+                DependentsRequest(changes=entered, require=dict(self._input.require),
+                                  exclude=[f"{i.change.connection}:{i.change.number}"
+                                           for i in queue.items]),
+                result_type=DependentsResult, task_queue=self._tq(Role.ORCHESTRATOR),
+                start_to_close_timeout=timedelta(minutes=5), retry_policy=MERGER_RETRY,
+            )
+        except ActivityError as exc:
+            # They still enter on their own next event; the queue goes on deciding.
+            workflow.logger.warning("changes needing %s not looked up: %s",
+                                    ", ".join(c.key for c in entered), exc.cause or exc)
+            return
+        graphs = {**request.other_projects,
+                  request.change.project: FrozenJobs(jobs=request.jobs,
+                                                     fail_fast=request.fail_fast)}
+        for deps in result.found:
+            change = deps.changes[-1]
+            if change.project not in graphs:
+                continue
+            frozen = graphs[change.project]
+            follower = EnqueueRequest(
+                change=change, pipeline=request.pipeline, jobs=frozen.jobs,
+                fail_fast=frozen.fail_fast, trigger=f"needs {request.change.key}",
+                other_projects={p: g for p, g in graphs.items() if p != change.project})
+            self._run_all(self._enqueuer.request(follower, deps, workflow.now().timestamp(),
+                                                 behind=True))
 
     async def _premerge(self, changes: list[ChangeRef],
                         jobs: list[JobSpec]) -> tuple[list[ChangeRef], PrepareStateResult] | None:

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ class FakePatchset:
     commit: str
     message: str
     created: int = field(default_factory=lambda: int(time.time()))
+    parents: list[str] = field(default_factory=list)  # commits this one sits on
 
 
 @dataclass
@@ -127,6 +129,7 @@ class FakeGerrit:
         app.router.add_get("/a/changes/", self._query)
         app.router.add_get("/a/changes/{id}", self._get_change)
         app.router.add_get("/a/changes/{id}/messages", self._messages)
+        app.router.add_get("/a/changes/{id}/revisions/{revision}/related", self._related)
         app.router.add_post("/a/changes/{id}/revisions/{revision}/review", self._review)
         app.router.add_post("/a/changes/{id}/revisions/{revision}/submit", self._submit)
         self._runner = web.AppRunner(app, access_log=None)
@@ -171,14 +174,16 @@ class FakeGerrit:
         change_id: str | None = None,
         status: str = "NEW",
         approvals: dict[str, int] | None = None,
+        parents: list[str] | None = None,
     ) -> FakeChange:
-        """A change whose current patchset is `patchset` (earlier ones get made-up commits)."""
+        """A change whose current patchset is `patchset` (earlier ones get made-up commits);
+        `parents`: the commits its current patchset sits on (Gerrit's related changes)."""
         change_id = change_id or "I" + uuid.uuid4().hex + uuid.uuid4().hex[:8]
         commit = commit or _sha(f"{number},{patchset}")
         message = message or f"Change {number}\n\nChange-Id: {change_id}\n"
         patchsets = [
             FakePatchset(n, _sha(f"{number},{n}"), message) for n in range(1, patchset)
-        ] + [FakePatchset(patchset, commit, message)]
+        ] + [FakePatchset(patchset, commit, message, parents=list(parents or []))]
         change = FakeChange(project, branch, number, change_id, status, patchsets)
         for label, value in (approvals or {}).items():
             self.set_vote(number, label, value, change=change)
@@ -301,8 +306,38 @@ class FakeGerrit:
         return _json(self.change_json(self._find(request.match_info["id"]),
                                       all_revisions=_all_revisions(request)))
 
+    async def _related(self, request: web.Request) -> web.Response:
+        """Gerrit's RelatedChangesInfo: the changes of the same project whose current or older
+        patchsets are git ancestors or descendants (here: direct parent/child links)."""
+        change = self._find(request.match_info["id"])
+        ps = change.patchset(request.match_info["revision"])
+        if ps is None:
+            raise web.HTTPNotFound(text="revision not found")
+        related = []
+        for other in self.changes.values():
+            if other.project != change.project or other is change:
+                continue
+            for ops in other.patchsets:
+                if ps.commit in ops.parents or ops.commit in ps.parents:
+                    related.append({
+                        "project": other.project, "change_id": other.change_id,
+                        "commit": {"commit": ops.commit,
+                                   "parents": [{"commit": p} for p in ops.parents]},
+                        "_change_number": other.number, "_revision_number": ops.number,
+                        "_current_revision_number": other.current.number,
+                        "status": other.status,
+                    })
+        return _json({"changes": related})
+
     async def _query(self, request: web.Request) -> web.Response:
         query = request.query.get("q", "")
+        if query.startswith("status:open ("):
+            # `status:open (message:"URL" OR message:I...)`: Zuul's getChangesDependingOn.
+            words = re.findall(r'message:(?:"([^"]*)"|(\S+?))(?:\)| |$)', query)
+            wanted = [quoted or bare for quoted, bare in words]
+            found = [self.change_json(c) for c in self.changes.values()
+                     if c.status == "NEW" and any(w in c.current.message for w in wanted)]
+            return _json(found)
         if not query.startswith("change:"):
             return web.Response(status=400, text=f"the fake serves only change: queries: {query}")
         wanted = query[len("change:") :]
@@ -410,7 +445,7 @@ class FakeGerrit:
                     "_number": ps.number,
                     "ref": change_ref_name(change.number, ps.number),
                     "commit": {
-                        "parents": [],
+                        "parents": [{"commit": p} for p in ps.parents],
                         "subject": ps.message.splitlines()[0] if ps.message else "",
                         "message": ps.message,
                     },
