@@ -219,3 +219,47 @@ async def wait_status(dep: Deployment, wid: str, ok, timeout: float = 30) -> Que
             return status
         await asyncio.sleep(0.1)
     raise AssertionError(f"queue never reached the expected state: {status}")
+
+
+async def gate_stack_then_new_bottom_patchset(
+        dep: Deployment, name: str, *, max_history_events: int | None = None,
+) -> tuple[list[ChangeInfo], str]:
+    """A <- B <- C (git parents) approved and running in the gate; A gets patchset 2. Returns
+    the changes (as first uploaded) and A,1's commit; waits until the queue settles."""
+    from lockmaster.starters.operator import enqueue_change
+
+    dep.store.create_project(name, {"README": "x\n"})
+    a = dep.store.upload(name, files={"a": "a\n"}, subject="a")
+    b = dep.store.upload(name, files={"b": "b\n"}, subject="b", parent=a.number)
+    c = dep.store.upload(name, files={"c": "c\n"}, subject="c", parent=b.number)
+    for change in (a, b, c):
+        dep.store.vote(change.number, {"Code-Review": 2, "Workflow": 1}, author="core")
+        await enqueue_change(dep.client, dep.config, "gate", change.ref(),
+                             max_history_events=max_history_events)
+    wid = f"gate/{name}"
+    await wait_items(dep, wid, 3)
+    new = await asyncio.to_thread(dep.store.new_patchset, a.number, {"a": "a, reworked\n"})
+    await dep.router.route(dep.event(new))
+    await settle(dep, wid)
+    return [a, b, c], a.commit
+
+
+async def test_new_patchset_under_a_stack_takes_the_stack_out(
+        client: Client, tmp_path: Path) -> None:
+    """The issue's case: nothing of the superseded patchset reaches the branch, and the changes
+    built on it leave with a report naming it."""
+    name = unique_project()
+    config = gate_config(tmp_path, [name], "sleep 1")
+    async with deployment(client, config) as dep:
+        (a, b, c), old = await gate_stack_then_new_bottom_patchset(dep, name)
+        assert merged_order(dep, [a.number, b.number, c.number]) == []
+        for above in (b, c):
+            last = dep.reports(above.number)[-1]["message"]
+            assert last.startswith("Build failed (gate)."), last
+            assert f"Change {a.number},1 is needed" in last, last
+            assert "not the current patchset" in last, last
+        log = subprocess.run(["git", "log", "--format=%H %s", "master"],
+                             cwd=dep.store.repo(name), capture_output=True, text=True,
+                             check=True).stdout
+        assert old not in log and " a\n" not in log + "\n", log
+        assert branch_files(dep, name) == ["README"]

@@ -35,7 +35,9 @@ def test_there_are_recorded_histories() -> None:
     assert {"check-success", "check-failure-skip-retry", "check-cancelled",
             "check-merge-conflict", "gate-queue", "gate-queue-batches", "nodepool-cloud",
             "te-broker",
-            "publish-change", "publish-queue"} <= names
+            "publish-change", "publish-queue", "gate-stack-superseded-run1",
+            "gate-stack-superseded-run2", "check-dependency-restart-run1",
+            "check-dependency-restart-run2"} <= names
 
 
 @pytest.mark.parametrize("history", recorded(), ids=lambda p: p.stem)
@@ -113,6 +115,48 @@ async def test_record_gate_history(client: Client, tmp_path: Path) -> None:
         await gate_three_with_broken_middle(dep, name)
         history = await client.get_workflow_handle(f"gate/{name}").fetch_history()
         (HISTORIES / "gate-queue.json").write_text(history.to_json())
+
+
+async def save_runs(client: Client, wid: str, stem: str) -> int:
+    """Every run of `wid` (oldest first) as `<stem>-run<N>.json`: a history that crosses a
+    continue-as-new, and the run it continued into."""
+    runs = [w async for w in client.list_workflows(f'WorkflowId = "{wid}"')]
+    runs.sort(key=lambda w: w.start_time)
+    for n, run in enumerate(runs, 1):
+        history = await client.get_workflow_handle(wid, run_id=run.run_id).fetch_history()
+        (HISTORIES / f"{stem}-run{n}.json").write_text(history.to_json())
+    return len(runs)
+
+
+@pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
+                    reason="records histories only when asked")
+async def test_record_gate_stack_history(client: Client, tmp_path: Path) -> None:
+    """A stack of three in the gate, its bottom change superseded (the two above leave with a
+    report), the queue continuing as new on the way."""
+    from tests.test_gate_workflow import gate_config, gate_stack_then_new_bottom_patchset
+
+    name = unique_project()
+    config = gate_config(tmp_path, [name], "sleep 1")
+    async with deployment(client, config) as dep:
+        await gate_stack_then_new_bottom_patchset(dep, name, max_history_events=60)
+        assert await save_runs(client, f"gate/{name}", "gate-stack-superseded") >= 2
+
+
+@pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
+                    reason="records histories only when asked")
+async def test_record_check_restart_history(client: Client) -> None:
+    """A check run whose Depends-On dependency gets a new patchset: it continues as new on it
+    (and there finds the dependency unapproved: not run)."""
+    from lockmaster.simulate.loading import load_scenario
+    from lockmaster.simulate.runner import run_simulation
+
+    scenario = load_scenario(Path(__file__).parent
+                             / "scenarios/zuul/scheduler-no-dequeue-on-new-patchset-deps.yaml")
+    await run_simulation(scenario, client=client)
+    [check] = [wf async for wf in client.list_workflows(
+        'WorkflowType = "CheckWorkflow" AND ExecutionStatus = "Completed"')
+        if wf.id.endswith("/2/1")]
+    assert await save_runs(client, check.id, "check-dependency-restart") >= 2
 
 
 @pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
