@@ -137,7 +137,8 @@ class Enqueuer:
         if deps.infos and not_ready(own, self.policy.require,
                                     ignore_requirements=request.ignore_requirements) is not None:
             return []  # Zuul: not enqueued, silently (the review system shows why)
-        needed = infos[:-1]
+        # A needed change the queue merged while its dependencies were read is on the branch.
+        needed = [i for i in infos[:-1] if not queue.merged(i.change.key)]
         foreign = [i for i in needed if not self.policy.holds(i.change)]
         if foreign:
             names = ", ".join(f"{i.change.project} {i.change.key}" for i in foreign)

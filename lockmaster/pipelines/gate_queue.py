@@ -57,6 +57,7 @@ __all__ = [
 
 DEPENDENCY_FAILED = reports.DEPENDENCY_FAILED
 LEFT_MEMORY = 200  # why recent changes left (for the reports of the changes needing them)
+FAILED_DEPENDENCY = "it depends on a change that failed to merge"
 
 
 class GateQueue:
@@ -413,7 +414,11 @@ class GateQueue:
     def _needed_change_left(self, item: GateItem, need: str) -> list[Action]:
         why = self.state.left.get(need, "it is not in the queue ahead of this change")
         item.outcome = "dependency-failed"
-        actions = self.leave(item, "it depends on a change that failed to merge")
+        # Down a stack, every report names the change that caused it all (e.g. the outdated
+        # patchset at the bottom), not only the direct parent.
+        chained = f"{FAILED_DEPENDENCY} ("
+        cause = why[len(chained):-1] if why.startswith(chained) else f"change {need}: {why}"
+        actions = self.leave(item, f"{chained}{cause})")
         actions.append(self._report(
             item, "failure", reports.needed_change_report(item.pipeline, need, why),
             self.labels.failure))

@@ -35,7 +35,8 @@ class QueueUpdates:
         if update.status == "MERGED":
             if item is not None:
                 actions += queue.merged_elsewhere(update.project, update.number)
-            return actions + self.enqueuer.release_waiting(now, update.number)
+            # Every waiting change is looked at: those that needed it no longer list it.
+            return actions + self.enqueuer.release_waiting(now)
         if item is None or item.outcome is not None:
             return actions  # not here, or reported and being submitted
         if update.status == "ABANDONED":
@@ -117,6 +118,8 @@ class QueueUpdates:
             needed = []
             gone = False
             for need in waiting.needed:
+                if need.number == update.number and update.status == "MERGED":
+                    continue  # merged (here or elsewhere): the branch has it
                 if need.number == update.number and update.status == "ABANDONED":
                     gone = True
                 elif (need.number == update.number and update.patchset is not None
