@@ -21,6 +21,7 @@ from lockmaster.pipelines.duplicates import same_time
 from lockmaster.pipelines.freeze import freeze_pipeline, report_labels
 from lockmaster.starters.router_types import RouteAction
 from lockmaster.temporal import search_attributes
+from lockmaster.temporal.client import describe
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workflows.check import CheckWorkflow, check_workflow_id
 
@@ -44,15 +45,6 @@ def same_event(memo: dict[str, object], trigger: Trigger) -> bool:
     if not isinstance(first, int | float) or trigger.at is None:
         return False  # no time to tell them apart: a deliberate repeat gets its run
     return same_time(first, bool(memo.get("trigger_exact")), trigger.at, trigger.exact)
-
-
-async def describe(client: Client, wid: str):  # type: ignore[no-untyped-def]
-    try:
-        return await client.get_workflow_handle(wid).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
 
 
 async def start_check(

@@ -27,6 +27,7 @@ from lockmaster.model.publish import (
 from lockmaster.pipelines.freeze import freeze_job
 from lockmaster.starters.router_types import RouteAction
 from lockmaster.temporal import search_attributes
+from lockmaster.temporal.client import describe
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workflows.publish import PublishWorkflow, publish_id
 from lockmaster.workflows.publish_queue import PublishQueueWorkflow, publish_queue_id
@@ -82,7 +83,7 @@ async def start_publish(client: Client, config: LockmasterConfig, change: Change
         return RouteAction("ignored", detail=f"publish: change {change.key} names no merged "
                                              "commit")
     wid = change_workflow_id(config, change.project, change.number)
-    existing = await _describe(client, wid)
+    existing = await describe(client, wid)
     if existing is not None and existing.status == WorkflowExecutionStatus.RUNNING:
         return RouteAction("already-running", wid, "its publication is running")
     if existing is not None and (await existing.memo()).get("commit") == change.commit:
@@ -107,15 +108,6 @@ def _attributes(change: ChangeRef) -> TypedSearchAttributes:
     return TypedSearchAttributes(search_attributes.pairs_for_change(
         connection=change.connection, project=change.project, branch=change.branch,
         change=change.number, patchset=change.patchset, pipeline="publish"))
-
-
-async def _describe(client: Client, wid: str):  # type: ignore[no-untyped-def]
-    try:
-        return await client.get_workflow_handle(wid).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
 
 
 class Publications:

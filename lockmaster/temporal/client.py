@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import TLSConfig
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from lockmaster.config.models import LockmasterConfig
 
@@ -36,3 +36,13 @@ async def connect(config: LockmasterConfig, *, address: str | None = None) -> Cl
         tls=_tls(config),
         api_key=api_key,
     )
+
+
+async def describe(client: Client, wid: str) -> WorkflowExecutionDescription | None:
+    """The workflow's latest run, or None when there is none."""
+    try:
+        return await client.get_workflow_handle(wid).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
