@@ -220,14 +220,43 @@ async def test_cross_project_state_with_required_project(tmp_path: Path, site: R
     assert not bad.ok and bad.error is not None and DOCS in bad.error
 
 
-async def test_changes_of_one_project_on_two_branches_are_refused(
+async def test_changes_of_one_project_on_two_branches_each_merge_onto_their_own(
+        tmp_path: Path, site: ReviewSite, cache: RepoCache) -> None:
+    """A queue spanning branches (Zuul's default): the change under test's branch is checked
+    out, the changes ahead on the other branch are merged onto it and kept beside."""
+    stable = site.create_branch(APP, "stable/1")
+    master = site.rev_parse(APP, "master")
+    one = site.push_change(APP, 1, files={"one.txt": "1\n"})
+    two = site.push_change(APP, 2, branch="stable/1", files={"two.txt": "2\n"})
+    result = await prepare_state(PrepareStateRequest(changes=[one, two], merge_date=DATE), cache)
+    assert result.ok, result.error
+    state = result.state
+    assert state is not None
+    ps = state.projects[APP]
+    assert (ps.branch, ps.base, ps.merged) == ("stable/1", stable, [two])
+    [other] = state.other_branches
+    assert (other.project, other.branch, other.base, other.merged) == (APP, "master", master,
+                                                                        [one])
+    repo = cache.path("gerrit", APP)
+    assert parents(repo, ps.head) == [stable, two.commit]
+    assert parents(repo, other.head) == [master, one.commit]
+    # Tested as the last change of its own branch when nothing of its branch comes last.
+    alone = await prepared(PrepareStateRequest(changes=[two, one], merge_date=DATE), cache)
+    assert alone.projects[APP].branch == "master"
+    assert [o.branch for o in alone.other_branches] == ["stable/1"]
+    ws = tmp_path / "ws"
+    await GitWorkspacePreparer(cache, {}).prepare(state, ws, [APP])
+    assert checkout(ws, APP) == (ps.head, "stable/1", "")
+
+
+async def test_a_conflict_on_the_other_branch_fails_the_state(
         site: ReviewSite, cache: RepoCache) -> None:
     site.create_branch(APP, "stable/1")
-    one = site.push_change(APP, 1)
-    two = site.push_change(APP, 2, branch="stable/1")
+    one = site.push_change(APP, 1, files={"a.txt": "uno\n"})
+    site.commit_to_branch(APP, "master", {"a.txt": "eins\n"})  # master moved: 1 conflicts
+    two = site.push_change(APP, 2, branch="stable/1", files={"two.txt": "2\n"})
     result = await prepare_state(PrepareStateRequest(changes=[one, two], merge_date=DATE), cache)
-    assert not result.ok and result.conflict_change == two
-    assert result.error is not None and "stable/1" in result.error and "branch" in result.error
+    assert not result.ok and result.conflict_change == one
 
 
 async def test_missing_patchset_is_a_failed_merge(site: ReviewSite, cache: RepoCache) -> None:

@@ -58,11 +58,11 @@ async def prepare_state(
     """
     try:
         plans = _plan(req, project_connections or {}, default_branch)
-        projects: dict[str, ProjectState] = {}
+        prepared: list[ProjectState] = []
         conflicts: list[MergeConflict] = []
         for plan in plans:
             try:
-                projects[plan.project] = await _prepare_project(plan, req.merge_date, cache)
+                prepared.append(await _prepare_project(plan, req.merge_date, cache))
             except MergeConflict as exc:
                 conflicts.append(exc)
     except _Failure as exc:
@@ -71,24 +71,43 @@ async def prepare_state(
         # Projects are merged one after the other; report the change earliest in merge order.
         first = min(conflicts, key=lambda c: req.changes.index(c.change))
         return PrepareStateResult(ok=False, conflict_change=first.change, error=first.summary)
+    projects, other_branches = _checked_out(prepared, req.changes)
     state = SpeculativeState(changes=list(req.changes), projects=projects,
-                             merge_date=req.merge_date)
+                             other_branches=other_branches, merge_date=req.merge_date)
     return PrepareStateResult(ok=True, state=state)
+
+
+def _checked_out(prepared: list[ProjectState], changes: list[ChangeRef]
+                 ) -> tuple[dict[str, ProjectState], list[ProjectState]]:
+    """Which branch of each project jobs check out: the one of the change under test, else
+    the one its last change in merge order targets. A queue spanning branches tests a change
+    with the changes ahead on other branches merged too (Zuul keeps a state per project and
+    branch): those states are kept beside, proven mergeable, not checked out."""
+    under_test = changes[-1].branch if changes else None
+    last: dict[str, str] = {}
+    for change in changes:
+        last[change.project] = change.branch
+    projects: dict[str, ProjectState] = {}
+    for ps in prepared:
+        chosen = projects.get(ps.project)
+        want = under_test if any(p.project == ps.project and p.branch == under_test
+                                 for p in prepared) else last.get(ps.project, ps.branch)
+        if chosen is None or (chosen.branch != want and ps.branch == want):
+            projects[ps.project] = ps
+    others = [ps for ps in prepared if projects[ps.project] is not ps]
+    return projects, others
 
 
 def _plan(req: PrepareStateRequest, project_connections: Mapping[str, str],
           default_branch: str) -> list[_Plan]:
+    # One plan per project and branch: changes of one project on two branches (a queue
+    # spanning branches) are merged onto each their own branch.
     plans: dict[str, _Plan] = {}
     for change in req.changes:
         plan = plans.setdefault(
-            change.project, _Plan(change.project, change.connection, (change.branch,))
+            f"{change.project}\0{change.branch}",
+            _Plan(change.project, change.connection, (change.branch,)),
         )
-        if change.branch != plan.branches[0]:
-            raise _Failure(
-                f"changes of {change.project} target different branches ({plan.branches[0]} "
-                f"and {change.branch} for change {change.key}); cross-branch states are not "
-                "supported", change,
-            )
         if change.connection != plan.connection:
             raise _Failure(
                 f"changes of {change.project} come from different connections "
@@ -98,8 +117,9 @@ def _plan(req: PrepareStateRequest, project_connections: Mapping[str, str],
     # Required projects follow the branch of the change under test when they have it (Zuul).
     branches = tuple(dict.fromkeys([req.changes[-1].branch, default_branch])) \
         if req.changes else (default_branch,)
+    planned = {plan.project for plan in plans.values()}
     for project in req.required_projects:
-        if project in plans:
+        if project in planned:
             continue
         if project not in project_connections:
             raise _Failure(f"required project {project} has no known connection")

@@ -27,6 +27,9 @@ class SpeculativeState(Model):
 
     changes: list[ChangeRef] = Field(default_factory=list)
     projects: dict[str, ProjectState] = Field(default_factory=dict)
+    # Changes ahead on another branch of a project (a queue spanning branches): merged onto
+    # that branch, proven mergeable, not checked out (`projects` holds the branch jobs get).
+    other_branches: list[ProjectState] = Field(default_factory=list)
     # Fixed identity and date for the merge commits, so any worker that replays the merges
     # produces the same commits (and can prove it: heads must match).
     merge_date: int = 0
