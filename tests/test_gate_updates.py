@@ -218,9 +218,18 @@ def test_dequeuing_a_middle_item_resets_the_items_behind() -> None:
     assert sorted(gate.cancelled) == sorted(behind)
     assert head[0] in gate.running  # the head goes on
     assert gate.builds(3) == [("merge", "1,1 3,1")]
+    # No dequeue reporter: nothing is said (Zuul's sendReport with no dequeue actions).
+    assert gate.actions_of(2) == ["start"]
+
+
+def test_dequeuing_with_a_dequeue_reporter_reports_it() -> None:
+    gate = Gate(item_labels=labels(dequeue={}))
+    for n in (1, 2):
+        gate.ask(request(n), deps(info(n)))
+    gate.dequeue(2)
     assert gate.told(2)[-1] == ("dequeue", "Build canceled (gate).\n\nRemoved from gate: "
                                            "dequeued by an operator.")
-    assert gate.said[-1].labels == {}  # no dequeue reporter: the report carries no vote
+    assert gate.said[-1].labels == {}
 
 
 def test_dequeuing_takes_the_changes_needing_it_out_with_a_report() -> None:

@@ -68,13 +68,13 @@ class QueueUpdates:
             return []
         actions = self.queue.leave(item, f"it was dequeued ({request.reason})")
         item.outcome = "dequeued"
-        if request.report:
-            labels = self.queue.labels
+        labels = self.queue.labels
+        if request.report and labels.dequeue is not None:  # Zuul: only with a dequeue reporter
             actions.append(ReportItemAction(
                 item.key, item.change, item.pipeline, "dequeue",
                 reports.dequeue_report(item.pipeline, request.reason,
                                        labels.messages.get("dequeue")),
-                labels.dequeue or {}, item_id=item.id))
+                labels.dequeue, item_id=item.id))
         return actions
 
     # --- internals --------------------------------------------------------------------------

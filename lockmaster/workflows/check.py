@@ -160,6 +160,9 @@ class CheckWorkflow:
             # requirements, and says nothing (e.g. a dependency's new patchset lost its votes).
             return self._finish("NOT_ENQUEUED", "needed changes do not meet the pipeline's "
                                 f"requirements: {', '.join(unfit)}")
+        if inp.labels.enqueue is not None:  # Zuul's enqueue reporter, for any pipeline
+            await self._report("enqueue", reports.enqueue_report(
+                inp.pipeline, inp.labels.messages.get("enqueue")), inp.labels.enqueue)
         needed = sorted({f"{c.connection}:{c.number}" for c in deps.changes[:-1]})
         if needed and not legacy:
             workflow.upsert_search_attributes([search_attributes.NEEDED_CHANGES.value_set(needed)])
