@@ -22,6 +22,9 @@ CID = "I" + "0123456789abcdef" * 2 + "01234567"
         ("https://review.example.org/#/c/123/4", 123, "review.example.org"),
         ("https://review.example.org/c/123", 123, "review.example.org"),
         ("https://review.example.org/r/c/org/project/+/9", 9, "review.example.org"),
+        # Zuul's TestGerritCRDAltBaseUrl: Gerrit under a path prefix, short form.
+        ("https://review.example.com/prefixed_gerrit_ui/2", 2, "review.example.com"),
+        ("https://review.example.com/prefixed_gerrit_ui/#/c/2/", 2, "review.example.com"),
         ("http://localhost:8080/c/org/p/+/7?tab=comments", 7, "localhost:8080"),
         ("local://local/5", 5, "local"),
         ("local://other/17", 17, "other"),

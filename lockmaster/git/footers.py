@@ -17,8 +17,9 @@ _CHANGE_ID = re.compile(r"I[0-9a-f]{40}")
 # Gerrit change pages: /c/<project>/+/<n>[/<ps>], /c/<n>[/<ps>], also under a path prefix
 # (https://host/r/c/...) and in old-UI fragments (https://host/#/c/<n>/).
 _GERRIT_PATH = re.compile(r"(?:^|/)c/(?:.+/\+/)?(\d+)(?:/\d+)?/?$")
-# Gerrit's short form https://host/<n>, and local://<connection>/<n>.
-_SHORT_PATH = re.compile(r"^/(\d+)/?$")
+# Gerrit's short form https://host/<n>, also under a path prefix (a Gerrit served at
+# https://host/prefixed_gerrit_ui/: Zuul's TestGerritCRDAltBaseUrl), and local://<conn>/<n>.
+_SHORT_PATH = re.compile(r"^(?:/[^/]+)*?/(\d+)/?$")
 
 
 class DependsOn(Model):
