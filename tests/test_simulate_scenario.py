@@ -147,8 +147,8 @@ def test_several_problems_are_reported_at_once_with_the_file_name() -> None:
                        "  - upload: X\n  - abandon: Y\n", "my-scenario.yaml")
     text = str(info.value)
     assert text.splitlines()[0] == "my-scenario.yaml: invalid scenario (2 problem(s))"
-    assert "my-scenario.yaml:4: events[0].upload (line 4): unknown change 'X'" in text
-    assert "my-scenario.yaml:5: events[1].abandon (line 5): unknown change 'Y'" in text
+    assert "my-scenario.yaml:4: events[0].upload: unknown change 'X'" in text
+    assert "my-scenario.yaml:5: events[1].abandon: unknown change 'Y'" in text
 
 
 def test_missing_file() -> None:
@@ -236,7 +236,7 @@ def test_invalid_scenario_exits_2_and_runs_nothing(tmp_path: Path) -> None:
     result = CliRunner().invoke(_app(), [str(path), "--json", str(report)])
     assert result.exit_code == 2, result.output
     assert time.monotonic() - started < 5  # no server was started
-    assert f"{path}:4: events[0].upload (line 4): unknown change 'B'" in result.output
+    assert f"{path}:4: events[0].upload: unknown change 'B'" in result.output
     assert not report.exists()
 
 

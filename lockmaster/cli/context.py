@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from lockmaster.config.loader import ConfigError, default_config_path, load_config
 from lockmaster.config.models import LockmasterConfig
@@ -17,15 +19,30 @@ from lockmaster.config.models import LockmasterConfig
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-# soft_wrap: long URLs stay on one line, so they can be copied.
-out = Console(highlight=False, soft_wrap=True)
+# soft_wrap: long URLs stay on one line, so they can be copied. emoji off: "file.yaml:100:"
+# is a position, not an emoji code.
+PIPED_WIDTH = 4096
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+# Piped into a file or grep, output is not cut at 80 columns: the IDs users copy from it
+# (nodes, requests, TEs, log URLs) come out whole. For scripts, every listing has --json.
+out = Console(highlight=False, soft_wrap=True, emoji=False,
+              width=None if sys.stdout.isatty() else PIPED_WIDTH)
+
+
+def listing_table(*columns: str) -> Table:
+    """A listing whose cells wrap rather than end in "…" on a narrow terminal: an ID is
+    whole, if on two lines."""
+    listing = Table()
+    for column in columns:
+        listing.add_column(column, overflow="fold")
+    return listing
 
 EXIT_USAGE = 2  # bad input: nothing was started or changed
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    # The message is plain text: a path or a value with [brackets] is printed as it is.
+    err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     raise SystemExit(code)
 
 

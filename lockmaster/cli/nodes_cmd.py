@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from rich.table import Table
 
-from lockmaster.cli.context import fail, load, out, with_client
+from lockmaster.cli.context import fail, listing_table, load, out, with_client
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.nodes import Autohold, OperatorResult
 from lockmaster.starters.nodepool import NodePools, PoolError
@@ -55,14 +54,15 @@ def list_nodes(provider: str | None = ProviderOpt, as_json: bool = JsonOpt,
         out.print_json(json.dumps([p.model_dump(mode="json") for p in pools]))
         return
     now = time.time()
-    table = Table("id", "provider/pool", "label", "state", "age", "host", "request", "hold until")
+    listing = listing_table("id", "provider/pool", "label", "state", "age", "host", "request",
+                            "hold until")
     for pool in pools:
         for node in pool.nodes:
-            table.add_row(node.id, f"{pool.provider}/{pool.pool}",
+            listing.add_row(node.id, f"{pool.provider}/{pool.pool}",
                           node.label or ",".join(node.labels), node.state.value,
                           _age(node.state_since, now) if node.state_since else "",
                           node.host or "", node.request_id or "", _when(node.hold_until))
-    out.print(table)
+    out.print(listing)
     for pool in pools:
         state = "enabled" if pool.enabled else "DISABLED"
         limit = f", max-servers {pool.max_servers}" if pool.max_servers is not None else ""
@@ -85,13 +85,13 @@ def list_requests(provider: str | None = ProviderOpt, as_json: bool = JsonOpt,
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table("request", "pool", "labels", "state", "precedence", "position", "holder",
-                  "nodes")
+    listing = listing_table("request", "pool", "labels", "state", "precedence", "position",
+                            "holder", "nodes")
     for row in rows:
-        table.add_row(row["id"], row["pool"], " ".join(row["labels"]), row["state"],
+        listing.add_row(row["id"], row["pool"], " ".join(row["labels"]), row["state"],
                       str(row["precedence"]), str(row["position"]), row["holder"],
                       " ".join(row["nodes"]))
-    out.print(table)
+    out.print(listing)
 
 
 @app.command("hold")
@@ -164,11 +164,11 @@ def autohold_add(
 def autohold_list(config: Path | None = ConfigOpt) -> None:
     cfg = load(config)
     holds = _run(cfg, lambda p: p.autohold_list()).autoholds
-    table = Table("id", "project", "job", "change", "count", "days", "reason")
+    listing = listing_table("id", "project", "job", "change", "count", "days", "reason")
     for h in holds:
-        table.add_row(h.id, h.project, h.job, str(h.change or "any"), str(h.count),
+        listing.add_row(h.id, h.project, h.job, str(h.change or "any"), str(h.count),
                       f"{h.hold_seconds / DAY:g}", h.reason)
-    out.print(table)
+    out.print(listing)
 
 
 @autohold_app.command("delete")

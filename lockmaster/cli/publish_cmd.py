@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import typer
-from rich.table import Table
 from temporalio.client import Client
 
-from lockmaster.cli.context import fail, load, out, with_client
+from lockmaster.cli.context import fail, listing_table, load, out, with_client
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.publish import SkipRequest
 from lockmaster.model.testenv import OperatorAnswer
@@ -45,11 +44,11 @@ def show(project: str, change: int, as_json: bool = typer.Option(False, "--json"
     out.print(f"{project} change {change} merged as {status.change.commit or '?'}; "
               f"snapshot {status.snapshot or '(not published)'}"
               + ("" if status.done else " — in progress"))
-    table = Table("step", "state", "started", "ended", "detail", "link")
+    listing = listing_table("step", "state", "started", "ended", "detail", "link")
     for step in status.steps:
-        table.add_row(step.name, step.state.value, _when(step.started), _when(step.ended),
+        listing.add_row(step.name, step.state.value, _when(step.started), _when(step.ended),
                       step.detail or "", step.url or "")
-    out.print(table)
+    out.print(listing)
     for step in status.steps:
         for sign, files in (("+", step.added), ("-", step.removed)):
             for name in files:
@@ -65,11 +64,11 @@ def queue(as_json: bool = typer.Option(False, "--json"),
     if as_json:
         out.print_json(status.model_dump_json())
         return
-    table = Table("#", "change", "state", "snapshot", "workflow", "detail")
+    listing = listing_table("#", "change", "state", "snapshot", "workflow", "detail")
     for entry in status.entries:
-        table.add_row(str(entry.sequence), entry.change, entry.state.value, entry.snapshot or "",
+        listing.add_row(str(entry.sequence), entry.change, entry.state.value, entry.snapshot or "",
                       entry.workflow_id, entry.detail or "")
-    out.print(table)
+    out.print(listing)
 
 
 @app.command("retrigger")

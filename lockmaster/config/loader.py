@@ -36,10 +36,9 @@ class ConfigError(Exception):
     def render(self) -> str:
         lines = [f"{self.file}: invalid {self.what} ({len(self.problems)} problem(s))"]
         for p in self.problems:
-            where = f"line {p.line}" if p.line else "top level"
-            lines.append(
-                f"  {self.file}:{p.line or 1}: {p.path or '(file)'} ({where}): {p.message}"
-            )
+            # file:line: as compilers say it (editors jump there); the line only once.
+            where = f"{self.file}:{p.line}" if p.line else f"{self.file} (top level)"
+            lines.append(f"  {where}: {p.path or '(file)'}: {p.message}")
         return "\n".join(lines)
 
 
