@@ -189,3 +189,27 @@ def test_change_commands_refuse_bad_input(
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert sent == []
+
+
+def test_upload_quiet_prints_only_the_number_and_list_shows_every_change(
+    cli: tuple[LocalReviewStore, list[ReviewEvent]],
+) -> None:
+    store, sent = cli
+    result = CliRunner().invoke(change_cmd.app, ["upload", "-q", "--project", "demo/hello",
+                                                 "--file", "b.txt=[b] :100:", "-m", "Add [b]"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "2"  # the fixture made change 1
+    assert "change 2 patchset 1 uploaded" in result.stderr
+    assert [e.change for e in sent] == [2]
+    store.vote(1, {"Code-Review": 2, "Workflow": 1}, author="core-reviewer")
+    store.abandon(2, author="developer")
+    listing = _run("list")
+    assert listing.exit_code == 0, listing.output
+    rows = [line.split("│")[1:-1] for line in listing.output.splitlines() if "demo/hello" in line]
+    assert [[c.strip() for c in row] for row in rows] == [
+        ["1", "demo/hello", "master", "NEW", "1", "Code-Review +2 Workflow +1", "Add a"],
+        ["2", "demo/hello", "master", "ABANDONED", "1", "", "Add [b]"],
+    ]
+    assert _run("list", "--open").output.count("demo/hello") == 1
+    empty = _run("list", "--project", "demo/none")
+    assert empty.exit_code == 0 and "no changes of demo/none" in empty.output

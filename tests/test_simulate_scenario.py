@@ -252,3 +252,14 @@ def test_missing_scenario_file_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(_app(), [str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
     assert "file not found" in result.output
+
+
+def test_the_documented_scenario_format_is_the_shared_contract() -> None:
+    """docs/scenario-format.md is a verbatim copy of the shared spec (a clone has no ../shared);
+    where the shared spec is at hand, the copy must not have drifted."""
+    root = Path(__file__).resolve().parent.parent
+    shared = root.parent / "shared" / "spec" / "scenarios.md"
+    copy = (root / "docs" / "scenario-format.md").read_text()
+    assert copy.startswith("# Scenarios: the `lockmaster simulate` contract")
+    if shared.exists():
+        assert copy == shared.read_text(), "copy ../shared/spec/scenarios.md to docs/ again"

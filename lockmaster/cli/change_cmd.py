@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
+from rich.markup import escape
+from rich.text import Text
 
-from lockmaster.cli.context import fail, load, out
+from lockmaster.cli.context import err, fail, listing_table, load, out
 from lockmaster.config.models import LocalConnection, LockmasterConfig
 from lockmaster.model.change import ChangeInfo, ReviewEvent
 from lockmaster.review.base import ReviewError
@@ -24,7 +27,8 @@ app = typer.Typer(help="Act on changes of a local review connection.", no_args_i
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml")
 ConnOpt = typer.Option("local", "--connection", help="local connection name")
-WaitOpt = typer.Option(False, "--wait", help="wait for the check it starts and print the result")
+WaitOpt = typer.Option(False, "--wait", help="wait for the check (or the gate) it starts and "
+                       "print the result")
 
 
 def _store(cfg: LockmasterConfig, connection: str) -> LocalReviewStore:
@@ -59,23 +63,54 @@ def _event(info: ChangeInfo, type_: str, **extra: object) -> ReviewEvent:
     )
 
 
-def _send(cfg: LockmasterConfig, event: ReviewEvent, wait: bool) -> None:
+def _send(cfg: LockmasterConfig, event: ReviewEvent, wait: bool, quiet: bool = False) -> None:
+    # Quiet: stdout carries only what a script captures; progress goes to stderr.
+    say = err if quiet else out
+
     async def main() -> None:
         actions = await dispatch(cfg, event)
         for action in actions:
-            out.print(f"  {action}")
+            say.print(f"  {action}", markup=False)
         if wait:
             started = [a for a in actions if a.action in ("started", "already-running")]
             for action in started:
                 assert action.workflow_id
                 outcome = await wait_for_check(cfg, action.workflow_id)
-                out.print(outcome)
+                say.print(outcome, markup=False)
+            if any(a.action == "enqueued" for a in actions) and event.change is not None:
+                say.print(await _gate_result(cfg, event), markup=False)
 
     try:
         asyncio.run(main())
     except RuntimeError as exc:
         fail(f"the change was recorded, but its event could not be delivered to Temporal at "
              f"{cfg.temporal.address} ({exc}); is `lockmaster run` running?", 1)
+
+
+GATE_RESULTS = ("success", "failure", "merge-conflict", "merge-failure", "config-error",
+                "dequeue", "no-jobs")
+
+
+async def _gate_result(cfg: LockmasterConfig, event: ReviewEvent, timeout: float = 1800) -> str:
+    """The dependent pipeline's report on the change after this event (and its status)."""
+    store = LocalReviewStore(cfg.local_review_path(event.connection), event.connection)
+    since = time.time() - 1
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = store.record(event.change or 0)
+        for msg in reversed(record["messages"]):
+            if msg["author"] == "lockmaster" and msg["at"] >= since and \
+                    (msg.get("tag") or "").rsplit(":", 1)[-1] in GATE_RESULTS and \
+                    not (msg.get("tag") or "").startswith("check:"):
+                # A success is reported, then submitted: give the submit its moment.
+                for _ in range(40):
+                    record = store.record(event.change or 0)
+                    if record["status"] != "NEW" or not msg["tag"].endswith(":success"):
+                        break
+                    await asyncio.sleep(0.25)
+                return f"change {record['number']}: {record['status']}\n{msg['message']}"
+        await asyncio.sleep(0.5)
+    return f"change {event.change}: no result from the gate after {timeout:.0f} s"
 
 
 @app.command("upload")
@@ -87,6 +122,8 @@ def upload(
     parent: int | None = typer.Option(None, "--parent", help="on top of this change"),
     depends_on: list[int] = typer.Option([], "--depends-on", help="add a Depends-On footer"),
     connection: str = ConnOpt, config: Path | None = ConfigOpt, wait: bool = WaitOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="print only the new change's "
+                               "number, e.g. N=$(lockmaster change upload -q ...)"),
 ) -> None:
     """Upload a new change (patchset 1) and send patchset-created."""
     cfg = load(config)
@@ -100,8 +137,45 @@ def upload(
             parent=parent, depends_on=depends_on)
     except ReviewError as exc:
         fail(str(exc))
-    out.print(f"change {info.number} patchset {info.patchset} uploaded ({info.commit[:10]})")
-    _send(cfg, _event(info, "patchset-created"), wait)
+    uploaded = f"change {info.number} patchset {info.patchset} uploaded ({info.commit[:10]})"
+    if quiet:
+        out.print(info.number)
+        err.print(uploaded)
+    else:
+        out.print(uploaded)
+    _send(cfg, _event(info, "patchset-created"), wait, quiet)
+
+
+@app.command("list")
+def list_changes(
+    project: str | None = typer.Option(None, "--project", "-p"),
+    open_only: bool = typer.Option(False, "--open", help="only changes not merged or abandoned"),
+    as_json: bool = typer.Option(False, "--json"),
+    connection: str = ConnOpt, config: Path | None = ConfigOpt,
+) -> None:
+    """Every change of the local review system: number, project, status, votes, subject."""
+    cfg = load(config)
+    store = _store(cfg, connection)
+    records = [store.record(n) for n in sorted(store.numbers())]
+    records = [r for r in records if (project is None or r["project"] == project)
+               and (not open_only or r["status"] == "NEW")]
+    if as_json:
+        out.print_json(json.dumps(records))
+        return
+    if not records:
+        out.print("no changes" + (f" of {project}" if project else "")
+                  + (" open" if open_only else ""))
+        return
+    listing = listing_table("change", "project", "branch", "status", "patchset", "votes",
+                            "subject")
+    for r in records:
+        info = store.info(r["number"])
+        votes = " ".join(f"{label} {v:+d}" for label, v in sorted(info.approvals.items()))
+        flags = [f for f in ("wip", "private") if r.get(f)]
+        listing.add_row(str(r["number"]), r["project"], r["branch"],
+                        r["status"] + (f" ({', '.join(flags)})" if flags else ""),
+                        str(info.patchset), votes, Text(r["subject"]))
+    out.print(listing)
 
 
 @app.command("new-patchset")
@@ -284,7 +358,7 @@ def show(
              if record.get(key)]
     status = record["status"] + (f" ({', '.join(flags)})" if flags else "")
     out.print(f"[bold]change {record['number']}[/] {record['project']} ({record['branch']}) "
-              f"{status}: {record['subject']}")
+              f"{status}: {escape(record['subject'])}")
     for ps in record["patchsets"]:
         out.print(f"  patchset {ps['number']}: {ps['commit'][:10]}")
     for label, votes in sorted(record["approvals"].items()):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from lockmaster.cli.context import EXIT_USAGE, err, fail, load, out
+from lockmaster.cli.context import fail, load, out
 from lockmaster.starters.dispatch import dispatch
 from lockmaster.starters.hook_args import HOOK_OPTIONS, HookArgumentError, parse_hook
 
@@ -33,8 +33,7 @@ def hook(
     try:
         event = parse_hook(name, list(ctx.args), conn)
     except HookArgumentError as exc:
-        err.print(f"[bold red]error:[/] lockmaster hook {name}: {exc}", soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        fail(f"lockmaster hook {name}: {exc}")
     try:
         actions = asyncio.run(dispatch(cfg, event))
     except RuntimeError as exc:

@@ -85,8 +85,19 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"lockmaster {version('lockmaster')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main() -> None:
+def _main(
+    _: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                           help="Print lockmaster's version and exit."),
+) -> None:
     pass
 
 

@@ -143,6 +143,8 @@ class EventRouter:
         """Tell the queues holding (or waiting with) this change that it changed."""
         if event.type not in UPDATES_QUEUES:
             return []
+        if event.type == "patchset-created" and info.patchset == 1:
+            return []  # a change just created: no queue holds it, or anything needing it yet
         out = []
         update = ChangeUpdated(project=info.project, number=info.number, patchset=info.patchset,
                                status=info.status, approvals=info.approvals, wip=info.wip,
