@@ -208,7 +208,7 @@ async def test_merged_package_is_published_signed_and_installable_from_every_mir
         assert [(s.name, s.state) for s in shown.steps] == [
             ("build", StepState.DONE), ("publish", StepState.DONE),
             ("sync:near", StepState.DONE), ("sync:far", StepState.DONE)]
-        public_key = config.publish_root / "lockmaster-archive-key.asc"
+        public_key = config.publish_root / "signing-key.asc"
         for mirror, server in zip(mirrors, servers, strict=True):
             url = f"http://127.0.0.1:{server.port}/deb/current"
             root = tmp_path / "clients" / mirror
@@ -289,7 +289,7 @@ async def test_two_packages_merged_together_are_published_in_merge_order(
         assert [e.change.split()[0] for e in queue.entries] == [hello, bye]
         merged = [dep.store.record(n)["merged_commit"] for _, n in changes]
         assert all(merged)
-        public_key = config.publish_root / "lockmaster-archive-key.asc"
+        public_key = config.publish_root / "signing-key.asc"
         url = f"http://127.0.0.1:{server.port}/deb/current"
         for package in ("lockmaster-hello", "lockmaster-bye"):
             files = await asyncio.to_thread(

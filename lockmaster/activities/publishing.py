@@ -32,13 +32,14 @@ from lockmaster.model.publish import (
     SyncMirrorRequest,
     SyncMirrorResult,
 )
-from lockmaster.publishing.snapshots import locked
+from lockmaster.publishing.snapshots import KEY_FILE, locked
 from lockmaster.publishing.tools import Heartbeat
 
 FORMATS = ("deb", "rpm")
 HEARTBEAT_EVERY = 2.0
 DOWNLOAD_TIMEOUT = 300.0
-PUBLIC_KEY = "lockmaster-archive-key.asc"  # beside the repositories: what clients trust
+# Beside the repositories: what clients trust; the same name as in every published snapshot.
+PUBLIC_KEY = KEY_FILE
 
 
 class _Beat:

@@ -23,6 +23,7 @@ from lockmaster.model.change import ChangeInfo, ReviewEvent
 from lockmaster.model.check import CheckOutcome
 from lockmaster.model.publish import PublishResult
 from lockmaster.publishing.client import install_from_mirror
+from lockmaster.publishing.snapshots import KEY_FILE
 from lockmaster.review.local import LocalReviewStore
 from lockmaster.starters.publish import change_workflow_id
 from lockmaster.starters.router import EventRouter
@@ -112,7 +113,7 @@ async def run_packaging_demo(cfg: LockmasterConfig, client: Client, store: Local
     mirror = cfg.publishing.mirrors[0]
     base = (mirror.url or "").rstrip("/")
     url = f"{base}/deb/current"
-    key = cfg.publish_root / "lockmaster-archive-key.asc"
+    key = cfg.publish_root / KEY_FILE  # the name the mirror serves it under, too
     with tempfile.TemporaryDirectory(prefix="lm-demo-client-") as tmp:
         root = Path(tmp)
         installed = await asyncio.to_thread(install_from_mirror, url, key,
