@@ -292,6 +292,9 @@ async def test_job_with_a_testenv_gets_its_datafile_and_gives_the_te_back(
     check = ('python3 -c "import json,os,stat; d=json.load(open(os.environ[\'TE_DATAFILE\'])); '
              "assert d['env-num'] == 1 and d['nodes'][0]['mac'][0].startswith('52:54:00'); "
              "assert 'PRIVATE KEY' in d['ssh-key']; "
+             "assert d['remote-operations'] == '1'; "
+             "assert d['nodes'][0]['pm_password'] == d['ssh-key']; "
+             "assert d['baremetal-network']['seed']['ip'] == d['seed-ip']; "
              "assert stat.S_IMODE(os.stat(os.environ['TE_DATAFILE']).st_mode) == 0o600; "
              "print('TE', d['te'], d['lease']['generation'])\"")
     data["jobs"] = [{"name": "devtest", "run": check, "nodeset": "local", "testenv": "default"}]

@@ -3,6 +3,7 @@ command wraps an update or query on the broker workflow (`te/<label>`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -11,14 +12,14 @@ from pathlib import Path
 from typing import TypeVar
 
 import typer
-from rich.table import Table
 from temporalio.client import Client
 
-from lockmaster.cli.context import fail, load, out, with_client
+from lockmaster.cli.context import err, fail, listing_table, load, out, with_client
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.leases.errors import TEError
-from lockmaster.model.testenv import OperatorAnswer
-from lockmaster.starters.testenv import TEBrokers, TEHolder, description
+from lockmaster.model.testenv import BrokerStatus, LeaseState, LeaseStatus, OperatorAnswer
+from lockmaster.starters import te_files
+from lockmaster.starters.testenv import TEBrokers, TEHolder
 
 app = typer.Typer(help="Lease test environments; operate the TE brokers.", no_args_is_help=True)
 ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml")
@@ -42,42 +43,73 @@ def lease(
     ttl: float = typer.Option(3600.0, "--ttl", help="seconds; renew before it runs out"),
     wait: float = typer.Option(600.0, "--wait", help="give up after waiting this long"),
     lease_id: str | None = typer.Option(None, "--id", help="default: a new one"),
-    datafile: Path | None = typer.Option(None, "--datafile",
-                                         help="where to write the TE description (0600)"),
+    datafile: Path | None = typer.Option(
+        None, "--datafile", help="where to write the TE description, which holds the private "
+        "key (0600, a new file); default: <state-dir>/te-leases/<id>/te.json"),
+    key_file: Path | None = typer.Option(
+        None, "--key-file", help="where to write the private key alone (0600, a new file); "
+        "default: beside the description, as <datafile>.key"),
     as_json: bool = typer.Option(False, "--json", help="print the TE description as JSON"),
     config: Path | None = ConfigOpt,
 ) -> None:
-    """Lease a TE for yourself: prints its description (with your private key). Renew it with
-    `lockmaster te renew` before the TTL runs out; release it when done."""
+    """Lease a TE for yourself: writes its description (TripleO's JSON, with your private key)
+    and the key, and prints where. Renew it with `lockmaster te renew` before the TTL runs out;
+    `lockmaster te release` gives it back and removes both files."""
     if ttl <= 0 or wait <= 0:
         fail("--ttl and --wait must be positive")
     cfg = load(config)
     lid = lease_id or f"manual-{uuid.uuid4().hex[:8]}"
-    path = datafile or Path(f"te-{lid}.json")
+    try:
+        files = te_files.plan(cfg, lid, label, datafile, key_file)
+    except te_files.LeaseFileError as exc:
+        fail(str(exc))
 
     async def go(client: Client) -> dict[str, object]:
+        await _sweep(TEBrokers(client, cfg))
         holder = TEHolder(client, cfg, label, lid, f"{_me()} (lockmaster te lease)", ttl=ttl)
         try:
             status = await holder.acquire(timeout=wait)
         except TimeoutError:
             fail(f"no TE with label {label!r} became free within {wait:g} s (request withdrawn)",
                  1)
-        holder.write_datafile(path)
-        return description(status, holder.private_key, path.with_name(path.name + ".key"))
+        try:
+            files.record(status)
+            holder.write_datafile(files.datafile, files.key_file, exclusive=True)
+        except BaseException as exc:
+            files.remove()
+            await asyncio.shield(holder.release())
+            if isinstance(exc, OSError):
+                fail(f"cannot write the TE description ({exc}); the lease is released", 1)
+            raise
+        return holder.description(files.key_file)
 
     desc = _run(cfg, go)
+    lease_info = desc["lease"]
+    assert isinstance(lease_info, dict)
+    where = (f"description in {files.datafile}, key in {files.key_file} "
+             f"(removed by `lockmaster te release`)")
     if as_json:
+        err.print(where, markup=False)
         out.print_json(json.dumps(desc))
-    else:
-        lease_info = desc["lease"]
-        assert isinstance(lease_info, dict)
-        out.print(f"leased {desc['te']} (lease {lid}, generation {lease_info['generation']}) "
-                  f"until {time.strftime('%H:%M:%S', time.localtime(lease_info['expires']))}; "
-                  f"description in {path}")
-        out.print(f"renew:   lockmaster te renew {lid} --label {label} --generation "
-                  f"{lease_info['generation']}")
-        out.print(f"release: lockmaster te release {lid} --label {label} --generation "
-                  f"{lease_info['generation']}")
+        return
+    out.print(f"leased {desc['te']} (lease {lid}, generation {lease_info['generation']}) "
+              f"until {time.strftime('%H:%M:%S', time.localtime(lease_info['expires']))}; "
+              + where, markup=False)
+    out.print(f"renew:   lockmaster te renew {lid} --label {label} --generation "
+              f"{lease_info['generation']}", markup=False)
+    out.print(f"release: lockmaster te release {lid} --label {label} --generation "
+              f"{lease_info['generation']}", markup=False)
+
+
+async def _sweep(brokers: TEBrokers, lease_id: str | None = None) -> list[Path]:
+    """Remove the files of ended leases (all recorded ones, or `lease_id`'s); say so."""
+    removed: list[Path] = []
+    for files, paths in await te_files.sweep(brokers, brokers.config, lease_id):
+        if lease_id is None:
+            err.print(f"lease {files.lease_id} has ended: removed "
+                      + (", ".join(map(str, paths)) or "its record"), markup=False)
+        removed += paths
+    return removed
 
 
 def _me() -> str:
@@ -93,9 +125,16 @@ def renew(lease_id: str, label: str = LabelOpt,
           config: Path | None = ConfigOpt) -> None:
     """Extend your lease by its TTL."""
     cfg = load(config)
-    status = _run(cfg, lambda c: TEBrokers(c, cfg).renew(label, lease_id, generation))
-    if status.state.value != "granted":
-        fail(status.reason or f"lease {lease_id} is {status.state.value}")
+
+    async def go(client: Client) -> tuple[LeaseStatus, list[Path]]:
+        brokers = TEBrokers(client, cfg)
+        status = await brokers.renew(label, lease_id, generation)
+        ended = [] if status.state is LeaseState.GRANTED else await _sweep(brokers, lease_id)
+        return status, ended
+
+    status, removed = _run(cfg, go)
+    if status.state is not LeaseState.GRANTED:
+        fail((status.reason or f"lease {lease_id} is {status.state.value}") + _removed(removed))
     out.print(f"lease {lease_id} renewed until "
               f"{time.strftime('%H:%M:%S', time.localtime(status.expires or 0))}")
 
@@ -104,9 +143,25 @@ def renew(lease_id: str, label: str = LabelOpt,
 def release(lease_id: str, label: str = LabelOpt,
             generation: int = typer.Option(..., "--generation"),
             config: Path | None = ConfigOpt) -> None:
-    """Give your TE back (it is reset before anyone else gets it)."""
+    """Give your TE back (it is reset before anyone else gets it); removes the description and
+    key `te lease` wrote."""
     cfg = load(config)
-    _answer(_run(cfg, lambda c: TEBrokers(c, cfg).release(label, lease_id, generation)))
+
+    async def go(client: Client) -> tuple[OperatorAnswer, list[Path]]:
+        brokers = TEBrokers(client, cfg)
+        answer = await brokers.release(label, lease_id, generation)
+        # Removed only once the broker says the lease is over (a refused release, e.g. a
+        # mistyped generation, leaves the holder's lease and its files as they were).
+        return answer, await _sweep(brokers, lease_id)
+
+    answer, removed = _run(cfg, go)
+    if not answer.ok:
+        fail(answer.message + _removed(removed))
+    out.print(answer.message + _removed(removed), markup=False)
+
+
+def _removed(paths: list[Path]) -> str:
+    return f"; removed {', '.join(map(str, paths))}" if paths else ""
 
 
 @app.command("list")
@@ -114,18 +169,24 @@ def list_tes(as_json: bool = typer.Option(False, "--json"),
              config: Path | None = ConfigOpt) -> None:
     """Every TE: state, generation, holder, lease expiry; and who waits."""
     cfg = load(config)
-    brokers = _run(cfg, lambda c: TEBrokers(c, cfg).status())
+
+    async def go(client: Client) -> list[BrokerStatus]:
+        ops = TEBrokers(client, cfg)
+        await _sweep(ops)
+        return await ops.status()
+
+    brokers = _run(cfg, go)
     if as_json:
         out.print_json(json.dumps([b.model_dump(mode="json") for b in brokers]))
         return
-    table = Table("TE", "label", "state", "generation", "holder", "expires", "note")
+    listing = listing_table("TE", "label", "state", "generation", "holder", "expires", "note")
     for broker in brokers:
         for te in broker.tes:
             expires = time.strftime("%H:%M:%S", time.localtime(te.expires)) if te.expires \
                 else ""
-            table.add_row(te.key, broker.label, te.state.value, str(te.generation),
+            listing.add_row(te.key, broker.label, te.state.value, str(te.generation),
                           te.holder or "", expires, te.reason or "")
-    out.print(table)
+    out.print(listing)
     for broker in brokers:
         if broker.waiting:
             out.print(f"{broker.label}: {len(broker.waiting)} waiting: "

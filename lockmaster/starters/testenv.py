@@ -23,6 +23,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from lockmaster.config.models import LockmasterConfig
+from lockmaster.leases.description import description
 from lockmaster.leases.errors import TEError
 from lockmaster.leases.specs import broker_id, te_specs
 from lockmaster.model.testenv import (
@@ -87,37 +88,6 @@ def _broker(client: Client, config: LockmasterConfig, label: str) -> WorkflowHan
 
 
 # --- holders ------------------------------------------------------------------------------
-
-
-def description(status: LeaseStatus, private_key: str, key_file: Path | None) -> dict[str, Any]:
-    """The TE as the holder sees it: TripleO's testenv JSON (plus the lease's own fields)."""
-    te = status.te
-    assert te is not None
-    return {
-        "host-ip": te.host_address,
-        "host-port": te.host_port,
-        "host-key": te.host_key,
-        "ssh-user": te.ssh_user,
-        "ssh-key": private_key,
-        "ssh-key-file": str(key_file) if key_file else None,
-        "seed-ip": te.seed_ip,
-        "seed-route-dev": te.seed_route_dev,
-        "seed-mac": te.seed.mac,
-        "env-num": te.env_number,
-        "te": te.key,
-        "bridge": te.bridge,
-        "public-bridge": te.public_bridge,
-        "network": {"cidr": te.network.cidr, "gateway": te.network.gateway,
-                    "range-start": te.network.range_start, "range-end": te.network.range_end},
-        "nodes": [
-            {"name": n.name, "mac": [n.mac], "cpu": n.cpu, "memory": n.memory, "disk": n.disk,
-             "arch": n.arch, "pm_type": "pxe_ssh", "pm_addr": te.host_address,
-             "pm_user": te.ssh_user, "pm_password": private_key}
-            for n in te.nodes
-        ],
-        "lease": {"id": status.id, "generation": status.generation,
-                  "expires": status.expires},
-    }
 
 
 class TEHolder:
@@ -193,13 +163,19 @@ class TEHolder:
         return await self._update("release", LeaseRef(id=self.lease_id, generation=generation),
                                   OperatorAnswer)
 
-    def write_datafile(self, path: Path) -> Path:
-        """The TE's description for the job ($TE_DATAFILE); holds the private key: mode 0600."""
+    def description(self, key_file: Path | None) -> dict[str, Any]:
         assert self.status is not None
-        key_file = path.with_name(path.name + ".key")
-        _write_private(key_file, self.private_key)
-        _write_private(path, json.dumps(description(self.status, self.private_key, key_file),
-                                        indent=2) + "\n")
+        return description(self.status, self.private_key, key_file)
+
+    def write_datafile(self, path: Path, key_file: Path | None = None, *,
+                       exclusive: bool = False) -> Path:
+        """The TE's description for the job ($TE_DATAFILE), and the private key alone in
+        `key_file` (default: beside it, `<name>.key`); both hold the key: mode 0600.
+        `exclusive`: refuse (FileExistsError) to replace an existing file."""
+        key_file = key_file or path.with_name(path.name + ".key")
+        _write_private(key_file, self.private_key, exclusive)
+        _write_private(path, json.dumps(self.description(key_file), indent=2) + "\n",
+                       exclusive)
         return path
 
     def _start_renewing(self) -> None:
@@ -245,10 +221,12 @@ class TEHolder:
             delay = min(delay * 2, BUSY_MAX)
 
 
-def _write_private(path: Path, text: str) -> None:
+def _write_private(path: Path, text: str, exclusive: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
     with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode through O_TRUNC
         f.write(text)
 
 
@@ -303,6 +281,13 @@ class TEBrokers:
 
     async def release(self, label: str, lease_id: str, generation: int) -> OperatorAnswer:
         return await self._call(label, "release", LeaseRef(id=lease_id, generation=generation))
+
+    async def lease_status(self, label: str, lease_id: str) -> LeaseStatus:
+        try:
+            return await _broker(self.client, self.config, label).query(
+                "lease_status", LeaseRef(id=lease_id), result_type=LeaseStatus)
+        except RPCError as exc:
+            raise TEError(f"the TE broker for {label!r} is not reachable: {exc}") from exc
 
     async def renew(self, label: str, lease_id: str, generation: int) -> LeaseStatus:
         return await _broker(self.client, self.config, label).execute_update(
