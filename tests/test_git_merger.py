@@ -277,6 +277,30 @@ async def test_commit_that_is_not_the_patchset_is_refused(site: ReviewSite,
     assert result.error is not None and one.commit in result.error
 
 
+async def test_only_what_no_retry_can_change_is_permanent(tmp_path: Path, site: ReviewSite,
+                                                       cache: RepoCache) -> None:
+    """A conflict may go away when a change ahead leaves the queue; a missing or moved patchset
+    of the change under test (last), or an unusable request, never does: the gate takes that
+    item out at once instead of asking again."""
+    one = site.push_change(APP, 1, files={"a.txt": "one\nTWO\nthree\n"})
+    two = site.push_change(APP, 2, files={"a.txt": "one\n2\nthree\n"})
+    ghost = one.model_copy(update={"number": 5, "commit": None})
+    stale = one.model_copy(update={"commit": "0" * 40})
+
+    async def answer(*changes: ChangeRef, required: list[str] | None = None
+                     ) -> tuple[bool, bool, ChangeRef | None]:
+        result = await prepare_state(PrepareStateRequest(
+            changes=list(changes), required_projects=required or [], merge_date=DATE), cache)
+        return result.ok, result.permanent, result.conflict_change
+
+    assert await answer(one, two) == (False, False, two)  # a conflict
+    assert await answer(one, ghost) == (False, True, ghost)  # its own patchset is gone
+    assert await answer(ghost, one) == (False, False, ghost)  # one ahead of it is
+    assert await answer(stale) == (False, True, stale)  # its patchset is another commit
+    assert await answer(one, required=[DOCS]) == (False, True, None)  # unusable request
+    assert await answer(one) == (True, False, None)
+
+
 # --- reproducibility and workspaces -----------------------------------------------------------
 
 

@@ -1,5 +1,9 @@
 """`lockmaster status` and `lockmaster gate enqueue|dequeue|promote` (operators): enqueue and
-dequeue work on every pipeline (a queue's item, or a check run), promote on queues only."""
+dequeue work on every pipeline (a queue's item, or a check run), promote on queues only.
+
+Exit codes: 0 done (what was done is printed: the queue's new order, what left); 2 refused
+(bad input: an unknown or closed change, queue, project or pipeline; nothing was sent); 1 the
+command changed nothing (the change is not there) or Temporal did not answer."""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import typer
 
 from lockmaster.cli.context import fail, load, out
 from lockmaster.config.models import LockmasterConfig
-from lockmaster.review.base import ChangeNotFound
+from lockmaster.pipelines.queues import base_queue, split_queue
+from lockmaster.review.base import ChangeNotFound, ReviewError
 from lockmaster.review.registry import review_drivers
 from lockmaster.starters import operator
 from lockmaster.starters.status import PipelineStatus, collect
@@ -22,7 +27,7 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml")
 PipelineOpt = typer.Option("gate", "--pipeline", help="any pipeline (gate, check, ...)")
 QueuePipelineOpt = typer.Option("gate", "--pipeline", help="dependent pipeline")
 # What an operator command answers when it changed nothing (it then exits non-zero).
-NOTHING_DONE = {"ignored", "already-running", "duplicate"}
+NOTHING_DONE = {operator.IGNORED, "already-running", "duplicate"}
 
 
 def _known(cfg: LockmasterConfig, pipeline: str) -> None:
@@ -40,18 +45,25 @@ def _dependent(cfg: LockmasterConfig, pipeline: str) -> None:
 
 def _run(cfg: LockmasterConfig, coro_factory) -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
-        client = await connect(cfg)
+        try:
+            client = await connect(cfg)
+        except RuntimeError as exc:
+            fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)
         action = await coro_factory(client)
+        if action.action == operator.REFUSED:
+            fail(f"{action.detail}; nothing was enqueued")
         if action.action in NOTHING_DONE:
             fail(f"nothing done: {action}", 1)
-        out.print(str(action))
+        if action.action == operator.UNANSWERED:
+            fail(str(action), 1)
+        out.print(str(action), markup=False)
 
     try:
         asyncio.run(main())
     except ChangeNotFound as exc:
-        fail(str(exc))
-    except RuntimeError as exc:
-        fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)
+        fail(f"{exc}; nothing was enqueued")
+    except ReviewError as exc:
+        fail(f"the review system did not answer: {exc}", 1)
 
 
 @app.command("enqueue")
@@ -94,6 +106,9 @@ def promote(
     """Move these changes, in this order, to the head of the queue."""
     cfg = load(config)
     _dependent(cfg, pipeline)
+    queues = sorted({base_queue(cfg, p.name) for p in cfg.projects})
+    if split_queue(queue)[0] not in queues:
+        fail(f"queue {queue!r} is not configured (queues: {', '.join(queues) or 'none'})")
     for c in changes:
         number, _, patchset = c.partition(",")
         if not number.isdigit() or (patchset and not patchset.isdigit()):
@@ -139,6 +154,9 @@ def status(
         for c in p.checks:
             out.print(f"  {c.change.project} {c.change.key}: {c.phase}")
             for job in c.jobs:
-                out.print(f"      - {job.name}: {job.state}")
+                extra = f" {now - job.started:.0f}s" if job.started and \
+                    job.state == "running" else ""
+                out.print(f"      - {job.name}: {job.state}{extra}"
+                          + ("" if job.voting else " (non-voting)"))
         if not p.queues and not p.checks:
             out.print("  (empty)")

@@ -66,7 +66,12 @@ async def prepare_state(
             except MergeConflict as exc:
                 conflicts.append(exc)
     except _Failure as exc:
-        return PrepareStateResult(ok=False, conflict_change=exc.change, error=str(exc))
+        # Not a conflict: about the change under test (last) or the request itself, it is final.
+        last = req.changes[-1] if req.changes else None
+        own = exc.change is None or (last is not None and (exc.change.project, exc.change.key)
+                                     == (last.project, last.key))
+        return PrepareStateResult(ok=False, conflict_change=exc.change, error=str(exc),
+                                  permanent=own)
     if conflicts:
         # Projects are merged one after the other; report the change earliest in merge order.
         first = min(conflicts, key=lambda c: req.changes.index(c.change))

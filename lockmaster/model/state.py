@@ -54,6 +54,10 @@ class PrepareStateResult(Model):
     # Set when ok is False: which change did not merge, and git's words.
     conflict_change: ChangeRef | None = None
     error: str | None = None
+    # With ok False: no retry can build this state for the last change, whatever the changes
+    # ahead of it do (its patchset ref is gone or moved, its branch is gone, the request is
+    # unusable); a merge conflict is not permanent (a change ahead may leave).
+    permanent: bool = False
 
 
 class DependencyRequest(Model):

@@ -6,7 +6,8 @@ closure with its current patchset, status, approvals, WIP and private flags, and
 needs) and hands them here with the request. Then, as Zuul does for every trigger event:
 
 - a change that is not open, not its current patchset, a work in progress, private, or (unless an
-  operator enqueues it) short of the pipeline's requirements does not enter;
+  operator enqueues it) short of the pipeline's requirements does not enter, nor does one this
+  queue merged while its state was read (an operator enqueue, too: it never spins the queue);
 - a needed change in another queue, a dependency cycle or an unknown change: a configuration
   error is reported;
 - a needed change that is not its current patchset (a stack built on an outdated patchset):
@@ -126,6 +127,8 @@ class Enqueuer:
         change = request.change
         if queue.find_number(change.number) is not None:
             return []  # in the queue already (Zuul: already in pipeline)
+        if queue.unbuildable_leave and queue.merged(change.key):
+            return []  # this queue merged it while the request read it: nothing to test
         if behind and not self._can_follow(deps):
             return []
         if not deps.ok:

@@ -31,7 +31,7 @@ from lockmaster.model.build import Artifact, BuildResult, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.gate import GateBuild, GateItem, QueueState
 from lockmaster.model.state import PrepareStateResult
-from lockmaster.pipelines import gate_window, reports
+from lockmaster.pipelines import gate_commands, gate_merges, gate_window, reports
 from lockmaster.pipelines.gate_actions import (
     Action,
     BuildAction,
@@ -71,6 +71,7 @@ class GateQueue:
         *,
         submit_in_batches: bool = False,
         needs_checked: bool = False,
+        unbuildable_leave: bool = True,
     ) -> None:
         self.state = state
         self.labels = labels
@@ -81,6 +82,9 @@ class GateQueue:
         # Every item's needed changes are checked on each pass, as Zuul does (off for histories
         # recorded before: those only removed the dependents of a failed change).
         self.needs_checked = needs_checked
+        # An item whose state can never be built leaves at once (gate_merges.py; off for
+        # histories recorded before, where such an item was merged again and again).
+        self.unbuildable_leave = unbuildable_leave
 
     MERGED_MEMORY = 500
 
@@ -183,27 +187,7 @@ class GateQueue:
     def promote(self, keys: list[str]) -> bool:
         """Move these items, in this order, to the head (each behind the changes it needs, as
         Zuul re-enqueues the changes ahead of a promoted one). Returns False when nothing moved."""
-        chosen: list[GateItem] = []
-        for key in keys:
-            number = key.split(",")[0]
-            item = next((i for i in self.items if str(i.change.number) == number), None)
-            if item is not None and item not in chosen:
-                chosen.append(item)
-        order: list[GateItem] = []
-
-        def place(item: GateItem) -> None:
-            if item in order:
-                return
-            for need in self.needs.get(item.key, []):
-                needed = self.item(need)
-                if needed is not None:
-                    place(needed)
-            order.append(item)
-
-        for item in chosen:
-            place(item)
-        for item in self.items:
-            place(item)
+        order = gate_commands.promoted_order(self, keys)
         if [i.key for i in order] == [i.key for i in self.items]:
             return False
         self.state.items = order
@@ -221,6 +205,7 @@ class GateQueue:
         else:
             item.merge = "conflict"
             item.merge_error = result.error
+            item.unmergeable = result.permanent
 
     def build_done(self, key: str, buildset: int, result: BuildResult) -> list[Action]:
         """Record a build's result; returns the cancellations fail-fast calls for."""
@@ -357,6 +342,12 @@ class GateQueue:
                     seen.add(item.key)
                     batch_open = False
                     continue
+                gone = gate_merges.leave_if_unbuildable(self, item) \
+                    if self.unbuildable_leave else None
+                if gone is not None:
+                    actions += gone
+                    changed = True
+                    break
                 if self.needs_checked:
                     missing = self._missing_need(item, seen)
                     if missing is not None:
@@ -466,6 +457,7 @@ class GateQueue:
         item.buildset += 1
         item.merge = "none"
         item.merge_error = None
+        item.unmergeable = False
         item.state = None
         item.builds = []
         item.job_results = {}

@@ -1,24 +1,32 @@
-"""Operator commands on the gate's queues: enqueue, dequeue, promote. Each is a signal to the
-queue workflow (`<pipeline>/<queue>`), so the `temporal` CLI can send the same:
+"""Operator commands on the gate's queues: enqueue, dequeue, promote. Enqueue is a signal to the
+queue workflow (`<pipeline>/<queue>`); dequeue and promote are updates, which answer what they
+did (or are rejected, with the reason, when they would change nothing). The `temporal` CLI can
+send the same (signals of these names work too, unanswered):
 
-    temporal workflow signal --workflow-id gate/integrated --name dequeue \\
+    temporal workflow update execute --workflow-id gate/integrated --name dequeue \\
         --input '{"project": "org/project1", "number": 3}'
+
+An enqueue is checked first: a change that is merged, abandoned, unknown, a work in progress or
+private, or of a project without jobs in the pipeline, is refused and nothing is signalled.
 """
 
 from __future__ import annotations
 
-from temporalio.client import Client
+import asyncio
+
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from lockmaster.config.models import LockmasterConfig
-from lockmaster.model.change import ChangeRef
-from lockmaster.model.gate import DequeueRequest, EnqueueRequest, PromoteRequest
+from lockmaster.model.change import ChangeInfo, ChangeRef
+from lockmaster.model.gate import CommandResult, DequeueRequest, EnqueueRequest, PromoteRequest
 from lockmaster.pipelines.freeze import freeze_pipeline, queue_job_graphs
 from lockmaster.pipelines.queues import gate_input, queue_name, queue_projects
 from lockmaster.review.base import ReviewDriver
@@ -72,13 +80,45 @@ async def enqueue_change(
     return RouteAction("enqueued", wid, change.key)
 
 
+# Answers of a command that was refused (bad input: exit 2), that changed nothing (exit 1), or
+# that is not known to have done anything (no answer in time: exit 1).
+REFUSED, IGNORED, UNANSWERED = "refused", "ignored", "unanswered"
+ANSWER_TIMEOUT = 30.0  # seconds an update waits for the queue's answer
+
+
+def enqueue_refusal(config: LockmasterConfig, pipeline: str, info: ChangeInfo) -> str | None:
+    """Why the change can never enter the pipeline as it is (None: it may). Its approvals are
+    not asked for (an operator's enqueue); what `change approve` refuses, this refuses too."""
+    what = f"change {info.number} ({info.project})"
+    if info.status != "NEW":
+        return f"{what} is {info.status.lower()}: only an open change can enter {pipeline}"
+    project = config.project(info.project)
+    if project is None:
+        return f"{what}: project {info.project} is not configured in lockmaster"
+    if pipeline not in project.pipelines or not project.pipelines[pipeline].project_jobs():
+        return (f"{what}: {info.project} has no jobs in {pipeline} (pipelines: "
+                f"{', '.join(project.pipelines) or 'none'})")
+    if config.pipeline(pipeline).manager == "dependent":
+        if info.wip:
+            return (f"{what} is a work in progress: it cannot enter {pipeline} (mark it ready: "
+                    f"lockmaster change ready {info.number})")
+        if info.private:
+            return (f"{what} is private: it cannot enter {pipeline} (make it public: "
+                    f"lockmaster change public {info.number})")
+    return None
+
+
 async def enqueue(
     client: Client, config: LockmasterConfig, drivers: dict[str, ReviewDriver],
     pipeline: str, connection: str, number: int,
 ) -> RouteAction:
     """Operator enqueue: the change's current patchset, whatever its approvals (a dependent
-    pipeline: into its queue; an independent one: a new run, as a recheck starts)."""
+    pipeline: into its queue; an independent one: a new run, as a recheck starts). A change
+    that can never enter is refused: nothing is signalled or started."""
     info = await drivers[connection].get_change(number)
+    refusal = enqueue_refusal(config, pipeline, info)
+    if refusal is not None:
+        return RouteAction(REFUSED, detail=refusal)
     if config.pipeline(pipeline).manager == "independent":
         return await start_check(client, config, pipeline, info.ref(),
                                  Trigger(f"operator|{pipeline}|{info.number}", kind="operator"))
@@ -86,14 +126,28 @@ async def enqueue(
                                 ignore_requirements=True)
 
 
-async def _signal(client: Client, wid: str, name: str, arg: object) -> RouteAction:
+async def _update(client: Client, wid: str, name: str,
+                  arg: DequeueRequest | PromoteRequest) -> CommandResult | RouteAction:
+    """The queue's answer, or what to say when there is none (not running, rejected, silent)."""
     try:
-        await client.get_workflow_handle(wid).signal(name, arg)
+        return await asyncio.wait_for(client.get_workflow_handle(wid).execute_update(
+            name, arg, result_type=CommandResult), ANSWER_TIMEOUT)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            return RouteAction("ignored", wid, "no such queue is running")
+            return RouteAction(IGNORED, wid, "no such queue is running")
         raise
-    return RouteAction(name, wid)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        return RouteAction(IGNORED, wid, cause.message if isinstance(cause, ApplicationError)
+                           else str(cause))
+    except TimeoutError:
+        return RouteAction(UNANSWERED, wid, f"the queue did not answer within "
+                           f"{ANSWER_TIMEOUT:.0f} s; are the workers running (lockmaster run, "
+                           "lockmaster worker all)? The command may still take effect")
+
+
+def _order(result: CommandResult) -> str:
+    return f"queue now: {' '.join(result.order) or 'empty'}"
 
 
 async def dequeue(
@@ -113,9 +167,24 @@ async def dequeue(
             return RouteAction("ignored", detail=f"change {number} has no running {pipeline} run")
         return RouteAction("dequeued", ", ".join(a.workflow_id or "" for a in cancelled))
     wid = gate_id_for(config, pipeline, queue_name(config, project, branch))
-    return await _signal(client, wid, "dequeue", DequeueRequest(project=project, number=number))
+    result = await _update(client, wid, "dequeue",
+                           DequeueRequest(project=project, number=number))
+    if isinstance(result, RouteAction):
+        return result
+    if not result.dequeued:
+        return RouteAction("dequeued", wid, f"change {number} no longer waits to enter; "
+                                            f"{_order(result)}")
+    head, *rest = result.dequeued
+    also = f" (with {' '.join(rest)}, which need{'s' if len(rest) == 1 else ''} it)" \
+        if rest else ""
+    return RouteAction("dequeued", wid, f"{head}{also}; {_order(result)}")
+
+
 async def promote(
     client: Client, config: LockmasterConfig, pipeline: str, queue: str, changes: list[str],
 ) -> RouteAction:
     wid = gate_id_for(config, pipeline, queue)
-    return await _signal(client, wid, "promote", PromoteRequest(changes=changes))
+    result = await _update(client, wid, "promote", PromoteRequest(changes=changes))
+    if isinstance(result, RouteAction):
+        return result
+    return RouteAction("promoted", wid, _order(result))

@@ -13,12 +13,12 @@ from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from lockmaster.config.models import LockmasterConfig
-from lockmaster.model.build import Result
+from lockmaster.model.build import JobSpec, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.check import CheckInput, CheckOutcome, ReportLabels
 from lockmaster.pipelines.freeze import freeze_jobs
 from lockmaster.pipelines.jobgraph import upstream_jobs
-from lockmaster.review.base import ReviewDriver
+from lockmaster.review.base import ChangeNotFound, ReviewDriver
 from lockmaster.starters.router_types import RouteAction
 from lockmaster.temporal import search_attributes
 from lockmaster.temporal.task_queues import Role, task_queue
@@ -29,31 +29,54 @@ class RerunError(Exception):
     """The job cannot be rerun (the message says why and what to do instead)."""
 
 
-async def rerun_job(client: Client, config: LockmasterConfig, drivers: dict[str, ReviewDriver],
-                    project: str, number: int, job: str, pipeline: str = "check",
-                    build_heartbeat_timeout: float = 30.0, *,
-                    dry_run: bool = False) -> RouteAction:
-    """`dry_run`: start nothing; the action's detail is the equivalent `temporal` command."""
+async def rerun_target(config: LockmasterConfig, drivers: dict[str, ReviewDriver],
+                       project: str, number: int, job: str, pipeline: str = "check",
+                       ) -> tuple[ChangeRef, list[JobSpec], JobSpec]:
+    """The change's latest patchset, the project's jobs in the pipeline and the job to rerun;
+    RerunError (one line: what, where, how to fix it) when there is no such thing to rerun.
+    Asks the review system, not Temporal."""
     project_config = config.project(project)
     if project_config is None:
-        raise RerunError(f"project {project!r} is not configured")
+        raise RerunError(f"project {project!r} is not configured (projects: "
+                         f"{', '.join(p.name for p in config.projects) or 'none'})")
     try:
         pipe = config.pipeline(pipeline)
     except KeyError:
-        raise RerunError(f"no pipeline {pipeline!r}") from None
+        raise RerunError(f"pipeline {pipeline!r} is not configured (pipelines: "
+                         f"{', '.join(p.name for p in config.pipelines)})") from None
     if pipe.manager != "independent":
         raise RerunError(f"{pipeline} is a gate: its builds belong to the queue; dequeue and "
                          "enqueue the change to run them again")
+    conn = project_config.connection
+    driver = drivers.get(conn)
+    if driver is None:
+        raise RerunError(f"connection {conn!r} (of {project}) is not available")
+    try:
+        info = await driver.get_change(number)
+    except ChangeNotFound:
+        raise RerunError(f"change {number} does not exist on connection {conn!r} (where "
+                         f"{project}'s changes are): check the number") from None
+    if info.project != project:
+        raise RerunError(f"change {number} is a change of {info.project}, not {project}: "
+                         f"lockmaster rerun {info.project} {number} {job}")
+    if info.status != "NEW":
+        raise RerunError(f"change {number} ({project}) is {info.status.lower()}: only the jobs "
+                         "of an open change are rerun")
     jobs = freeze_jobs(config, project, pipeline)
     spec = next((j for j in jobs if j.name == job), None)
     if spec is None:
         raise RerunError(f"job {job!r} is not in {project}'s {pipeline} pipeline (jobs: "
                          f"{', '.join(j.name for j in jobs) or 'none'})")
-    driver = drivers.get(project_config.connection)
-    if driver is None:
-        raise RerunError(f"connection {project_config.connection!r} is not available")
-    info = await driver.get_change(number)
-    ref: ChangeRef = info.ref()
+    return info.ref(), jobs, spec
+
+
+async def rerun_job(client: Client, config: LockmasterConfig, drivers: dict[str, ReviewDriver],
+                    project: str, number: int, job: str, pipeline: str = "check",
+                    build_heartbeat_timeout: float = 30.0, *,
+                    dry_run: bool = False) -> RouteAction:
+    """`dry_run`: start nothing; the action's detail is the equivalent `temporal` command."""
+    ref, jobs, spec = await rerun_target(config, drivers, project, number, job, pipeline)
+    pipe = config.pipeline(pipeline)
     wid = check_workflow_id(ref, pipeline, config.temporal.workflow_id_prefix)
     handle = client.get_workflow_handle(wid, result_type=CheckOutcome)
     try:
