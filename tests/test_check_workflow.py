@@ -64,8 +64,11 @@ async def test_passing_check_votes_plus_one_with_job_lines(client: Client, tmp_p
         # The Web UI's "current details" and summary say what the check did.
         meta = await dep.handle(wid).query("__temporal_workflow_metadata",
                                            result_type=WorkflowMetadata)
+        test_build = next(b for b in outcome.builds if b.job == "test")
         assert meta.current_details.splitlines() == [
-            f"**done** {number},1", "- build: SUCCESS", "- test: SUCCESS"]
+            f"**SUCCEEDED** check: {name} change {number},1",
+            f"- build: SUCCESS — [log]({build.log_url})",
+            f"- test: SUCCESS — [log]({test_build.log_url})"]
         assert await (await dep.handle(wid).describe()).static_summary() == (
             f"check: {name} change {number},1 (patchset-created)")
 

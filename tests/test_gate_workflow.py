@@ -160,11 +160,13 @@ async def test_operator_dequeue_and_promote(client: Client, tmp_path: Path) -> N
         wid = f"gate/{name}"
         await wait_items(dep, wid, 3)
         action = await operator.promote(client, config, "gate", name, [f"{c.number},1"])
-        assert action.action == "promote"
+        assert (action.action, action.workflow_id, action.detail) == (
+            "promoted", wid, f"queue now: {c.number},1 {a.number},1 {b.number},1")
         status = await wait_order(dep, wid, [c.number, a.number, b.number])
         assert status.items[1].changes == f"{c.number},1 {a.number},1"
         action = await operator.dequeue(client, config, "gate", name, a.number)
-        assert action.action == "dequeue"
+        assert (action.action, action.detail) == (
+            "dequeued", f"{a.number},1; queue now: {c.number},1 {b.number},1")
         status = await wait_order(dep, wid, [c.number, b.number])
         assert status.items[1].changes == f"{c.number},1 {b.number},1"
         views = {p.pipeline: p for p in await collect(client, config)}
@@ -173,6 +175,84 @@ async def test_operator_dequeue_and_promote(client: Client, tmp_path: Path) -> N
         await settle(dep, wid)
         assert merged_order(dep, [a.number, b.number, c.number]) == [b.number, c.number]
         assert [m["tag"].split(":")[-1] for m in dep.reports(a.number)][-1] == "dequeue"
+
+
+async def test_operator_commands_that_would_change_nothing_say_why(
+        client: Client, tmp_path: Path) -> None:
+    """Rejected updates: nothing is recorded, the queue goes on; the signals of the same names
+    (the `temporal` CLI's) still work, unanswered."""
+    from lockmaster.model.gate import PromoteRequest
+    from lockmaster.starters import operator
+
+    name = unique_project()
+    config = gate_config(tmp_path, [name], "sleep 1.5")
+    async with deployment(client, config) as dep:
+        dep.store.create_project(name, {"README": "x\n"})
+        a, b = (dep.store.upload(name, files={n: n + "\n"}, subject=n) for n in "ab")
+        gone = await operator.promote(client, config, "gate", name, ["1"])
+        assert (gone.action, gone.detail) == ("ignored", "no such queue is running")
+        for change in (a, b):
+            await approve(dep, change.number)
+        wid = f"gate/{name}"
+        await wait_items(dep, wid, 2)
+        queue = f"(queue: {a.number},1 {b.number},1)"
+        answers = [
+            await operator.promote(client, config, "gate", name, ["99"]),
+            await operator.promote(client, config, "gate", name, [f"{b.number},2"]),
+            await operator.promote(client, config, "gate", name, [str(a.number)]),
+            await operator.dequeue(client, config, "gate", name, 99),
+        ]
+        assert [(x.action, x.workflow_id, x.detail) for x in answers] == [
+            ("ignored", wid, f"change 99 is not in the queue {queue}"),
+            ("ignored", wid, f"change {b.number},2 is not in the queue ({b.number},1 is) "
+                             f"{queue}"),
+            ("ignored", wid, f"the queue is in that order already ({a.number},1 {b.number},1)"),
+            ("ignored", wid, f"change 99 of {name} is neither in the queue nor waiting to "
+                             f"enter it {queue}"),
+        ]
+        await client.get_workflow_handle(wid).signal(
+            "promote", PromoteRequest(changes=[str(b.number)]))
+        await wait_order(dep, wid, [b.number, a.number])
+        # Promoted right after its approval: the promote waits for it to enter the queue.
+        c = dep.store.upload(name, files={"c": "c\n"}, subject="c")
+        await approve(dep, c.number)
+        action = await operator.promote(client, config, "gate", name, [str(c.number)])
+        assert (action.action, action.detail) == (
+            "promoted", f"queue now: {c.number},1 {b.number},1 {a.number},1")
+        await settle(dep, wid)
+        assert merged_order(dep, [a.number, b.number, c.number]) == [a.number, b.number,
+                                                                     c.number]
+
+
+async def test_enqueue_refuses_a_merged_or_abandoned_change(
+        client: Client, tmp_path: Path) -> None:
+    """Issue 12: such an enqueue said "enqueued" (and the queue livelocked, or tested and
+    reported an abandoned change); now nothing is signalled, the queue never hears of it."""
+    from temporalio.service import RPCError
+
+    from lockmaster.starters import operator
+
+    name = unique_project()
+    config = gate_config(tmp_path, [name], "true")
+    async with deployment(client, config) as dep:
+        dep.store.create_project(name, {"README": "x\n"})
+        merged = dep.store.upload(name, files={"m": "m\n"}, subject="m")
+        dep.store.submit(merged.ref())
+        abandoned = dep.store.upload(name, files={"a": "a\n"}, subject="a")
+        dep.store.abandon(abandoned.number, author="dev")
+        for change, status in ((merged, "merged"), (abandoned, "abandoned")):
+            action = await operator.enqueue(client, config, dep.drivers, "gate", "local",
+                                            change.number)
+            assert (action.action, action.workflow_id, action.detail) == (
+                "refused", None, f"change {change.number} ({name}) is {status}: only an open "
+                                 "change can enter gate")
+        try:
+            await client.get_workflow_handle(f"gate/{name}").describe()
+        except RPCError:
+            pass  # never started: nothing was signalled
+        else:
+            raise AssertionError("the queue was started")
+        assert dep.reports(abandoned.number) == [] and dep.reports(merged.number) == []
 
 
 async def test_queue_continues_as_new_and_keeps_its_state(client: Client, tmp_path: Path) -> None:

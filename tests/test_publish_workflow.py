@@ -183,6 +183,11 @@ async def test_failed_build_is_passed_over_and_a_down_mirror_is_retried(
         rerun = await result(client, answer.workflow_id or "")
         assert rerun.ok and [s.name for s in rerun.steps] == ["sync:far"]
         assert "already at" in (rerun.steps[0].detail or "")
+        # `publish show` keeps the earlier run's rows, marked, beside the step run again.
+        again = await ops.show(project, 2)
+        assert [s.name for s in again.steps] == [s.name for s in shown.steps]
+        assert [s.name for s in again.steps if not s.earlier] == ["sync:far"]
+        assert next(s for s in again.steps if s.name == "build").state is StepState.DONE
         # ... and publishing again: a new snapshot, behind everything merged so far.
         answer = await ops.retrigger(project, 2, "publish")
         rerun = await result(client, answer.workflow_id or "")

@@ -46,8 +46,9 @@ def show(project: str, change: int, as_json: bool = typer.Option(False, "--json"
               + ("" if status.done else " — in progress"))
     listing = listing_table("step", "state", "started", "ended", "detail", "link")
     for step in status.steps:
-        listing.add_row(step.name, step.state.value, _when(step.started), _when(step.ended),
-                      step.detail or "", step.url or "")
+        listing.add_row(step.name + (" (earlier run)" if step.earlier else ""),
+                        step.state.value, _when(step.started), _when(step.ended),
+                        step.detail or "", step.url or "")
     out.print(listing)
     for step in status.steps:
         for sign, files in (("+", step.added), ("-", step.removed)):

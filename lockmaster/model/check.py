@@ -57,6 +57,8 @@ class JobStatus(Model):
     attempt: int = 0
     log_url: str | None = None
     started: float | None = None
+    # Why it did not succeed (the last attempt's message, or why it was skipped).
+    reason: str | None = None
 
 
 class CheckStatus(Model):
@@ -67,6 +69,10 @@ class CheckStatus(Model):
     phase: str  # resolving, merging, running, reporting, done
     changes: str = ""  # speculative state, `N,P N,P`
     jobs: list[JobStatus] = Field(default_factory=list)
+    # Once done: SUCCESS, FAILURE, MERGE_CONFLICT, ... (as the `Result` search attribute), and
+    # one line saying why when it did not succeed.
+    result: str | None = None
+    reason: str | None = None
 
 
 class StatusQuery(Model):

@@ -60,6 +60,9 @@ class GateItem(Model):
     fail_fast: bool = False
     # Enqueued by an operator: losing an approval does not take it out.
     ignore_requirements: bool = False
+    # With merge "conflict": the merger said no retry can build this change's state (its
+    # patchset or branch is gone...): it leaves at once (pipelines/gate_merges.py).
+    unmergeable: bool = False
 
     @property
     def key(self) -> str:
@@ -196,6 +199,15 @@ class PromoteRequest(Model):
     changes: list[str]  # `NUMBER,PATCHSET` or `NUMBER`
 
 
+class CommandResult(Model):
+    """What an operator's `dequeue` or `promote` update did (updates of the same names as the
+    signals: a command that would change nothing is rejected, with the reason)."""
+
+    message: str
+    dequeued: list[str] = Field(default_factory=list)  # `N,P` of the items that left
+    order: list[str] = Field(default_factory=list)  # the queue's items after it, head first
+
+
 class ChangeUpdated(Model):
     """Signal `change-updated`: approvals removed, abandoned, new patchset: re-check it."""
 
@@ -220,6 +232,8 @@ class JobView(Model):
     log_url: str | None = None
     elapsed: float | None = None
     estimated: float | None = None
+    # Why it did not succeed (the last attempt's message, or why it was skipped).
+    reason: str | None = None
 
 
 class ItemView(Model):
@@ -232,6 +246,7 @@ class ItemView(Model):
     merge: MergeStatus
     enqueued_at: float
     jobs: list[JobView] = Field(default_factory=list)
+    merge_error: str | None = None  # with merge "conflict": what the merger said
 
 
 class QueueStatus(Model):
@@ -242,6 +257,9 @@ class QueueStatus(Model):
     # Merges, builds, reports or commands in flight (items may wait for dependencies unseen).
     busy: bool = False
     items: list[ItemView] = Field(default_factory=list)
+    # The last changes that left without merging (`N,P` -> why) and that merged, oldest first.
+    recently_left: dict[str, str] = Field(default_factory=dict)
+    recently_merged: list[str] = Field(default_factory=list)
 
 
 QueueState.model_rebuild()

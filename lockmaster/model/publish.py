@@ -37,6 +37,8 @@ class PublishStep(Model):
     # publish: package files new in the stable repository; sync: files the mirror got / lost.
     added: list[str] = Field(default_factory=list)
     removed: list[str] = Field(default_factory=list)
+    # Shown from the run before a retrigger: this run does not do the step again.
+    earlier: bool = False
 
 
 class PublishInput(Model):
@@ -52,6 +54,8 @@ class PublishInput(Model):
     only: str | None = None
     snapshot: str | None = None  # with `only`: the snapshot the change was published in
     packages_url: str | None = None  # with `only` = "publish": the build's packages artifact
+    # With `only`: the steps of the run before, so `publish show` keeps every row.
+    earlier_steps: list[PublishStep] = Field(default_factory=list)
 
 
 class PublishResult(Model):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from lockmaster.model.build import BuildResult, JobSpec, Result
 
 
@@ -90,3 +92,12 @@ def upstream_jobs(jobs: list[JobSpec], name: str) -> set[str]:
             seen.add(dep)
             todo += by_name[dep].dependencies if dep in by_name else []
     return seen
+
+
+def skip_reason(job: JobSpec, results: Mapping[str, Result]) -> str:
+    """Why a SKIPPED job never ran: a job it depends on did not succeed, or fail-fast."""
+    failed = [dep for dep in job.dependencies
+              if dep in results and results[dep] is not Result.SUCCESS]
+    if failed:
+        return f"not run: {', '.join(failed)} did not succeed"
+    return "not run: the buildset had already failed (fail-fast)"

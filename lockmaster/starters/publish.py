@@ -19,6 +19,7 @@ from lockmaster.model.publish import (
     PublishInput,
     PublishStatus,
     PublishStatusQuery,
+    PublishStep,
     QueueInput,
     QueueStatus,
     QueueStatusQuery,
@@ -47,7 +48,8 @@ def change_workflow_id(config: LockmasterConfig, project: str, change: int) -> s
 
 def publish_input(config: LockmasterConfig, change: ChangeRef, *,
                   build_heartbeat_timeout: float = 30.0, only: str | None = None,
-                  snapshot: str | None = None, packages_url: str | None = None) -> PublishInput:
+                  snapshot: str | None = None, packages_url: str | None = None,
+                  earlier_steps: list[PublishStep] | None = None) -> PublishInput:
     project = config.project(change.project)
     assert project is not None and project.publish is not None
     return PublishInput(
@@ -57,7 +59,8 @@ def publish_input(config: LockmasterConfig, change: ChangeRef, *,
         task_queue_prefix=config.temporal.task_queue_prefix,
         build_heartbeat_timeout=build_heartbeat_timeout,
         sync_heartbeat_timeout=config.publishing.sync_heartbeat_timeout,
-        only=only, snapshot=snapshot, packages_url=packages_url)
+        only=only, snapshot=snapshot, packages_url=packages_url,
+        earlier_steps=list(earlier_steps or []) if only is not None else [])
 
 
 async def enqueue_merge(client: Client, config: LockmasterConfig, change: ChangeRef) -> None:
@@ -166,7 +169,7 @@ class Publications:
         change_ref = status.change
         only = None if step == "build" else step
         inp = publish_input(self.config, change_ref, only=only, snapshot=status.snapshot,
-                            packages_url=packages_url)
+                            packages_url=packages_url, earlier_steps=status.steps)
         if dry_run:
             queue = task_queue(self.config.temporal.task_queue_prefix, Role.ORCHESTRATOR)
             command = (f"temporal workflow start --type PublishWorkflow --task-queue {queue} "

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
         AutoholdListQuery,
         OperatorResult,
     )
+    from lockmaster.workflows.details import autohold_details
 
 
 @workflow.defn(name="AutoholdWorkflow")
@@ -28,9 +29,14 @@ class AutoholdWorkflow:
     @workflow.run
     async def run(self, inp: AutoholdInput) -> None:
         self._input = inp
+        self._publish()
         await workflow.wait_condition(self._should_continue_as_new)
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(self._input)
+
+    def _publish(self) -> None:
+        """The Web UI's "Current details": every request (not a command)."""
+        workflow.set_current_details(autohold_details(self._input.autoholds))
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
@@ -44,6 +50,7 @@ class AutoholdWorkflow:
                                        "created": workflow.now().timestamp()})
         self._input.next_id += 1
         self._input.autoholds = [a for a in self._input.autoholds if a.id != hold.id] + [hold]
+        self._publish()
         change = f" change {hold.change}" if hold.change is not None else ""
         return OperatorResult(ok=True, message=f"autohold {hold.id}: the nodes of the next "
                               f"{hold.count} failing build(s) of {hold.job} in {hold.project}"
@@ -66,6 +73,7 @@ class AutoholdWorkflow:
                 hold.count -= 1
                 if hold.count <= 0:
                     self._input.autoholds.remove(hold)
+                self._publish()
                 return AutoholdClaimResult(
                     held=True, hold_until=workflow.now().timestamp() + hold.hold_seconds,
                     reason=f"autohold {hold.id}: {hold.reason}")
@@ -77,6 +85,7 @@ class AutoholdWorkflow:
         self._input.autoholds = [a for a in self._input.autoholds if a.id != request.id]
         if len(self._input.autoholds) == before:
             return OperatorResult(ok=False, message=f"no autohold {request.id!r}")
+        self._publish()
         return OperatorResult(ok=True, message=f"autohold {request.id} removed")
 
     @workflow.query(name="list")

@@ -36,10 +36,11 @@ with workflow.unsafe.imports_passed_through():
         SpeculativeState,
     )
     from lockmaster.pipelines import reports
-    from lockmaster.pipelines.jobgraph import JobGraph, final_result, upstream_jobs
+    from lockmaster.pipelines.jobgraph import JobGraph, final_result, skip_reason, upstream_jobs
     from lockmaster.pipelines.triggers import needed_changes_unfit
     from lockmaster.temporal import search_attributes
     from lockmaster.temporal.task_queues import Role, task_queue
+    from lockmaster.workflows.details import check_details
     from lockmaster.workflows.ids import check_id
 
 
@@ -78,6 +79,8 @@ class CheckWorkflow:
         self._deps: DependencyResult | None = None
         self._restart: DependencyUpdated | None = None
         self._start_reported = False
+        self._result: str | None = None  # once done (the `Result` search attribute)
+        self._reason: str | None = None
 
     @workflow.signal(name="dependency-updated")
     def dependency_updated(self, update: DependencyUpdated) -> None:
@@ -107,18 +110,24 @@ class CheckWorkflow:
                 state = "running"
                 attempt, started = self._running[job.name]
             builds = self._attempts.get(job.name)
+            reason = None
+            if state == Result.SKIPPED.value and not builds and self._graph:
+                reason = skip_reason(job, self._graph.results)
+            elif builds and state not in ("running", Result.SUCCESS.value):
+                reason = builds[-1].message
             jobs.append(JobStatus(
                 name=job.name, voting=job.voting, state=state, attempt=attempt,
-                log_url=builds[-1].log_url if builds else None, started=started,
+                log_url=builds[-1].log_url if builds else None, started=started, reason=reason,
             ))
         return CheckStatus(
             change=self._input.change, pipeline=self._input.pipeline, phase=self._phase,
-            changes=self._changes, jobs=jobs,
+            changes=self._changes, jobs=jobs, result=self._result, reason=self._reason,
         )
 
     @workflow.run
     async def run(self, inp: CheckInput) -> CheckOutcome:
         self._input = inp
+        self._publish()
         # Versioned: runs recorded before restarts and dependency search attributes replay
         # as they ran.
         if not workflow.patched("check-restarts-on-dependency-update"):
@@ -130,6 +139,8 @@ class CheckWorkflow:
             # Superseded or dequeued: the builds stop (and free their nodes) first.
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
+            self._result, self._reason = "CANCELLED", "the run was cancelled"
+            self._publish()
             await self._report_dequeue()
             raise
         if run.done():
@@ -153,13 +164,13 @@ class CheckWorkflow:
         if not deps.ok:
             message = reports.dependency_error_report(inp.pipeline, deps.error or "unknown")
             await self._report("config-error", message, inp.labels.failure)
-            return self._finish("CONFIG_ERROR", message)
+            return self._finish("CONFIG_ERROR", message, deps.error or "unknown")
         unfit = needed_changes_unfit(deps.infos, inp.require)
         if unfit:
             # Zuul does not enqueue a change whose needed changes fail the pipeline's
             # requirements, and says nothing (e.g. a dependency's new patchset lost its votes).
-            return self._finish("NOT_ENQUEUED", "needed changes do not meet the pipeline's "
-                                f"requirements: {', '.join(unfit)}")
+            why = f"needed changes do not meet the pipeline's requirements: {', '.join(unfit)}"
+            return self._finish("NOT_ENQUEUED", why, why)
         if inp.labels.enqueue is not None:  # Zuul's enqueue reporter, for any pipeline
             await self._report("enqueue", reports.enqueue_report(
                 inp.pipeline, inp.labels.messages.get("enqueue")), inp.labels.enqueue)
@@ -181,14 +192,14 @@ class CheckWorkflow:
         if not prepared.ok or prepared.state is None:
             message = reports.merge_conflict_report(inp.pipeline, prepared.error)
             await self._report("merge-conflict", message, inp.labels.failure)
-            return self._finish("MERGE_CONFLICT", message)
+            return self._finish("MERGE_CONFLICT", message, prepared.error or "merge conflict")
         state = prepared.state
         self._changes = state.changes_key()
 
         if not inp.jobs:
             message = reports.no_jobs_report(inp.pipeline)
             await self._report("no-jobs", message, {})
-            return self._finish("NO_JOBS", message)
+            return self._finish("NO_JOBS", message, "no jobs are configured for this change")
 
         if inp.labels.start is not None:
             await self._report("start", reports.start_report(
@@ -227,12 +238,9 @@ class CheckWorkflow:
         self._publish()
 
     def _publish(self) -> None:
-        """The Web UI shows this under "Current details": phase and every job's state."""
-        status = self.status(StatusQuery())
-        lines = [f"**{status.phase}** {status.changes}".strip()]
-        lines += [f"- {j.name}: {j.state}" + (f" (attempt {j.attempt})" if j.attempt > 1 else "")
-                  for j in status.jobs]
-        workflow.set_current_details("\n".join(lines))
+        """The Web UI shows this under "Current details": what the check is and how it stands
+        or ended, then every job's state or result, why it failed and its log."""
+        workflow.set_current_details(check_details(self.status(StatusQuery())))
 
     # --- the job graph -------------------------------------------------------------------------
 
@@ -353,8 +361,9 @@ class CheckWorkflow:
             retry_policy=REPORT_RETRY,
         )
 
-    def _finish(self, result: str, message: str) -> CheckOutcome:
+    def _finish(self, result: str, message: str, reason: str | None = None) -> CheckOutcome:
         assert self._input is not None
+        self._result, self._reason = result, reason
         self._set_phase("done")
         workflow.upsert_search_attributes([search_attributes.RESULT.value_set(result)])
         builds = [b for name in self._attempts for b in self._attempts[name]]

@@ -4,7 +4,8 @@
 The decisions are the pure `GateQueue` processor's; this workflow feeds it every outcome and
 carries out its actions: merges and reports on the orchestrator queue, builds on the executor
 queue, cancellations. Operators steer it with signals (enqueue, dequeue, promote, change-updated)
-and read it with the `status` query. When history grows long it stops starting work, lets what is
+or updates (dequeue, promote: they answer what they did, or why they would do nothing) and read
+it with the `status` query. When history grows long it stops starting work, lets what is
 in flight finish, and continues as new with the queue's state.
 """
 
@@ -14,7 +15,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import CancelledError as ActivityCancelled
 
 with workflow.unsafe.imports_passed_through():
@@ -22,12 +23,11 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.model.change import ChangeRef
     from lockmaster.model.gate import (
         ChangeUpdated,
+        CommandResult,
         DequeueRequest,
         EnqueueRequest,
         FrozenJobs,
         GateInput,
-        ItemView,
-        JobView,
         PromoteRequest,
         QueueStatus,
         ReportAndSubmitBatchRequest,
@@ -46,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
         PrepareStateRequest,
         PrepareStateResult,
     )
-    from lockmaster.pipelines import gate_window
+    from lockmaster.pipelines import gate_commands, gate_window
     from lockmaster.pipelines.gate_actions import (
         Action,
         BuildAction,
@@ -59,12 +59,25 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.pipelines.gate_enqueue import Enqueuer, QueuePolicy
     from lockmaster.pipelines.gate_queue import GateQueue
     from lockmaster.pipelines.gate_updates import QueueUpdates
+    from lockmaster.pipelines.gate_view import queue_status
     from lockmaster.temporal.task_queues import Role, task_queue
     from lockmaster.workflows.check import BUILD_RETRY, MERGER_RETRY, REPORT_RETRY, log_path
+    from lockmaster.workflows.details import queue_details
     from lockmaster.workflows.tasks import spawn
 
 
 Command = EnqueueRequest | DequeueRequest | PromoteRequest | ChangeUpdated
+
+
+def _numbers(changes: list[str]) -> list[int]:
+    """The change numbers of `N` or `N,P` (anything else names no change)."""
+    return [int(n) for n in (c.split(",")[0] for c in changes) if n.isdigit()]
+
+
+def _refuse(reason: str | None) -> None:
+    """An operator's update that would change nothing fails with the reason."""
+    if reason is not None:
+        raise ApplicationError(reason, non_retryable=True)
 
 
 @workflow.defn(name="GateQueueWorkflow")
@@ -81,6 +94,7 @@ class GateQueueWorkflow:
         # Enqueue requests still being worked on, in the order they arrived (see _enqueue).
         self._enqueuing: list[int] = []
         self._enqueue_tickets = 0
+        self._arrivals: dict[int, int] = {}  # ticket -> change number, of those enqueues
 
     # --- operator commands (signals: also `temporal workflow signal --name ...`) ---------------
 
@@ -104,43 +118,71 @@ class GateQueueWorkflow:
         self._pending.append(request)
         self._dirty = True
 
+    # dequeue and promote are updates too, of the same names (`temporal workflow update execute
+    # --name dequeue ...`): they answer what they did, and one that would change nothing is
+    # rejected with the reason (nothing is recorded). Commands that came before go first, and
+    # a change whose enqueue is still being worked on is waited for.
+
+    @workflow.update(name="dequeue")
+    async def dequeue_now(self, request: DequeueRequest) -> CommandResult:
+        queue = await self._after_arrivals([request.number])
+        _refuse(gate_commands.dequeue_refusal(queue, request))
+        item = queue.find(request.project, request.number)
+        leaving = [item.key, *gate_commands.leaving_with(queue, item.key)] if item else []
+        self._apply(request)
+        self._dirty = True
+        return CommandResult(
+            message="dequeued " + (" ".join(leaving) or f"change {request.number} (waiting)"),
+            dequeued=leaving, order=[i.key for i in queue.items if i.key not in leaving])
+
+    @dequeue_now.validator
+    def _dequeue_changes_something(self, request: DequeueRequest) -> None:
+        reason = gate_commands.dequeue_refusal(self._started(), request)
+        if not self._arriving([request.number]):
+            _refuse(reason)
+
+    @workflow.update(name="promote")
+    async def promote_now(self, request: PromoteRequest) -> CommandResult:
+        queue = await self._after_arrivals(_numbers(request.changes))
+        _refuse(gate_commands.promote_refusal(queue, request.changes))
+        self._apply(request)
+        self._dirty = True
+        order = [i.key for i in queue.items]
+        return CommandResult(message=f"promoted {' '.join(request.changes)}", order=order)
+
+    @promote_now.validator
+    def _promote_changes_something(self, request: PromoteRequest) -> None:
+        reason = gate_commands.promote_refusal(self._started(), request.changes)
+        if not self._arriving(_numbers(request.changes)):
+            _refuse(reason)
+
+    def _arriving(self, numbers: list[int]) -> bool:
+        """Is one of these changes' enqueue signalled and not done yet?"""
+        signalled = {c.change.number for c in self._pending if isinstance(c, EnqueueRequest)}
+        return bool(set(numbers) & (signalled | set(self._arrivals.values())))
+
+    async def _after_arrivals(self, numbers: list[int]) -> GateQueue:
+        await workflow.wait_condition(lambda: not self._arriving(numbers))
+        return self._commands_applied()
+
+    def _started(self) -> GateQueue:
+        if self._queue is None:
+            raise ApplicationError("the queue is starting; try again in a moment")
+        return self._queue
+
+    def _commands_applied(self) -> GateQueue:
+        queue = self._started()
+        for command in self._take_pending():
+            self._apply(command)
+        return queue
+
     @workflow.query(name="status")
     def status(self, _: StatusQuery) -> QueueStatus:
         assert self._input is not None
         state = self._input.state
-        now = workflow.now().timestamp()
-        items = []
-        for index, item in enumerate(state.items):
-            queue = self._queue
-            jobs = []
-            for job in item.jobs:
-                attempts = [b for b in item.builds if b.job == job.name]
-                last = attempts[-1] if attempts else None
-                if job.name in item.job_results:
-                    view_state = item.job_results[job.name].value
-                elif last is not None and last.result is None:
-                    view_state = "running"
-                else:
-                    view_state = "waiting"
-                jobs.append(JobView(
-                    name=job.name, voting=job.voting, state=view_state, attempt=len(attempts),
-                    log_url=last.log_url if last else None,
-                    elapsed=(now - last.started) if last and last.started and last.result is None
-                    else None,
-                    estimated=state.job_seconds.get(job.name),
-                ))
-            items.append(ItemView(
-                change=item.key, project=item.change.project, branch=item.change.branch,
-                active=gate_window.is_active(state, index),
-                failing=bool(queue and queue.failing(item)),
-                changes=" ".join(c.key for c in item.changes), merge=item.merge,
-                enqueued_at=item.enqueued_at, jobs=jobs,
-            ))
-        return QueueStatus(
-            queue=state.queue, pipeline=state.pipeline, window=state.window,
-            idle=not state.items and not self._tasks and not self._pending,
-            busy=bool(self._tasks or self._pending), items=items,
-        )
+        return queue_status(state, workflow.now().timestamp(),
+                            idle=not state.items and not self._tasks and not self._pending,
+                            busy=bool(self._tasks or self._pending))
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -158,7 +200,9 @@ class GateQueueWorkflow:
         batches = workflow.patched("submit-in-batches")
         queue = self._queue = GateQueue(inp.state, labels, lambda: workflow.uuid4().hex,
                                         submit_in_batches=batches,
-                                        needs_checked=workflow.patched("needs-checked"))
+                                        needs_checked=workflow.patched("needs-checked"),
+                                        unbuildable_leave=workflow.patched(
+                                            "unbuildable-items-leave"))
         self._enqueuer = Enqueuer(queue, QueuePolicy(
             projects=frozenset(inp.projects), require=dict(inp.require), branch=inp.branch))
         self._updates = QueueUpdates(self._enqueuer,
@@ -174,6 +218,9 @@ class GateQueueWorkflow:
                     self._carry_out(action)
             if not draining and self._should_continue_as_new():
                 draining = True  # start nothing new; let what runs finish
+            # The Web UI's "Current details": the queue, every item and job (not a command).
+            workflow.set_current_details(queue_details(self.status(StatusQuery()),
+                                                       draining=draining))
             if draining and not self._tasks:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 # Commands that arrived meanwhile travel in the state through `_pending`.
@@ -205,6 +252,7 @@ class GateQueueWorkflow:
             if queue.find_number(command.change.number) is None:
                 self._enqueue_tickets += 1
                 self._enqueuing.append(self._enqueue_tickets)
+                self._arrivals[self._enqueue_tickets] = command.change.number
                 self._spawn(self._enqueue(command, self._enqueue_tickets))
         elif isinstance(command, DequeueRequest):
             self._run_all(self._updates.dequeue(command))
@@ -218,6 +266,7 @@ class GateQueueWorkflow:
             await self._enqueue_in_turn(request, ticket)
         finally:
             self._enqueuing.remove(ticket)
+            self._arrivals.pop(ticket, None)
 
     async def _enqueue_in_turn(self, request: EnqueueRequest, ticket: int) -> None:
         """Enqueue behind the changes it needs; wait unreported while one is neither merged nor

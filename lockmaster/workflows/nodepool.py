@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from lockmaster.nodepool.marks import server_name
     from lockmaster.temporal.task_queues import Role, task_queue
+    from lockmaster.workflows.details import pool_details
     from lockmaster.workflows.tasks import spawn
 
 # A launch retried after its worker died finds the server it created (idempotent by name).
@@ -198,6 +199,10 @@ class NodePoolWorkflow:
             if self._draining and not self._tasks:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(inp)
+            # The Web UI's "Current details" (not a command).
+            workflow.set_current_details(pool_details(
+                self.status(PoolStatusQuery()), disabled_reason=inp.state.disabled_reason,
+                now=now))
             timeout = self._sleep(now)
             self._dirty = False
             try:

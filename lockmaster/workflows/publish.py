@@ -43,8 +43,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from lockmaster.model.state import ProjectState, SpeculativeState
     from lockmaster.packaging.steps import PACKAGES_ARTIFACT
+    from lockmaster.temporal import search_attributes
     from lockmaster.temporal.task_queues import Role, task_queue
     from lockmaster.workflows.check import BUILD_RETRY, log_path
+    from lockmaster.workflows.details import publish_details
 
 PUBLISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 # A mirror that is down is retried (backing off to a try a minute) until it is back.
@@ -71,6 +73,16 @@ class PublishWorkflow:
         for name in self._plan(inp):
             self._steps[name] = PublishStep(name=name)
 
+    def _all_steps(self) -> list[PublishStep]:
+        """This run's steps, and those of the run before a retrigger that it does not redo,
+        in the order a publication runs them."""
+        earlier = {s.name: s.model_copy(update={"earlier": True})
+                   for s in self._input.earlier_steps if s.name not in self._steps}
+        order = ["build", "publish", *(f"sync:{m}" for m in self._input.mirrors)]
+        names = [*order, *(n for n in [*earlier, *self._steps] if n not in order)]
+        return [self._steps.get(n) or earlier[n] for n in dict.fromkeys(names)
+                if n in self._steps or n in earlier]
+
     @staticmethod
     def _plan(inp: PublishInput) -> list[str]:
         syncs = [f"sync:{m}" for m in inp.mirrors]
@@ -86,18 +98,31 @@ class PublishWorkflow:
 
     @workflow.query(name="status")
     def status(self, _: PublishStatusQuery) -> PublishStatus:
-        return PublishStatus(change=self._input.change, steps=list(self._steps.values()),
+        return PublishStatus(change=self._input.change, steps=self._all_steps(),
                              snapshot=self._snapshot, build=self._build,
                              packages_url=self._packages_url, done=self._done)
 
     @workflow.run
     async def run(self, inp: PublishInput) -> PublishResult:
+        self._publish_details()
         try:
             ok, message = await self._run(inp)
         finally:
             self._done = True
+        self._publish_details(ok, message)
+        # A failed publication completes normally: the `Result` search attribute finds it
+        # (versioned: histories recorded before replay as they ran).
+        if workflow.patched("publish-result-attribute"):
+            workflow.upsert_search_attributes([search_attributes.RESULT.value_set(
+                "SUCCESS" if ok else "FAILURE")])
         return PublishResult(ok=ok, snapshot=self._snapshot, steps=list(self._steps.values()),
                              message=message)
+
+    def _publish_details(self, ok: bool | None = None, message: str | None = None) -> None:
+        """The Web UI's "Current details": every step, why it failed, its log (not a
+        command)."""
+        workflow.set_current_details(publish_details(self.status(PublishStatusQuery()), ok=ok,
+                                                     message=message))
 
     async def _run(self, inp: PublishInput) -> tuple[bool, str]:
         packages_url = inp.packages_url
@@ -169,6 +194,7 @@ class PublishWorkflow:
         await self._tell_queue("ready", Ready(workflow_id=self._id()))
         step = self._steps["publish"]
         step.detail = "waiting for its turn (merge order)"
+        self._publish_details()
         await workflow.wait_condition(lambda: self._turn is not None)
         assert self._turn is not None
         snapshot = self._turn.snapshot
@@ -225,6 +251,7 @@ class PublishWorkflow:
         step.state = StepState.RUNNING
         step.started = workflow.now().timestamp()
         step.detail = None
+        self._publish_details()
         return step
 
     def _finish(self, name: str, state: StepState, detail: str) -> None:
@@ -232,6 +259,7 @@ class PublishWorkflow:
         step.state = state
         step.detail = detail
         step.ended = workflow.now().timestamp()
+        self._publish_details()
 
     def _fail(self, name: str, why: str) -> None:
         self._finish(name, StepState.FAILED, why)

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from lockmaster.model.testenv import OperatorAnswer
     from lockmaster.pipelines.publish_queue import PublishQueue
+    from lockmaster.workflows.details import publish_queue_details
     from lockmaster.workflows.tasks import spawn
 
 
@@ -86,6 +87,9 @@ class PublishQueueWorkflow:
                 await workflow.wait_condition(
                     lambda: not self._tasks and workflow.all_handlers_finished())
                 workflow.continue_as_new(self._input)
+            # The Web UI's "Current details" (not a command).
+            workflow.set_current_details(publish_queue_details(self._input.repository,
+                                                               self._input.entries))
             await workflow.wait_condition(lambda: self._dirty)
 
     def _wake(self) -> None:

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         TEState,
         TEView,
     )
+    from lockmaster.workflows.details import broker_details
 
 AUTHORIZE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 # A reset is retried until it answers (a TE host that is down comes back); its answer decides
@@ -178,6 +179,9 @@ class TEBrokerWorkflow:
             if self._draining and not self._tasks:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(inp)
+            # The Web UI's "Current details" (not a command).
+            workflow.set_current_details(broker_details(self.status(BrokerStatusQuery()),
+                                                        draining=self._draining))
             deadline = self._broker.next_deadline()
             timeout = None if deadline is None else \
                 timedelta(seconds=max(0.01, deadline - self._now()))
