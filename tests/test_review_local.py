@@ -211,5 +211,6 @@ def test_upload_quiet_prints_only_the_number_and_list_shows_every_change(
         ["2", "demo/hello", "master", "ABANDONED", "1", "", "Add [b]"],
     ]
     assert _run("list", "--open").output.count("demo/hello") == 1
+    assert _run("list", "-q").output.split() == ["1", "2"]
     empty = _run("list", "--project", "demo/none")
     assert empty.exit_code == 0 and "no changes of demo/none" in empty.output

@@ -151,6 +151,8 @@ def list_changes(
     project: str | None = typer.Option(None, "--project", "-p"),
     open_only: bool = typer.Option(False, "--open", help="only changes not merged or abandoned"),
     as_json: bool = typer.Option(False, "--json"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="only the numbers, one a line, "
+                               "e.g. N=$(lockmaster change list -q -p demo/hello | tail -1)"),
     connection: str = ConnOpt, config: Path | None = ConfigOpt,
 ) -> None:
     """Every change of the local review system: number, project, status, votes, subject."""
@@ -161,6 +163,10 @@ def list_changes(
                and (not open_only or r["status"] == "NEW")]
     if as_json:
         out.print_json(json.dumps(records))
+        return
+    if quiet:
+        for r in records:
+            out.print(r["number"])
         return
     if not records:
         out.print("no changes" + (f" of {project}" if project else "")
