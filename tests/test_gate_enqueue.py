@@ -3,6 +3,8 @@ addChange, enqueueChangesAhead and enqueueChangesBehind, without Temporal."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from lockmaster.model.build import JobSpec, Result
@@ -494,3 +496,19 @@ def test_the_memory_of_triggers_is_bounded() -> None:
 def test_same_time(first: float, first_exact: bool, second: float, second_exact: bool,
                    same: bool) -> None:
     assert same_time(first, first_exact, second, second_exact) is same
+
+
+def test_a_needed_change_in_a_project_outside_the_layout_is_said_to_be_unknown() -> None:
+    """Zuul's test_crd_gate_unknown: the report says the project is not gated (and how the
+    change can enter), not that it is in another queue; another queue's change is still said
+    to be foreign."""
+    gate = Gate()
+    gate.enqueuer.policy = replace(gate.enqueuer.policy, known=frozenset({"p", "x"}))
+    gate.ask(request(3), deps(info(1, project="org/unknown"), info(2, project="x"),
+                              info(3, 1, 2)))
+    assert gate.actions_of(3) == ["config-error"]
+    message = gate.said[0].message
+    assert "depends on org/unknown 1,1, in a project lockmaster does not gate" in message
+    assert "once that change has merged" in message
+    assert "depends on x 2,1, which is not in this change's queue" in message
+    assert gate.order() == []

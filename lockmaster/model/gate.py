@@ -122,6 +122,8 @@ class GateInput(Model):
     dequeue_on_new_patchset: bool = True
     # A per-branch queue holds the changes of this branch only (None: every branch).
     branch: str | None = None
+    # Every project of the layout: a needed change elsewhere is said to be unknown, not foreign.
+    layout_projects: list[str] = Field(default_factory=list)
 
 
 class SubmitRequest(Model):

@@ -46,6 +46,8 @@ class QueuePolicy:
     projects: frozenset[str]
     require: dict[str, int]
     branch: str | None = None
+    # Every project of the layout (None: not known, from a queue started before it was sent).
+    known: frozenset[str] | None = None
 
     def holds(self, change: ChangeRef) -> bool:
         return change.project in self.projects and self.branch in (None, change.branch)
@@ -144,12 +146,8 @@ class Enqueuer:
         needed = [i for i in infos[:-1] if not queue.merged(i.change.key)]
         foreign = [i for i in needed if not self.policy.holds(i.change)]
         if foreign:
-            names = ", ".join(f"{i.change.project} {i.change.key}" for i in foreign)
-            return [self._report_new(
-                change, request.pipeline, "config-error",
-                f"Configuration error ({request.pipeline}).\n\nThis change depends on {names}, "
-                f"which is not in this change's queue ({self.state.queue}); it cannot be gated "
-                "with it.")]
+            return [self._report_new(change, request.pipeline, "config-error",
+                                     self._foreign_report(request.pipeline, foreign))]
         for info in needed:
             if not info.current:
                 return [self._report_new(change, request.pipeline, "failure",
@@ -180,6 +178,24 @@ class Enqueuer:
             actions += self._add(request, info, now)
         actions += self._add(request, own, now, prepared=prepared)
         return actions
+
+    def _foreign_report(self, pipeline: str, foreign: list[DependencyInfo]) -> str:
+        """Needed changes this queue cannot hold: another queue's, or a project the layout
+        does not have (Zuul's test_crd_gate_unknown), said as such."""
+        known = self.policy.known
+        unknown = [i for i in foreign if known is not None and i.change.project not in known]
+        other = [i for i in foreign if i not in unknown]
+        lines = []
+        if other:
+            names = ", ".join(f"{i.change.project} {i.change.key}" for i in other)
+            lines.append(f"This change depends on {names}, which is not in this change's queue "
+                         f"({self.state.queue}); it cannot be gated with it.")
+        if unknown:
+            names = ", ".join(f"{i.change.project} {i.change.key}" for i in unknown)
+            lines.append(f"This change depends on {names}, in a project lockmaster does not "
+                         "gate; it can enter once that change has merged (or its project is "
+                         "added to the layout).")
+        return f"Configuration error ({pipeline}).\n\n" + "\n".join(lines)
 
     def _can_follow(self, deps: DependencyResult) -> bool:
         """A change found behind enters only when nothing about it would be reported: it

@@ -65,4 +65,5 @@ def gate_input(
         precedence=pipeline.node_precedence,
         dequeue_on_new_patchset=pipeline.dequeue_on_new_patchset,
         branch=branch,
+        layout_projects=sorted(p.name for p in config.projects),
     )

@@ -204,7 +204,8 @@ class GateQueueWorkflow:
                                         unbuildable_leave=workflow.patched(
                                             "unbuildable-items-leave"))
         self._enqueuer = Enqueuer(queue, QueuePolicy(
-            projects=frozenset(inp.projects), require=dict(inp.require), branch=inp.branch))
+            projects=frozenset(inp.projects), require=dict(inp.require), branch=inp.branch,
+            known=frozenset(inp.layout_projects) if inp.layout_projects else None))
         self._updates = QueueUpdates(self._enqueuer,
                                      dequeue_on_new_patchset=inp.dequeue_on_new_patchset)
         draining = False
