@@ -279,8 +279,10 @@ class CheckWorkflow:
                         fail_fast = self._input is not None and self._input.fail_fast \
                             and job.voting
                         for other_task, other in tasks.items():
+                            # A build that completed in this same activation keeps its result
+                            # (Zuul's test_fail_fast_no_cancel_completed).
                             if (fail_fast or job.name in other.aborted_by) \
-                                    and other.name not in aborted:
+                                    and other.name not in aborted and not other_task.done():
                                 aborted[other.name] = job.name
                                 other_task.cancel()
                         if fail_fast:  # the result is known: nothing else starts
