@@ -102,6 +102,7 @@ class EventPlayer:
             earlier = self.sent.get(event.redeliver)
             if earlier is None:
                 raise ReviewError(f"events[{event.redeliver}] sent no review event")
+            applied.change = self.gerrit.name_of(earlier.change or 0)  # the spec's `change`
             return await self.router.route(earlier)
         if isinstance(event, EnqueueEvent | DequeueEvent | PromoteEvent):
             return [await self._operator(event, applied)]
