@@ -18,6 +18,7 @@ from lockmaster.git.cache import RepoCache
 from lockmaster.git.dependencies import resolve_dependencies
 from lockmaster.model.change import ChangeInfo, ChangeRef
 from lockmaster.model.state import DependencyResult, DependentsRequest, DependentsResult
+from lockmaster.pipelines.triggers import approvals_meet
 from lockmaster.review.base import ChangeNotFound, ReviewDriver
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ async def _candidates(drivers: Mapping[str, ReviewDriver], target: ChangeInfo
 def _ready(info: ChangeInfo, require: dict[str, int]) -> bool:
     """Zuul's canMerge plus the pipeline's requirements, on what the review system says."""
     return (info.status == "NEW" and not info.wip and not info.private
-            and all(info.approvals.get(label, 0) >= least for label, least in require.items()))
+            and approvals_meet(require, info.approvals))
 
 
 def _key(change: ChangeRef) -> str:
