@@ -37,7 +37,7 @@ def test_there_are_recorded_histories() -> None:
             "te-broker",
             "publish-change", "publish-queue", "gate-stack-superseded-run1",
             "gate-stack-superseded-run2", "check-dependency-restart-run1",
-            "check-dependency-restart-run2"} <= names
+            "check-dependency-restart-run2", "publish-promoted", "gate-promoted"} <= names
 
 
 @pytest.mark.parametrize("history", recorded(), ids=lambda p: p.stem)
@@ -261,3 +261,27 @@ async def test_record_publish_histories(client: Client, tmp_path: Path) -> None:
         (HISTORIES / "publish-change.json").write_text(second.to_json())
         queue = await client.get_workflow_handle(queue_workflow_id(config)).fetch_history()
         (HISTORIES / "publish-queue.json").write_text(queue.to_json())
+
+
+@pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
+                    reason="records histories only when asked")
+async def test_record_promotion_histories(client: Client, tmp_path: Path) -> None:
+    """A change gated, merged and its gate build promoted: the gate queue's history (it
+    recorded what it tested before submitting) and the publication's (the look-up, no
+    rebuild)."""
+    from lockmaster.model.publish import BuildSource
+    from lockmaster.starters.publish import change_workflow_id
+    from tests.test_gate_workflow import approve
+    from tests.test_publish_promotion import gated, publication
+
+    async with gated(client, tmp_path) as (dep, _, project):
+        info, _ = await dep.upload(project, files={"feature": "new\n"}, subject="A feature")
+        await approve(dep, info.number)
+        shown = await publication(dep, project, info.number)
+        assert shown.provenance is not None and shown.provenance.source is BuildSource.GATE
+        wid = change_workflow_id(dep.config, project, info.number)
+        history = await client.get_workflow_handle(wid).fetch_history()
+        (HISTORIES / "publish-promoted.json").write_text(history.to_json())
+        gate = f"{dep.config.temporal.workflow_id_prefix}gate/{project}"
+        history = await client.get_workflow_handle(gate).fetch_history()
+        (HISTORIES / "gate-promoted.json").write_text(history.to_json())

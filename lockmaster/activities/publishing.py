@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from lockmaster import publishing as lib
 from lockmaster.config.models import LockmasterConfig, MirrorConfig
 from lockmaster.git.cache import RepoCache
 from lockmaster.model.publish import (
+    BuildSource,
     PublishStableRequest,
     PublishStableResult,
     SyncMirrorRequest,
@@ -144,10 +146,17 @@ class PublishingActivities:
         if change.commit is None:
             raise ApplicationError("the change names no merged commit", non_retryable=True)
         incoming = self.root / "incoming" / request.snapshot
+        promoted = _promoted(request)
         async with _heartbeating() as beat:
             beat(f"fetching {request.packages_url}")
-            manifest = await asyncio.to_thread(_download_packages, request.packages_url,
-                                               incoming)
+            manifest, manifest_sha = await asyncio.to_thread(_download_packages,
+                                                             request.packages_url, incoming)
+            pinned = request.provenance.manifest_sha256 if request.provenance else None
+            if pinned and manifest_sha != pinned:
+                raise ApplicationError(
+                    f"{request.packages_url}manifest.json changed since its build was chosen "
+                    f"(sha256 {manifest_sha}, was {pinned}): refusing to publish other "
+                    "packages than those chosen", non_retryable=True)
             beat(f"fetching {change.project} {change.branch}")
             await self.cache.fetch(self.connections[change.project], change.project)
             git_repo = self.cache.path(self.connections[change.project], change.project)
@@ -158,19 +167,23 @@ class PublishingActivities:
                                        f"({request.packages_url}manifest.json)",
                                        non_retryable=True)
             added: list[str] = []
+            origin = ""
             for fmt in formats:
                 publish = lib.PublishRequest(
                     snapshot_id=request.snapshot, manifest=incoming / "manifest.json",
-                    files_dir=incoming, git_repo=git_repo, branch=change.branch)
+                    files_dir=incoming, git_repo=git_repo, branch=change.branch,
+                    promoted=promoted)
                 try:
                     info = await asyncio.to_thread(lib.publish, self.repository(fmt), key,
                                                    publish, progress=beat)
                 except lib.PublishError as exc:
                     raise _failure(exc) from exc
                 added += info.added
+                origin = next((c for c in info.checks if c.startswith("provenance:")), "")
         await asyncio.to_thread(shutil.rmtree, incoming, True)
         return PublishStableResult(snapshot=request.snapshot, formats=formats, added=added,
-                                   detail=f"{len(added)} package file(s) added")
+                                   detail=f"{len(added)} package file(s) added",
+                                   provenance=origin.removeprefix("provenance: "))
 
     @activity.defn(name="sync_mirror")
     async def sync_mirror(self, request: SyncMirrorRequest) -> SyncMirrorResult:
@@ -245,9 +258,22 @@ def _fingerprint(home: Path, key_id: str) -> str:
                            f"(publishing.signing): {listed.stderr.strip()}", non_retryable=True)
 
 
-def _download_packages(url: str, dest: Path) -> dict[str, object]:
-    """The build's `packages` artifact: manifest.json, then every file it lists (checked by
-    the publishing library against the manifest's hashes). Runs in a thread."""
+def _promoted(request: PublishStableRequest) -> lib.PromotedSource | None:
+    """A gate build's origin, as the library checks it (None: a rebuild, from the branch)."""
+    prov = request.provenance
+    if prov is None or prov.source is not BuildSource.GATE:
+        return None
+    if not (prov.tested_commit and prov.tested_tree and request.change.commit):
+        raise ApplicationError("a promoted gate build must name the tested commit and tree and "
+                               "the merged commit", non_retryable=True)
+    return lib.PromotedSource(tested_commit=prov.tested_commit, tested_tree=prov.tested_tree,
+                              merged_commit=request.change.commit)
+
+
+def _download_packages(url: str, dest: Path) -> tuple[dict[str, object], str]:
+    """The build's `packages` artifact: manifest.json (and its sha256), then every file it
+    lists (checked by the publishing library against the manifest's hashes). Runs in a
+    thread."""
     base = url if url.endswith("/") else url + "/"
     dest.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + DOWNLOAD_TIMEOUT
@@ -256,6 +282,7 @@ def _download_packages(url: str, dest: Path) -> dict[str, object]:
             response = http.get(base + "manifest.json")
             response.raise_for_status()
             manifest = response.json()
+            digest = hashlib.sha256(response.content).hexdigest()
             (dest / "manifest.json").write_bytes(response.content)
             for entry in manifest.get("packages", []):
                 rel = str(entry["file"])
@@ -273,4 +300,4 @@ def _download_packages(url: str, dest: Path) -> dict[str, object]:
                                            f"{DOWNLOAD_TIMEOUT:g} s")
         except (httpx.HTTPError, json.JSONDecodeError) as exc:
             raise ApplicationError(f"cannot fetch the packages from {base}: {exc}") from exc
-    return manifest
+    return manifest, digest

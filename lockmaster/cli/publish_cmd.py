@@ -1,5 +1,6 @@
-"""`lockmaster publish ...`: what happened to a merged change's packages (rebuilt, published into
-the stable repository, synced to each mirror), the publish queue, and retriggering one step.
+"""`lockmaster publish ...`: what happened to a merged change's packages (the gate's build
+promoted or a rebuild, and why; published into the stable repository, synced to each mirror),
+the publish queue, and retriggering one step.
 Each command wraps a query or start on `publish/<project>/<change>` or `publish-queue/stable`."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from temporalio.client import Client
 
 from lockmaster.cli.context import fail, listing_table, load, out, with_client
 from lockmaster.config.models import LockmasterConfig
-from lockmaster.model.publish import SkipRequest
+from lockmaster.model.publish import BuildSource, Provenance, SkipRequest
 from lockmaster.model.testenv import OperatorAnswer
 from lockmaster.starters.publish import Publications, PublishError, queue_workflow_id
 
@@ -50,10 +51,33 @@ def show(project: str, change: int, as_json: bool = typer.Option(False, "--json"
                         step.state.value, _when(step.started), _when(step.ended),
                         step.detail or "", step.url or "")
     out.print(listing)
+    if status.provenance is not None:
+        for line in provenance_lines(status.provenance):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
     for step in status.steps:
         for sign, files in (("+", step.added), ("-", step.removed)):
             for name in files:
                 out.print(f"  {step.name} {sign} {name}", markup=False, highlight=False)
+
+
+def provenance_lines(provenance: Provenance) -> list[str]:
+    """Which build was (or will be) published, why that one, and what the publisher checked."""
+    which = ("the gate's build (promoted)" if provenance.source is BuildSource.GATE
+             else "a rebuild from the merged commit")
+    lines = [f"published build: {which}", f"  why: {provenance.reason}",
+             f"  job: {provenance.job}" + (f" (build {provenance.build_id})"
+                                           if provenance.build_id else "")]
+    for label, value in (("buildset", provenance.buildset), ("log", provenance.log_url),
+                         ("packages", provenance.packages_url),
+                         ("manifest sha256", provenance.manifest_sha256),
+                         ("built from", provenance.tested_commit),
+                         ("its tree", provenance.tested_tree),
+                         ("merged commit", provenance.merged_commit),
+                         ("merged tree", provenance.merged_tree),
+                         ("publisher checked", provenance.publisher_check)):
+        if value:
+            lines.append(f"  {label}: {value}")
+    return lines
 
 
 @app.command("queue")

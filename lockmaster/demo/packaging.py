@@ -1,8 +1,8 @@
 """The main job's packaging demo: a change to the example package `demo/lockmaster-hello` is
 checked (built, linted, published to its test repository, install-tested), approved, gated,
-merged, rebuilt from the merged commit, published into the signed stable repository, synced to
-the local mirror served over HTTP, and installed from there by a client that trusts only the
-repository key."""
+merged, its gate build promoted (the merged commit has the tree the gate tested), published into
+the signed stable repository, synced to the local mirror served over HTTP, and installed from
+there by a client that trusts only the repository key."""
 
 from __future__ import annotations
 

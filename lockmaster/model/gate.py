@@ -14,7 +14,7 @@ from lockmaster.model.build import Artifact, JobSpec, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.check import ReportLabels
 from lockmaster.model.report import ReportRequest
-from lockmaster.model.state import NeededChange, SpeculativeState
+from lockmaster.model.state import NeededChange, ProjectState, SpeculativeState
 
 MergeStatus = Literal["none", "pending", "ok", "conflict"]
 
@@ -103,6 +103,49 @@ class QueueState(Model):
     # Typical duration of each job's successful builds (seconds, exponential average): the
     # estimates `lockmaster status` shows, as Zuul's status page does.
     job_seconds: dict[str, float] = Field(default_factory=dict)
+    # What the queue tested for the changes it submitted (most recent last, bounded): the
+    # publication of a merged change promotes the gate's package build from here.
+    tested: list[GateTested] = Field(default_factory=list)
+
+
+class GateTestedBuild(Model):
+    """A successful build of a submitted item that made artifacts (a package build's
+    `packages`): what a publication can promote instead of building again."""
+
+    job: str
+    build_id: str
+    log_url: str | None = None
+    artifacts: list[Artifact] = Field(default_factory=list)
+
+
+class GateTested(Model):
+    """What the gate tested for a change it asked the review system to submit. Recorded when the
+    submit is asked for, so it is in the queue's state before the review system can announce the
+    merge; a submit that is then refused leaves a record that a later one replaces (and which
+    only a merged commit with the very same tree could ever use)."""
+
+    change: ChangeRef
+    gate_id: str  # the queue's workflow id
+    item_id: str
+    buildset: int
+    changes: str  # the speculative state tested, `N,P N,P` (this change last)
+    # The change's project in that state: `head` is the commit the builds tested (the
+    # speculative merge commit), reproducible from `base`, `merged` and `merge_date`.
+    state: ProjectState
+    merge_date: int
+    builds: list[GateTestedBuild] = Field(default_factory=list)
+    recorded_at: float = 0.0
+
+
+class GateTestedQuery(Model):
+    """Query `tested`: what did this queue test for the change it submitted?"""
+
+    project: str
+    number: int
+
+
+class GateTestedAnswer(Model):
+    tested: GateTested | None = None  # the most recent record of that change, if still kept
 
 
 class GateInput(Model):

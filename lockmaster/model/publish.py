@@ -1,7 +1,7 @@
-"""Publishing after merge: one workflow per merged change (`publish/<project>/<change>`) rebuilds
-the package from the merged commit, publishes it into the stable repository when its turn comes
-(the publish queue, `publish-queue/<repository>`, hands out turns in merge order) and syncs every
-mirror."""
+"""Publishing after merge: one workflow per merged change (`publish/<project>/<change>`) promotes
+the gate's package build when the gate tested the merged commit's tree (else rebuilds from the
+merged commit), publishes it into the stable repository when its turn comes (the publish queue,
+`publish-queue/<repository>`, hands out turns in merge order) and syncs every mirror."""
 
 from __future__ import annotations
 
@@ -41,6 +41,50 @@ class PublishStep(Model):
     earlier: bool = False
 
 
+class BuildSource(StrEnum):
+    GATE = "gate"  # the gate's build, promoted: it tested the merged commit's tree
+    REBUILD = "rebuild"  # built again from the merged commit
+
+
+class Provenance(Model):
+    """Which build a publication published, and why that one."""
+
+    source: BuildSource
+    # Why: "trees equal: <tree>", "trees differ: ... vs ...", "no gate build found: ...".
+    reason: str
+    job: str
+    build_id: str | None = None
+    # The gate's: "<gate workflow> item <id> buildset <n> (<N,P N,P>)"; a rebuild's: the
+    # publication's own workflow.
+    buildset: str | None = None
+    log_url: str | None = None
+    packages_url: str | None = None
+    # sha256 of the build's manifest.json when it was chosen: the publisher takes exactly it.
+    manifest_sha256: str | None = None
+    tested_commit: str | None = None  # the commit the build built (and, in the gate, tested)
+    tested_tree: str | None = None
+    merged_commit: str
+    merged_tree: str | None = None
+    # What the publishing host checked before publishing it (its own words).
+    publisher_check: str | None = None
+
+
+class FindGateBuildRequest(Model):
+    """Look for the gate's build of the publish build job for this merged change."""
+
+    change: ChangeRef  # `commit`: the merged commit
+    job: str  # the project's package build job
+    gate_ids: list[str]  # the queues that may have gated it
+
+
+class GateBuildChoice(Model):
+    """`promote`: publish the gate's build (its provenance says which and why); otherwise the
+    provenance says why not, and the publication rebuilds."""
+
+    promote: bool
+    provenance: Provenance
+
+
 class PublishInput(Model):
     change: ChangeRef  # `commit` is the merged commit
     job: JobSpec  # the project's package build job, frozen when the merge arrived
@@ -56,6 +100,11 @@ class PublishInput(Model):
     packages_url: str | None = None  # with `only` = "publish": the build's packages artifact
     # With `only`: the steps of the run before, so `publish show` keeps every row.
     earlier_steps: list[PublishStep] = Field(default_factory=list)
+    # The gate queues that may have tested and submitted the change (their builds are promoted
+    # when they tested the merged tree).
+    gate_ids: list[str] = Field(default_factory=list)
+    # With `only`: which build the run before published (a promoted one is checked as such).
+    provenance: Provenance | None = None
 
 
 class PublishResult(Model):
@@ -76,6 +125,7 @@ class PublishStatus(Model):
     build: BuildResult | None = None
     packages_url: str | None = None  # what was (or will be) published: the build's artifact
     done: bool = False
+    provenance: Provenance | None = None  # which build, and why that one
 
 
 class RetriggerRequest(Model):
@@ -92,7 +142,7 @@ class RetriggerAnswer(Model):
 
 
 class QueueState(StrEnum):
-    BUILDING = "building"  # its package is being rebuilt
+    BUILDING = "building"  # its package is being rebuilt (or the gate's build looked up)
     READY = "ready"  # built: waiting for its turn
     PUBLISHING = "publishing"  # its turn: adding to the stable repository
     DONE = "done"
@@ -158,6 +208,9 @@ class PublishStableRequest(Model):
     change: ChangeRef  # `commit`: the merged commit the packages must come from
     snapshot: str  # the new snapshot's id (from the queue: merge order)
     packages_url: str  # the build's `packages` artifact (manifest.json and the files)
+    # Which build it is: the gate's (built from the speculative merge commit, accepted only when
+    # that commit's tree is the merged commit's) or a rebuild (built from a commit on the branch).
+    provenance: Provenance | None = None
 
 
 class PublishStableResult(Model):
@@ -165,6 +218,7 @@ class PublishStableResult(Model):
     formats: list[str] = Field(default_factory=list)
     added: list[str] = Field(default_factory=list)  # package files new in the stable repository
     detail: str = ""
+    provenance: str = ""  # what the publishing host checked of the packages' origin
 
 
 class SyncMirrorRequest(Model):

@@ -1,9 +1,10 @@
 """The publish queue's decisions, free of Temporal and I/O: merged changes are published into the
 stable repository one at a time, in the order their merges arrived, each as its own snapshot.
 
-A change whose package is still being rebuilt holds the changes merged after it (so the stable
-repository never gets a later merge's package before an earlier one's); one that failed is passed
-over. Snapshot ids carry the merge order, so they sort as they were published.
+A change whose package is not there yet (its gate build looked up, or a rebuild running) holds
+the changes merged after it (so the stable repository never gets a later merge's package before
+an earlier one's); one that failed is passed over. Snapshot ids carry the merge order, so they
+sort as they were published.
 """
 
 from __future__ import annotations

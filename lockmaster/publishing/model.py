@@ -105,6 +105,16 @@ class RpmRepoConfig(Model):
     createrepo_workers: int = 2
 
 
+class PromotedSource(Model):
+    """The manifest's source commit is not on the branch but the commit a gate tested (a
+    speculative merge): accepted only when `merged_commit` is on the branch and has
+    `tested_tree`, the tree of the tested commit."""
+
+    tested_commit: str  # must be the manifest's source_commit
+    tested_tree: str
+    merged_commit: str
+
+
 class PublishRequest(Model):
     """Publish the packages of one build manifest as snapshot `snapshot_id`.
 
@@ -117,6 +127,8 @@ class PublishRequest(Model):
     files_dir: Path | None = None  # where the manifest's "file" paths are; default: its directory
     git_repo: Path  # where source_commit must be reachable from `branch`
     branch: str
+    # A promoted gate build (see PromotedSource); None: source_commit must be on `branch`.
+    promoted: PromotedSource | None = None
 
 
 # --- results and records --------------------------------------------------------------------
@@ -150,6 +162,10 @@ class SnapshotInfo(Model):
     package_count: int
     checks: list[str]  # the verifications that passed before the switch
     timings: dict[str, float]  # seconds per step up to "verify"; progress messages have all
+    # A promoted gate build: source_commit is the commit the gate tested; this merged commit
+    # on the branch has its tree, `source_tree`.
+    merged_commit: str | None = None
+    source_tree: str | None = None
 
 
 class SnapshotRecord(Model):

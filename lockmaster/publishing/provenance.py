@@ -10,6 +10,12 @@ when the manifest has no source_commit, the commit is not reachable from the bra
 from the manifest in size or sha256, the package's own name/version/architecture differ from
 the manifest's, or the directory holds a package file the manifest does not list.
 
+A promoted gate build (PromotedSource) was built from the gate's speculative merge commit,
+which is not on the branch: its source_commit must be that tested commit, the merged commit
+must be reachable from the branch tip, and the merged commit's tree must be the tested tree
+(`git rev-parse <commit>^{tree}`): the same tree is the same source, so the packages are
+what building the merged commit would have given, and they are the ones that were tested.
+
 The files to publish are first copied into a private directory and the copies are checked, so
 a file changed after the check can never reach the repository.
 """
@@ -27,7 +33,12 @@ from pydantic import ValidationError
 
 from lockmaster.publishing.errors import InvalidInput, ProvenanceError
 from lockmaster.publishing.metadata import MetadataError, parse_deb822
-from lockmaster.publishing.model import BuildManifest, ManifestPackage, PackageFormat
+from lockmaster.publishing.model import (
+    BuildManifest,
+    ManifestPackage,
+    PackageFormat,
+    PromotedSource,
+)
 from lockmaster.publishing.tools import Heartbeat, Progress, is_plain_relative, run, sha256_file
 
 PACKAGE_SUFFIXES = (".deb", ".udeb", ".ddeb", ".rpm")
@@ -87,6 +98,41 @@ def check_source_commit(git_repo: Path, commit: str | None, branch: str,
                               f"the tip of {branch} ({tip.stdout.strip()}) in {git_repo}; only "
                               "packages built from merged commits are published")
     return commit
+
+
+def check_promoted_source(git_repo: Path, commit: str | None, branch: str,
+                          promoted: PromotedSource, progress: Progress | None = None
+                          ) -> tuple[str, str]:
+    """(the source commit, what was checked) for a promoted gate build; ProvenanceError if
+    its manifest is not the tested commit's or the merged commit's tree is not the tested
+    one."""
+    if not commit:
+        raise ProvenanceError("the gate build's manifest has no source_commit: cannot tell "
+                              "which commit it was built from")
+    commit = commit.strip().lower()
+    tested = promoted.tested_commit.strip().lower()
+    if commit != tested:
+        raise ProvenanceError(f"the gate build's manifest names source_commit {commit}, but "
+                              f"the gate tested {tested}: refusing a build of another commit")
+    merged = check_source_commit(git_repo, promoted.merged_commit, branch, progress)
+    found = run(["git", "-C", str(git_repo), "rev-parse", "--verify", "--quiet",
+                 f"{merged}^{{tree}}"], what="git rev-parse ^{tree}", progress=progress,
+                ok=(0, 1, 128))
+    merged_tree = found.stdout.strip()
+    if found.returncode != 0 or merged_tree != promoted.tested_tree.strip().lower():
+        raise ProvenanceError(
+            f"the merged commit {merged} has tree {merged_tree or '?'}, the gate tested tree "
+            f"{promoted.tested_tree} ({tested}): the gate's build is not of the merged source; "
+            "rebuild from the merged commit")
+    # The tested commit is usually not here (the merger made it); when it is, it must agree.
+    own = run(["git", "-C", str(git_repo), "rev-parse", "--verify", "--quiet",
+               f"{tested}^{{tree}}"], what="git rev-parse ^{tree}", progress=progress,
+              ok=(0, 1, 128))
+    if own.returncode == 0 and own.stdout.strip() != merged_tree:
+        raise ProvenanceError(f"the tested commit {tested} has tree {own.stdout.strip()}, not "
+                              f"{merged_tree} as claimed: refusing the gate's build")
+    return commit, (f"provenance: the gate's build of {tested} (its speculative merge), tree "
+                    f"{merged_tree} = the tree of merged commit {merged} on {branch}")
 
 
 def _deb_fields(path: Path, progress: Progress | None) -> tuple[str, str, str]:

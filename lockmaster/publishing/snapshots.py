@@ -479,8 +479,14 @@ def _build_and_switch(builder: Builder, layout: RepoLayout, key: SigningKey,
 
     started = time.monotonic()
     check_key(key, beat.raw)
-    source_commit = provenance.check_source_commit(request.git_repo, manifest.source_commit,
-                                                   request.branch, beat.raw)
+    if request.promoted is None:
+        source_commit = provenance.check_source_commit(request.git_repo, manifest.source_commit,
+                                                       request.branch, beat.raw)
+        origin = f"provenance: built from {source_commit}, on {request.branch}"
+    else:
+        source_commit, origin = provenance.check_promoted_source(
+            request.git_repo, manifest.source_commit, request.branch, request.promoted,
+            beat.raw)
     incoming = layout.incoming / snapshot_id
     discard(layout, incoming, beat)
     staged = provenance.stage_inputs(manifest, files_dir, fmt, incoming, beat.raw)
@@ -523,7 +529,9 @@ def _build_and_switch(builder: Builder, layout: RepoLayout, key: SigningKey,
         snapshot_id=snapshot_id, format=fmt, repository=str(root), parent=current,
         created_at=datetime.now(UTC), source_commit=source_commit,
         added=sorted(after - before), removed=sorted(before - after),
-        package_count=len(packages), checks=checks + built.notes, timings=timings)
+        package_count=len(packages), checks=[origin, *checks, *built.notes], timings=timings,
+        merged_commit=request.promoted.merged_commit if request.promoted else None,
+        source_tree=request.promoted.tested_tree if request.promoted else None)
     record = SnapshotRecord(info=info, packages=sorted(packages, key=lambda p: p.path),
                             inputs=claims)
     # (steps after this point are not in info.timings: the record is already written)

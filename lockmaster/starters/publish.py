@@ -1,6 +1,7 @@
 """Starting and steering publication: a merged change of a publishing project is enqueued in the
-publish queue (merge order) and gets its `publish/<project>/<change>` workflow; operators look at
-both and retrigger single steps."""
+publish queue (merge order) and gets its `publish/<project>/<change>` workflow, which is told
+the gate queues that may have tested it (their build is promoted when it tested the merged
+tree); operators look at both and retrigger single steps."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from lockmaster.model.change import ChangeRef
 from lockmaster.model.publish import (
     STABLE,
     Enqueue,
+    Provenance,
     PublishInput,
     PublishStatus,
     PublishStatusQuery,
@@ -26,6 +28,8 @@ from lockmaster.model.publish import (
     RetriggerAnswer,
 )
 from lockmaster.pipelines.freeze import freeze_job
+from lockmaster.pipelines.queues import queue_name
+from lockmaster.starters.operator import gate_id_for
 from lockmaster.starters.router_types import RouteAction
 from lockmaster.temporal import search_attributes
 from lockmaster.temporal.client import describe
@@ -46,10 +50,20 @@ def change_workflow_id(config: LockmasterConfig, project: str, change: int) -> s
     return publish_id(project, change, config.temporal.workflow_id_prefix)
 
 
+def gate_ids(config: LockmasterConfig, change: ChangeRef) -> list[str]:
+    """The gate queues that may have tested and submitted `change`: its queue in every
+    dependent pipeline the project takes part in."""
+    project = config.project(change.project)
+    queue = queue_name(config, change.project, change.branch)
+    return [gate_id_for(config, p.name, queue) for p in config.pipelines
+            if p.manager == "dependent" and project is not None and p.name in project.pipelines]
+
+
 def publish_input(config: LockmasterConfig, change: ChangeRef, *,
                   build_heartbeat_timeout: float = 30.0, only: str | None = None,
                   snapshot: str | None = None, packages_url: str | None = None,
-                  earlier_steps: list[PublishStep] | None = None) -> PublishInput:
+                  earlier_steps: list[PublishStep] | None = None,
+                  provenance: Provenance | None = None) -> PublishInput:
     project = config.project(change.project)
     assert project is not None and project.publish is not None
     return PublishInput(
@@ -60,7 +74,9 @@ def publish_input(config: LockmasterConfig, change: ChangeRef, *,
         build_heartbeat_timeout=build_heartbeat_timeout,
         sync_heartbeat_timeout=config.publishing.sync_heartbeat_timeout,
         only=only, snapshot=snapshot, packages_url=packages_url,
-        earlier_steps=list(earlier_steps or []) if only is not None else [])
+        earlier_steps=list(earlier_steps or []) if only is not None else [],
+        gate_ids=gate_ids(config, change),
+        provenance=provenance if only is not None else None)
 
 
 async def enqueue_merge(client: Client, config: LockmasterConfig, change: ChangeRef) -> None:
@@ -168,8 +184,10 @@ class Publications:
                                    "retrigger `build`")
         change_ref = status.change
         only = None if step == "build" else step
+        # A promoted gate build stays one: the publisher checks it as such.
         inp = publish_input(self.config, change_ref, only=only, snapshot=status.snapshot,
-                            packages_url=packages_url, earlier_steps=status.steps)
+                            packages_url=packages_url, earlier_steps=status.steps,
+                            provenance=status.provenance)
         if dry_run:
             queue = task_queue(self.config.temporal.task_queue_prefix, Role.ORCHESTRATOR)
             command = (f"temporal workflow start --type PublishWorkflow --task-queue {queue} "

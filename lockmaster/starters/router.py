@@ -127,7 +127,8 @@ class EventRouter:
         return [*out, action]
 
     async def _publish(self, event: ReviewEvent, info: ChangeInfo) -> list[RouteAction]:
-        """A merged change of a project that publishes packages: rebuild and publish them."""
+        """A merged change of a project that publishes packages: publish them (the gate's build
+        when it tested the merged tree, else a rebuild)."""
         project = self.config.project(info.project)
         if project is None or project.publish is None:
             return []

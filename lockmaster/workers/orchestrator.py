@@ -7,6 +7,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from lockmaster.activities.merger import MergerActivities
+from lockmaster.activities.promotion import PromotionActivities
 from lockmaster.activities.review import ReviewActivities
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.git.cache import RepoCache
@@ -50,6 +51,8 @@ def orchestrator_worker(
     announce_merges(client, config, drivers)
     review = ReviewActivities(drivers)
     merger = MergerActivities(cache, drivers, project_connections(config))
+    # The publications' look-up of the gate's builds: the merger's cache holds what it tested.
+    promotion = PromotionActivities(client, cache, project_connections(config))
     return Worker(
         client,
         task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
@@ -58,6 +61,6 @@ def orchestrator_worker(
                     review.report_and_submit,
                     review.report_and_submit_batch,
                     merger.resolve_dependencies, merger.find_dependents,
-                    merger.prepare_state],
+                    merger.prepare_state, promotion.find_gate_build],
         workflow_runner=workflow_runner(),
     )

@@ -15,7 +15,13 @@ from typing import Protocol
 from lockmaster.model.check import CheckStatus
 from lockmaster.model.gate import ItemView, QueueStatus
 from lockmaster.model.nodes import Autohold, NodeState, PoolStatus, RequestState
-from lockmaster.model.publish import PublishStatus, QueueEntry, StepState
+from lockmaster.model.publish import (
+    BuildSource,
+    Provenance,
+    PublishStatus,
+    QueueEntry,
+    StepState,
+)
 from lockmaster.model.testenv import BrokerStatus, TEState
 
 # How a check's result reads in its first line.
@@ -257,7 +263,27 @@ def publish_details(status: PublishStatus, *, ok: bool | None = None,
         if step.url:
             parts.append(log_link(step.url))
         lines.append(" — ".join(parts))
+    if status.provenance is not None:  # after the steps: which build they published, and why
+        lines.append(provenance_line(status.provenance))
     return "\n".join(lines)
+
+
+def provenance_line(provenance: Provenance) -> str:
+    """Which build the publication publishes and why (the gate's, or a rebuild)."""
+    which = ("the gate's build" if provenance.source is BuildSource.GATE
+             else "a rebuild from the merged commit")
+    parts = [f"- provenance: {which}, {provenance.job}"
+             + (f" {provenance.build_id}" if provenance.build_id else ""),
+             one_line(provenance.reason, 300)]
+    if provenance.buildset:
+        parts.append(one_line(provenance.buildset))
+    if provenance.tested_commit:
+        parts.append(f"built from {provenance.tested_commit[:12]}"
+                     + (f" (tree {provenance.tested_tree[:12]})" if provenance.tested_tree
+                        else ""))
+    if provenance.log_url:
+        parts.append(log_link(provenance.log_url))
+    return " — ".join(parts)
 
 
 def publish_queue_details(repository: str, entries: Sequence[QueueEntry]) -> str:

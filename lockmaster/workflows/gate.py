@@ -28,6 +28,8 @@ with workflow.unsafe.imports_passed_through():
         EnqueueRequest,
         FrozenJobs,
         GateInput,
+        GateTestedAnswer,
+        GateTestedQuery,
         PromoteRequest,
         QueueStatus,
         ReportAndSubmitBatchRequest,
@@ -58,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from lockmaster.pipelines.gate_enqueue import Enqueuer, QueuePolicy
     from lockmaster.pipelines.gate_queue import GateQueue
+    from lockmaster.pipelines.gate_tested import find_tested, remember, tested_record
     from lockmaster.pipelines.gate_updates import QueueUpdates
     from lockmaster.pipelines.gate_view import queue_status
     from lockmaster.temporal.task_queues import Role, task_queue
@@ -183,6 +186,15 @@ class GateQueueWorkflow:
         return queue_status(state, workflow.now().timestamp(),
                             idle=not state.items and not self._tasks and not self._pending,
                             busy=bool(self._tasks or self._pending))
+
+    @workflow.query(name="tested")
+    def tested(self, query: GateTestedQuery) -> GateTestedAnswer:
+        """What this queue tested for a change it submitted (a merged change's publication
+        promotes the gate's package build from it)."""
+        if self._input is None:
+            return GateTestedAnswer()
+        return GateTestedAnswer(tested=find_tested(self._input.state, query.project,
+                                                   query.number))
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -448,9 +460,23 @@ class GateQueueWorkflow:
             self._builds.pop(build.build_id, None)
         self._run_all(queue.build_done(action.key, action.buildset, result))
 
+    def _record_tested(self, key: str) -> None:
+        """Remember what the item's builds tested before its submit is asked for: the review
+        system announces the merge while the submit runs, and the publication that the
+        announcement starts looks the gate's build up here. (Queue state only, no command:
+        histories recorded before this replay unchanged.)"""
+        assert self._queue is not None
+        item = self._queue.item(key)
+        record = tested_record(item, workflow.info().workflow_id,
+                               workflow.now().timestamp()) if item is not None else None
+        if record is not None:
+            remember(self._queue.state, record)
+
     async def _report_and_submit(self, action: ReportItemAction) -> None:
         assert self._queue is not None
         item_id = action.item_id or self._item_id(action.key)
+        if action.submit:
+            self._record_tested(action.key)
         if action.submit and workflow.patched("report-and-submit-in-one-activity"):
             report = ReportRequest(change=action.change, pipeline=action.pipeline,
                                    action=action.action, message=action.message,
@@ -483,6 +509,7 @@ class GateQueueWorkflow:
         requests = []
         for action in batch.reports:
             item_ids[action.key] = item_id = action.item_id or self._item_id(action.key)
+            self._record_tested(action.key)
             requests.append(ReportAndSubmitRequest(
                 report=ReportRequest(change=action.change, pipeline=action.pipeline,
                                      action=action.action, message=action.message,

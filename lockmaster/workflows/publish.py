@@ -1,17 +1,25 @@
-"""`publish/<project>/<change>`: a merged change's packages, from the merged commit to every
-mirror.
+"""`publish/<project>/<change>`: a merged change's packages, from the build that made them to
+every mirror.
 
-1. build: the project's package build job runs again on the merged commit (not the gate's build:
-   the stable repository only takes packages built from a commit on the branch, and the merged
-   commit is one by definition; see docs/packaging.md);
+1. build: the packages the gate built and tested are promoted when they are the merged source:
+   `find_gate_build` (on the orchestrator) asks the change's gate queues what they tested for
+   it, and compares the tree of the commit the gate's package build built (its speculative
+   merge commit) with the tree of the commit that merged (`git rev-parse <commit>^{tree}`, as
+   Zuul's promote pipeline does). Equal trees: the gate's build is published, exactly as built
+   and tested (its manifest's sha256 is pinned). Different trees (something merged in between,
+   a hand merge on another parent), no gate build (merged by hand, not gated, its artifacts
+   gone): the project's build job runs again on the merged commit. The publication's
+   provenance records which build it published and why (`lockmaster publish show`);
 2. publish: when the publish queue gives this change its turn (merge order), the publishing
-   host adds the packages to a new snapshot of the stable repository, signs it, verifies it as a
-   client would and switches the live pointer to it;
+   host checks the packages' origin (a rebuild's source commit is on the branch; a gate build's
+   is the tested commit, whose tree is the merged commit's, itself on the branch), adds them to
+   a new snapshot of the stable repository, signs it, verifies it as a client would and
+   switches the live pointer to it;
 3. sync:<mirror>: each mirror gets that snapshot (or a newer one, which holds these packages
    too), independently of the others; a mirror that is down is retried until it is back.
 
 Retriggering one step of a change already published starts a new run of this workflow with
-`only` set (`lockmaster publish retrigger`).
+`only` set (`lockmaster publish retrigger`); `build` looks for the gate's build again.
 """
 
 from __future__ import annotations
@@ -26,8 +34,12 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from lockmaster.model.build import BuildRequest, BuildResult, Result
     from lockmaster.model.publish import (
+        BuildSource,
         Enqueue,
+        FindGateBuildRequest,
         Finished,
+        GateBuildChoice,
+        Provenance,
         PublishInput,
         PublishResult,
         PublishStableRequest,
@@ -49,6 +61,10 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.workflows.details import publish_details
 
 PUBLISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+# Looking up the gate's build: a few tries (the gate busy, the log server restarting), then a
+# rebuild, which is always right.
+LOOKUP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=4)
+PROMOTE_PATCH = "promote-gate-build"
 # A mirror that is down is retried (backing off to a try a minute) until it is back.
 SYNC_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
                          maximum_interval=timedelta(seconds=60), maximum_attempts=0)
@@ -69,6 +85,7 @@ class PublishWorkflow:
         self._build: BuildResult | None = None
         self._snapshot = inp.snapshot
         self._packages_url = inp.packages_url
+        self._provenance = inp.provenance if inp.only is not None else None
         self._done = False
         for name in self._plan(inp):
             self._steps[name] = PublishStep(name=name)
@@ -100,7 +117,8 @@ class PublishWorkflow:
     def status(self, _: PublishStatusQuery) -> PublishStatus:
         return PublishStatus(change=self._input.change, steps=self._all_steps(),
                              snapshot=self._snapshot, build=self._build,
-                             packages_url=self._packages_url, done=self._done)
+                             packages_url=self._packages_url, done=self._done,
+                             provenance=self._provenance)
 
     @workflow.run
     async def run(self, inp: PublishInput) -> PublishResult:
@@ -127,15 +145,15 @@ class PublishWorkflow:
     async def _run(self, inp: PublishInput) -> tuple[bool, str]:
         packages_url = inp.packages_url
         if inp.only is None:
-            build = await self._rebuild()
-            packages_url = self._packages_url = _artifact(build, PACKAGES_ARTIFACT)
-            if build.result is not Result.SUCCESS or packages_url is None:
-                why = (f"the build job ended {build.result}" if build.result is not Result.SUCCESS
-                       else f"the build job made no {PACKAGES_ARTIFACT!r} artifact")
-                self._fail("build", why)
-                await self._tell_queue("finished", Finished(workflow_id=self._id(), ok=False,
-                                                            detail=why))
-                return False, why
+            # The gate's build when it tested the merged tree (versioned: histories recorded
+            # before promotion replay as they ran, with a rebuild).
+            choice = await self._gate_build() if workflow.patched(PROMOTE_PATCH) else None
+            if choice is not None and choice.promote:
+                packages_url = self._promote(choice.provenance)
+            else:
+                packages_url, why = await self._rebuild_packages(choice)
+                if packages_url is None:
+                    return False, why
         if inp.only in (None, "publish"):
             assert packages_url is not None
             ok, why = await self._publish(packages_url)
@@ -152,7 +170,71 @@ class PublishWorkflow:
 
     # --- steps -----------------------------------------------------------------------------
 
-    async def _rebuild(self) -> BuildResult:
+    async def _gate_build(self) -> GateBuildChoice:
+        """Ask the gate queues what they tested for this change (see the module docstring)."""
+        inp = self._input
+        assert inp.change.commit is not None, "a merged change names its merged commit"
+        none = Provenance(source=BuildSource.REBUILD, job=inp.job.name,
+                          merged_commit=inp.change.commit, reason="no gate build found: no "
+                          f"dependent pipeline gates {inp.change.project}")
+        if not inp.gate_ids:
+            return GateBuildChoice(promote=False, provenance=none)
+        step = self._start("build")
+        step.detail = "looking for the gate's build"
+        self._publish_details()
+        try:
+            return await workflow.execute_activity(
+                "find_gate_build",
+                FindGateBuildRequest(change=inp.change, job=inp.job.name,
+                                     gate_ids=list(inp.gate_ids)),
+                result_type=GateBuildChoice, task_queue=self._queue(Role.ORCHESTRATOR),
+                start_to_close_timeout=timedelta(minutes=2), retry_policy=LOOKUP_RETRY,
+                summary=f"find the gate's {inp.job.name} build of {inp.change.key}")
+        except ActivityError as exc:
+            return GateBuildChoice(promote=False, provenance=none.model_copy(update={
+                "reason": f"no gate build found: looking it up failed: {exc.cause or exc}"}))
+
+    def _promote(self, provenance: Provenance) -> str:
+        """The gate's build is this publication's: nothing is built."""
+        assert provenance.packages_url is not None
+        self._provenance = provenance
+        self._packages_url = provenance.packages_url
+        self._build = BuildResult(build_id=provenance.build_id or "", job=provenance.job,
+                                  result=Result.SUCCESS, log_url=provenance.log_url)
+        self._steps["build"].url = provenance.log_url
+        tested = (provenance.tested_commit or "?")[:12]
+        self._finish("build", StepState.DONE,
+                     f"promoted the gate's {provenance.job} build of {tested}: "
+                     f"{provenance.reason}")
+        return provenance.packages_url
+
+    async def _rebuild_packages(self, choice: GateBuildChoice | None
+                                ) -> tuple[str | None, str]:
+        """(the rebuild's packages URL, "") or (None, why it failed, told to the queue)."""
+        why = None
+        if choice is not None:  # why not the gate's build, shown while the rebuild runs
+            why = choice.provenance.reason
+            self._provenance = choice.provenance.model_copy(update={
+                "source": BuildSource.REBUILD, "buildset": self._id(),
+                "tested_commit": self._input.change.commit,
+                "tested_tree": choice.provenance.merged_tree})
+        build = await self._rebuild(why)
+        packages_url = self._packages_url = _artifact(build, PACKAGES_ARTIFACT)
+        if self._provenance is not None:
+            self._provenance = self._provenance.model_copy(update={
+                "job": build.job, "build_id": build.build_id, "log_url": build.log_url,
+                "packages_url": packages_url})
+            self._publish_details()
+        if build.result is not Result.SUCCESS or packages_url is None:
+            why = (f"the build job ended {build.result}" if build.result is not Result.SUCCESS
+                   else f"the build job made no {PACKAGES_ARTIFACT!r} artifact")
+            self._fail("build", why)
+            await self._tell_queue("finished", Finished(workflow_id=self._id(), ok=False,
+                                                        detail=why))
+            return None, why
+        return packages_url, ""
+
+    async def _rebuild(self, why: str | None = None) -> BuildResult:
         inp = self._input
         change = inp.change
         assert change.commit is not None, "a merged change names its merged commit"
@@ -160,6 +242,9 @@ class PublishWorkflow:
             project=change.project, connection=change.connection, branch=change.branch,
             base=change.commit, head=change.commit)})
         step = self._start("build")
+        if why:
+            step.detail = f"rebuilding from the merged commit: {why}"
+            self._publish_details()
         result: BuildResult | None = None
         for attempt in range(1, inp.job.attempts + 1):
             step.attempts = attempt
@@ -185,7 +270,8 @@ class PublishWorkflow:
         assert result is not None
         self._build = result
         if result.result is Result.SUCCESS:
-            self._finish("build", StepState.DONE, f"built at {change.commit[:12]}")
+            self._finish("build", StepState.DONE, f"built at {change.commit[:12]}"
+                         + (f" ({why})" if why else ""))
         return result
 
     async def _publish(self, packages_url: str) -> tuple[bool, str]:
@@ -203,7 +289,7 @@ class PublishWorkflow:
             result: PublishStableResult = await workflow.execute_activity(
                 "publish_stable",
                 PublishStableRequest(change=self._input.change, snapshot=snapshot,
-                                     packages_url=packages_url),
+                                     packages_url=packages_url, provenance=self._provenance),
                 result_type=PublishStableResult, task_queue=self._queue(Role.PUBLISHER),
                 start_to_close_timeout=timedelta(minutes=30),
                 heartbeat_timeout=timedelta(seconds=self._input.sync_heartbeat_timeout),
@@ -216,6 +302,9 @@ class PublishWorkflow:
             return False, why
         self._snapshot = result.snapshot
         self._steps["publish"].added = list(result.added)
+        if self._provenance is not None and result.provenance:
+            self._provenance = self._provenance.model_copy(
+                update={"publisher_check": result.provenance})
         self._finish("publish", StepState.DONE,
                      f"snapshot {result.snapshot}: {', '.join(result.added) or 'no new files'}")
         await self._tell_queue("finished", Finished(workflow_id=self._id(), ok=True,
@@ -248,8 +337,9 @@ class PublishWorkflow:
 
     def _start(self, name: str) -> PublishStep:
         step = self._steps[name]
+        if step.state is not StepState.RUNNING:  # a rebuild after the look-up: one step
+            step.started = workflow.now().timestamp()
         step.state = StepState.RUNNING
-        step.started = workflow.now().timestamp()
         step.detail = None
         self._publish_details()
         return step

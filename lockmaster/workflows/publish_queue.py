@@ -3,7 +3,8 @@ order, one change at a time (the decisions are lockmaster/pipelines/publish_queu
 
 The router enqueues each merged change (signal-with-start) before it starts the change's own
 workflow, so arrival here is merge order. Changes' workflows say `ready` once their package is
-rebuilt and `finished` once it is published (or failed); the queue answers `your_turn`.
+there (the gate's build promoted, or rebuilt) and `finished` once it is published (or failed);
+the queue answers `your_turn`.
 """
 
 from __future__ import annotations
