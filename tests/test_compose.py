@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
 from lockmaster.cli.main import COMMANDS
 from lockmaster.config.loader import load_config
+from lockmaster.packaging.cache_server import cache_root
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,3 +43,22 @@ def test_dockerfile_copies_what_exists() -> None:
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
                 assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+
+
+def test_the_package_cache_service_is_what_the_workers_use() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    cache = services["package-cache"]
+    assert cache["command"][:2] == ["packaging", "serve-cache"]
+    config = load_config(ROOT / "lockmaster/config/examples/production.yaml")
+    settings = config.packaging.cache
+    # lockmaster's workers do not start a cache of their own; they reach this service.
+    assert settings.enabled and settings.serve is False
+    url = urlsplit(settings.url or "")
+    assert (url.hostname, url.port) == ("package-cache", settings.port)
+    assert settings.listen == "0.0.0.0"
+    assert f"{settings.port}:{settings.port}" in cache["ports"]
+    # The cache's files live on a volume of their own, where the configuration puts them.
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in cache["volumes"]}
+    assert mounts[str(cache_root(config))] == "package-cache"
+    assert "package-cache" in services["executor"]["depends_on"]
+    assert "apt-cacher-ng" in (ROOT / "Dockerfile").read_text()

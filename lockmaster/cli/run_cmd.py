@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from lockmaster.cli.context import fail, load, out
+from lockmaster.cli.context import err, fail, load, out
 from lockmaster.config.models import LocalConnection, LockmasterConfig
 from lockmaster.demo import project as demo
 from lockmaster.demo.packaging import run_packaging_demo
@@ -22,6 +22,7 @@ from lockmaster.starters.waiting import wait_for_check, web_link
 from lockmaster.temporal.client import connect
 from lockmaster.temporal.devserver import DevServer, port_open
 from lockmaster.temporal.setup import register_search_attributes
+from lockmaster.workers.aux_servers import PACKAGE_CACHE, AuxServers, start_aux_servers
 from lockmaster.workers.run import ROLES, run_workers
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml (default: embedded dev)")
@@ -96,12 +97,19 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool)
         fail(f"port {cfg.logs.serve.port} (the log server) is already in use; stop what uses "
              "it or change logs.serve.port")
     code = 0
+    servers: AuxServers | None = None
     try:
         client = await connect(cfg)
         await register_search_attributes(client)
-        workers = asyncio.create_task(run_workers(client, cfg, "all", stop))
+        # The log server, mirrors and package cache; one that cannot start says why, and the
+        # rest runs on without it.
+        servers = await asyncio.to_thread(start_aux_servers, cfg, "all", _not_started)
+        workers = asyncio.create_task(run_workers(client, cfg, "all", stop, servers))
         out.print(f"workers running (orchestrator, executor, launcher, publisher); logs at "
                   f"{cfg.logs.url}")
+        if cache_url := servers.url(PACKAGE_CACHE):
+            out.print(f"package cache (apt-cacher-ng) on {cache_url}: build and install roots "
+                      "fetch the distribution through it (`lockmaster packaging cache`)")
         if demo_change:
             code = await _demo(cfg, client)
             if exit_after_demo:
@@ -111,10 +119,16 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool)
                       "--file NOTES=hi --wait   (Ctrl-C stops everything)")
         await workers
     finally:
+        if servers is not None:
+            await asyncio.to_thread(servers.stop)
         if server:
             await server.stop()
         out.print("stopped")
     return code
+
+
+def _not_started(message: str) -> None:
+    err.print(f"warning: {message}", markup=False, soft_wrap=True)
 
 
 async def _demo(cfg: LockmasterConfig, client) -> int:  # type: ignore[no-untyped-def]

@@ -27,6 +27,7 @@ from lockmaster.config.layout import (  # noqa: F401  (re-exported: one import f
     WindowSettings,
     check_layout,
 )
+from lockmaster.config.packaging import PackagingConfig
 
 # --- Temporal -----------------------------------------------------------------------------
 
@@ -323,6 +324,7 @@ class LockmasterConfig(ConfigModel):
     nodes: NodesConfig = Field(default_factory=NodesConfig)
     testenvs: TestEnvsConfig = Field(default_factory=TestEnvsConfig)
     publishing: PublishingConfig = Field(default_factory=PublishingConfig)
+    packaging: PackagingConfig = Field(default_factory=PackagingConfig)
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     queues: list[QueueConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)

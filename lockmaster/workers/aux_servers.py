@@ -1,0 +1,104 @@
+"""The auxiliary servers a worker process runs beside its workers: the log server, directory
+mirrors served over HTTP, the package cache (apt-cacher-ng).
+
+None of them is the process's reason to run: one that cannot start is reported (what, why, how
+to fix) and the workers and the other servers run on without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lockmaster.config.models import LockmasterConfig
+from lockmaster.logserver import LogServer
+from lockmaster.packaging.cache_server import CacheError, PackageCache, package_cache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Running:
+    what: str  # "the log server", "mirror local", "the package cache"
+    url: str
+    stop: Callable[[], None]
+
+
+@dataclass
+class AuxServers:
+    running: list[Running] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # one message per server that did not start
+    cache: PackageCache | None = None
+
+    def url(self, what: str) -> str | None:
+        return next((r.url for r in self.running if r.what == what), None)
+
+    def stop(self) -> None:
+        for server in reversed(self.running):
+            try:
+                server.stop()
+            except Exception as exc:  # stopping one must not leave the others running
+                log.warning("stopping %s: %s", server.what, exc)
+        self.running.clear()
+
+
+PACKAGE_CACHE = "the package cache"
+LOG_SERVER = "the log server"
+
+
+def start_aux_servers(config: LockmasterConfig, role: str,
+                      report: Callable[[str], None] | None = None) -> AuxServers:
+    """Start the servers `role` runs (blocking: the package cache takes a moment; call it in a
+    thread from async code). Every failure is passed to `report` (default: a log warning) and
+    kept in `failed`; the servers that did start are in `running`."""
+    say = report or log.warning
+    servers = AuxServers()
+
+    def failed(what: str, why: object, fix: str) -> None:
+        message = f"{what} did not start: {why}{fix}; the rest keeps running without it"
+        servers.failed.append(message)
+        say(message)
+
+    if config.logs.serve and role in ("executor", "all"):
+        serve = config.logs.serve
+        try:
+            logs = LogServer(config.logs_root, serve.listen, serve.port).start()
+        except OSError as exc:
+            failed(LOG_SERVER, f"{serve.listen}:{serve.port}: {exc}",
+                   " (stop what uses the port, or change logs.serve.port)")
+        else:
+            servers.running.append(Running(LOG_SERVER, config.logs.url, logs.stop))
+            log.info("serving logs from %s on port %d", config.logs_root, logs.port)
+    if role in ("publisher", "all"):
+        for mirror in config.publishing.mirrors:
+            if not (mirror.serve and mirror.driver == "directory"):
+                continue
+            root = config.resolve(mirror.path)
+            try:
+                server = LogServer(root, mirror.serve.listen, mirror.serve.port).start()
+            except OSError as exc:
+                failed(f"mirror {mirror.name}'s HTTP server",
+                       f"{mirror.serve.listen}:{mirror.serve.port}: {exc}",
+                       " (stop what uses the port, or change the mirror's serve.port)")
+                continue
+            servers.running.append(Running(f"mirror {mirror.name}", mirror.url or "",
+                                           server.stop))
+            log.info("serving mirror %s from %s on port %d", mirror.name, root,
+                     mirror.serve.port)
+    cache = config.packaging.cache
+    if cache.enabled and cache.serve and role in ("executor", "all"):
+        # Build and install roots of the local nodes fetch the distribution through it.
+        try:
+            server_ = package_cache(config).start()
+        except CacheError as exc:
+            failed(f"{PACKAGE_CACHE} (apt-cacher-ng)", exc, "")
+        except OSError as exc:  # the cache's directory cannot be made or written
+            failed(f"{PACKAGE_CACHE} (apt-cacher-ng)", exc,
+                   " (check packaging.cache.dir and its permissions)")
+        else:
+            servers.cache = server_
+            servers.running.append(Running(PACKAGE_CACHE, cache.base_url(), server_.stop))
+            log.info("package cache (apt-cacher-ng) on %s, cache in %s", server_.url,
+                     server_.root)
+    return servers
