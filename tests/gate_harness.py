@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lockmaster.model.build import BuildResult, JobSpec, Result
+from lockmaster.model.build import Artifact, BuildResult, JobSpec, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.gate import (
     ChangeUpdated,
@@ -170,13 +170,19 @@ class Gate(Sim):
         self.step()
         return actions
 
-    def finish(self, number: int, job: str, result: Result = Result.SUCCESS) -> None:
-        """As Sim's, carrying out what the result calls for (fail-fast's cancellations)."""
+    def finish(self, number: int, job: str, result: Result = Result.SUCCESS,
+               artifacts: list[str] | None = None) -> None:
+        """As Sim's, carrying out what the result calls for (fail-fast's cancellations);
+        the build made the named `artifacts`."""
         for build_id, (key, buildset, action) in list(self.running.items()):
             if key.split(",")[0] == str(number) and action.job.name == job:
                 del self.running[build_id]
+                made = [Artifact(name=name, url=f"http://logs/{number}/{name}/", job=job,
+                                 project="p", change=number, patchset=1)
+                        for name in artifacts or []]
                 self.run(self.queue.build_done(key, buildset, BuildResult(
-                    build_id=build_id, job=job, result=result, started=0, ended=1)))
+                    build_id=build_id, job=job, result=result, started=0, ended=1,
+                    artifacts=made)))
                 return
         raise AssertionError(f"{job} of {number} is not running: {self.running}")
 

@@ -5,8 +5,9 @@ every pass, fail-fast, hold-following-changes, non-voting jobs and the start rep
 from __future__ import annotations
 
 from lockmaster.model.build import JobSpec, Result
-from lockmaster.model.gate import GateItem
+from lockmaster.model.gate import GateItem, GateTested, GateTestedBuild
 from lockmaster.pipelines.gate_queue import DEPENDENCY_FAILED
+from lockmaster.pipelines.gate_tested import remember
 from tests.gate_harness import JOBS, Gate, deps, info, labels, need, ref, request
 
 NEEDED = f"Build failed (gate).\n\n{DEPENDENCY_FAILED}\n\nChange "
@@ -213,6 +214,73 @@ def test_jobs_without_hold_let_everyone_start() -> None:
     for n in (1, 2):
         gate.ask(request(n), deps(info(n)))
     assert gate.builds(2) == [("merge", "1,1 2,1")]
+
+
+# --- provides / requires (Zuul's, as its TestProvidesRequires uses them) ---------------------
+
+PACKAGING = [JobSpec(name="build", run="true", requires=["package-repository"]),
+             JobSpec(name="test-repo", run="true", dependencies=["build"],
+                     provides=["package-repository"])]
+
+
+def test_a_build_requiring_packages_waits_for_the_providers_ahead_and_gets_their_artifacts(
+        ) -> None:
+    gate = Gate()
+    for n in (1, 2, 3):
+        gate.ask(request(n, jobs=PACKAGING), deps(info(n)))
+    assert gate.builds(1) == [("build", "1,1")]  # nothing ahead: builds at once
+    assert gate.builds(2) == [] and gate.builds(3) == []
+    gate.finish(1, "build")
+    assert gate.builds(2) == []  # 1's test repository is not made yet
+    gate.finish(1, "test-repo", artifacts=["repo"])
+    assert gate.builds(2) == [("build", "1,1 2,1")]
+    assert gate.builds(3) == []  # 2 provides too, and is ahead of 3
+    gate.finish(2, "build")
+    gate.finish(2, "test-repo")
+    assert gate.builds(3) == [("build", "1,1 2,1 3,1")]
+
+
+def test_the_artifacts_of_an_item_ahead_stay_after_it_was_submitted() -> None:
+    """The build behind gets the test repository of the change ahead (pkgtool artifact-url repo
+    --ahead) whether that change is still in the queue or already submitted: then from the
+    queue's record of what it tested (gate_tested.py), as the workflow keeps it."""
+    gate = Gate()
+    gate.ask(request(1, jobs=PACKAGING), deps(info(1)))
+    gate.ask(request(2, jobs=PACKAGING), deps(info(2)))
+    gate.finish(1, "build", artifacts=["packages"])
+    key2 = gate.item(2).key
+    assert [(a.name, a.change) for a in gate.queue.artifacts_for(key2, "build")] == [
+        ("packages", 1)]
+    item1 = gate.item(1)
+    gate.finish(1, "test-repo", artifacts=["repo"])
+    assert gate.queue.find_number(1) is None  # submitted and merged
+    assert gate.queue.artifacts_for(key2, "build") == []  # nothing on record yet
+    # As the workflow records it when it asks for the submit (the harness has no merger,
+    # so no speculative state: the record's other fields do not matter here).
+    record = GateTested.model_construct(change=item1.change, builds=[
+        GateTestedBuild(job=b.job, build_id=b.build_id, artifacts=b.artifacts)
+        for b in item1.builds if b.artifacts])
+    remember(gate.queue.state, record)
+    assert [(a.name, a.change) for a in gate.queue.artifacts_for(key2, "build")] == [
+        ("packages", 1), ("repo", 1)]
+
+
+def test_a_failed_provider_ahead_stops_the_wait_and_the_item_is_retested_without_it() -> None:
+    gate = Gate()
+    gate.ask(request(1, jobs=PACKAGING), deps(info(1)))
+    gate.ask(request(2, jobs=PACKAGING), deps(info(2)))
+    gate.finish(1, "build", Result.FAILURE)  # 1 fails (test-repo skipped): 2 without it
+    assert gate.order() == [2]
+    assert gate.builds(2) == [("build", "2,1")]
+
+
+def test_jobs_without_requires_do_not_wait_for_providers() -> None:
+    jobs = [JobSpec(name="build", run="true"),
+            JobSpec(name="test-repo", run="true", provides=["package-repository"])]
+    gate = Gate()
+    for n in (1, 2):
+        gate.ask(request(n, jobs=jobs), deps(info(n)))
+    assert ("build", "1,1 2,1") in gate.builds(2)
 
 
 # --- non-voting jobs, reporters -----------------------------------------------------------

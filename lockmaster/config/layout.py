@@ -164,6 +164,12 @@ class JobConfig(ConfigModel):
     # start their builds until this job has succeeded on it. A short job that predicts the
     # long ones' failures then saves the builds a reset would throw away.
     hold_following_changes: bool = False
+    # Zuul's provides/requires: in a dependent pipeline, a job requiring an artifact waits
+    # until every job providing it in the items ahead has completed, and gets their artifacts
+    # (e.g. a package build whose build dependency a change ahead builds: the build requires
+    # and the test-repo job provides `package-repository`).
+    provides: list[str] = Field(default_factory=list)
+    requires: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _something_to_run(self) -> JobConfig:
@@ -214,7 +220,8 @@ class ProjectConfig(ConfigModel):
 
 
 class ProjectPublish(ConfigModel):
-    # The job that builds the packages (a `package: {step: build}` job): after a merge it is run
+    # The job that builds the packages (a `package: {step: build}` job): after a merge, the
+    # gate's build of it is published when the gate tested the merged tree; otherwise it runs
     # again on the merged commit, and what it builds is published.
     build_job: str
 

@@ -47,6 +47,9 @@ class JobSpec(Model):
     testenv: str | None = None  # a TE label: leased for the job, described in $TE_DATAFILE
     # Gate: the items behind do not start builds until this job succeeded (Zuul's option).
     hold_following_changes: bool = False
+    # Zuul's provides/requires (dependent pipelines: waits for the providers ahead).
+    provides: list[str] = Field(default_factory=list)
+    requires: list[str] = Field(default_factory=list)
 
 
 class NodeInfo(Model):

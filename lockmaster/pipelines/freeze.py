@@ -82,6 +82,8 @@ def freeze_job(config: LockmasterConfig, name: str) -> JobSpec:
         vars=dict(job.vars),
         testenv=job.testenv,
         hold_following_changes=job.hold_following_changes,
+        provides=list(job.provides),
+        requires=list(job.requires),
     )
 
 

@@ -41,7 +41,8 @@ from lockmaster.pipelines.gate_actions import (
     ReportItemAction,
     SubmitBatchAction,
 )
-from lockmaster.pipelines.jobgraph import JobGraph, final_result, upstream_jobs
+from lockmaster.pipelines.gate_tested import find_tested
+from lockmaster.pipelines.jobgraph import JobGraph, final_result, upstream_jobs, waits_for_providers
 
 __all__ = [
     "DEPENDENCY_FAILED",
@@ -263,7 +264,11 @@ class GateQueue:
         out: list[Artifact] = []
         for ahead_ref in item.changes[:-1]:
             ahead = self.item(ahead_ref.key)
-            if ahead is not None and ahead is not item:
+            if ahead is None:  # submitted while this item waited: its record has its builds
+                record = find_tested(self.state, ahead_ref.project, ahead_ref.number)
+                if record is not None and record.change.key == ahead_ref.key:
+                    out += [a for b in record.builds for a in b.artifacts]
+            elif ahead is not item:
                 out += [a for b in ahead.builds if b.result is Result.SUCCESS
                         for a in b.artifacts]
         wanted = upstream_jobs(item.jobs, job)
@@ -481,7 +486,11 @@ class GateQueue:
         if held:
             return actions  # an item ahead holds the following changes
         changes_key = " ".join(c.key for c in item.changes)
+        ahead = [(i.jobs, i.job_results) for i in map(self.item, (c.key for c in item.changes[:-1]))
+                 if i is not None and i is not item]
         for job in graph.ready():
+            if waits_for_providers(job, ahead):
+                continue
             attempt = len([b for b in item.builds if b.job == job.name]) + 1
             build = GateBuild(build_id=self.new_id(), job=job.name, attempt=attempt,
                               changes=changes_key)

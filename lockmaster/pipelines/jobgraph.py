@@ -101,3 +101,14 @@ def skip_reason(job: JobSpec, results: Mapping[str, Result]) -> str:
     if failed:
         return f"not run: {', '.join(failed)} did not succeed"
     return "not run: the buildset had already failed (fail-fast)"
+
+
+def waits_for_providers(job: JobSpec, ahead: list[tuple[list[JobSpec], Mapping[str, Result]]],
+                        ) -> bool:
+    """Zuul's requires/provides: `job` waits while a job providing what it requires has not
+    completed in an item ahead (each given as its jobs and their results so far)."""
+    wanted = set(job.requires)
+    if not wanted:
+        return False
+    return any(wanted & set(spec.provides) and results.get(spec.name) is None
+               for jobs, results in ahead for spec in jobs)
