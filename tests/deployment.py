@@ -35,7 +35,10 @@ def make_config(
     pipelines: list[dict[str, Any]] | None = None,
     providers: list[dict[str, Any]] | None = None,
     prefix: str | None = None,
+    packaging: dict[str, Any] | None = None,
 ) -> LockmasterConfig:
+    """`packaging`: tests.distribution.packaging_config() for clean roots of the tests'
+    distribution; by default package jobs use the node's own tools and no cache runs."""
     prefix = prefix or f"t-{uuid.uuid4().hex[:8]}"
     data = {
         "state-dir": str(tmp_path / "state"),
@@ -59,6 +62,8 @@ def make_config(
         }],
         "jobs": jobs,
         "projects": projects,
+        # clean-roots (not distribution: null): it survives the tests' model_dump(exclude_none)
+        "packaging": packaging or {"clean-roots": False, "cache": {"enabled": False}},
     }
     return LockmasterConfig.model_validate(data)
 

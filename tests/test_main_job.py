@@ -11,9 +11,14 @@ import pytest
 import yaml
 
 from lockmaster.config.loader import EXAMPLES
+from tests import distribution
+from tests.distribution import local_distribution
 from tests.ports import restartable_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not distribution.available(), reason=distribution.missing_reason()),
+]
 
 
 def test_main_job_checks_a_demo_change_and_resumes(tmp_path: Path) -> None:
@@ -24,6 +29,13 @@ def test_main_job_checks_a_demo_change_and_resumes(tmp_path: Path) -> None:
     config["temporal"]["web-url"] = f"http://127.0.0.1:{ui}"
     config["logs"] = {"url": f"http://127.0.0.1:{logs}", "serve": {"port": logs}}
     config["state-dir"] = str(tmp_path / "state")
+    # The package cache (apt-cacher-ng) on a port of its own, below 32768 as it needs.
+    cache_port = restartable_port()
+    config["packaging"]["cache"]["port"] = cache_port
+    # The distribution: the tests' local repository of real Debian packages (never upstream),
+    # through that cache; prepared roots shared with the other tests.
+    config["packaging"]["distribution"] = {"mirror": local_distribution()[0], "keyring": None}
+    config["packaging"]["roots"] = {"dir": str(distribution.ROOTS)}
     mirror_port = restartable_port()
     config["publishing"]["signing"]["gnupg-home"] = str(tmp_path / "state" / "publish-gnupg")
     config["publishing"]["mirrors"][0].update({
@@ -46,6 +58,8 @@ def test_main_job_checks_a_demo_change_and_resumes(tmp_path: Path) -> None:
     assert f"http://127.0.0.1:{ui}/namespaces/default/workflows/check%2Fdemo%2Fhello%2F1%2F1" in (
         first.stdout)
     assert (tmp_path / "state" / "temporal.db").exists()
+    assert f"package cache (apt-cacher-ng) on http://127.0.0.1:{cache_port}" in first.stdout
+    assert "did not start" not in first.stderr, first.stderr
     # The packaging demo: checked, gated, merged, published, synced, installed by a client.
     assert "packaging demo: change 2,1 uploaded to demo/lockmaster-hello" in first.stdout
     assert "packaging demo: check SUCCESS: package-build SUCCESS" in first.stdout

@@ -8,6 +8,7 @@ install test aborts the system test.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +19,15 @@ import pytest
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.logserver import LogServer
 from lockmaster.model.build import Result
+from tests import distribution
 from tests.deployment import deployment, make_config, unique_project
 from tests.ports import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not distribution.available(), reason=distribution.missing_reason()),
+    pytest.mark.skipif(os.geteuid() != 0, reason="clean roots need root (chroot, mounts)"),
+]
 
 HELLO = Path(__file__).parent.parent / "lockmaster" / "demo" / "packages" / "hello"
 PKGTOOL = '"$LOCKMASTER_WORKSPACE/.lockmaster/pkgtool.py"'
@@ -91,9 +97,14 @@ def unique_ids(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def clean_roots() -> dict[str, Any]:
+    """Builds and install tests in clean roots of the tests' Debian repository (issue 13)."""
+    return distribution.packaging_config()
+
+
 def package_config(tmp_path: Path, name: str) -> LockmasterConfig:
     return make_config(
-        tmp_path, jobs=PACKAGE_JOBS,
+        tmp_path, jobs=PACKAGE_JOBS, packaging=clean_roots(),
         projects=[{"name": name, "connection": "local",
                    "pipelines": {"check": {"jobs": PACKAGE_GRAPH}}}])
 
@@ -129,7 +140,7 @@ async def test_a_failing_install_test_aborts_the_system_test(
     jobs[-1] = {"name": "package-systest", "run": f"{SYSTEST}; sleep 600",
                 "nodeset": "local", "timeout": 900}
     config = make_config(
-        tmp_path, jobs=jobs,
+        tmp_path, jobs=jobs, packaging=clean_roots(),
         projects=[{"name": name, "connection": "local",
                    "pipelines": {"check": {"jobs": PACKAGE_GRAPH}}}])
     files = package_files()
@@ -160,9 +171,10 @@ def _logs(config: LockmasterConfig) -> str:
 async def test_merged_package_is_published_signed_and_installable_from_every_mirror(
         client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Approve a change to the example package: the gate tests and merges it; the merge is
-    announced; the package is rebuilt from the merged commit, published into the signed stable
-    repository and synced to two mirrors, each served over HTTP; a client that trusts only the
-    repository key installs the package from each mirror and runs it."""
+    announced; the package the gate built and tested is promoted (the merged commit has the
+    tree the gate tested; nothing is rebuilt), published into the signed stable repository and
+    synced to two mirrors, each served over HTTP; a client that trusts only the repository key
+    installs the package from each mirror and runs it."""
     import asyncio
 
     from lockmaster.model.publish import StepState
@@ -178,6 +190,7 @@ async def test_merged_package_is_published_signed_and_installable_from_every_mir
     config = make_config(
         tmp_path, jobs=PACKAGE_JOBS[:4], pipelines=[CHECK, GATE], projects=[])
     data = config.model_dump(by_alias=True, mode="json", exclude_none=True)
+    data["packaging"] = clean_roots()
     data["projects"] = [{"name": name, "connection": "local",
                          "pipelines": {"gate": {"jobs": PACKAGE_GRAPH[:4]}},
                          "publish": {"build-job": "package-build"}}]
@@ -208,6 +221,7 @@ async def test_merged_package_is_published_signed_and_installable_from_every_mir
         assert [(s.name, s.state) for s in shown.steps] == [
             ("build", StepState.DONE), ("publish", StepState.DONE),
             ("sync:near", StepState.DONE), ("sync:far", StepState.DONE)]
+        _assert_promoted(shown, config)
         public_key = config.publish_root / "signing-key.asc"
         for mirror, server in zip(mirrors, servers, strict=True):
             url = f"http://127.0.0.1:{server.port}/deb/current"
@@ -225,6 +239,19 @@ async def test_merged_package_is_published_signed_and_installable_from_every_mir
         stop_gpg_agent(key)
 
 
+def _assert_promoted(shown: Any, config: LockmasterConfig) -> None:
+    """The gate's build was published, checked by the publishing host as one, and nothing was
+    built for the publication."""
+    from lockmaster.model.publish import BuildSource
+
+    prov = shown.provenance
+    assert prov is not None and prov.source is BuildSource.GATE, prov
+    assert prov.reason == f"trees equal: {prov.merged_tree}"
+    assert prov.tested_commit != shown.change.commit == prov.merged_commit
+    assert prov.publisher_check.startswith(f"the gate's build of {prov.tested_commit}")
+    assert not list(config.logs_root.glob("*/*/*/publish")), "a publication built something"
+
+
 def _version() -> str:
     changelog = (HELLO / "debian" / "changelog").read_text()
     return changelog.split("(", 1)[1].split(")", 1)[0]
@@ -239,8 +266,9 @@ def renamed(files: dict[str, str], new: str) -> dict[str, str]:
 async def test_two_packages_merged_together_are_published_in_merge_order(
         client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Two packages' changes approved back to back in one shared queue: both are gated and
-    merged in order, both rebuilt at once, published one after the other in merge order (the
-    second snapshot holds both packages), and both reach the mirror."""
+    merged in order, both gate builds promoted (the second was tested on top of the first, and
+    merged on top of it), published one after the other in merge order (the second snapshot
+    holds both packages), and both reach the mirror."""
     import asyncio
 
     from lockmaster.publishing.client import install_from_mirror
@@ -254,6 +282,7 @@ async def test_two_packages_merged_together_are_published_in_merge_order(
     mirror = tmp_path / "mirror"
     config = make_config(tmp_path, jobs=PACKAGE_JOBS[:1], pipelines=[CHECK, GATE], projects=[])
     data = config.model_dump(by_alias=True, mode="json", exclude_none=True)
+    data["packaging"] = clean_roots()
     data["projects"] = [{"name": name, "connection": "local", "queue": "packages",
                          "pipelines": {"gate": {"jobs": ["package-build"]}},
                          "publish": {"build-job": "package-build"}} for name in (hello, bye)]
@@ -283,7 +312,11 @@ async def test_two_packages_merged_together_are_published_in_merge_order(
                     except TimeoutError:
                         raise AssertionError(_logs(config)) from None
                 queue = await Publications(client, config).queue()
+                shown = [await Publications(client, config).show(name, number)
+                         for name, number in changes]
         assert [r.ok for r in results] == [True, True], results
+        for status in shown:
+            _assert_promoted(status, config)
         first, second = (r.snapshot or "" for r in results)
         assert first.startswith("000001-") and second.startswith("000002-")
         assert [e.change.split()[0] for e in queue.entries] == [hello, bye]

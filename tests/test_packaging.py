@@ -25,6 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKGTOOL = ROOT / "lockmaster" / "packaging" / "pkgtool.py"
+TOOL_FILES = sorted(PKGTOOL.parent.glob("pkg*.py"))
 HELLO = ROOT / "lockmaster" / "demo" / "packages" / "hello"
 PACKAGE = "lockmaster-hello"
 
@@ -151,24 +152,29 @@ def http_repo(repo: Path) -> Iterator[tuple[str, list[str]]]:
 # Bad usage and the tool's shape (fast)
 
 
-def test_pkgtool_is_one_stdlib_only_file(tmp_path: Path) -> None:
-    tree = ast.parse(PKGTOOL.read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "relative import"
-            imported.add((node.module or "").split(".")[0])
-    assert imported - set(sys.stdlib_module_names) == set()
-    # As uploaded to a node: the file alone, no site-packages, no lockmaster.
-    alone = tmp_path / "pkgtool.py"
-    shutil.copy(PKGTOOL, alone)
+def test_pkgtool_is_stdlib_only_files_that_run_alone(tmp_path: Path) -> None:
+    from lockmaster.execution.tools import TOOLS
+
+    assert PKGTOOL in TOOLS
+    own = {t.stem for t in TOOLS}
+    for tool in TOOLS:
+        imported = set()
+        for node in ast.walk(ast.parse(tool.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, "relative import"
+                imported.add((node.module or "").split(".")[0])
+        assert imported - set(sys.stdlib_module_names) - own == set(), tool.name
+    # As uploaded to a node: the tool files alone, no site-packages, no lockmaster.
+    for tool in TOOLS:
+        shutil.copy(tool, tmp_path / tool.name)
     proc = subprocess.run(
-        [sys.executable, "-I", "-S", str(alone), "--help"], capture_output=True, text=True
-    )
+        [sys.executable, "-I", "-S", str(tmp_path / "pkgtool.py"), "--help"],
+        capture_output=True, text=True, cwd="/",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    for command in ("build", "lint", "test-repo", "install-test"):
+    for command in ("build", "lint", "test-repo", "install-test", "prepare-root"):
         assert command in proc.stdout
 
 
@@ -415,7 +421,8 @@ def test_install_test_without_root_uses_a_user_namespace(repo: Path) -> None:
     # nobody cannot enter pytest's private tmp directory: use a world-readable one.
     base = Path(tempfile.mkdtemp(prefix="pkgtool-nobody-"))
     try:
-        shutil.copy(PKGTOOL, base / "pkgtool.py")
+        for tool in TOOL_FILES:
+            shutil.copy(tool, base / tool.name)
         shutil.copytree(repo, base / "repo")
         shutil.copytree(HELLO / "smoke", base / "smoke")
         subprocess.run(["chown", "-R", "nobody", str(base)], check=True)

@@ -9,7 +9,8 @@ from pathlib import Path
 import lockmaster.packaging
 
 TOOLS_DIR = ".lockmaster"
-TOOLS = [Path(lockmaster.packaging.__file__).parent / "pkgtool.py"]
+# pkgtool.py and the pkg_*.py modules it imports (standard library only, one directory).
+TOOLS = sorted(Path(lockmaster.packaging.__file__).parent.glob("pkg*.py"))
 
 
 def install_tools(workspace: Path) -> Path:

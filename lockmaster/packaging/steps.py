@@ -19,13 +19,44 @@ PACKAGES_ARTIFACT = "packages"
 REPO_ARTIFACT = "repo"
 
 
+def distribution_args(config: LockmasterConfig) -> str:
+    """The clean-root options of `build` and `install-test` (empty: the node's own tools)."""
+    packaging = config.packaging
+    dist = packaging.target()
+    if dist is None:
+        return ""
+    args = ["--distribution", packaging.mirror_for_roots() or dist.mirror,
+            "--codename", config.publishing.codename]
+    for suite in dist.extra_suites:
+        args += ["--suite", suite]
+    for component in dist.components:
+        args += ["--dist-component", component]
+    if dist.keyring is not None:
+        args += ["--keyring", str(dist.keyring)]
+    if packaging.roots.dir is not None:
+        args += ["--roots", str(packaging.roots.dir)]
+    args += ["--max-age", f"{packaging.roots.max_age:g}"]
+    return " " + shlex.join(args)
+
+
+def ahead_repos(tool: str) -> str:
+    """Shell that appends `--extra-repo URL` for the test repository of every change ahead in
+    the gate that this job received (nearest first) to "$@"."""
+    return (f"for url in $({tool} artifact-url {REPO_ARTIFACT} --ahead); do "
+            'set -- "$@" --extra-repo "$url"; done; ')
+
+
 def package_command(step: PackageStep, config: LockmasterConfig) -> str:
     tool = f"python3 {TOOL}"
     source = shlex.quote(step.source)
     fetch = f"{tool} fetch {PACKAGES_ARTIFACT} {FETCHED}"
+    dist = distribution_args(config)
     if step.step == "build":
-        return (f'{tool} build {source} "$LOCKMASTER_ARTIFACTS/{PACKAGES_ARTIFACT}" '
-                f"--format {step.format}")
+        rpm_repos = "".join(f" --rpm-repo {shlex.quote(url)}"
+                            for url in config.packaging.rpm_repositories)
+        return ("set --; " + (ahead_repos(tool) if dist else "")
+                + f'{tool} build {source} "$LOCKMASTER_ARTIFACTS/{PACKAGES_ARTIFACT}" '
+                f'--format {step.format}{dist}{rpm_repos} "$@"')
     if step.step == "lint":
         return f"{fetch} && {tool} lint {FETCHED}"
     if step.step == "test-repo":
@@ -34,8 +65,10 @@ def package_command(step: PackageStep, config: LockmasterConfig) -> str:
                 f"--codename {shlex.quote(publishing.codename)} "
                 f"--component {shlex.quote(publishing.component)}")
     # install-test: every format the test repository has, one package at a time; the smoke
-    # scripts (smoke/<package>.sh) are the source tree's, when it has them.
+    # scripts (smoke/<package>.sh) are the source tree's, when it has them; in clean roots
+    # with the test repositories of the changes ahead too.
     smoke = shlex.quote(f"{step.source.rstrip('/')}/smoke")
     return (f"if [ -d {smoke} ]; then set -- --smoke-dir {smoke}; else set --; fi; "
-            f'{tool} install-test "$({tool} artifact-url {REPO_ARTIFACT})" '
-            f'--format {step.format} "$@"')
+            + (ahead_repos(tool) if dist else "")
+            + f'{tool} install-test "$({tool} artifact-url {REPO_ARTIFACT})" '
+            f'--format {step.format}{dist} "$@"')

@@ -11,10 +11,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from lockmaster.config.models import LockmasterConfig
-from lockmaster.logserver import LogServer
+from lockmaster.packaging import roots_keeper
 from lockmaster.review.registry import review_drivers
 from lockmaster.starters.nodepool import ensure_pools
 from lockmaster.starters.testenv import ensure_brokers
+from lockmaster.workers.aux_servers import AuxServers, start_aux_servers
 from lockmaster.workers.executor import executor_worker
 from lockmaster.workers.launcher import launcher_worker
 from lockmaster.workers.orchestrator import orchestrator_worker
@@ -40,40 +41,43 @@ def make_workers(client: Client, config: LockmasterConfig, role: str) -> list[Wo
 
 
 async def run_workers(
-    client: Client, config: LockmasterConfig, role: str, stop: asyncio.Event
+    client: Client, config: LockmasterConfig, role: str, stop: asyncio.Event,
+    servers: AuxServers | None = None,
 ) -> None:
-    """Run until `stop` is set; then stop polling and let running activities finish or cancel."""
+    """Run until `stop` is set; then stop polling and let running activities finish or cancel.
+    `servers`: the auxiliary servers (log server, mirrors, package cache) when the caller
+    started them and stops them; otherwise the role's own start here and stop at the end."""
     workers = make_workers(client, config, role)
     if role in ("orchestrator", "all"):
         # The pools and TE brokers must run before any build asks them.
         await ensure_pools(client, config)
         await ensure_brokers(client, config)
-    logs = None
-    if config.logs.serve and role in ("executor", "all"):
-        logs = LogServer(config.logs_root, config.logs.serve.listen, config.logs.serve.port).start()
-        log.info("serving logs from %s on port %d", config.logs_root, logs.port)
-    mirrors = []
-    if role in ("publisher", "all"):
-        for mirror in config.publishing.mirrors:
-            if mirror.serve and mirror.driver == "directory":
-                root = config.resolve(mirror.path)
-                mirrors.append(LogServer(root, mirror.serve.listen, mirror.serve.port).start())
-                log.info("serving mirror %s from %s on port %d", mirror.name, root,
-                         mirror.serve.port)
-    async with contextlib.AsyncExitStack() as stack:
-        for worker in workers:
-            await stack.enter_async_context(worker)
-        if role == "all":
-            # Development: every configured TE host's worker runs here too (test:///default).
-            for host in config.testenvs.hosts:
-                await stack.enter_async_context(te_host_worker(client, config, host.name))
-        elif role.startswith("te-host:"):
-            await stack.enter_async_context(te_host_worker(client, config, role.split(":", 1)[1]))
-        await stop.wait()
-    if logs:
-        logs.stop()
-    for server in mirrors:
-        server.stop()
+    own = servers is None
+    if servers is None:
+        # A server that cannot start is reported; the workers run on without it.
+        servers = await asyncio.to_thread(start_aux_servers, config, role)
+    keeper = None
+    if role in ("executor", "all") and roots_keeper.wanted(config):
+        # Local nodes build here: their distribution roots are prepared ahead and refreshed.
+        keeper = asyncio.create_task(roots_keeper.keep_roots_ready(config, stop))
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for worker in workers:
+                await stack.enter_async_context(worker)
+            if role == "all":
+                # Development: every configured TE host's worker runs here too (test:///default).
+                for host in config.testenvs.hosts:
+                    await stack.enter_async_context(te_host_worker(client, config, host.name))
+            elif role.startswith("te-host:"):
+                await stack.enter_async_context(
+                    te_host_worker(client, config, role.split(":", 1)[1]))
+            await stop.wait()
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+        if own:
+            # The package cache is a process of its own: it must not outlive the workers.
+            await asyncio.to_thread(servers.stop)
     signing = config.publishing.signing
     if signing is not None and role in ("publisher", "all"):
         # gpg started an agent for the signing key's home: it goes when the publisher does.
