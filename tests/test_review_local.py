@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,24 @@ def test_upload_quiet_prints_only_the_number_and_list_shows_every_change(
     assert _run("list", "-q").output.split() == ["1", "2"]
     empty = _run("list", "--project", "demo/none")
     assert empty.exit_code == 0 and "no changes of demo/none" in empty.output
+
+
+def test_an_uploaded_directory_keeps_modes_and_binary_files(
+        store: LocalReviewStore, tmp_path: Path) -> None:
+    """`change upload --dir`: an unpacked source package as it is (configure and debian/rules
+    executable, binary files byte for byte)."""
+    tree = tmp_path / "pkg"
+    (tree / "debian").mkdir(parents=True)
+    (tree / "debian" / "rules").write_text("#!/usr/bin/make -f\n")
+    (tree / "configure").write_text("# no shebang but executable\n")
+    (tree / "configure").chmod(0o755)
+    (tree / "logo.gif").write_bytes(bytes(range(256)))
+    info = store.upload("org/app", files={}, subject="Import", tree=tree)
+    repo = store.repo("org/app")
+    listing = _git("ls-tree", "-r", info.commit, cwd=repo)
+    modes = {line.split("\t")[1]: line.split()[0] for line in listing.splitlines()}
+    assert modes["configure"] == "100755" and modes["logo.gif"] == "100644"
+    blob = _git("rev-parse", f"{info.commit}:logo.gif", cwd=repo)
+    data = subprocess.run(["git", "cat-file", "blob", blob], cwd=repo,
+                          capture_output=True, check=True).stdout
+    assert data == bytes(range(256))

@@ -117,6 +117,9 @@ async def _gate_result(cfg: LockmasterConfig, event: ReviewEvent, timeout: float
 def upload(
     project: str = typer.Option(..., "--project", "-p"),
     file: list[str] = typer.Option([], "--file", "-f", help="PATH=TEXT to add or replace"),
+    directory: Path | None = typer.Option(
+        None, "--dir", help="add every file of this directory (e.g. an unpacked source "
+        "package), modes kept"),
     subject: str = typer.Option("Update", "--subject", "-m"),
     branch: str = typer.Option("master", "--branch"),
     parent: int | None = typer.Option(None, "--parent", help="on top of this change"),
@@ -131,10 +134,19 @@ def upload(
     if cfg.project(project) is None:
         fail(f"project {project!r} is not configured (projects: "
              f"{', '.join(p.name for p in cfg.projects) or 'none'})")
+    if directory is not None and not directory.is_dir():
+        fail(f"--dir {directory}: not a directory (give the directory whose files the change "
+             "adds, e.g. an unpacked source package)")
+    if not store.has_project(project):
+        # A project configured in lockmaster.yaml but new to the local review system (a
+        # Gerrit admin would create it): its repository starts with a README.
+        store.create_project(project, {"README": f"{project}\n"})
+        err.print(f"created project {project} in the local review system ({connection})")
+    default = {} if directory else {f"change-{len(store.numbers()) + 1}.txt": "a change\n"}
     try:
-        info = store.upload(project, branch=branch, files=_files(file) or {
-            f"change-{len(store.numbers()) + 1}.txt": "a change\n"}, subject=subject,
-            parent=parent, depends_on=depends_on)
+        info = store.upload(project, branch=branch, files=_files(file) or default,
+                            subject=subject, parent=parent, depends_on=depends_on,
+                            tree=directory)
     except ReviewError as exc:
         fail(str(exc))
     uploaded = f"change {info.number} patchset {info.patchset} uploaded ({info.commit[:10]})"

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -134,9 +135,11 @@ class LocalReviewStore:
         depends_on: list[int] | None = None,
         owner: str = "developer",
         number: int | None = None,
+        tree: Path | None = None,
     ) -> ChangeInfo:
         """A new change (patchset 1) on top of the branch tip, or of change `parent`. `number`:
-        this one rather than the next free one (simulations number changes in their own order)."""
+        this one rather than the next free one (simulations number changes in their own order).
+        `tree`: a directory whose files (modes kept, binary or not) the change adds first."""
         if not self.has_project(project):
             raise ReviewError(f"project {project!r} does not exist on connection "
                               f"{self.connection!r}")
@@ -150,7 +153,8 @@ class LocalReviewStore:
             footers.append(f"Change-Id: {change_id}")
             message = f"{subject}\n\n" + "\n".join(footers) + "\n"
             base = self._current_commit(parent) if parent else f"refs/heads/{branch}"
-            commit = self._commit(project, base, files, message, change_ref_name(number, 1))
+            commit = self._commit(project, base, files, message, change_ref_name(number, 1),
+                                  tree=tree)
             record = {
                 "number": number, "project": project, "branch": branch,
                 "change_id": change_id, "status": "NEW", "owner": owner,
@@ -376,7 +380,7 @@ class LocalReviewStore:
             raise ReviewError(f"change {record['number']} is {record['status'].lower()}")
 
     def _commit(self, project: str, base: str, files: dict[str, str], message: str, ref: str,
-                carry: str | None = None) -> str:
+                carry: str | None = None, tree: Path | None = None) -> str:
         repo = self.repo(project)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -387,6 +391,9 @@ class LocalReviewStore:
             if carry:  # a new patchset keeps the previous patchset's files
                 _git("fetch", "--quiet", str(repo), carry, cwd=work)
                 _git("checkout", "--quiet", "FETCH_HEAD", "--", ".", cwd=work)
+            if tree is not None:  # as `cp -a`: modes (debian/rules, configure) stay
+                shutil.copytree(tree, work, symlinks=True, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns(".git"))
             _write_files(work, files)
             _git("add", "-A", cwd=work)
             _git("commit", "--quiet", "--allow-empty", "-m", message, cwd=work)
