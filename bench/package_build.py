@@ -72,6 +72,8 @@ def measure(work: Path, rounds: int) -> dict[str, object]:
                 dist = ["--distribution", f"{cache.url}/127.0.0.1:{port}", "--codename",
                         distribution.CODENAME, "--roots", roots]
                 n += 1
+                # The node's own tools: needs the package's build dependencies installed on
+                # the node (for GNU hello: help2man, texinfo), which clean roots never do.
                 rows.setdefault("build on the node directly", []).append(
                     pkgtool("build", src, work / f"o{n}", "--format", "deb"))
                 for label in ("build in a clean root, cold cache",

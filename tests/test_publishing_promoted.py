@@ -6,7 +6,6 @@ repository as it was."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,17 +23,8 @@ from tests.publishing_helpers import (
     PACKAGES,
     _run,
     build_dir,
-    make_signing_key,
-    stop_gpg_agent,
     tree_state,
 )
-
-
-@pytest.fixture(scope="module")
-def key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKey]:
-    found = make_signing_key(tmp_path_factory.mktemp("key"))
-    yield found
-    stop_gpg_agent(found)
 
 
 class Merges:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,17 +28,8 @@ from tests.publishing_helpers import (
     GitRepo,
     build_dir,
     make_git_repo,
-    make_signing_key,
-    stop_gpg_agent,
     tree_state,
 )
-
-
-@pytest.fixture(scope="module")
-def key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKey]:
-    found = make_signing_key(tmp_path_factory.mktemp("key"))
-    yield found
-    stop_gpg_agent(found)
 
 
 @pytest.fixture

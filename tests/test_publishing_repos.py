@@ -51,13 +51,6 @@ CODENAME = "bookworm"
 
 
 @pytest.fixture(scope="module")
-def key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKey]:
-    found = make_signing_key(tmp_path_factory.mktemp("key"))
-    yield found
-    stop_gpg_agent(found)
-
-
-@pytest.fixture(scope="module")
 def other_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigningKey]:
     found = make_signing_key(tmp_path_factory.mktemp("other-key"), "Intruder <x@example.invalid>")
     yield found
