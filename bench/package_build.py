@@ -61,7 +61,11 @@ def measure(work: Path, rounds: int) -> dict[str, object]:
                "GNU hello 2.10-3": distribution.hello_source(work / "hello")}
     results: dict[str, object] = {}
     roots = work / "roots"
-    direct = ["--distribution", url, "--codename", distribution.CODENAME, "--roots", roots]
+    # As lockmaster's jobs run it: debhelper preinstalled in the build root
+    # (packaging.roots.build-include).
+    include = ["--build-include", "debhelper"]
+    direct = ["--distribution", url, "--codename", distribution.CODENAME, "--roots", roots,
+              *include]
     results["prepare roots (mmdebstrap buildd + minbase, once per node and max-age)"] = \
         round(pkgtool("prepare-root", *direct), 2)
     n = 0
@@ -70,7 +74,7 @@ def measure(work: Path, rounds: int) -> dict[str, object]:
         for _ in range(rounds):
             with PackageCache(work / f"cache{n}", "127.0.0.1", low_port(), [port]) as cache:
                 dist = ["--distribution", f"{cache.url}/127.0.0.1:{port}", "--codename",
-                        distribution.CODENAME, "--roots", roots]
+                        distribution.CODENAME, "--roots", roots, *include]
                 n += 1
                 # The node's own tools: needs the package's build dependencies installed on
                 # the node (for GNU hello: help2man, texinfo), which clean roots never do.

@@ -160,7 +160,8 @@ def test_promote_on_a_queue_that_is_not_configured_is_refused(
         calls: list[tuple[str, tuple[Any, ...]]]) -> None:
     result = run("promote", "--queue", "demo/nope", "1")
     assert result.exit_code == 2, result.output
-    assert "queue 'demo/nope' is not configured (queues: demo/hello" in result.output
+    assert ("queue 'demo/nope' is not configured (queues: demo/debian-package, demo/hello"
+            in result.output)
     assert calls == []
 
 

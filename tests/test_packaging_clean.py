@@ -40,7 +40,11 @@ def pkgtool(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
 def dist_args() -> list[str]:
     url, _ = distribution.local_distribution()
     return ["--distribution", url, "--codename", distribution.CODENAME,
-            "--roots", str(distribution.ROOTS)]
+            "--roots", str(distribution.ROOTS), *BUILD_INCLUDE]
+
+
+# As lockmaster's jobs run it (packaging.roots.build-include): the same prepared build root.
+BUILD_INCLUDE = ["--build-include", "debhelper"]
 
 
 def source_package(tmp: Path, name: str, *, version: str = "1.0", build_depends: str = "",
@@ -265,11 +269,14 @@ def test_the_second_build_and_install_test_download_nothing_through_the_cache(
 
     url, upstream = distribution.local_distribution()
     port = int(url.rsplit(":", 1)[1])
-    src = source_package(tmp_path, "lockmaster-cached", binaries=[{"name": "lockmaster-cached"}])
+    # help2man is not in the prepared build root: the first build fetches it (and its
+    # dependencies) through the cache, the second must not.
+    src = source_package(tmp_path, "lockmaster-cached", build_depends="help2man",
+                         binaries=[{"name": "lockmaster-cached"}])
     with PackageCache(tmp_path / "cache", "127.0.0.1", low_port(), [port]) as cache:
         via_cache = f"{cache.url}/127.0.0.1:{port}"
         args = ["--distribution", via_cache, "--codename", distribution.CODENAME,
-                "--roots", str(distribution.ROOTS)]
+                "--roots", str(distribution.ROOTS), *BUILD_INCLUDE]
 
         def build_and_test(n: int) -> tuple[int, list[str]]:
             mark, seen = cache.stats().end, len(upstream)
@@ -307,7 +314,7 @@ def test_gnu_hello_from_debian_builds_and_installs_through_the_cache(tmp_path: P
     assert (src / "debian" / "control").is_file() and not list(tmp_path.glob("*.orig.tar*"))
     with PackageCache(tmp_path / "cache", "127.0.0.1", low_port(), [port]) as cache:
         args = ["--distribution", f"{cache.url}/127.0.0.1:{port}", "--codename",
-                distribution.CODENAME, "--roots", str(distribution.ROOTS)]
+                distribution.CODENAME, "--roots", str(distribution.ROOTS), *BUILD_INCLUDE]
         out = tmp_path / "out"
         assert pkgtool("build", src, out, "--format", "deb", *args, cwd=tmp_path).returncode == 0
         lock = (out / "build-deb.lock").read_text()

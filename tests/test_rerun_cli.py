@@ -74,7 +74,7 @@ def test_a_closed_change(store: LocalReviewStore) -> None:
 
 @pytest.mark.parametrize(("args", "said"), [
     (["org/none", "1", "lint"], "error: project 'org/none' is not configured (projects: "
-                                "demo/hello, demo/lockmaster-hello)"),
+                                "demo/hello, demo/lockmaster-hello, demo/debian-package)"),
     (["demo/hello", "1", "lint", "--pipeline", "nope"],
      "error: pipeline 'nope' is not configured (pipelines: check, gate)"),
     (["demo/hello", "1", "nope"], "error: job 'nope' is not in demo/hello's check pipeline "

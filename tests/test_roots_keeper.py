@@ -30,7 +30,8 @@ def test_only_local_nodes_with_a_distribution_get_roots_kept(tmp_path: Path) -> 
     command = roots_keeper.prepare_command(with_dist)  # type: ignore[arg-type]
     assert command[2:] == ["prepare-root", "--distribution", "http://127.0.0.1:9/debian",
                            "--codename", "bookworm", "--dist-component", "main", "--roots",
-                           str(tmp_path / "roots"), "--max-age", "86400"]
+                           str(tmp_path / "roots"), "--max-age", "86400",
+                           "--build-include", "debhelper"]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="clean roots need root")

@@ -80,6 +80,10 @@ class RootsConfig(ConfigModel):
 
     dir: Path | None = None  # on the node; default: <state-dir>/roots for local nodes
     max_age: float = Field(default=86400.0, gt=0)  # seconds
+    # Preinstalled in the prepared build root: most Debian packages build-depend on debhelper,
+    # which would otherwise be installed into every fresh copy (about 4 s a build). A build
+    # still gets the version its Build-Depends ask for (apt upgrades it in the copy).
+    build_include: list[str] = Field(default_factory=lambda: ["debhelper"])
 
 
 class PackagingConfig(ConfigModel):

@@ -365,7 +365,7 @@ def clean_root_from_args(args: argparse.Namespace, command: str) -> CleanRoot | 
             raise UsageError(f"{command}: --extra-repo needs --distribution (clean roots)")
         return None
     return CleanRoot(dist, roots_dir(args), args.max_age,
-                     extra_repos(args.extra_repo or [], command))
+                     extra_repos(args.extra_repo or [], command), tuple(args.build_include))
 
 
 def cmd_build(args: argparse.Namespace) -> int:

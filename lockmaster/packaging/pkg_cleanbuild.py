@@ -41,6 +41,7 @@ class CleanRoot:
     roots: Path
     max_age: float
     extra: Sequence[ExtraRepo] = ()
+    build_include: Sequence[str] = ()  # preinstalled in the prepared build root
 
 
 def source_name(tree: Path) -> str:
@@ -58,7 +59,8 @@ def build_deb_in_root(src: Path, out: Path, scratch: Path, exclude: Sequence[Pat
     with log_path.open("w") as log:
         say(f"=== build deb from {src} in a clean {clean.dist.codename} root "
             f"(log: {log_path}) ===", log)
-        prepared = prepare_root(clean.dist, "buildd", (), clean.roots, clean.max_age)
+        prepared = prepare_root(clean.dist, "buildd", clean.build_include, clean.roots,
+                                clean.max_age)
         say(f"base root: {prepared.describe()}", log)
         root = scratch / "root"
         fresh_copy(prepared, root)

@@ -76,6 +76,8 @@ def add_distribution_args(parser: argparse.ArgumentParser) -> None:
                         "/var/cache/lockmaster/roots as root, ~/.cache/lockmaster/roots)")
     g.add_argument("--max-age", type=float, default=86400.0, metavar="SECONDS",
                    help="remake a prepared root older than this (default: 86400)")
+    g.add_argument("--build-include", action="append", default=[], metavar="PACKAGE",
+                   help="preinstalled in the build root (repeatable), e.g. debhelper")
 
 
 def distribution_from_args(args: argparse.Namespace, command: str) -> Distribution | None:
@@ -232,7 +234,9 @@ def prepare_root(dist: Distribution, variant: str, include: Sequence[str], roots
             "keyring": str(dist.keyring or ""), "variant": variant, "include": sorted(include),
             "arch": arch, "indexes": index_fingerprint(dist, arch)}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    family = f"{dist.codename}-{arch}-{variant}"
+    # Roots of one family replace each other on refresh; other extra packages, another family.
+    extras = hashlib.sha256(" ".join(sorted(include)).encode()).hexdigest()[:6]
+    family = f"{dist.codename}-{arch}-{variant}" + (f"-{extras}" if include else "")
     home = roots / f"{family}-{key}"
     with locked(roots / f".{family}.lock", exclusive=True):
         meta_file = home / "meta.json"
@@ -242,7 +246,8 @@ def prepare_root(dist: Distribution, variant: str, include: Sequence[str], roots
                 return PreparedRoot(home / "root", key, (home / "packages.lock").read_text(),
                                     float(meta["prepared_at"]), False, home)
             say(f"prepared root {home.name} is older than {max_age:g} s: remaking it")
-        previous = sorted((p for p in roots.glob(f"{family}-*/meta.json")),
+        previous = sorted((p for p in roots.glob(f"{family}-*/meta.json")
+                           if p.parent.name.rsplit("-", 1)[0] == family),
                           key=lambda p: p.stat().st_mtime)
         made = make_root(dist, variant, include, home, spec)
         if previous:
@@ -437,7 +442,8 @@ def cmd_prepare_root(args: argparse.Namespace) -> int:
     require_root("prepare-root")
     variants = args.variant or list(VARIANTS)
     for variant in variants:
-        prepared = prepare_root(dist, variant, args.include, roots_dir(args), args.max_age)
+        include = [*args.include, *(args.build_include if variant == "buildd" else [])]
+        prepared = prepare_root(dist, variant, include, roots_dir(args), args.max_age)
         say(f"{variant}: {prepared.path} — {prepared.describe()}")
     return 0
 

@@ -36,6 +36,8 @@ def distribution_args(config: LockmasterConfig) -> str:
     if packaging.roots.dir is not None:
         args += ["--roots", str(packaging.roots.dir)]
     args += ["--max-age", f"{packaging.roots.max_age:g}"]
+    for package in packaging.roots.build_include:
+        args += ["--build-include", package]
     return " " + shlex.join(args)
 
 
