@@ -155,25 +155,35 @@ def test_a_missing_build_dependency_fails_the_build_with_its_name(tmp_path: Path
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
-def test_a_runtime_dependency_comes_from_the_change_not_the_distribution(
+def test_a_runtime_dependency_comes_from_the_change_and_leftovers_fail(
         tmp_path: Path) -> None:
-    """A change builds its own help2man (the distribution has 1.49.3) and a package depending
-    on it: the install test takes the change's help2man, not the distribution's newer one,
-    and a dependency on another package of the same change resolves from the test repo."""
+    """One change, one build, each package tested alone in its own root. It builds its own
+    help2man (the distribution has 1.49.3) and a package depending on it: the install test
+    takes the change's help2man, not the distribution's newer one, and a dependency on another
+    package of the same change resolves from the test repository. Its lockmaster-litter
+    leaves /var/lib/lockmaster-litter/state behind after removal: that package fails, alone."""
     src = source_package(tmp_path, "lockmaster-pair", binaries=[
         {"name": "lockmaster-pair", "depends": "lockmaster-pair-data (= ${binary:Version}), "
                                                "help2man"},
         {"name": "lockmaster-pair-data", "install": "data.txt usr/share/lockmaster-pair"},
         {"name": "help2man"},
+        {"name": "lockmaster-litter",
+         "postinst": "#!/bin/sh\nset -e\nmkdir -p /var/lib/lockmaster-litter\n"
+                     "echo x > /var/lib/lockmaster-litter/state\n#DEBHELPER#\n"},
     ], files={"data.txt": "data\n"})
     _, repo = build_and_repo(tmp_path, src)
-    proc = pkgtool("install-test", repo, "--format", "deb", *dist_args(), cwd=tmp_path)
-    assert proc.returncode == 0
+    proc = pkgtool("install-test", repo, "--format", "deb", "--work", tmp_path / "w",
+                   *dist_args(), cwd=tmp_path)
+    assert proc.returncode == 1
     installed = proc.stdout.split("installed with lockmaster-pair 1.0 (all)")[1].split("---")[0]
     assert "+ help2man:all 1.0" in installed
     assert "+ lockmaster-pair-data:all 1.0" in installed
     assert "ok     lockmaster-pair 1.0 (all): installed, removed, nothing left behind" \
         in proc.stdout
+    assert "ok     help2man 1.0 (all)" in proc.stdout
+    assert "FAILED lockmaster-litter 1.0" in proc.stdout
+    assert "var/lib/lockmaster-litter/state" in proc.stdout
+    assert "install-test failed for 1 of 4 package(s): lockmaster-litter" in proc.stderr
 
 
 def test_a_build_dependency_built_by_the_change_ahead_comes_from_its_test_repo(
@@ -201,20 +211,6 @@ def test_a_build_dependency_built_by_the_change_ahead_comes_from_its_test_repo(
     assert "lockmaster-ahead-dev\t2.0\tall" in (out / "build-deb.lock").read_text()
 
 
-def test_a_removal_that_leaves_a_file_behind_fails(tmp_path: Path) -> None:
-    src = source_package(tmp_path, "lockmaster-litter", binaries=[{
-        "name": "lockmaster-litter",
-        "postinst": "#!/bin/sh\nset -e\nmkdir -p /var/lib/lockmaster-litter\n"
-                    "echo x > /var/lib/lockmaster-litter/state\n#DEBHELPER#\n"}])
-    _, repo = build_and_repo(tmp_path, src)
-    proc = pkgtool("install-test", repo, "--format", "deb", "--work", tmp_path / "w",
-                   *dist_args(), cwd=tmp_path)
-    assert proc.returncode == 1
-    assert "FAILED lockmaster-litter 1.0" in proc.stdout
-    assert "var/lib/lockmaster-litter/state" in proc.stdout
-    assert "install-test failed for 1 of 1 package(s): lockmaster-litter" in proc.stderr
-
-
 def test_the_lock_file_says_what_changed_since_the_last_build(tmp_path: Path) -> None:
     # A source name of its own: the node's record of its last build is this test's alone.
     name = f"lockmaster-locked-{uuid.uuid4().hex[:8]}"
@@ -223,17 +219,15 @@ def test_the_lock_file_says_what_changed_since_the_last_build(tmp_path: Path) ->
     try:
         first = pkgtool("build", src, tmp_path / "one", "--format", "deb", *dist_args(),
                         cwd=tmp_path)
+        assert first.returncode == 0
+        assert "changed since the last build" not in first.stdout
+        lock = (tmp_path / "one" / "build-deb.lock").read_text()
+        assert last.read_text() == lock  # the node's record of this source's last build
+        last.write_text(lock.replace("\ndebhelper\t", "\nx\t"))  # as if debhelper changed
         second = pkgtool("build", src, tmp_path / "two", "--format", "deb", *dist_args(),
                          cwd=tmp_path)
-        assert first.returncode == second.returncode == 0
-        assert "changed since the last build" not in first.stdout
-        assert f"changed since the last build of {name} on this node: nothing" in second.stdout
-        last.write_text((tmp_path / "one" / "build-deb.lock").read_text()
-                        .replace("\ndebhelper\t", "\nx\t"))
-        third = pkgtool("build", src, tmp_path / "three", "--format", "deb", *dist_args(),
-                        cwd=tmp_path)
-        assert f"changed since the last build of {name} on this node: 2" in third.stdout
-        assert "+ debhelper:all" in third.stdout
+        assert f"changed since the last build of {name} on this node: 2" in second.stdout
+        assert "+ debhelper:all" in second.stdout and "- x:all" in second.stdout
     finally:
         last.unlink(missing_ok=True)
     diff = pkgtool("lock-diff", tmp_path / "one" / "build-deb.lock",

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lockmaster.packaging import roots_keeper
 from tests import distribution
@@ -69,3 +71,31 @@ def test_roots_are_prepared_ahead_and_a_dead_mirror_is_only_reported(
     assert "could not be prepared" in warning.getMessage()
     assert "127.0.0.1:9" in warning.getMessage()
     assert not (tmp_path / "roots").exists() or not list((tmp_path / "roots").glob("*/root"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="clean roots need root")
+@pytest.mark.skipif(not distribution.available(), reason=distribution.missing_reason())
+def test_the_roots_command_lists_and_prepares_them(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lockmaster.cli.packaging_cmd import app
+
+    packaging = distribution.packaging_config()  # the tests' shared roots
+    nothing = tmp_path / "nothing.yaml"
+    nothing.write_text(yaml.safe_dump({"packaging": {
+        **packaging, "roots": {"dir": str(tmp_path / "roots")}}}))
+    runner = CliRunner()
+    empty = runner.invoke(app, ["roots", "--config", str(nothing)])
+    assert empty.exit_code == 1 and "no prepared roots" in empty.output
+    file = tmp_path / "lockmaster.yaml"
+    file.write_text(yaml.safe_dump({"packaging": packaging}))
+    made = runner.invoke(app, ["roots", "--prepare", "--config", str(file)])
+    assert made.exit_code == 0, made.output
+    assert "buildd + debhelper" in made.output and "minbase," in made.output
+    listed = runner.invoke(app, ["roots", "--json", "--config", str(file)])
+    variants = {(r["variant"], tuple(r["include"])) for r in json.loads(listed.output)["roots"]}
+    assert {("buildd", ("debhelper",)), ("minbase", ())} <= variants
+    off = tmp_path / "off.yaml"
+    off.write_text(yaml.safe_dump({"packaging": {"clean-roots": False}}))
+    refused = runner.invoke(app, ["roots", "--config", str(off)])
+    assert refused.exit_code == 2 and "no clean roots" in refused.output

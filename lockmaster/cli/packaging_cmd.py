@@ -1,6 +1,6 @@
 """`lockmaster packaging ...`: the package cache (apt-cacher-ng) in front of the distribution's
 mirror: what it holds and serves (`cache`), and running it on its own (`serve-cache`, the
-docker-compose service)."""
+docker-compose service); the distribution's prepared roots on this machine (`roots`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from lockmaster.packaging.cache_server import (
     read_stats,
 )
 
-app = typer.Typer(help="Packaging CI: the package cache.", no_args_is_help=True)
+app = typer.Typer(help="Packaging CI: the package cache and the prepared roots.",
+                  no_args_is_help=True)
 ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml")
 
 
@@ -122,3 +123,54 @@ def serve_cache(config: Path | None = ConfigOpt) -> None:
     finally:
         server.stop()
     out.print("stopped")
+
+
+def _roots_dir(cfg: Any) -> Path:
+    """Where this machine's prepared roots are (what pkgtool uses on a local node)."""
+    if cfg.packaging.roots.dir is not None:
+        return cfg.resolve(cfg.packaging.roots.dir)
+    return Path("/var/cache/lockmaster/roots")
+
+
+@app.command("roots")
+def roots(prepare: bool = typer.Option(False, "--prepare", help="prepare (or refresh) them now, "
+                                       "as the executor's roots keeper does"),
+          as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+          config: Path | None = ConfigOpt) -> None:
+    """The distribution's prepared roots on this machine: age, packages, what they were made
+    from (docs/packaging.md, "Clean roots")."""
+    import subprocess
+    import time
+
+    from lockmaster.packaging.roots_keeper import prepare_command
+
+    cfg = load(config)
+    if cfg.packaging.target() is None:
+        fail("no clean roots: packaging.distribution is null or packaging.clean-roots is false "
+             "(builds use the node's own tools)")
+    if prepare:
+        proc = subprocess.run(prepare_command(cfg), capture_output=True, text=True)
+        if proc.returncode != 0:
+            fail("preparing the roots failed:\n" + (proc.stderr or proc.stdout).strip()[-2000:])
+    home = _roots_dir(cfg)
+    found = []
+    for meta_file in sorted(home.glob("*/meta.json")):
+        meta = json.loads(meta_file.read_text())
+        lock = meta_file.with_name("packages.lock")
+        packages = len(lock.read_text().splitlines()) if lock.is_file() else 0
+        found.append({"root": meta_file.parent.name, "path": str(meta_file.parent / "root"),
+                      "variant": meta.get("variant"), "include": meta.get("include", []),
+                      "suites": meta.get("suites", []), "packages": packages,
+                      "age_seconds": round(time.time() - float(meta["prepared_at"])),
+                      "max_age_seconds": cfg.packaging.roots.max_age})
+    if as_json:
+        out.print_json(json.dumps({"dir": str(home), "roots": found}))
+        return
+    if not found:
+        fail(f"no prepared roots in {home} yet: `lockmaster packaging roots --prepare` makes "
+             "them (the executor of local nodes does at start)", code=1)
+    out.print(f"prepared roots in {home} (remade after {cfg.packaging.roots.max_age:g} s):")
+    for r in found:
+        extra = f" + {', '.join(r['include'])}" if r["include"] else ""
+        out.print(f"  {r['root']}: {r['variant']}{extra}, {r['packages']} packages, "
+                  f"{r['age_seconds'] / 60:.0f} min old ({' '.join(r['suites'])})")
