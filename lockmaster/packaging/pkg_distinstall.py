@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pkg_cleanbuild import CleanRoot
-from pkg_common import fetch, interesting, say
+from pkg_common import interesting, say
 from pkg_install import Package, RepoSource
 from pkg_installers import DebInstaller
 from pkg_roots import (
@@ -31,6 +31,7 @@ from pkg_roots import (
     lock_diff,
     parse_lock,
     prepare_root,
+    release_label,
     write_sources,
 )
 
@@ -58,13 +59,7 @@ class DistDebInstaller(DebInstaller):
         into the root when it is a local directory (the root cannot see the node's paths)."""
         info = self.info
         url = self.repo_url
-        label = None
-        try:
-            release = fetch(f"{url}/dists/{info['codename']}/Release").decode()
-            label = next((line.split(":", 1)[1].strip() for line in release.splitlines()
-                          if line.startswith("Label:")), None)
-        except OSError:
-            pass
+        label = release_label(url, info["codename"])
         if url.startswith("file://"):
             inside = root / "srv/lockmaster/test-repo"
             shutil.copytree(url.removeprefix("file://"), inside)

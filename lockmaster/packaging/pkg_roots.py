@@ -382,6 +382,16 @@ def write_sources(root: Path, dist: Distribution, extra: Sequence[ExtraRepo]) ->
     return "\n".join(lines)
 
 
+def release_label(repo_url: str, codename: str) -> str | None:
+    """The Label of an APT repository's Release file (how its pin finds it), if it has one."""
+    try:
+        release = fetch(f"{repo_url}/dists/{codename}/Release").decode("utf-8", "replace")
+    except (OSError, urllib.error.URLError):
+        return None
+    return next((line.split(":", 1)[1].strip() for line in release.splitlines()
+                 if line.startswith("Label:")), None)
+
+
 def extra_repos(urls: Sequence[str], command: str) -> list[ExtraRepo]:
     """Test repositories given as the URL of a `test-repo` directory (with repo.json), as
     `artifact-url repo --all` prints them."""
@@ -398,14 +408,8 @@ def extra_repos(urls: Sequence[str], command: str) -> list[ExtraRepo]:
         if not info:
             continue  # an RPM-only test repository: nothing for an APT root
         repo_url = f"{base}/{info['path']}"
-        label = None
-        try:
-            release = fetch(f"{repo_url}/dists/{info['codename']}/Release").decode()
-            label = next((line.split(":", 1)[1].strip() for line in release.splitlines()
-                          if line.startswith("Label:")), None)
-        except (OSError, urllib.error.URLError):
-            pass
-        found.append(ExtraRepo(repo_url, info["codename"], info["component"], label))
+        found.append(ExtraRepo(repo_url, info["codename"], info["component"],
+                               release_label(repo_url, info["codename"])))
     return found
 
 
