@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from pkg_common import StepFailed, interesting, say
 from pkg_roots import (
@@ -31,6 +32,9 @@ from pkg_roots import (
     unmet_names,
     write_sources,
 )
+
+if TYPE_CHECKING:
+    from pkg_build import Artifact
 
 
 @dataclass
@@ -52,7 +56,7 @@ def source_name(tree: Path) -> str:
 
 
 def build_deb_in_root(src: Path, out: Path, scratch: Path, exclude: Sequence[Path],
-                      clean: CleanRoot) -> list:
+                      clean: CleanRoot) -> list[Artifact]:
     from pkg_build import collect_changes, copy_tree  # pkg_build imports this module
 
     log_path = out / "build-deb.log"
@@ -102,22 +106,22 @@ def build_deb_in_root(src: Path, out: Path, scratch: Path, exclude: Sequence[Pat
 
 
 def record_lock(root: Path, out: Path, base_lock: str, roots: Path, source: str,
-                log: object) -> None:
+                log: TextIO | None) -> None:
     """OUT/build-deb.lock: every package version the build root held; the log shows what was
     installed for this build and what changed since this node last built the same source."""
     lock = dpkg_lock(root)
     (out / "build-deb.lock").write_text(lock)
     added = lock_diff(base_lock, lock)
     say(f"build dependencies installed: {len(added)} package(s) "
-        f"(all versions: {out / 'build-deb.lock'})", log)  # type: ignore[arg-type]
+        f"(all versions: {out / 'build-deb.lock'})", log)
     for line in added:
-        say(f"  {line}", log)  # type: ignore[arg-type]
+        say(f"  {line}", log)
     last = roots / "last-builds" / f"{source}.lock"
     if last.is_file():
         changed = lock_diff(last.read_text(), lock)
         say(f"changed since the last build of {source} on this node: "
-            f"{len(changed) or 'nothing'}", log)  # type: ignore[arg-type]
+            f"{len(changed) or 'nothing'}", log)
         for line in changed:
-            say(f"  {line}", log)  # type: ignore[arg-type]
+            say(f"  {line}", log)
     last.parent.mkdir(parents=True, exist_ok=True)
     last.write_text(lock)

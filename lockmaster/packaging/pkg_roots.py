@@ -26,6 +26,7 @@ import urllib.error
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from pkg_common import Result, StepFailed, UsageError, fetch, host_deb_arch, require_tools, run, say
 
@@ -336,9 +337,9 @@ def chroot_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def in_root(root: Path, cmd: Sequence[str], *, log: object = None,
+def in_root(root: Path, cmd: Sequence[str], *, log: TextIO | None = None,
             env: Mapping[str, str] | None = None, timeout: float | None = None) -> Result:
-    return run(chroot_command(root, cmd), env=chroot_env(env), log=log,  # type: ignore[arg-type]
+    return run(chroot_command(root, cmd), env=chroot_env(env), log=log,
                timeout=timeout)
 
 
@@ -413,7 +414,7 @@ def extra_repos(urls: Sequence[str], command: str) -> list[ExtraRepo]:
     return found
 
 
-def apt_update(root: Path, log: object = None) -> None:
+def apt_update(root: Path, log: TextIO | None = None) -> None:
     result = in_root(root, ["apt-get", "update", "-o", "Acquire::Languages=none"], log=log)
     bad = [line for line in result.lines() if re.match(r"^(E|W): ", line)]
     if not result.ok or bad:
