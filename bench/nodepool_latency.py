@@ -17,12 +17,13 @@ Measures, each `--runs` times on a fresh pool:
   `PooledNodes.acquire_nodeset` as an executor does; nodes handed over per minute, total time,
   failed requests, and the most servers that existed at once (sampled every 20 ms);
 - rate-batched: the same load, but the requesters learn what is fulfilled from one `status`
-  query every 0.2 s for all of them (what an executor could do) instead of each polling
-  `request_status`: the pool's and launcher's capacity without the cost of 200 pollers.
+  query every 0.2 s for all of them instead of the client's own waiting (before issue 14 each
+  request polled `request_status`; now the client's waiters share one `request_statuses` query
+  per round, backing off while nothing changes): the pool's and launcher's capacity.
 
 The dev server's and the Temporal client's logs go to a file (`--log`, else a temporary one);
 how often the pool workflow was too busy (updates aborted or refused, queries refused) is counted
-per measurement.
+per measurement, and so are the workflow queries this process sent, by name (`queries_sent`).
 
 Run: .venv/bin/python -m bench.nodepool_latency (about 2-3 minutes; `--runs 2` for ranges).
 Shorter: --ready 20 --boot 5 --queued 60 --only ready boot rate.
@@ -42,12 +43,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -205,6 +207,21 @@ class OutputLog:
             f.seek(since)
             text = f.read().decode(errors="replace")
         return {name: text.count(needle) for name, needle in NOISE.items()}
+
+
+QUERIES: Counter[str] = Counter()  # queries this process sent, by name
+
+
+def count_queries() -> None:
+    """Count every workflow query this process sends (the executor's client's status queries,
+    the bench's own `status`), by name."""
+    original = WorkflowHandle.query
+
+    async def query(self: WorkflowHandle, query: Any, *args: Any, **kwargs: Any) -> Any:
+        QUERIES[query if isinstance(query, str) else getattr(query, "__name__", "?")] += 1
+        return await original(self, query, *args, **kwargs)
+
+    WorkflowHandle.query = query  # type: ignore[method-assign]
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -409,9 +426,9 @@ async def measure_boot(client: Client, cloud_file: Path, sshd: SSHServer, fake: 
 async def measure_rate(client: Client, cloud_file: Path, sshd: SSHServer, fake: FakeOpenStack,
                        tmp: Path, *, queued: int, max_servers: int, hold: float,
                        boot_delay: float, batched: bool = False) -> dict[str, Any]:
-    """`batched`: the requesters ask as PooledNodes does (`request_nodes`, at most 5 updates in
-    flight) but learn what is fulfilled from one `status` query every BATCHED_POLL seconds for
-    all of them, instead of each polling `request_status`."""
+    """`batched`: the requesters ask as PooledNodes does (the `submit_request` signal) but learn
+    what is fulfilled from one `status` query every BATCHED_POLL seconds for all of them,
+    instead of the client's own `request_statuses` rounds."""
     reset_cloud(fake, boot_delay)
     config = bench_config(tmp, cloud_file, sshd, min_ready=0, max_servers=max_servers)
     launcher = TimedLauncher()
@@ -555,6 +572,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     one: dict[str, Any] = {}
                     for name in args.only or SCENARIOS:
                         at, since = time.monotonic(), log.mark()
+                        queried = QUERIES.copy()
                         if name == "ready":
                             one[name] = await measure_ready(
                                 env.client, clouds_file, sshd, cloud.fake, tmp,
@@ -571,6 +589,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                                 boot_delay=args.boot_delay, batched=name == "rate-batched")
                         one[name]["took_s"] = round(time.monotonic() - at, 1)
                         one[name]["temporal_noise"] = log.counts(since)
+                        one[name]["queries_sent"] = dict(QUERIES - queried)
                         log.say(f"run {run + 1} {name}: {json.dumps(one[name])}")
                     results["runs"].append(one)
             finally:
@@ -634,6 +653,7 @@ if __name__ == "__main__":
     parser.add_argument("--log", help="keep the dev server's and the client's log here")
     if os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists():
         raise SystemExit("needs root and OpenSSH's sshd (the nodes' SSH is a real sshd)")
+    count_queries()
     found = asyncio.run(main(parser.parse_args()))
     print(table(found))
     print(f"bench took {found['bench_s']} s (setup {found['setup_s']} s)")

@@ -1,7 +1,8 @@
-"""The executor's node pool client: asks with a signal and polls a query. When the pool's workflow
-is busy (many builds asking at once) Temporal refuses queries beyond its buffer
-(RESOURCE_EXHAUSTED) or a query times out (CANCELLED): the request is polled again, never turned
-into a node failure. A request the pool has not taken in yet reads "gone": still waiting.
+"""The executor's node pool client: asks with a signal and waits on the shared `request_statuses`
+query (lockmaster/temporal/status_watch.py). When the pool's workflow is busy (many builds asking
+at once) Temporal refuses queries beyond its buffer (RESOURCE_EXHAUSTED) or a query times out
+(CANCELLED): the request is looked at again, never turned into a node failure. A request the
+pool has not taken in yet reads "gone": still waiting.
 Found by bench/nodepool_latency.py (200 requests queued at once)."""
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
-from lockmaster.model.nodes import NodeRequest, NodeRequestStatus, RequestState
+from lockmaster.model.base import IdsQuery
+from lockmaster.model.nodes import NodeRequest, NodeRequestStatus, NodeRequestStatuses, RequestState
 from lockmaster.nodes import pooled
 from lockmaster.nodes.base import NodeError
 from lockmaster.nodes.pooled import PooledNodes
@@ -25,8 +27,9 @@ def refusal(status: RPCStatusCode) -> RPCError:
 
 
 class Pool:
-    """A pool workflow's handle: queries answer `answers` in turn (an RPCStatusCode raises it,
-    a RequestState is the request's state), then fulfilled. Signals are recorded."""
+    """A pool workflow's handle: `request_statuses` queries answer `answers` in turn (an
+    RPCStatusCode raises it, a RequestState is the request's state), then fulfilled. Signals are
+    recorded."""
 
     id = "t/nodepool/cloud/main"
 
@@ -40,12 +43,15 @@ class Pool:
     def get_workflow_handle(self, _: str) -> Pool:
         return self
 
-    async def query(self, name: str, query: Any, result_type: Any) -> NodeRequestStatus:
+    async def query(self, name: str, query: IdsQuery, result_type: Any, **_: Any
+                    ) -> NodeRequestStatuses:
+        assert name == "request_statuses"
         self.query_calls += 1
         answer = self.answers.pop(0) if self.answers else RequestState.FULFILLED
         if isinstance(answer, RPCStatusCode):
             raise refusal(answer)
-        return NodeRequestStatus(id=query.id, state=answer)
+        return NodeRequestStatuses(statuses=[NodeRequestStatus(id=i, state=answer)
+                                             for i in query.ids])
 
     async def signal(self, name: str, _: Any) -> None:
         self.signals.append(name)
@@ -60,8 +66,9 @@ def source(tmp_path: Path, pool: Pool) -> PooledNodes:
 
 @pytest.fixture(autouse=True)
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pooled, "POLL_FIRST", 0.001)
-    monkeypatch.setattr(pooled, "POLL_MAX", 0.002)
+    monkeypatch.setattr(pooled, "WATCH_JOIN", 0.001)
+    monkeypatch.setattr(pooled, "WATCH_FIRST", 0.002)
+    monkeypatch.setattr(pooled, "WATCH_MAX", 0.002)
 
 
 async def ask(nodes: PooledNodes) -> NodeRequestStatus:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,10 @@ def test_there_are_recorded_histories() -> None:
             "te-broker",
             "publish-change", "publish-queue", "gate-stack-superseded-run1",
             "gate-stack-superseded-run2", "check-dependency-restart-run1",
-            "check-dependency-restart-run2", "publish-promoted", "gate-promoted"} <= names
+            "check-dependency-restart-run2", "publish-promoted", "gate-promoted",
+            "gate-detached-run1", "gate-detached-run2", "gate-detached-run3",
+            "detached-build", "te-broker-stuck-run1", "te-broker-stuck-run2",
+            "detached-reset-stuck"} <= names
 
 
 @pytest.mark.parametrize("history", recorded(), ids=lambda p: p.stem)
@@ -285,3 +289,53 @@ async def test_record_promotion_histories(client: Client, tmp_path: Path) -> Non
         gate = f"{dep.config.temporal.workflow_id_prefix}gate/{project}"
         history = await client.get_workflow_handle(gate).fetch_history()
         (HISTORIES / "gate-promoted.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
+                    reason="records histories only when asked")
+async def test_record_long_lived_histories(client: Client, tmp_path: Path) -> None:
+    """The current design across continue-as-new: a gate queue continuing as new with builds
+    in flight in detached children (its first three runs and one build's child), and a TE
+    broker whose second host is down throughout (its first two runs and the stuck reset's
+    child)."""
+    from lockmaster.starters.operator import enqueue_change
+    from tests.test_gate_workflow import gate_config, settle
+    from tests.test_long_horizon import (
+        runs_of,
+        test_broker_expires_leases_on_time_while_a_host_is_down,
+    )
+
+    name = unique_project()
+    config = gate_config(tmp_path, [name], "sleep 1")
+    async with deployment(client, config) as dep:
+        dep.store.create_project(name, {"README": "x\n"})
+        for i in range(4):
+            change = dep.store.upload(name, files={f"f{i}": "x\n"}, subject=f"c{i}")
+            dep.store.vote(change.number, {"Code-Review": 2, "Workflow": 1}, author="core")
+            await enqueue_change(client, config, "gate", change.ref(), max_history_events=30)
+        wid = f"gate/{name}"
+        await settle(dep, wid, timeout=120)
+        runs = await runs_of(client, wid)
+        assert len(runs) >= 3
+        for index, handle in enumerate(runs[:3], start=1):
+            history = await handle.fetch_history()
+            (HISTORIES / f"gate-detached-run{index}.json").write_text(history.to_json())
+        builds = [w async for w in client.list_workflows(
+            f'WorkflowType = "DetachedWorkWorkflow" AND WorkflowId STARTS_WITH "{wid}/build/"')]
+        history = await client.get_workflow_handle(builds[0].id,
+                                                   run_id=builds[0].run_id).fetch_history()
+        (HISTORIES / "detached-build.json").write_text(history.to_json())
+
+    since = datetime.now(UTC).isoformat()
+    await test_broker_expires_leases_on_time_while_a_host_is_down(client, tmp_path / "te")
+    [broker_id] = {w.id async for w in client.list_workflows(
+        f'WorkflowType = "TEBrokerWorkflow" AND StartTime > "{since}"')}
+    runs = await runs_of(client, broker_id)
+    for index, handle in enumerate(runs[:2], start=1):
+        history = await handle.fetch_history()
+        (HISTORIES / f"te-broker-stuck-run{index}.json").write_text(history.to_json())
+    [reset] = [w async for w in client.list_workflows(
+        f'WorkflowType = "DetachedWorkWorkflow" AND WorkflowId STARTS_WITH "{broker_id}/reset/'
+        f'tehost1/"')]
+    history = await client.get_workflow_handle(reset.id, run_id=reset.run_id).fetch_history()
+    (HISTORIES / "detached-reset-stuck.json").write_text(history.to_json())

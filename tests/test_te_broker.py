@@ -183,3 +183,20 @@ def test_many_requests_few_tes_each_served_once_never_twice() -> None:
     for p in (0, 1):
         ids = [r for r in served if precedence[r] == p]
         assert ids == sorted(ids, key=leases.__getitem__)
+
+
+def test_statuses_of_many_leases_are_each_ones_status() -> None:
+    """`lease_statuses` (what waiting holders share, issue 14) answers as `lease_status` would
+    for each: granted, authorizing, waiting with its place, ended, unknown."""
+    broker = ready_broker(spec("h1", 1), spec("h1", 2))
+    for i, rid in enumerate(["a", "b", "c", "d", "e"]):
+        ask(broker, rid, i, precedence=0 if rid == "e" else 1)
+    actions = broker.process(10)
+    grant_all(broker, actions[:1], 10)  # one granted, one still being authorized
+    broker.request(LeaseRequest(id="x", holder="x", public_key="ssh-ed25519 K", ttl=1), 10)
+    broker.process(20)  # x expires
+    ids = ["a", "b", "c", "d", "e", "x", "nope"]
+    assert broker.statuses(ids, 20) == [broker.status(i, 20) for i in ids]
+    states = [s.state for s in broker.statuses(ids, 20)]
+    assert states[-2:] == [LeaseState.ENDED, LeaseState.UNKNOWN]
+    assert LeaseState.GRANTED in states and LeaseState.WAITING in states

@@ -31,10 +31,13 @@ class ExecutorActivities:
                 await asyncio.sleep(interval)
 
         pumper = asyncio.create_task(pump())
+        info = activity.info()
         try:
             return await self.runner.run(
                 request, heartbeat=lambda detail: activity.heartbeat(detail),
-                try_number=activity.info().attempt,
+                try_number=info.attempt,
+                # When the first try was scheduled: a retry keeps its place in the pool's queue.
+                first_asked=info.scheduled_time.timestamp(),
             )
         finally:
             pumper.cancel()

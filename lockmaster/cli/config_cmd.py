@@ -1,4 +1,12 @@
-"""`lockmaster config check FILE`."""
+"""`lockmaster config check FILE` and `lockmaster config apply FILE`.
+
+`apply` validates FILE first (a bad file: every problem with its line, exit 2, nothing sent), then
+brings every running gate queue, node pool and TE broker of the deployment (FILE's Temporal
+settings) to it, live: one line per workflow says what changed. Exit 1 when nothing was running
+or a signal failed. The workers keep reading their own file (`--config`, LOCKMASTER_CONFIG or
+./lockmaster.yaml): apply that file, or they would bring the old settings back at their next
+start. Sending the orchestrator worker SIGHUP does the same as `apply` with the file it reads.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +14,11 @@ from pathlib import Path
 
 import typer
 
-from lockmaster.cli.context import EXIT_USAGE, err, out
+from lockmaster.cli.context import EXIT_USAGE, err, fail, out, with_client
 from lockmaster.config.loader import ConfigError, load_config
 
-app = typer.Typer(help="Check deployment configuration files.", no_args_is_help=True)
+app = typer.Typer(help="Check deployment configuration files, and apply them live.",
+                  no_args_is_help=True)
 
 
 @app.command("check")
@@ -25,3 +34,27 @@ def check(file: Path = typer.Argument(..., help="lockmaster.yaml to check")) -> 
         f"pipeline(s), {len(config.projects)} project(s), {len(config.jobs)} job(s), "
         f"{len(config.nodes.providers)} node provider(s)"
     )
+
+
+@app.command("apply")
+def apply(file: Path = typer.Argument(..., help="lockmaster.yaml to apply")) -> None:
+    """Validate FILE, then bring every running gate queue, node pool and TE broker to it:
+    queues take the new projects, requirements, window and reporters (items in flight keep
+    their job graphs; items of a removed project are dequeued with a report), pools and brokers
+    their new specs. Nothing is started or terminated."""
+    from lockmaster.starters.reconfigure import apply_config  # the client stack, when used
+
+    try:
+        config = load_config(file)
+    except ConfigError as exc:
+        err.print(str(exc), markup=False, soft_wrap=True)
+        err.print("nothing was applied", markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    result = with_client(config, lambda client: apply_config(client, config))
+    for line in result.lines():
+        out.print(line, markup=False)
+    if not result.applied:
+        fail("no running workflows to reconfigure (start the workers: lockmaster worker "
+             "orchestrator, or lockmaster run)", 1)
+    if result.failed:
+        raise typer.Exit(1)

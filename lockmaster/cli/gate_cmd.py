@@ -140,6 +140,10 @@ def status(
         out.print(f"[bold]{p.pipeline}[/] ({p.manager})")
         for q in p.queues:
             out.print(f"  queue {q.queue}: window {q.window}, {len(q.items)} item(s)")
+            for w in q.stuck:  # retried until the review system answers again
+                out.print(f"    [red]stuck[/]: {w.what} failing since "
+                          f"{int(now - w.since)}s ago ({w.failures} round(s)): {w.error}",
+                          markup=True, highlight=False)
             for item in q.items:
                 flag = "[red]failing[/]" if item.failing else (
                     "active" if item.active else "[dim]waiting (outside window)[/]")

@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "te": ("te_cmd", "app", "Test environments: lease, renew, release, list, drain."),
     "publish": ("publish_cmd", "app", "Package publishing: show, queue, retrigger, skip."),
     "packaging": ("packaging_cmd", "app", "Packaging CI: the package cache and its hits."),
-    "config": ("config_cmd", "app", "Check a configuration file."),
+    "config": ("config_cmd", "app", "Check a configuration file, or apply it live."),
     "gerrit": ("gerrit_cmd", "app", "Listen to a Gerrit's stream-events."),
     "temporal": ("temporal_cmd", "app", "Set up a Temporal namespace for lockmaster."),
     "hook": ("hook_cmd", "hook", "Act as a Gerrit hook (by name, or as the hook symlink)."),

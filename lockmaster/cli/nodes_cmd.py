@@ -70,6 +70,9 @@ def list_nodes(provider: str | None = ProviderOpt, as_json: bool = JsonOpt,
                 f"leaks deleted {pool.leaks_deleted}" if pool.driver.value == "openstack" else ""
         out.print(f"{pool.provider}/{pool.pool} ({pool.driver.value}): {state}{limit}, "
                   f"{len(pool.nodes)} nodes{extra}")
+        for w in pool.stuck:
+            out.print(f"  stuck: {w.what} failing since {_age(w.since, now)} "
+                      f"({w.failures} round(s)): {w.error}", markup=False)
 
 
 @app.command("requests")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from pathlib import Path
 
 import typer
 
-from lockmaster.cli.context import err, fail, load, out
+from lockmaster.cli.context import config_path, err, fail, load, out
 from lockmaster.config.models import LocalConnection, LockmasterConfig
 from lockmaster.demo import project as demo
 from lockmaster.demo.packaging import run_packaging_demo
@@ -23,17 +22,18 @@ from lockmaster.temporal.client import connect
 from lockmaster.temporal.devserver import DevServer, port_open
 from lockmaster.temporal.setup import register_search_attributes
 from lockmaster.workers.aux_servers import PACKAGE_CACHE, AuxServers, start_aux_servers
+from lockmaster.workers.reload import Reloader
+from lockmaster.workers.reload import install as install_signals
 from lockmaster.workers.run import ROLES, run_workers
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml (default: embedded dev)")
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
+def _stop_on_signals(stop: asyncio.Event, reloader: Reloader | None = None) -> None:
     """Ctrl-C, a kill, or the terminal going away all stop cleanly: the dev server runs in its
-    own session (so Ctrl-C reaches us first) and would otherwise outlive us."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, stop.set)
+    own session (so Ctrl-C reaches us first) and would otherwise outlive us. Any other SIGHUP
+    reloads the configuration file (workers/reload.py) once `reloader` is there."""
+    install_signals(stop, reloader)
 
 
 def worker(
@@ -55,6 +55,7 @@ def worker(
         stop = asyncio.Event()
         _stop_on_signals(stop)
         client = await connect(cfg)
+        _stop_on_signals(stop, Reloader(client, config_path(config)[0], cfg, role))
         out.print(f"lockmaster {role} worker polling {cfg.temporal.address}")
         await run_workers(client, cfg, role, stop)
 
@@ -73,11 +74,12 @@ def run(
     end to end; then ready for `lockmaster change ...` until Ctrl-C."""
     cfg = load(config, state_dir)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    code = asyncio.run(_main(cfg, demo_change, exit_after_demo))
+    code = asyncio.run(_main(cfg, demo_change, exit_after_demo, config_path(config)[0]))
     raise typer.Exit(code)
 
 
-async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool) -> int:
+async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool,
+                config_file: Path | None = None) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     cfg.state_path.mkdir(parents=True, exist_ok=True)
@@ -100,6 +102,8 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool)
     servers: AuxServers | None = None
     try:
         client = await connect(cfg)
+        if config_file is not None:  # SIGHUP: re-read it, apply it to the running workflows
+            _stop_on_signals(stop, Reloader(client, config_file, cfg, "all", _said))
         await register_search_attributes(client)
         # The log server, mirrors and package cache; one that cannot start says why, and the
         # rest runs on without it.
@@ -125,6 +129,10 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool)
             await server.stop()
         out.print("stopped")
     return code
+
+
+def _said(message: str) -> None:
+    out.print(message, markup=False)
 
 
 def _not_started(message: str) -> None:

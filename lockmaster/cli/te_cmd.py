@@ -193,6 +193,10 @@ def list_tes(as_json: bool = typer.Option(False, "--json"),
                       + ", ".join(w.holder for w in broker.waiting[:10]))
         if broker.draining_hosts:
             out.print(f"{broker.label}: draining {', '.join(broker.draining_hosts)}")
+        for w in broker.stuck:  # a TE host that does not answer: retried until it does
+            out.print(f"{broker.label}: stuck: {w.what} failing since "
+                      f"{time.strftime('%H:%M:%S', time.localtime(w.since))} "
+                      f"({w.failures} round(s)): {w.error}", markup=False)
 
 
 @app.command("drain")

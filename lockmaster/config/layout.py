@@ -151,14 +151,23 @@ class JobConfig(ConfigModel):
     pre_run: list[str] = Field(default_factory=list)  # a failure here means RETRY (infrastructure)
     post_run: list[str] = Field(default_factory=list)  # always run; failures are logged only
     nodeset: list[str] | str = "local"  # label, or one label per node
+    # Seconds for workspace preparation, pre-run and run; waiting for nodes and for a TE is not
+    # part of it (Zuul's semantics), post-run and artifact collection have their own bounds.
     timeout: float = Field(1800.0, gt=0)
+    # Waiting longer than this for nodes ends the build NODE_FAILURE (default: as long as it
+    # takes, up to the executor's backstop of a week).
+    node_wait_timeout: float | None = Field(None, gt=0)
+    # The same for the job's TE (`testenv`); and whether the TE wait counts against `timeout`.
+    te_wait_timeout: float | None = Field(None, gt=0)
+    timeout_includes_te_wait: bool = False
     attempts: int = Field(3, ge=1)
     voting: bool = True
     required_projects: list[str] = Field(default_factory=list)
     vars: dict[str, str] = Field(default_factory=dict)
     description: str = ""
     # The job needs a test environment with this label: leased before it starts (the wait
-    # counts against its timeout), described in the file named by $TE_DATAFILE.
+    # counts against its timeout only with `timeout-includes-te-wait`), described in the file
+    # named by $TE_DATAFILE.
     testenv: str | None = None
     # Dependent pipelines (Zuul v2's hold-following-changes): the items behind an item do not
     # start their builds until this job has succeeded on it. A short job that predicts the

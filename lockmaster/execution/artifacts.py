@@ -34,9 +34,7 @@ ARTIFACTS_INDEX = "artifacts.json"  # optional, in the artifacts directory: name
 # workspace, a VM image or a core dump there by mistake cannot fill the log server: artifacts are
 # kept as long as the logs, for every build.
 MAX_BYTES = 512 * 2**20
-# Copying the artifacts back has its own budget (the job's may be spent): 512 MiB at ~10 MB/s
-# takes under a minute; a node that takes ten is as good as lost.
-TIMEOUT = 600.0
+# Copying the artifacts back has its own budget (the job's may be spent): build_limits.ARTIFACTS.
 
 
 class _Declared(Model):

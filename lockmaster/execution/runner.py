@@ -1,19 +1,24 @@
 """Running one build: node, workspace, commands, log, result.
 
-Phases and what their failures mean:
-- getting the node(s): NodeError -> NODE_FAILURE;
+Phases and what their failures mean (every bound: execution/build_limits.py):
+- getting the node(s): NodeError, or none within the node-wait bound -> NODE_FAILURE; the wait
+  is not part of the job's timeout (Zuul);
+- getting the TE (jobs with `testenv`): none within the TE-wait bound -> NODE_FAILURE; not part
+  of the job's timeout either unless the job sets `timeout-includes-te-wait` (-> TIMED_OUT);
 - preparing and uploading the workspace, pre-run, run: bounded together by the job's timeout
   (-> TIMED_OUT); a pre-run failure is the infrastructure's (-> RETRY), run decides
   SUCCESS/FAILURE, a lost node (NodeError) -> RETRY, an irreproducible state -> ERROR;
 - post-run: always (unless the node was lost or the build cancelled), failures only logged,
-  with its own budget of min(timeout, POST_RUN_TIMEOUT) so it can still collect logs after a
+  with its own budget of min(timeout, limits.post_run) so it can still collect logs after a
   timeout.
 - artifacts (see execution/artifacts.py): after post-run, so that post-run can still gather
   things into $LOCKMASTER_ARTIFACTS (reports, logs of a run that timed out), whenever post-run
-  ran; with their own budget (artifacts.TIMEOUT). A build whose result was SUCCESS but whose
+  ran; with their own budget (limits.artifacts). A build whose result was SUCCESS but whose
   artifacts could not be had is not reported as a success with nothing to show: too large or
   unreadable (the job's doing) -> FAILURE, node lost -> RETRY, the log storage failing -> ERROR.
   Other results stay as they were; every case is logged.
+- cleanup (the TE's and the nodes' release, the autohold lookup): each within limits.cleanup;
+  what is left undone, the leases end.
 Pre-run and post-run commands run in the workspace root, run in `src/<project>`.
 """
 
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lockmaster.execution import artifacts
+from lockmaster.execution.build_limits import LIMITS, BuildLimits
 from lockmaster.execution.logs import LogWriter, log_dir, log_url
 from lockmaster.execution.tools import install_tools
 from lockmaster.execution.workspace import WorkspaceError, WorkspacePreparer
@@ -55,7 +61,6 @@ TESource = Callable[[str, str, str, int], TELease]
 
 HEARTBEAT_INTERVAL = 2.0
 TE_DATAFILE = "te.json"  # in the workspace root; $TE_DATAFILE names it on the node
-POST_RUN_TIMEOUT = 600.0
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 Heartbeat = Callable[[str], None]
@@ -83,6 +88,15 @@ async def _shielded(coro: Coroutine[Any, Any, None]) -> None:
     except asyncio.CancelledError:
         await asyncio.wait({task})  # a second cancellation: still let cleanup finish
         raise
+
+
+async def _within(coro: Coroutine[Any, Any, None], seconds: float) -> None:
+    """Cleanup has its bound too: the build activity's limit counts on it."""
+    try:
+        async with asyncio.timeout(seconds):
+            await coro
+    except TimeoutError:
+        raise TimeoutError(f"not done within {seconds:g} s") from None
 
 
 async def _logged(coro: Coroutine[Any, Any, None], what: str, log: LogWriter | None) -> None:
@@ -139,6 +153,7 @@ class BuildRunner:
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         testenvs: TESource | None = None,
         max_artifact_bytes: int = artifacts.MAX_BYTES,
+        limits: BuildLimits = LIMITS,
     ) -> None:
         self.providers = providers
         self.preparer = preparer
@@ -148,13 +163,17 @@ class BuildRunner:
         self.heartbeat_interval = heartbeat_interval
         self.testenvs = testenvs
         self.max_artifact_bytes = max_artifact_bytes
+        self.limits = limits
         self._holds: dict[str, tuple[float, str]] = {}  # build id -> (until, why)
 
     async def run(
-        self, request: BuildRequest, heartbeat: Heartbeat | None = None, try_number: int = 1
+        self, request: BuildRequest, heartbeat: Heartbeat | None = None, try_number: int = 1,
+        first_asked: float | None = None,
     ) -> BuildResult:
         """`try_number` > 1: this attempt runs again after its executor died; it asks for fresh
-        nodes (the first try's may be half used), and the pool reclaims the old ones."""
+        nodes (the first try's may be half used), and the pool reclaims the old ones. It keeps
+        its place in the pool's queue: `first_asked` (epoch seconds, when the first try was
+        scheduled) is handed to the pool as its arrival."""
         url = log_url(self.logs_url, request.log_path)
         log = LogWriter(self.logs_root, request.log_path).open()
         # Like the log, artifacts start anew: an earlier try's must not be served as this one's.
@@ -184,11 +203,22 @@ class BuildRunner:
             )
 
         try:
+            job = request.job
+            bound = self.limits.node_wait_for(job)
             try:
-                nodeset = await self._acquire(request, try_number)
+                async with asyncio.timeout(bound) as waiting:
+                    nodeset = await self._acquire(request, try_number, first_asked)
             except NodeError as exc:
                 log.line(f"NODE_FAILURE: {exc}")
                 return result(_Outcome(Result.NODE_FAILURE, str(exc)), None)
+            except TimeoutError:
+                if not waiting.expired():
+                    raise
+                whose = ("the job's node-wait-timeout" if job.node_wait_timeout is not None
+                         else "the executor's limit")
+                why = f"no nodes within {bound:g} s ({whose})"
+                log.line(f"NODE_FAILURE: {why}")
+                return result(_Outcome(Result.NODE_FAILURE, why), None)
             nodes = nodeset.nodes
             waited = time.time() - started
             started = time.time()
@@ -215,22 +245,29 @@ class BuildRunner:
             progress.detail = f"{request.build_id}: cleaning up"
             try:
                 if nodeset is not None:
-                    await _shielded(self._release(nodeset, log))
+                    await _shielded(_logged(_within(self._release(nodeset, log),
+                                                    self.limits.cleanup),
+                                            "giving the nodes back", log))
             finally:
                 if beat is not None:
                     beat.cancel()
                 log.close()
 
-    async def _acquire(self, request: BuildRequest, try_number: int) -> Nodeset:
+    async def _acquire(self, request: BuildRequest, try_number: int,
+                       first_asked: float | None) -> Nodeset:
         """Every node of the nodeset, or none."""
         if not request.job.nodeset:
             raise NodeError(f"job {request.job.name!r} has an empty nodeset")
-        request_id = request.build_id if try_number <= 1 else f"{request.build_id}.{try_number}"
+        holder = f"{request.pipeline} {request.change.key} {request.job.name}"
+        if try_number <= 1:
+            return await self.providers.acquire_nodeset(
+                list(request.job.nodeset), request.build_id, precedence=request.precedence,
+                position=request.position, holder=holder)
+        # A new request id (the first try's nodes may be half used), its place in the queue kept.
         return await self.providers.acquire_nodeset(
-            list(request.job.nodeset), request_id, precedence=request.precedence,
-            position=request.position, holder=f"{request.pipeline} {request.change.key} "
-                                              f"{request.job.name}",
-        )
+            list(request.job.nodeset), f"{request.build_id}.{try_number}",
+            precedence=request.precedence, position=request.position, holder=holder,
+            arrived=first_asked)
 
     async def _autohold(
         self, request: BuildRequest, nodeset: Nodeset, outcome: _Outcome, log: LogWriter
@@ -239,8 +276,9 @@ class BuildRunner:
         if outcome.result not in (Result.FAILURE, Result.TIMED_OUT):
             return None
         try:
-            held = await self.providers.autohold_until(
-                nodeset, request.change.project, request.job.name, request.change.number)
+            async with asyncio.timeout(self.limits.cleanup):
+                held = await self.providers.autohold_until(
+                    nodeset, request.change.project, request.job.name, request.change.number)
         except Exception as exc:  # never lose a result over the autohold lookup
             log.line(f"autohold lookup failed: {exc}")
             return None
@@ -274,7 +312,8 @@ class BuildRunner:
     ) -> _Outcome:
         job = request.job
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + job.timeout
+        # The job's clock starts once its TE is had, unless the job counts the TE wait.
+        deadline = loop.time() + job.timeout if job.timeout_includes_te_wait else None
         await asyncio.to_thread(self.work_root.mkdir, parents=True, exist_ok=True)
         local = Path(
             await asyncio.to_thread(
@@ -285,15 +324,21 @@ class BuildRunner:
         workspace: str | None = None
         te: TELease | None = None
         try:
+            if job.testenv is not None:
+                progress.detail = f"{request.build_id}: waiting for a TE"
+                leased = await self._wait_for_te(request, log, try_number, deadline)
+                if isinstance(leased, _Outcome):
+                    return leased
+                te = leased
+            if deadline is None:
+                deadline = loop.time() + job.timeout
             try:
                 async with asyncio.timeout_at(deadline):
                     progress.detail = f"{request.build_id}: preparing the workspace"
                     await self.preparer.prepare(request.state, local, job.required_projects)
                     await asyncio.to_thread(install_tools, local)
                     await asyncio.to_thread(_prepare_artifacts, local, request.artifacts)
-                    if job.testenv is not None:
-                        progress.detail = f"{request.build_id}: waiting for a TE"
-                        te = await self._lease_te(request, log, try_number)
+                    if te is not None:
                         await asyncio.to_thread(te.write_datafile, local / TE_DATAFILE)
                     workspace = await node.upload_workspace(local)
                     runner.env = self._env(request, workspace, url, log)
@@ -301,9 +346,6 @@ class BuildRunner:
                         runner.env["TE_DATAFILE"] = f"{workspace.rstrip('/')}/{TE_DATAFILE}"
                     outcome = await self._main(request, runner, workspace, deadline)
             except TimeoutError:
-                if te is None and job.testenv is not None:
-                    log.line(f"TIMED_OUT: no TE with label {job.testenv!r} within the job's "
-                             f"timeout of {job.timeout:g} s")
                 log.line(f"TIMED_OUT: the job exceeded its timeout of {job.timeout:g} s")
                 outcome = _Outcome(Result.TIMED_OUT, f"timed out after {job.timeout:g} s")
             except TEError as exc:
@@ -316,14 +358,15 @@ class BuildRunner:
                 log.line(f"workspace preparation failed: {exc}")
                 return _Outcome(Result.ERROR, f"workspace preparation failed: {exc}")
             if workspace is not None:
-                post_budget = min(job.timeout, POST_RUN_TIMEOUT)
+                post_budget = self.limits.post_run_for(job)
                 lost = await runner.post_run(job.post_run, workspace, loop.time() + post_budget)
                 progress.detail = f"{request.build_id}: collecting artifacts"
                 outcome = await self._collect(request, node, workspace, url, log, outcome, lost)
             return outcome
         finally:
             if te is not None:
-                await _shielded(_logged(self._release_te(te, log), "releasing the TE", log))
+                await _shielded(_logged(_within(self._release_te(te, log), self.limits.cleanup),
+                                        "releasing the TE", log))
             await _shielded(asyncio.to_thread(shutil.rmtree, local, ignore_errors=True))
 
     def _artifacts_dir(self, request: BuildRequest) -> Path:
@@ -343,7 +386,7 @@ class BuildRunner:
         started = time.monotonic()
         try:
             await asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True)
-            async with asyncio.timeout(artifacts.TIMEOUT):
+            async with asyncio.timeout(self.limits.artifacts):
                 size = await node.download(
                     remote, dest, max_bytes=self.max_artifact_bytes,
                     skipped=lambda path, why: skipped.append((path, why)),
@@ -355,7 +398,7 @@ class BuildRunner:
             return await self._uncollected(dest, outcome, Result.FAILURE, f"artifacts: {exc}")
         except TimeoutError:
             log.line(f"Artifacts not collected: the download took more than "
-                     f"{artifacts.TIMEOUT:g} s")
+                     f"{self.limits.artifacts:g} s")
             return await self._uncollected(dest, outcome, Result.RETRY,
                                            "artifacts: the download timed out")
         except NodeError as exc:
@@ -387,6 +430,33 @@ class BuildRunner:
     ) -> _Outcome:
         await asyncio.to_thread(shutil.rmtree, dest, ignore_errors=True)  # nothing partial
         return _unsure(outcome, result, message)
+
+    async def _wait_for_te(self, request: BuildRequest, log: LogWriter, try_number: int,
+                           deadline: float | None) -> TELease | _Outcome:
+        """The job's TE within its wait bound (and within the job's timeout when `deadline`, the
+        timeout's end, counts the wait); otherwise the outcome that ends the build."""
+        job = request.job
+        bound = self.limits.te_wait_for(job)
+        until = asyncio.get_running_loop().time() + bound
+        by_timeout = deadline is not None and deadline <= until
+        try:
+            async with asyncio.timeout_at(deadline if by_timeout else until) as waiting:
+                return await self._lease_te(request, log, try_number)
+        except TEError as exc:
+            log.line(f"test environment lost: {exc}")
+            return _Outcome(Result.RETRY, f"test environment: {exc}")
+        except TimeoutError:
+            if not waiting.expired():
+                raise
+        if by_timeout:
+            log.line(f"TIMED_OUT: no TE with label {job.testenv!r} within the job's timeout of "
+                     f"{job.timeout:g} s")
+            return _Outcome(Result.TIMED_OUT, f"timed out after {job.timeout:g} s")
+        whose = ("the job's te-wait-timeout" if job.te_wait_timeout is not None
+                 else "the executor's limit")
+        why = f"no test environment with label {job.testenv!r} within {bound:g} s ({whose})"
+        log.line(f"NODE_FAILURE: {why}")
+        return _Outcome(Result.NODE_FAILURE, why)
 
     async def _lease_te(self, request: BuildRequest, log: LogWriter, try_number: int = 1
                         ) -> TELease:

@@ -135,6 +135,21 @@ class Broker:
         return LeaseStatus(id=lease.id, state=LeaseState.WAITING, expires=lease.expires,
                            position=position)
 
+    def statuses(self, lease_ids: list[str], now: float) -> list[LeaseStatus]:
+        """`status` of each of `lease_ids`, in order (the queue is sorted once for all)."""
+        waiting = sorted((w for w in self.state.leases.values()
+                          if w.state is LeaseState.WAITING), key=lease_order)
+        positions = {w.id: i for i, w in enumerate(waiting)}
+        found = []
+        for lease_id in lease_ids:
+            lease = self.state.leases.get(lease_id)
+            if lease is not None and lease.state is LeaseState.WAITING:
+                found.append(LeaseStatus(id=lease.id, state=LeaseState.WAITING,
+                                         expires=lease.expires, position=positions[lease.id]))
+            else:
+                found.append(self.status(lease_id, now))
+        return found
+
     # --- TE hosts ------------------------------------------------------------------------------
 
     def authorized(self, te: str, generation: int, ok: bool, error: str | None, now: float
@@ -230,6 +245,17 @@ class Broker:
             record.state, record.lease_id = TEState.LEASED, lease.id
             lease.te, lease.generation = record.spec.key, record.generation
             actions.append(Authorize(record.spec.key, lease.id, record.generation))
+        return actions
+
+    def authorizing(self) -> list[Action]:
+        """The authorizations granted and not yet answered (a new run issues them again: the
+        last one may have ended before their answer came)."""
+        actions: list[Action] = []
+        for key, record in self.state.tes.items():
+            lease = self.state.leases.get(record.lease_id or "")
+            if record.state is TEState.LEASED and lease is not None and \
+                    lease.state is LeaseState.WAITING and lease.te == key:
+                actions.append(Authorize(key, lease.id, record.generation))
         return actions
 
     def next_deadline(self) -> float | None:

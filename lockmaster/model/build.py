@@ -37,7 +37,12 @@ class JobSpec(Model):
     post_run: list[str] = Field(default_factory=list)
     # One label per node; the first node is where the commands run.
     nodeset: list[str] = Field(default_factory=lambda: ["local"])
-    timeout: float = 1800.0
+    timeout: float = 1800.0  # workspace preparation, pre-run and run (Zuul's job timeout)
+    # Waiting for nodes and for a TE is not part of `timeout` (as in Zuul): each has its own
+    # bound, None for the executor's backstop (execution/build_limits.py).
+    node_wait_timeout: float | None = None
+    te_wait_timeout: float | None = None
+    timeout_includes_te_wait: bool = False  # the TE wait counts against `timeout` too
     attempts: int = 3
     voting: bool = True
     dependencies: list[str] = Field(default_factory=list)

@@ -15,6 +15,7 @@ from lockmaster.model.change import ChangeRef
 from lockmaster.model.check import ReportLabels
 from lockmaster.model.report import ReportRequest
 from lockmaster.model.state import NeededChange, ProjectState, SpeculativeState
+from lockmaster.model.work import StuckView, Work
 
 MergeStatus = Literal["none", "pending", "ok", "conflict"]
 
@@ -106,6 +107,9 @@ class QueueState(Model):
     # What the queue tested for the changes it submitted (most recent last, bounded): the
     # publication of a merged change promotes the gate's package build from here.
     tested: list[GateTested] = Field(default_factory=list)
+    # The configured (initial) window, which `window` grows and shrinks from: a reconfiguration
+    # tells an edited `window` setting from the live value (None: started before it was kept).
+    window_configured: int | None = None
 
 
 class GateTestedBuild(Model):
@@ -167,6 +171,13 @@ class GateInput(Model):
     branch: str | None = None
     # Every project of the layout: a needed change elsewhere is said to be unknown, not foreign.
     layout_projects: list[str] = Field(default_factory=list)
+    # Work in flight (merges, builds, reports, submits), by key: the next run takes it up.
+    work: dict[str, Work] = Field(default_factory=dict)
+    # Enqueue requests still being looked at when the last run continued as new, in order.
+    arriving: list[EnqueueRequest] = Field(default_factory=list)
+    # A report or submit that keeps failing this long (seconds) shows stuck in `status` and the
+    # Web UI; it is tried again until the review system takes it.
+    review_round: float = 300.0
 
 
 class SubmitRequest(Model):
@@ -305,6 +316,34 @@ class QueueStatus(Model):
     # The last changes that left without merging (`N,P` -> why) and that merged, oldest first.
     recently_left: dict[str, str] = Field(default_factory=dict)
     recently_merged: list[str] = Field(default_factory=list)
+    # Reports and submits that keep failing (the review system is down): retried until it is
+    # back, shown here meanwhile.
+    stuck: list[StuckView] = Field(default_factory=list)
+
+
+class QueueReconfigure(Model):
+    """Signal `reconfigure`: a running queue takes the configuration's settings now, as Zuul does
+    on a reconfiguration (pipelines/gate_reconfigure.py): the GateInput fields that come from the
+    configuration, and the window settings of its QueueState (the same names). Items in flight
+    keep their frozen job graphs. `queue` and `pipeline` name the queue it is meant for: a
+    queue given another's settings changes nothing."""
+
+    queue: str
+    pipeline: str
+    labels: ReportLabels
+    require: dict[str, int] = Field(default_factory=dict)
+    projects: list[str] = Field(default_factory=list)
+    precedence: int = 0
+    dequeue_on_new_patchset: bool = True
+    branch: str | None = None
+    layout_projects: list[str] = Field(default_factory=list)
+    window: int
+    window_floor: int
+    window_increase_amount: int
+    window_decrease_factor: int
+    window_ceiling: int | None = None
+    window_increase_type: Literal["linear", "exponential"] = "linear"
+    window_decrease_type: Literal["exponential", "linear"] = "exponential"
 
 
 QueueState.model_rebuild()

@@ -12,6 +12,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from lockmaster.model.base import Model
+from lockmaster.model.work import StuckView, Work
 
 # Node requests are served in this order first (gate before check before post).
 PRECEDENCE = {"high": 0, "normal": 1, "low": 2}
@@ -76,6 +77,8 @@ class NodeRequest(Model):
     # Pending and fulfilled requests must be renewed within this; otherwise they are dropped and
     # their nodes deleted (the holder is gone).
     lease_seconds: float = 120.0
+    # Set by the pool when it takes the request; a requester may give an earlier time (a retried
+    # build asking again keeps its first try's place), never a later one.
     arrived: float = 0.0
     lease_until: float = 0.0
     state: RequestState = RequestState.PENDING
@@ -145,6 +148,8 @@ class PoolStatus(Model):
     launches: int = 0
     launch_failures: int = 0
     leaks_deleted: int = 0
+    # Work that keeps failing and is retried until it succeeds (see model/work.py).
+    stuck: list[StuckView] = Field(default_factory=list)
 
 
 # --- the pool workflow's input: what it serves (from the configuration) and its state ---------
@@ -233,6 +238,8 @@ class PoolInput(Model):
     task_queue_prefix: str = "lockmaster"
     # Continue-as-new past this many history events (tests force it low); else when suggested.
     max_history_events: int | None = None
+    # Launches in flight (detached: they outlive the run), by key.
+    work: dict[str, Work] = Field(default_factory=dict)
 
 
 # --- launcher activities ----------------------------------------------------------------------
@@ -329,3 +336,9 @@ class AutoholdInput(Model):
     autoholds: list[Autohold] = Field(default_factory=list)
     next_id: int = 1
     max_history_events: int | None = None
+
+
+class NodeRequestStatuses(Model):
+    """The `request_statuses` query's answer: the status of each asked request."""
+
+    statuses: list[NodeRequestStatus]

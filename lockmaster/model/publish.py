@@ -156,6 +156,9 @@ class QueueEntry(Model):
     sequence: int = 0  # the order merges arrived in
     snapshot: str | None = None
     detail: str | None = None
+    # The change's workflow received its turn (a run that continued as new before sends it
+    # again: receiving it twice is harmless).
+    turn_delivered: bool = False
 
 
 class Enqueue(Model):

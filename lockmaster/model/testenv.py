@@ -14,6 +14,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from lockmaster.model.base import Model
+from lockmaster.model.work import StuckView, Work
 
 # Lease requests are served by precedence first (gate before check), FIFO within one.
 PRECEDENCE = {"high": 0, "normal": 1, "low": 2}
@@ -186,6 +187,8 @@ class BrokerStatus(Model):
     tes: list[TEView]
     waiting: list[Lease]
     draining_hosts: list[str]
+    # Resets whose TE host does not answer: retried until it does, shown here meanwhile.
+    stuck: list[StuckView] = Field(default_factory=list)
 
 
 class BrokerStatusQuery(Model):
@@ -220,7 +223,19 @@ class BrokerInput(Model):
     max_history_events: int | None = None
     # A TE host's worker that dies mid-reset is noticed within this; the reset runs again.
     reset_heartbeat_timeout: float = 30.0
+    # Resets in flight (detached: they outlive the run and retry until the host answers).
+    work: dict[str, Work] = Field(default_factory=dict)
+    # A reset's round ends (and the TE shows stuck) when its host takes no task this long.
+    reset_pickup_timeout: float = 120.0
+    # A TE whose host is down is tried again after a pause doubling up to this (seconds).
+    reset_retry_max: float = 300.0
 
 
 class TEConfig(Model):
     tes: list[TESpec]
+
+
+class LeaseStatuses(Model):
+    """The `lease_statuses` query's answer: the status of each asked lease."""
+
+    statuses: list[LeaseStatus]

@@ -178,8 +178,9 @@ class Allocator:
             known.lease_until = max(known.lease_until, now + known.lease_seconds)
             return known
         reason = never_serves(self.spec, self.state, request.labels)
+        arrived = min(request.arrived, now) if request.arrived > 0 else now
         request = request.model_copy(update={
-            "arrived": now, "lease_until": now + request.lease_seconds, "nodes": [],
+            "arrived": arrived, "lease_until": now + request.lease_seconds, "nodes": [],
             "state": RequestState.DECLINED if reason else RequestState.PENDING, "reason": reason,
         })
         if reason is None:

@@ -91,9 +91,11 @@ class Nodeset:
 class NodeSource(Protocol):
     async def acquire_nodeset(
         self, labels: list[str], request_id: str, *, precedence: int = 1, position: int = 0,
-        holder: str = "",
+        holder: str = "", arrived: float | None = None,
     ) -> Nodeset:
-        """All the nodes or none; raises NodeError when they cannot be had."""
+        """All the nodes or none; raises NodeError when they cannot be had. `arrived` (epoch
+        seconds): when the build first asked, for a retried build keeping its place in the
+        queue (sources without a queue ignore it)."""
         ...
 
     async def release_nodeset(self, nodeset: Nodeset, *, hold_until: float | None = None,

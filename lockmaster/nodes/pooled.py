@@ -1,8 +1,10 @@
 """Nodes from the node pool workflows: what the executor uses in a deployment.
 
-A build asks one pool for its whole nodeset (`request_nodes`, answered at once when ready nodes
-exist), waits while the pool launches (polling `request_status`, which adds nothing to the
-history), renews its lease while it holds the request, and returns the nodes when the job ends.
+A build asks one pool for its whole nodeset (the `submit_request` signal), waits while the pool
+launches, renews its lease while it holds the request, and returns the nodes when the job ends.
+While they wait, every build of this process on one pool shares one `request_statuses` query
+per round (lockmaster/temporal/status_watch.py; queries add nothing to the history): 200
+builds waiting on one pool cost it one query every 0.2-5 s, not 200 queries a second.
 A pool that declines (unknown label, disabled, launches that kept failing) passes the request to
 the next pool serving the labels; when none is left the build gets NODE_FAILURE.
 
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from lockmaster.config.models import LockmasterConfig, OpenStackProvider, StaticNode
 from lockmaster.config.models import StaticProvider as StaticProviderConfig
@@ -31,6 +33,7 @@ from lockmaster.model.nodes import (
     Driver,
     NodeRequest,
     NodeRequestStatus,
+    NodeRequestStatuses,
     PoolSpec,
     RenewRequests,
     RequestState,
@@ -42,20 +45,23 @@ from lockmaster.nodepool.specs import AUTOHOLD_ID, pool_id, pool_specs
 from lockmaster.nodes.base import Node, NodeError, Nodeset
 from lockmaster.nodes.local import LocalNode, check_build_id
 from lockmaster.nodes.static import SSHNode, connect
+from lockmaster.temporal.status_watch import StatusWatch, batched_query, shared_watch
 
 log = logging.getLogger(__name__)
 
-POLL_FIRST = 0.02
-POLL_MAX = 1.0
 RESUBMIT_AFTER = 5.0  # a request the pool has not taken in by then is sent again
-# Executors ask with a signal and poll a query (no updates: Temporal admits only 10 updates in
+# Executors ask with a signal and wait on a query (no updates: Temporal admits only 10 updates in
 # flight per workflow, and a burst of builds past that had updates refused and aborted en masse
 # and the pool's workflow tasks timing out; bench/nodepool_latency.py, docs/benchmarks.md).
-# A pool asked by many builds at once is busy, not gone: it refuses queries beyond the few it
-# buffers while a workflow task runs (RESOURCE_EXHAUSTED), or a query times out (CANCELLED,
-# DEADLINE_EXCEEDED). These are asked again for up to BUSY_TIMEOUT.
-QUERY_BUSY = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE,
-              RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+# The query is shared (status_watch.py): a request is first looked at WATCH_JOIN after it is
+# sent, then each round makes the wait 1.5 times longer, up to WATCH_MAX while no answer
+# changes and at most WATCH_FIRST after one did. A pool asked by many builds at once is busy,
+# not gone: it refuses queries beyond the few it buffers while a workflow task runs
+# (RESOURCE_EXHAUSTED), or a query times out; the watch asks again quietly for up to
+# BUSY_TIMEOUT.
+WATCH_JOIN = 0.02
+WATCH_FIRST = 0.2
+WATCH_MAX = 5.0
 BUSY_TIMEOUT = 120.0
 WORK_DIR = "/tmp/lockmaster"
 AUTOHOLD_TIMEOUT = 10.0
@@ -81,7 +87,8 @@ class PooledNodes:
     # --- asking --------------------------------------------------------------------------------
 
     async def acquire_nodeset(self, labels: list[str], request_id: str, *, precedence: int = 1,
-                              position: int = 0, holder: str = "") -> Nodeset:
+                              position: int = 0, holder: str = "",
+                              arrived: float | None = None) -> Nodeset:
         check_build_id(request_id)
         pools = self.pools_for(labels)
         if not pools:
@@ -91,7 +98,8 @@ class PooledNodes:
         reasons: list[str] = []
         for spec in pools:
             request = NodeRequest(id=request_id, labels=labels, precedence=precedence,
-                                  position=position, holder=holder, lease_seconds=self.lease)
+                                  position=position, holder=holder, lease_seconds=self.lease,
+                                  arrived=arrived or 0.0)
             status = await self._ask(spec, request)
             if status.state is RequestState.FULFILLED:
                 return await self._take(spec, request_id, status)
@@ -105,34 +113,22 @@ class PooledNodes:
         try:
             await self._submit(handle, request)
             status = NodeRequestStatus(id=request.id, state=RequestState.PENDING)
-            delay = POLL_FIRST
-            busy_since: float | None = None
             seen = False
             asked = time.monotonic()
-            while status.state is RequestState.PENDING:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, POLL_MAX)
-                try:
-                    status = await handle.query("request_status",
-                                                RequestStatusQuery(id=request.id),
-                                                result_type=NodeRequestStatus)
-                except RPCError as exc:
-                    busy_since = busy_since or time.monotonic()
-                    if (exc.status not in QUERY_BUSY
-                            or time.monotonic() - busy_since > BUSY_TIMEOUT):
-                        raise
-                    continue  # the pool is busy: look again after the next pause
-                busy_since = None
-                if status.state is RequestState.GONE:
-                    # Not taken in yet (the signal is served by the pool's next workflow task),
-                    # or lost (the pool continued as new, or our lease ran out while this
-                    # process stalled): ask again with the same id after a while.
-                    if seen or time.monotonic() - asked > RESUBMIT_AFTER:
-                        await self._submit(handle, request)
-                        seen, asked = False, time.monotonic()
-                    status = NodeRequestStatus(id=request.id, state=RequestState.PENDING)
-                else:
-                    seen = True
+            with self._watch(handle).watch(request.id) as waiter:
+                while status.state is RequestState.PENDING:
+                    status = await waiter.next()
+                    if status.state is RequestState.GONE:
+                        # Not taken in yet (the signal is served by the pool's next workflow
+                        # task), or lost (the pool continued as new, or our lease ran out while
+                        # this process stalled): ask again with the same id after a while.
+                        if seen or time.monotonic() - asked > RESUBMIT_AFTER:
+                            await self._submit(handle, request)
+                            seen, asked = False, time.monotonic()
+                            waiter.again()
+                        status = NodeRequestStatus(id=request.id, state=RequestState.PENDING)
+                    else:
+                        seen = True
             if status.state is not RequestState.FULFILLED:
                 await self._withdraw(spec, request.id)
             return status
@@ -141,6 +137,16 @@ class PooledNodes:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._withdraw(spec, request.id))
             raise
+
+    def _watch(self, handle: WorkflowHandle) -> StatusWatch[NodeRequestStatus]:
+        """The one watch of this process on this pool (every PooledNodes of one client)."""
+        return shared_watch(("request_statuses", self.client, handle.id), lambda: StatusWatch(
+            f"node pool {handle.id}",
+            batched_query(handle, "request_statuses", "request_status",
+                          lambda i: RequestStatusQuery(id=i), NodeRequestStatus,
+                          NodeRequestStatuses),
+            first=WATCH_FIRST, max_interval=WATCH_MAX, join_delay=WATCH_JOIN,
+            give_up=BUSY_TIMEOUT))
 
     async def _submit(self, handle: WorkflowHandle, request: NodeRequest) -> None:
         try:

@@ -81,7 +81,7 @@ class NodeProviders:
 
     async def acquire_nodeset(
         self, labels: list[str], request_id: str, *, precedence: int = 1, position: int = 0,
-        holder: str = "",
+        holder: str = "", arrived: float | None = None,
     ) -> Nodeset:
         nodeset = Nodeset(request_id=request_id)
         try:

@@ -5,14 +5,20 @@
 - decrease: exponential (//factor, Zuul's default /2) or linear (-factor), never below the floor;
 - window 0: no limit (Zuul's "window: 0").
 
-The settings come from the pipeline, overridden per queue (`queues:` in lockmaster.yaml).
+The settings come from the pipeline, overridden per queue (`queues:` in lockmaster.yaml). A
+reconfiguration (`reconfigure`) keeps a running queue's window as Zuul does: see there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from lockmaster.model.gate import QueueState
+
+# The window settings of a QueueState (and of QueueReconfigure, which has the same names).
+WINDOW_FIELDS = ("window", "window_floor", "window_ceiling", "window_increase_type",
+                 "window_increase_amount", "window_decrease_type", "window_decrease_factor")
 
 if TYPE_CHECKING:
     from lockmaster.config.models import LockmasterConfig, PipelineConfig
@@ -47,6 +53,35 @@ def shrink(state: QueueState) -> None:
     else:
         shrunk = state.window // max(factor, 1)
     state.window = max(state.window_floor, shrunk)
+
+
+def fixed(increase_type: str, increase: int, decrease_type: str, decrease: int) -> bool:
+    """Settings under which the window never moves (Zuul's "static window")."""
+    grows = increase > 1 if increase_type == "exponential" else increase > 0
+    shrinks = decrease > 1 if decrease_type == "exponential" else decrease > 0
+    return not grows and not shrinks
+
+
+def reconfigure(state: QueueState, settings: Mapping[str, object]) -> None:
+    """Take new window settings (WINDOW_FIELDS) on a running queue, as Zuul's reconfiguration:
+    the queue keeps the window it has grown or shrunk to, raised to the new floor (Zuul's
+    test_reconfigure_window_shrink: a smaller configured window does not shrink it); a fixed
+    window (it never grows nor shrinks) takes the configured value (test_reconfigure_window_
+    fixed). Beyond Zuul: "no limit" (0) is taken either way, a queue without a limit takes the
+    new one, and a lower ceiling caps the window at once (Zuul's next merge would)."""
+    live = state.window
+    for name in WINDOW_FIELDS:
+        setattr(state, name, settings[name])
+    configured = state.window
+    state.window_configured = configured
+    if configured == 0:
+        return  # no limit
+    if live and not fixed(state.window_increase_type, state.window_increase_amount,
+                          state.window_decrease_type, state.window_decrease_factor):
+        state.window = live
+    if state.window_ceiling is not None:
+        state.window = min(state.window, state.window_ceiling)
+    state.window = max(state.window, state.window_floor)
 
 
 def window_settings(config: LockmasterConfig, pipeline: PipelineConfig,

@@ -53,20 +53,9 @@ async def ensure_pools(client: Client, config: LockmasterConfig,
     queue = task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR)
     ids = []
     for spec in pool_specs(config):
-        wid = prefix + pool_id(spec.provider, spec.pool)
-        handle = await client.start_workflow(
-            NodePoolWorkflow.run,
-            PoolInput(spec=spec, task_queue_prefix=config.temporal.task_queue_prefix,
-                      max_history_events=max_history_events),
-            id=wid, task_queue=queue,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(search_attributes.PROVIDER, spec.provider)]),
-            static_summary=f"node pool {spec.provider}/{spec.pool} ({spec.driver.value})",
-        )
+        handle = await start_pool(client, config, spec, max_history_events=max_history_events)
         await handle.signal("reconfigure", spec)
-        ids.append(wid)
+        ids.append(handle.id)
     await client.start_workflow(
         AutoholdWorkflow.run, AutoholdInput(max_history_events=max_history_events),
         id=prefix + AUTOHOLD_ID, task_queue=queue,
@@ -75,6 +64,24 @@ async def ensure_pools(client: Client, config: LockmasterConfig,
         static_summary="autohold requests: keep the nodes of failing builds for debugging",
     )
     return ids
+
+
+async def start_pool(client: Client, config: LockmasterConfig, spec: PoolSpec,
+                     *, max_history_events: int | None = None) -> WorkflowHandle:
+    """Start the pool's workflow, or find it running. Its `reconfigure` signal is the spec
+    (pool_specs): what ensure_pools and `lockmaster config apply` send."""
+    return await client.start_workflow(
+        NodePoolWorkflow.run,
+        PoolInput(spec=spec, task_queue_prefix=config.temporal.task_queue_prefix,
+                  max_history_events=max_history_events),
+        id=config.temporal.workflow_id_prefix + pool_id(spec.provider, spec.pool),
+        task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes([
+            SearchAttributePair(search_attributes.PROVIDER, spec.provider)]),
+        static_summary=f"node pool {spec.provider}/{spec.pool} ({spec.driver.value})",
+    )
 
 
 class NodePools:

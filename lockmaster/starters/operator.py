@@ -48,6 +48,7 @@ async def enqueue_change(
     *, trigger: str = "", trigger_at: float | None = None, trigger_exact: bool = False,
     build_heartbeat_timeout: float = 30.0,
     max_history_events: int | None = None, ignore_requirements: bool = False,
+    review_round: float | None = None,
 ) -> RouteAction:
     """Signal-with-start: the queue workflow starts with the first change that needs it."""
     pipe = config.pipeline(pipeline)
@@ -65,7 +66,7 @@ async def enqueue_change(
     await client.start_workflow(
         GateQueueWorkflow.run,
         gate_input(config, pipe, queue, build_heartbeat_timeout=build_heartbeat_timeout,
-                   max_history_events=max_history_events),
+                   max_history_events=max_history_events, review_round=review_round),
         id=wid,
         task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,

@@ -35,49 +35,88 @@ from lockmaster.model.testenv import (
     LeaseRequest,
     LeaseState,
     LeaseStatus,
+    LeaseStatuses,
     OperatorAnswer,
     RenewLease,
     TEConfig,
     TEKey,
 )
+from lockmaster.temporal.status_watch import StatusWatch, batched_query, shared_watch
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workflows.testenv import TEBrokerWorkflow
 
-POLL_FIRST = 0.02
-POLL_MAX = 1.0
-# The few holders next in line look every POLL_NEAR seconds, so a freed TE reaches its next holder
-# quickly; the rest back off to POLL_MAX (hundreds of waiters must not flood the broker's worker).
-POLL_NEAR = 0.05
+# Waiting holders of one process share one `lease_statuses` query per broker per round
+# (lockmaster/temporal/status_watch.py): a request is first looked at WATCH_JOIN after it is
+# sent, then each round makes the wait 1.5 times longer, up to WATCH_MAX while no answer
+# changes and at most WATCH_FIRST after one did. The few holders next in line are looked at at
+# least every POLL_NEAR seconds, so a freed TE reaches its next holder quickly. Refused queries
+# (a busy broker) are asked again quietly.
+WATCH_JOIN = 0.02
+WATCH_FIRST = 0.2
+WATCH_MAX = 5.0
+POLL_NEAR = 0.1
 NEAR_POSITIONS = 3
 RESUBMIT_AFTER = 5.0  # a request the broker has not taken in by then is sent again
-QUERY_BUSY = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE,
-              RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
 BUSY_FIRST = 0.1
 BUSY_MAX = 2.0
 
 
 async def ensure_brokers(client: Client, config: LockmasterConfig, *,
                          max_history_events: int | None = None,
-                         reset_heartbeat_timeout: float = 30.0) -> list[str]:
+                         reset_heartbeat_timeout: float = 30.0,
+                         reset_retry_max: float = 300.0) -> list[str]:
     """Start each label's broker if it is not running, and send it the configured TEs."""
-    prefix = config.temporal.workflow_id_prefix
     ids = []
-    for label, specs in te_specs(config).items():
-        wid = prefix + broker_id(label)
-        handle = await client.start_workflow(
-            TEBrokerWorkflow.run,
-            BrokerInput(label=label, tes=specs,
-                        task_queue_prefix=config.temporal.task_queue_prefix,
-                        max_history_events=max_history_events,
-                        reset_heartbeat_timeout=reset_heartbeat_timeout),
-            id=wid, task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=f"TE broker for label {label} ({len(specs)} TEs)",
-        )
-        await handle.signal("reconfigure", TEConfig(tes=specs))
-        ids.append(wid)
+    for label, tes in broker_configs(config).items():
+        handle = await start_broker(client, config, label, tes,
+                                    max_history_events=max_history_events,
+                                    reset_heartbeat_timeout=reset_heartbeat_timeout,
+                                    reset_retry_max=reset_retry_max)
+        await handle.signal("reconfigure", tes)
+        ids.append(handle.id)
     return ids
+
+
+def broker_configs(config: LockmasterConfig) -> dict[str, TEConfig]:
+    """Every configured broker's `reconfigure` signal, by label: what a worker's start sends,
+    and `lockmaster config apply` (starters/reconfigure.py)."""
+    return {label: TEConfig(tes=specs) for label, specs in te_specs(config).items()}
+
+
+async def start_broker(client: Client, config: LockmasterConfig, label: str, tes: TEConfig, *,
+                       max_history_events: int | None = None,
+                       reset_heartbeat_timeout: float = 30.0,
+                       reset_retry_max: float = 300.0) -> WorkflowHandle:
+    """Start the label's broker, or find it running."""
+    return await client.start_workflow(
+        TEBrokerWorkflow.run,
+        BrokerInput(label=label, tes=tes.tes,
+                    task_queue_prefix=config.temporal.task_queue_prefix,
+                    max_history_events=max_history_events,
+                    reset_heartbeat_timeout=reset_heartbeat_timeout,
+                    reset_retry_max=reset_retry_max),
+        id=config.temporal.workflow_id_prefix + broker_id(label),
+        task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"TE broker for label {label} ({len(tes.tes)} TEs)",
+    )
+
+
+def _lease_watch(client: Client, handle: WorkflowHandle) -> StatusWatch[LeaseStatus]:
+    """The one watch of this process on this broker, shared by all its waiting holders."""
+    return shared_watch(("lease_statuses", client, handle.id), lambda: StatusWatch(
+        f"TE broker {handle.id}",
+        batched_query(handle, "lease_statuses", "lease_status", lambda i: LeaseRef(id=i),
+                      LeaseStatus, LeaseStatuses),
+        fingerprint=_progress, first=WATCH_FIRST, max_interval=WATCH_MAX,
+        join_delay=WATCH_JOIN, give_up=None))
+
+
+def _progress(status: LeaseStatus) -> object:
+    """What a waiting holder watches change (a renewal moving `expires` is not news)."""
+    return (status.state, status.position, status.generation, status.reason,
+            status.te.key if status.te else None)
 
 
 def _broker(client: Client, config: LockmasterConfig, label: str) -> WorkflowHandle:
@@ -96,6 +135,7 @@ class TEHolder:
 
     def __init__(self, client: Client, config: LockmasterConfig, label: str, lease_id: str,
                  holder: str, *, ttl: float | None = None, precedence: int = 1) -> None:
+        self.client = client
         self.handle = _broker(client, config, label)
         self.lease_id = lease_id
         self.holder = holder
@@ -121,23 +161,20 @@ class TEHolder:
                 await self._signal("request_lease", request)
                 asked = time.monotonic()
                 status = LeaseStatus(id=self.lease_id, state=LeaseState.UNKNOWN)
-                delay = POLL_FIRST
-                while status.state in (LeaseState.WAITING, LeaseState.UNKNOWN):
-                    await asyncio.sleep(delay)
-                    near = status.position is not None and status.position < NEAR_POSITIONS
-                    delay = POLL_NEAR if near else min(delay * 2, POLL_MAX)
-                    try:
-                        status = await self.handle.query(
-                            "lease_status", LeaseRef(id=self.lease_id), result_type=LeaseStatus)
-                    except RPCError as exc:
-                        if exc.status not in QUERY_BUSY:
+                with _lease_watch(self.client, self.handle).watch(self.lease_id) as waiter:
+                    while status.state in (LeaseState.WAITING, LeaseState.UNKNOWN):
+                        try:
+                            status = await waiter.next()
+                        except RPCError as exc:
                             raise TEError(f"the TE broker {self.handle.id} is not reachable: "
                                           f"{exc}") from exc
-                        continue  # busy: look again after the next pause
-                    if status.state is LeaseState.UNKNOWN and \
-                            time.monotonic() - asked > RESUBMIT_AFTER:
-                        await self._signal("request_lease", request)  # same id: idempotent
-                        asked = time.monotonic()
+                        near = status.position is not None and status.position < NEAR_POSITIONS
+                        waiter.hurry(POLL_NEAR if near else None)
+                        if status.state is LeaseState.UNKNOWN and \
+                                time.monotonic() - asked > RESUBMIT_AFTER:
+                            await self._signal("request_lease", request)  # same id: idempotent
+                            asked = time.monotonic()
+                            waiter.again()
         except BaseException:
             await asyncio.shield(self.release())
             raise

@@ -17,6 +17,7 @@ from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workers.common import project_connections, workflow_runner
 from lockmaster.workflows.autohold import AutoholdWorkflow
 from lockmaster.workflows.check import CheckWorkflow
+from lockmaster.workflows.detached import DetachedWorkWorkflow
 from lockmaster.workflows.gate import GateQueueWorkflow
 from lockmaster.workflows.nodepool import NodePoolWorkflow
 from lockmaster.workflows.publish import PublishWorkflow
@@ -24,7 +25,7 @@ from lockmaster.workflows.publish_queue import PublishQueueWorkflow
 from lockmaster.workflows.testenv import TEBrokerWorkflow
 
 WORKFLOWS = [CheckWorkflow, GateQueueWorkflow, NodePoolWorkflow, AutoholdWorkflow,
-             TEBrokerWorkflow, PublishWorkflow, PublishQueueWorkflow]
+             TEBrokerWorkflow, PublishWorkflow, PublishQueueWorkflow, DetachedWorkWorkflow]
 
 
 def announce_merges(client: Client, config: LockmasterConfig,

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
         OperatorResult,
     )
     from lockmaster.workflows.details import autohold_details
+    from lockmaster.workflows.longlived import should_continue_as_new
 
 
 @workflow.defn(name="AutoholdWorkflow")
@@ -39,10 +40,7 @@ class AutoholdWorkflow:
         workflow.set_current_details(autohold_details(self._input.autoholds))
 
     def _should_continue_as_new(self) -> bool:
-        info = workflow.info()
-        limit = self._input.max_history_events
-        return info.is_continue_as_new_suggested() or (
-            limit is not None and info.get_current_history_length() > limit)
+        return should_continue_as_new(self._input.max_history_events)
 
     @workflow.update(name="add")
     def add(self, hold: Autohold) -> OperatorResult:

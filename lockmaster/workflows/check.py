@@ -17,6 +17,11 @@ from temporalio.exceptions import ActivityError
 from temporalio.exceptions import CancelledError as ActivityCancelled
 
 with workflow.unsafe.imports_passed_through():
+    from lockmaster.execution.build_limits import (
+        BUILD_RETRY,
+        activity_timeout,
+        classify_activity_failure,
+    )
     from lockmaster.model.build import Artifact, BuildRequest, BuildResult, JobSpec, Result
     from lockmaster.model.change import ChangeRef
     from lockmaster.model.check import (
@@ -50,9 +55,9 @@ REPORT_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=60),
 )
 MERGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
-# A build activity is retried only when its worker died or it failed unexpectedly; job-level
-# attempts (RETRY results) are the workflow's business.
-BUILD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+# BUILD_RETRY (execution/build_limits.py, imported above; the gate and publish take it from
+# here): a build activity is retried only when its worker died or it failed unexpectedly, never
+# after its start-to-close limit; job-level attempts (RETRY results) are the workflow's business.
 
 
 def check_workflow_id(change: ChangeRef, pipeline: str = "check", prefix: str = "") -> str:
@@ -327,8 +332,9 @@ class CheckWorkflow:
             return await workflow.execute_activity(
                 "run_build", request, result_type=BuildResult,
                 task_queue=self._queue(Role.EXECUTOR),
-                # The runner enforces the job timeout itself; this is the backstop.
-                start_to_close_timeout=timedelta(seconds=job.timeout + 300),
+                # Above every bound the runner enforces (it answers first); a dead executor is
+                # noticed by the heartbeat timeout.
+                start_to_close_timeout=activity_timeout(job),
                 heartbeat_timeout=timedelta(seconds=self._input.build_heartbeat_timeout),
                 retry_policy=BUILD_RETRY,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -337,11 +343,13 @@ class CheckWorkflow:
         except ActivityError as exc:
             if isinstance(exc.cause, ActivityCancelled):
                 raise
-            # The executor kept failing unexpectedly: infrastructure, retried within attempts.
+            # Past its limit: TIMED_OUT (never rerun). The executor died or kept failing
+            # unexpectedly: infrastructure, retried within attempts.
+            failure = classify_activity_failure(exc)
             now = workflow.now().timestamp()
             return BuildResult(
-                build_id=build_id, job=job.name, result=Result.RETRY, attempt=attempt,
-                started=now, ended=now, message=f"executor error: {exc.cause or exc}",
+                build_id=build_id, job=job.name, result=failure.result, attempt=attempt,
+                started=now, ended=now, message=failure.message,
             )
 
     # --- reporting --------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ The decisions are the pure `GateQueue` processor's; this workflow feeds it every
 carries out its actions: merges and reports on the orchestrator queue, builds on the executor
 queue, cancellations. Operators steer it with signals (enqueue, dequeue, promote, change-updated)
 or updates (dequeue, promote: they answer what they did, or why they would do nothing) and read
-it with the `status` query. When history grows long it stops starting work, lets what is
-in flight finish, and continues as new with the queue's state.
+it with the `status` query. It continues as new whenever history grows long, without waiting
+for what is in flight (workflows/longlived.py; the actions as work: workflows/gate_work.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.exceptions import CancelledError as ActivityCancelled
 
 with workflow.unsafe.imports_passed_through():
-    from lockmaster.model.build import BuildRequest, BuildResult, JobSpec, Result
+    from lockmaster.model.build import JobSpec
     from lockmaster.model.change import ChangeRef
     from lockmaster.model.gate import (
         ChangeUpdated,
@@ -31,15 +30,10 @@ with workflow.unsafe.imports_passed_through():
         GateTestedAnswer,
         GateTestedQuery,
         PromoteRequest,
+        QueueReconfigure,
         QueueStatus,
-        ReportAndSubmitBatchRequest,
-        ReportAndSubmitBatchResult,
-        ReportAndSubmitRequest,
         StatusQuery,
-        SubmitRequest,
-        SubmitResult,
     )
-    from lockmaster.model.report import ReportRequest, ReportResult
     from lockmaster.model.state import (
         DependencyRequest,
         DependencyResult,
@@ -48,28 +42,31 @@ with workflow.unsafe.imports_passed_through():
         PrepareStateRequest,
         PrepareStateResult,
     )
-    from lockmaster.pipelines import gate_commands, gate_window
+    from lockmaster.model.work import stuck_views
+    from lockmaster.pipelines import gate_commands, gate_reconfigure, gate_window
     from lockmaster.pipelines.gate_actions import (
         Action,
-        BuildAction,
-        CancelAction,
         ItemLabels,
-        MergeAction,
-        ReportItemAction,
-        SubmitBatchAction,
     )
     from lockmaster.pipelines.gate_enqueue import Enqueuer, QueuePolicy
     from lockmaster.pipelines.gate_queue import GateQueue
-    from lockmaster.pipelines.gate_tested import find_tested, remember, tested_record
+    from lockmaster.pipelines.gate_tested import find_tested
     from lockmaster.pipelines.gate_updates import QueueUpdates
     from lockmaster.pipelines.gate_view import queue_status
     from lockmaster.temporal.task_queues import Role, task_queue
-    from lockmaster.workflows.check import BUILD_RETRY, MERGER_RETRY, REPORT_RETRY, log_path
+    from lockmaster.workflows.check import MERGER_RETRY
     from lockmaster.workflows.details import queue_details
+    from lockmaster.workflows.gate_legacy import LegacyGateRun
+    from lockmaster.workflows.gate_work import GateWork
+    from lockmaster.workflows.longlived import (
+        LongLivedWorkflow,
+        WorkTracker,
+        should_continue_as_new,
+    )
     from lockmaster.workflows.tasks import spawn
 
 
-Command = EnqueueRequest | DequeueRequest | PromoteRequest | ChangeUpdated
+Command = EnqueueRequest | DequeueRequest | PromoteRequest | ChangeUpdated | QueueReconfigure
 
 
 def _numbers(changes: list[str]) -> list[int]:
@@ -84,13 +81,19 @@ def _refuse(reason: str | None) -> None:
 
 
 @workflow.defn(name="GateQueueWorkflow")
-class GateQueueWorkflow:
-    def __init__(self) -> None:
-        self._input: GateInput | None = None
+class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
+    @workflow.init
+    def __init__(self, inp: GateInput) -> None:
+        # Set here, not in `run`: signals sent with the start are handled before `run` begins.
+        self._input: GateInput | None = inp
         self._queue: GateQueue | None = None
         self._enqueuer: Enqueuer | None = None
         self._updates: QueueUpdates | None = None
         self._dirty = True
+        # A run recorded before continue-as-new stopped draining replays as it ran.
+        self._legacy = not workflow.patched("continue-without-draining")
+        self._work = WorkTracker(inp.work, self._wake)
+        self._register_continuations()
         self._tasks: set[asyncio.Task[None]] = set()
         self._builds: dict[str, asyncio.Task[None]] = {}
         self._pending: list[Command] = []
@@ -98,6 +101,7 @@ class GateQueueWorkflow:
         self._enqueuing: list[int] = []
         self._enqueue_tickets = 0
         self._arrivals: dict[int, int] = {}  # ticket -> change number, of those enqueues
+        self._arriving_requests: dict[int, EnqueueRequest] = {}
 
     # --- operator commands (signals: also `temporal workflow signal --name ...`) ---------------
 
@@ -120,6 +124,19 @@ class GateQueueWorkflow:
     def change_updated(self, request: ChangeUpdated) -> None:
         self._pending.append(request)
         self._dirty = True
+
+    @workflow.signal(name="reconfigure")
+    def reconfigure(self, change: QueueReconfigure) -> None:
+        """The configuration changed (`lockmaster config apply`, a worker's SIGHUP): projects,
+        requirements, window, labels now; items in flight keep their frozen job graphs."""
+        self._pending.append(change)
+        self._dirty = True
+
+    @workflow.query(name="settings")
+    def settings(self, _: StatusQuery) -> QueueReconfigure:
+        """The configuration this queue runs with (`config apply` prints what it changes)."""
+        assert self._input is not None
+        return gate_reconfigure.current_settings(self._input)
 
     # dequeue and promote are updates too, of the same names (`temporal workflow update execute
     # --name dequeue ...`): they answer what they did, and one that would change nothing is
@@ -183,9 +200,11 @@ class GateQueueWorkflow:
     def status(self, _: StatusQuery) -> QueueStatus:
         assert self._input is not None
         state = self._input.state
-        return queue_status(state, workflow.now().timestamp(),
-                            idle=not state.items and not self._tasks and not self._pending,
-                            busy=bool(self._tasks or self._pending))
+        busy = bool(self._tasks or self._pending or self._work.busy())
+        status = queue_status(state, workflow.now().timestamp(),
+                              idle=not state.items and not busy, busy=busy)
+        status.stuck = stuck_views(self._work.records)
+        return status
 
     @workflow.query(name="tested")
     def tested(self, query: GateTestedQuery) -> GateTestedAnswer:
@@ -220,34 +239,31 @@ class GateQueueWorkflow:
             known=frozenset(inp.layout_projects) if inp.layout_projects else None))
         self._updates = QueueUpdates(self._enqueuer,
                                      dequeue_on_new_patchset=inp.dequeue_on_new_patchset)
-        draining = False
+        if self._legacy:
+            await self._legacy_loop(inp, queue)
+            return
+        self._work.resume()
+        # Enqueues the last run was still looking at go first, in their order.
+        for request in inp.arriving:
+            self._admit(request)
+        inp.arriving = []
+        continuing = False
         while True:
-            await workflow.wait_condition(lambda: self._dirty)
-            self._dirty = False
             for command in self._take_pending():
                 self._apply(command)
-            if not draining:
-                for action in queue.process(workflow.now().timestamp()):
-                    self._carry_out(action)
-            if not draining and self._should_continue_as_new():
-                draining = True  # start nothing new; let what runs finish
+            self._run_all(queue.process(workflow.now().timestamp()))
             # The Web UI's "Current details": the queue, every item and job (not a command).
-            workflow.set_current_details(queue_details(self.status(StatusQuery()),
-                                                       draining=draining))
-            if draining and not self._tasks:
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                # Commands that arrived meanwhile travel in the state through `_pending`.
-                for command in self._take_pending():
-                    self._apply(command)
+            workflow.set_current_details(queue_details(self.status(StatusQuery())))
+            continuing = continuing or should_continue_as_new(inp.max_history_events)
+            if continuing and workflow.all_handlers_finished():
+                if not await self._quiet():
+                    continue  # something happened meanwhile: decide on it first
+                # Nothing to wait for: work in flight is in `inp.work`, enqueues still being
+                # looked at go in `inp.arriving`.
+                inp.arriving = [self._arriving_requests[t] for t in self._enqueuing
+                                if t in self._arriving_requests]
                 workflow.continue_as_new(inp)
-
-    def _should_continue_as_new(self) -> bool:
-        assert self._input is not None
-        info = workflow.info()
-        if info.is_continue_as_new_suggested():
-            return True
-        limit = self._input.max_history_events
-        return limit is not None and info.get_current_history_length() > limit
+            await self._sleep(None, continuing)
 
     def _take_pending(self) -> list[Command]:
         pending, self._pending = self._pending, []
@@ -262,17 +278,26 @@ class GateQueueWorkflow:
         if isinstance(command, EnqueueRequest):
             if self._enqueuer.duplicate(command):
                 return  # the same event delivered twice (a hook and stream-events)
-            if queue.find_number(command.change.number) is None:
-                self._enqueue_tickets += 1
-                self._enqueuing.append(self._enqueue_tickets)
-                self._arrivals[self._enqueue_tickets] = command.change.number
-                self._spawn(self._enqueue(command, self._enqueue_tickets))
+            self._admit(command)
         elif isinstance(command, DequeueRequest):
             self._run_all(self._updates.dequeue(command))
         elif isinstance(command, PromoteRequest):
             queue.promote(command.changes)
+        elif isinstance(command, QueueReconfigure):
+            assert self._input is not None
+            self._run_all(gate_reconfigure.reconfigure(self._input, self._updates, command))
         else:
             self._run_all(self._updates.change_updated(command, workflow.now().timestamp()))
+
+    def _admit(self, request: EnqueueRequest) -> None:
+        """Look the change's dependencies up, then enqueue it in its turn."""
+        assert self._queue is not None
+        if self._queue.find_number(request.change.number) is None:
+            self._enqueue_tickets += 1
+            self._enqueuing.append(self._enqueue_tickets)
+            self._arrivals[self._enqueue_tickets] = request.change.number
+            self._arriving_requests[self._enqueue_tickets] = request
+            self._spawn(self._enqueue(request, self._enqueue_tickets))
 
     async def _enqueue(self, request: EnqueueRequest, ticket: int) -> None:
         try:
@@ -280,6 +305,7 @@ class GateQueueWorkflow:
         finally:
             self._enqueuing.remove(ticket)
             self._arrivals.pop(ticket, None)
+            self._arriving_requests.pop(ticket, None)
 
     async def _enqueue_in_turn(self, request: EnqueueRequest, ticket: int) -> None:
         """Enqueue behind the changes it needs; wait unreported while one is neither merged nor
@@ -372,200 +398,13 @@ class GateQueueWorkflow:
         return changes, result
 
     def _run_all(self, actions: list[Action]) -> None:
+        carry_out = self._legacy_carry_out if self._legacy else self._carry_out
         for action in actions:
-            self._carry_out(action)
-
-    # --- actions ------------------------------------------------------------------------------
-
-    def _carry_out(self, action: Action) -> None:
-        if isinstance(action, MergeAction):
-            self._spawn(self._merge(action))
-        elif isinstance(action, BuildAction):
-            task = self._spawn(self._build(action))
-            self._builds[action.build.build_id] = task
-        elif isinstance(action, CancelAction):
-            for build_id in action.build_ids:
-                task = self._builds.get(build_id)
-                if task is not None and not task.done():
-                    task.cancel()
-        elif isinstance(action, SubmitBatchAction):
-            self._spawn(self._report_and_submit_batch(action))
-        else:
-            self._spawn(self._report_and_submit(action))
+            carry_out(action)
 
     def _spawn(self, coro) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
         return spawn(coro, self._tasks, self._wake)
 
-    def _wake(self) -> None:
-        self._dirty = True
-
-    async def _merge(self, action: MergeAction) -> None:
-        assert self._queue is not None and self._input is not None
-        try:
-            result: PrepareStateResult = await workflow.execute_activity(
-                "prepare_state",
-                PrepareStateRequest(changes=action.changes,
-                                    required_projects=self._required_projects(action.key),
-                                    merge_date=self._input.state.merge_date),
-                result_type=PrepareStateResult, task_queue=self._tq(Role.ORCHESTRATOR),
-                start_to_close_timeout=timedelta(minutes=10), retry_policy=MERGER_RETRY,
-            )
-        except ActivityError as exc:
-            # The merger kept failing (not a conflict: git or the review system broke). The item
-            # cannot be tested: it is reported as not mergeable rather than left waiting forever.
-            result = PrepareStateResult(ok=False, error=f"the merger failed: {exc.cause or exc}")
-        self._queue.merge_done(action.key, action.buildset, result)
-
-    def _required_projects(self, key: str) -> list[str]:
-        assert self._queue is not None
-        item = self._queue.item(key)
-        return sorted({p for j in item.jobs for p in j.required_projects}) if item else []
-
-    async def _build(self, action: BuildAction) -> None:
-        assert self._queue is not None
-        queue = self._queue
-        item = queue.item(action.key)
-        if item is None or item.state is None:
-            return
-        build = action.build
-        request = BuildRequest(
-            build_id=build.build_id, pipeline=item.pipeline, change=item.change,
-            job=action.job, state=item.state, attempt=build.attempt,
-            precedence=self._input.precedence if self._input else 0,
-            position=queue.state.items.index(item) if item in queue.state.items else 0,
-            log_path=log_path(item.pipeline, item.change, action.job.name, build.build_id),
-            artifacts=queue.artifacts_for(action.key, action.job.name),
-        )
-        build.started = workflow.now().timestamp()
-        try:
-            result: BuildResult = await workflow.execute_activity(
-                "run_build", request, result_type=BuildResult, task_queue=self._tq(Role.EXECUTOR),
-                start_to_close_timeout=timedelta(seconds=action.job.timeout + 300),
-                heartbeat_timeout=timedelta(seconds=queue.state.build_heartbeat_timeout),
-                retry_policy=BUILD_RETRY,
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"{action.job.name} for {item.key} on {build.changes}",
-            )
-        except (ActivityError, asyncio.CancelledError) as exc:
-            cancelled = isinstance(exc, asyncio.CancelledError) or isinstance(
-                getattr(exc, "cause", None), ActivityCancelled)
-            if cancelled:
-                queue.build_cancelled(action.key, build.build_id)
-                return
-            now = workflow.now().timestamp()
-            result = BuildResult(build_id=build.build_id, job=action.job.name, result=Result.RETRY,
-                                 attempt=build.attempt, started=now, ended=now,
-                                 message=f"executor error: {exc}")
-        finally:
-            self._builds.pop(build.build_id, None)
-        self._run_all(queue.build_done(action.key, action.buildset, result))
-
-    def _record_tested(self, key: str) -> None:
-        """Remember what the item's builds tested before its submit is asked for: the review
-        system announces the merge while the submit runs, and the publication that the
-        announcement starts looks the gate's build up here. (Queue state only, no command:
-        histories recorded before this replay unchanged.)"""
-        assert self._queue is not None
-        item = self._queue.item(key)
-        record = tested_record(item, workflow.info().workflow_id,
-                               workflow.now().timestamp()) if item is not None else None
-        if record is not None:
-            remember(self._queue.state, record)
-
-    async def _report_and_submit(self, action: ReportItemAction) -> None:
-        assert self._queue is not None
-        item_id = action.item_id or self._item_id(action.key)
-        if action.submit:
-            self._record_tested(action.key)
-        if action.submit and workflow.patched("report-and-submit-in-one-activity"):
-            report = ReportRequest(change=action.change, pipeline=action.pipeline,
-                                   action=action.action, message=action.message,
-                                   labels=action.labels,
-                                   tag=f"{action.pipeline}:{item_id}:{action.action}")
-            result: SubmitResult = await workflow.execute_activity(
-                "report_and_submit",
-                ReportAndSubmitRequest(report=report, submit=SubmitRequest(change=action.change)),
-                result_type=SubmitResult, task_queue=self._tq(Role.ORCHESTRATOR),
-                start_to_close_timeout=timedelta(minutes=2),
-                schedule_to_close_timeout=timedelta(hours=1), retry_policy=REPORT_RETRY,
-                summary=f"report and submit {action.change.key}",
-            )
-        else:
-            await self._post(action.change, action.pipeline, action.action, action.message,
-                             action.labels, item_id)
-            if not action.submit:
-                return
-            result = await workflow.execute_activity(
-                "submit", SubmitRequest(change=action.change), result_type=SubmitResult,
-                task_queue=self._tq(Role.ORCHESTRATOR),
-                start_to_close_timeout=timedelta(minutes=2),
-                schedule_to_close_timeout=timedelta(hours=1), retry_policy=REPORT_RETRY,
-            )
-        await self._submit_done(action, result, item_id)
-
-    async def _report_and_submit_batch(self, batch: SubmitBatchAction) -> None:
-        assert self._queue is not None
-        item_ids = {}
-        requests = []
-        for action in batch.reports:
-            item_ids[action.key] = item_id = action.item_id or self._item_id(action.key)
-            self._record_tested(action.key)
-            requests.append(ReportAndSubmitRequest(
-                report=ReportRequest(change=action.change, pipeline=action.pipeline,
-                                     action=action.action, message=action.message,
-                                     labels=action.labels,
-                                     tag=f"{action.pipeline}:{item_id}:{action.action}"),
-                submit=SubmitRequest(change=action.change)))
-        keys = " ".join(a.change.key for a in batch.reports)
-        result: ReportAndSubmitBatchResult = await workflow.execute_activity(
-            "report_and_submit_batch", ReportAndSubmitBatchRequest(items=requests),
-            result_type=ReportAndSubmitBatchResult, task_queue=self._tq(Role.ORCHESTRATOR),
-            start_to_close_timeout=timedelta(minutes=2) * len(requests),
-            heartbeat_timeout=timedelta(minutes=2),
-            schedule_to_close_timeout=timedelta(hours=1), retry_policy=REPORT_RETRY,
-            summary=f"report and submit {keys}",
-        )
-        # Every outcome into the queue first, then the reports they call for.
-        follow_ups: list[tuple[Action, str]] = []
-        for index, action in enumerate(batch.reports):
-            if index < len(result.results):
-                done = result.results[index]
-                follow_ups += [(f, item_ids[action.key])
-                               for f in self._queue.submit_done(action.key, done.ok, done.error)]
-            else:
-                self._queue.submit_not_attempted(action.key)
-        for follow_up, item_id in follow_ups:
-            await self._follow_up(follow_up, item_id)
-
-    async def _submit_done(self, action: ReportItemAction, result: SubmitResult,
-                           item_id: str) -> None:
-        assert self._queue is not None
-        for follow_up in self._queue.submit_done(action.key, result.ok, result.error):
-            await self._follow_up(follow_up, item_id)
-
-    async def _follow_up(self, follow_up: Action, item_id: str) -> None:
-        if isinstance(follow_up, ReportItemAction):
-            await self._post(follow_up.change, follow_up.pipeline, follow_up.action,
-                             follow_up.message, follow_up.labels, item_id)
-        else:
-            self._carry_out(follow_up)
-
-    def _item_id(self, key: str) -> str:
-        assert self._queue is not None
-        item = self._queue.item(key)
-        return item.id if item is not None else key
-
-    async def _post(self, change, pipeline, action, message, labels, item_id) -> None:  # type: ignore[no-untyped-def]
-        await workflow.execute_activity(
-            "post_report",
-            ReportRequest(change=change, pipeline=pipeline, action=action, message=message,
-                          labels=labels, tag=f"{pipeline}:{item_id}:{action}"),
-            result_type=ReportResult, task_queue=self._tq(Role.ORCHESTRATOR),
-            start_to_close_timeout=timedelta(seconds=60),
-            schedule_to_close_timeout=timedelta(hours=1), retry_policy=REPORT_RETRY,
-        )
-
     def _tq(self, role: Role) -> str:
         assert self._input is not None
         return task_queue(self._input.state.task_queue_prefix, role)
-

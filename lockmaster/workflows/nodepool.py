@@ -5,8 +5,9 @@ launch outcomes and cleanup scans, and carries out what it decides: launches, de
 deletions as activities on the launcher task queue. Requesters (executors) ask with the
 `request_nodes` update (answered at once: fulfilled from ready nodes, pending, or declined),
 poll `request_status`, `renew` their lease and `return_nodes`. Operators use `status`,
-`hold_node`, `delete_node` and `set_enabled`. When history grows long it stops starting work,
-lets what is in flight finish, and continues as new with the pool's state.
+`hold_node`, `delete_node` and `set_enabled`. It continues as new whenever history grows long,
+without waiting for work in flight (workflows/longlived.py): launches run in detached children
+that outlive the run, deletions still in flight are issued again from the carried state.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from lockmaster.model.base import IdsQuery
     from lockmaster.model.nodes import (
         DeleteNode,
         DeleteServerRequest,
@@ -29,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         LaunchResult,
         NodeRequest,
         NodeRequestStatus,
+        NodeRequestStatuses,
         NodeState,
         OperatorResult,
         PoolInput,
@@ -43,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         ScanResult,
         SetEnabled,
     )
+    from lockmaster.model.work import Work, WorkDone, WorkOptions, stuck_views
     from lockmaster.nodepool.allocator import (
         Action,
         Allocator,
@@ -54,7 +58,13 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.nodepool.marks import server_name
     from lockmaster.temporal.task_queues import Role, task_queue
     from lockmaster.workflows.details import pool_details
+    from lockmaster.workflows.longlived import (
+        LongLivedWorkflow,
+        WorkTracker,
+        should_continue_as_new,
+    )
     from lockmaster.workflows.tasks import spawn
+    from lockmaster.workflows.work_options import retry_fields
 
 # A launch retried after its worker died finds the server it created (idempotent by name).
 LAUNCH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -64,7 +74,7 @@ SCAN_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts
 
 
 @workflow.defn(name="NodePoolWorkflow")
-class NodePoolWorkflow:
+class NodePoolWorkflow(LongLivedWorkflow):
     @workflow.init
     def __init__(self, inp: PoolInput) -> None:
         # Set here, not in `run`: a signal sent with the start is handled before `run` begins.
@@ -72,6 +82,11 @@ class NodePoolWorkflow:
         self._alloc: Allocator | None = None
         self._dirty = True
         self._draining = False
+        # A run recorded before continue-as-new stopped draining replays as it ran (decided
+        # here: signals sent with the start are handled before `run` begins).
+        self._legacy = not workflow.patched("continue-without-draining")
+        self._work = WorkTracker(inp.work, self._wake)
+        self._work.on("launch", self._launched)
         self._tasks: set[asyncio.Task[None]] = set()
         self._deleting: set[str] = set()  # node ids with a delete in flight
         self._launching: set[str] = set()
@@ -114,6 +129,12 @@ class NodePoolWorkflow:
     def request_status(self, query: RequestStatusQuery) -> NodeRequestStatus:
         return self._request_status(query.id)
 
+    @workflow.query(name="request_statuses")
+    def request_statuses(self, query: IdsQuery) -> NodeRequestStatuses:
+        """`request_status` of many requests in one query: what an executor's waiting builds
+        share (lockmaster/temporal/status_watch.py), one query per round instead of one each."""
+        return NodeRequestStatuses(statuses=[self._request_status(i) for i in query.ids])
+
     @workflow.signal(name="renew")
     def renew(self, renewal: RenewRequests) -> None:
         self._allocator().renew(renewal.ids, self._now())
@@ -136,6 +157,7 @@ class NodePoolWorkflow:
             requests=list(state.requests.values()), paused_until=state.paused_until,
             leak_suspects=list(state.leak_suspects), launches=state.launches,
             launch_failures=state.launch_failures, leaks_deleted=state.leaks_deleted,
+            stuck=stuck_views(self._input.work),
         )
 
     @workflow.update(name="hold_node")
@@ -183,8 +205,11 @@ class NodePoolWorkflow:
         sync_slots(inp.spec, inp.state)
         alloc = self._allocator()
         cloud = inp.spec.driver is Driver.OPENSTACK
-        # Deletions in flight when the last run continued as new (or crashed) start again.
+        # Launches in flight when the last run continued as new go on in their children;
+        # deletions start again (they are idempotent).
+        self._work.resume()
         self._carry_out([Delete(n) for n in _deleting(inp)])
+        continuing = False
         while True:
             now = self._now()
             if cloud and not self._scanning and not self._draining and (
@@ -194,24 +219,26 @@ class NodePoolWorkflow:
                 self._spawn(self._scan())
             if not self._draining:
                 self._carry_out(alloc.process(now))
-                if self._should_continue_as_new():
+            if self._legacy:
+                if not self._draining and self._should_continue_as_new():
                     self._draining = True  # start nothing new; let what runs finish
-            if self._draining and not self._tasks:
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(inp)
+                if self._draining and not self._tasks:
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(inp)
+            else:
+                continuing = continuing or self._should_continue_as_new()
+                if continuing and workflow.all_handlers_finished() and await self._quiet():
+                    if self._scanning:  # cut short: the next run scans at once
+                        inp.state.last_cleanup = now - inp.spec.cleanup_interval
+                    workflow.continue_as_new(inp)
             # The Web UI's "Current details" (not a command).
             workflow.set_current_details(pool_details(
                 self.status(PoolStatusQuery()), disabled_reason=inp.state.disabled_reason,
                 now=now))
-            timeout = self._sleep(now)
-            self._dirty = False
-            try:
-                await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
-            except TimeoutError:
-                pass
+            await self._sleep(self._next_wake(now), continuing)
             alloc = self._allocator()
 
-    def _sleep(self, now: float) -> timedelta | None:
+    def _next_wake(self, now: float) -> timedelta | None:
         assert self._input is not None
         deadlines = []
         if (deadline := self._allocator().next_deadline()) is not None:
@@ -224,17 +251,15 @@ class NodePoolWorkflow:
 
     def _should_continue_as_new(self) -> bool:
         assert self._input is not None
-        info = workflow.info()
-        if info.is_continue_as_new_suggested():
-            return True
-        limit = self._input.max_history_events
-        return limit is not None and info.get_current_history_length() > limit
+        return should_continue_as_new(self._input.max_history_events)
 
     # --- actions -------------------------------------------------------------------------------
 
     def _carry_out(self, actions: list[Action]) -> None:
         for action in actions:
-            if isinstance(action, Launch):
+            if isinstance(action, Launch) and not self._legacy:
+                self._submit_launch(action.node_id)
+            elif isinstance(action, Launch):
                 if action.node_id not in self._launching:
                     self._launching.add(action.node_id)
                     self._spawn(self._launch(action.node_id))
@@ -248,8 +273,28 @@ class NodePoolWorkflow:
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         spawn(coro, self._tasks, self._wake)
 
-    def _wake(self) -> None:
-        self._dirty = True
+    def _submit_launch(self, node_id: str) -> None:
+        assert self._input is not None
+        spec = self._input.spec
+        node = self._input.state.nodes.get(node_id)
+        if node is None:
+            return
+        self._work.submit(Work(
+            key=f"launch/{node_id}", kind="launch", detached=True, context={"node_id": node_id},
+            activity="launch_node", arg=LaunchRequest(spec=spec, node=node).model_dump(mode="json"),
+            options=WorkOptions(task_queue=self._tq(Role.LAUNCHER),
+                                start_to_close=spec.launch_timeout + spec.boot_timeout + 300,
+                                heartbeat=spec.heartbeat_timeout, **retry_fields(LAUNCH_RETRY)),
+            summary=f"launch {node.labels[0]} node {node_id} in {spec.provider}/{spec.pool}"))
+
+    def _launched(self, work: Work, done: WorkDone) -> None:
+        node_id = work.context["node_id"]
+        if done.ok and done.result is not None:
+            result = LaunchResult.model_validate(done.result)
+        else:
+            result = LaunchResult(node_id=node_id, ok=False,
+                                  error=f"the launcher failed: {done.error}")
+        self._launch_outcome(node_id, result)
 
     async def _launch(self, node_id: str) -> None:
         assert self._input is not None
@@ -273,6 +318,9 @@ class NodePoolWorkflow:
                                       error=f"the launcher failed: {exc.cause or exc}")
         finally:
             self._launching.discard(node_id)
+        self._launch_outcome(node_id, result)
+
+    def _launch_outcome(self, node_id: str, result: LaunchResult) -> None:
         alloc, now = self._allocator(), self._now()
         if result.ok:
             self._carry_out(alloc.launched(

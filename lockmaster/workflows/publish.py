@@ -32,6 +32,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from lockmaster.execution.build_limits import activity_timeout, classify_activity_failure
     from lockmaster.model.build import BuildRequest, BuildResult, Result
     from lockmaster.model.publish import (
         BuildSource,
@@ -257,12 +258,15 @@ class PublishWorkflow:
                 result = await workflow.execute_activity(
                     "run_build", request, result_type=BuildResult,
                     task_queue=self._queue(Role.EXECUTOR),
-                    start_to_close_timeout=timedelta(seconds=inp.job.timeout + 300),
+                    start_to_close_timeout=activity_timeout(inp.job),
                     heartbeat_timeout=timedelta(seconds=inp.build_heartbeat_timeout),
                     retry_policy=BUILD_RETRY,
                     summary=f"rebuild {change.project} at {change.commit[:12]}")
             except ActivityError as exc:
-                result = BuildResult(build_id=build_id, job=inp.job.name, result=Result.ERROR,
+                # Past its limit: TIMED_OUT; anything else ends the rebuild as before (ERROR).
+                timed_out = classify_activity_failure(exc).result is Result.TIMED_OUT
+                result = BuildResult(build_id=build_id, job=inp.job.name,
+                                     result=Result.TIMED_OUT if timed_out else Result.ERROR,
                                      attempt=attempt, message=str(exc.cause or exc))
             step.url = result.log_url
             if not result.result.retryable:

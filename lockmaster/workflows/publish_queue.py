@@ -4,7 +4,8 @@ order, one change at a time (the decisions are lockmaster/pipelines/publish_queu
 The router enqueues each merged change (signal-with-start) before it starts the change's own
 workflow, so arrival here is merge order. Changes' workflows say `ready` once their package is
 there (the gate's build promoted, or rebuilt) and `finished` once it is published (or failed);
-the queue answers `your_turn`.
+the queue answers `your_turn`. It continues as new whenever history grows long, without waiting:
+a turn not yet delivered is sent again by the next run (receiving it twice is harmless).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.model.testenv import OperatorAnswer
     from lockmaster.pipelines.publish_queue import PublishQueue
     from lockmaster.workflows.details import publish_queue_details
+    from lockmaster.workflows.longlived import should_continue_as_new
     from lockmaster.workflows.tasks import spawn
 
 
@@ -78,15 +80,21 @@ class PublishQueueWorkflow:
 
     @workflow.run
     async def run(self, inp: QueueInput) -> None:
+        legacy = not workflow.patched("continue-without-draining")
+        if not legacy:
+            for entry in inp.entries:  # turns the last run gave but did not deliver
+                if entry.state is QueueState.PUBLISHING and not entry.turn_delivered:
+                    assert entry.snapshot is not None
+                    self._spawn_turn(entry.workflow_id, entry.snapshot)
         while True:
             self._dirty = False
             while (entry := self._queue.next_turn()) is not None:
                 assert entry.snapshot is not None
-                spawn(self._hand_turn(entry.workflow_id, entry.snapshot), self._tasks,
-                      self._wake)
+                self._spawn_turn(entry.workflow_id, entry.snapshot)
             if self._should_continue_as_new():
                 await workflow.wait_condition(
-                    lambda: not self._tasks and workflow.all_handlers_finished())
+                    lambda: ((legacy and not self._tasks) or not legacy)
+                    and workflow.all_handlers_finished())
                 workflow.continue_as_new(self._input)
             # The Web UI's "Current details" (not a command).
             workflow.set_current_details(publish_queue_details(self._input.repository,
@@ -96,15 +104,19 @@ class PublishQueueWorkflow:
     def _wake(self) -> None:
         self._dirty = True
 
+    def _spawn_turn(self, workflow_id: str, snapshot: str) -> None:
+        spawn(self._hand_turn(workflow_id, snapshot), self._tasks, self._wake)
+
     async def _hand_turn(self, workflow_id: str, snapshot: str) -> None:
         try:
             await workflow.get_external_workflow_handle(workflow_id).signal(
                 "your_turn", Turn(snapshot=snapshot))
         except Exception as exc:  # the change's workflow is gone (not found, closed)
             self._queue.finished(workflow_id, False, None, f"its workflow is gone ({exc})")
+            return
+        entry = self._queue.entry(workflow_id)
+        if entry is not None:
+            entry.turn_delivered = True
 
     def _should_continue_as_new(self) -> bool:
-        info = workflow.info()
-        limit = self._input.max_history_events
-        return info.is_continue_as_new_suggested() or (
-            limit is not None and info.get_current_history_length() > limit)
+        return should_continue_as_new(self._input.max_history_events)

@@ -6,6 +6,11 @@ operator commands and the TE hosts' answers, and carries out its actions on each
 task queue (`<prefix>-te-host/<host>`): authorize a holder's key, reset a TE. A TE's host
 actions run one after another (an authorization never lands after the reset that follows it).
 
+It continues as new whenever history grows long, without waiting for work in flight
+(workflows/longlived.py): resets run in detached children that retry until the TE's host answers
+(a TE whose host is down shows stuck, and blocks no other TE), authorizations still unanswered
+are issued again by the next run.
+
 Holders ask with the `lease` update (answered at once: "waiting", with their place in the queue
 unless a TE is being prepared for them), poll the `lease_status` query until granted (the TE's
 host accepts their key), and `renew` within their time-to-live. Operators: `status`, `drain`,
@@ -23,6 +28,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from lockmaster.leases.broker import Action, Authorize, Broker, Reset
+    from lockmaster.model.base import IdsQuery
     from lockmaster.model.testenv import (
         BrokerInput,
         BrokerStatus,
@@ -32,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         LeaseRequest,
         LeaseState,
         LeaseStatus,
+        LeaseStatuses,
         OperatorAnswer,
         RenewLease,
         TEAuthorize,
@@ -42,7 +49,13 @@ with workflow.unsafe.imports_passed_through():
         TEState,
         TEView,
     )
+    from lockmaster.model.work import Work, WorkDone, WorkOptions, stuck_views
     from lockmaster.workflows.details import broker_details
+    from lockmaster.workflows.longlived import (
+        LongLivedWorkflow,
+        WorkTracker,
+        should_continue_as_new,
+    )
 
 AUTHORIZE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 # A reset is retried until it answers (a TE host that is down comes back); its answer decides
@@ -56,13 +69,18 @@ def te_host_queue(prefix: str, host: str) -> str:
 
 
 @workflow.defn(name="TEBrokerWorkflow")
-class TEBrokerWorkflow:
+class TEBrokerWorkflow(LongLivedWorkflow):
     @workflow.init
     def __init__(self, inp: BrokerInput) -> None:
         self._input = inp
         self._broker = Broker(inp.state)
         self._dirty = True
         self._draining = False
+        # A run recorded before continue-as-new stopped draining replays as it ran (decided
+        # here: signals sent with the start are handled before `run` begins).
+        self._legacy = not workflow.patched("continue-without-draining")
+        self._work = WorkTracker(inp.work, self._wake)
+        self._work.on("reset", self._reset_finished)
         self._tasks: set[asyncio.Task[None]] = set()
         self._chains: dict[str, asyncio.Task[None]] = {}  # TE -> its last host action
 
@@ -96,6 +114,12 @@ class TEBrokerWorkflow:
     def lease_status(self, ref: LeaseRef) -> LeaseStatus:
         return self._broker.status(ref.id, self._now())
 
+    @workflow.query(name="lease_statuses")
+    def lease_statuses(self, query: IdsQuery) -> LeaseStatuses:
+        """`lease_status` of many leases in one query: what a process's waiting holders share
+        (lockmaster/temporal/status_watch.py), one query per round instead of one each."""
+        return LeaseStatuses(statuses=self._broker.statuses(query.ids, self._now()))
+
     @workflow.update(name="renew")
     def renew(self, request: RenewLease) -> LeaseStatus:
         why = self._broker.renew(request.id, request.generation, request.ttl, self._now())
@@ -127,7 +151,8 @@ class TEBrokerWorkflow:
         waiting = sorted((w for w in state.leases.values() if w.state is LeaseState.WAITING
                           and w.te is None), key=lambda w: (w.precedence, w.arrived, w.id))
         return BrokerStatus(label=self._input.label, tes=views, waiting=waiting,
-                            draining_hosts=list(state.draining))
+                            draining_hosts=list(state.draining),
+                            stuck=stuck_views(self._input.work))
 
     @workflow.update(name="drain")
     def drain(self, ref: HostRef) -> OperatorAnswer:
@@ -166,40 +191,45 @@ class TEBrokerWorkflow:
 
     @workflow.run
     async def run(self, inp: BrokerInput) -> None:
+        self._work.resume()
         self._carry_out(self._broker.sync(inp.tes))
-        # TEs that were resetting when the last run continued as new: reset them again.
+        # TEs that were resetting when the last run continued as new: their reset goes on (a
+        # detached child), or (a run recorded before) starts again.
+        resetting = {w.context["te"] for w in self._work.in_flight("reset")}
         for key, record in inp.state.tes.items():
-            if record.state is TEState.RESETTING and key not in self._chains:
+            if record.state is TEState.RESETTING and key not in self._chains and \
+                    key not in resetting:
                 self._carry_out([Reset(key, record.generation)])
+        if not self._legacy:
+            self._carry_out(self._broker.authorizing())
+        continuing = False
         while True:
             if not self._draining:
                 self._step()
-                if self._should_continue_as_new():
+            if self._legacy:
+                if not self._draining and self._should_continue_as_new():
                     self._draining = True
-            if self._draining and not self._tasks:
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(inp)
+                if self._draining and not self._tasks:
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(inp)
+            else:
+                continuing = continuing or self._should_continue_as_new()
+                if continuing and workflow.all_handlers_finished() and await self._quiet():
+                    workflow.continue_as_new(inp)
             # The Web UI's "Current details" (not a command).
             workflow.set_current_details(broker_details(self.status(BrokerStatusQuery()),
                                                         draining=self._draining))
             deadline = self._broker.next_deadline()
             timeout = None if deadline is None else \
                 timedelta(seconds=max(0.01, deadline - self._now()))
-            self._dirty = False
-            try:
-                await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
-            except TimeoutError:
-                pass
+            await self._sleep(timeout, continuing)
 
     def _step(self) -> None:
         if not self._draining:
             self._carry_out(self._broker.process(self._now()))
 
     def _should_continue_as_new(self) -> bool:
-        info = workflow.info()
-        limit = self._input.max_history_events
-        return info.is_continue_as_new_suggested() or (
-            limit is not None and info.get_current_history_length() > limit)
+        return should_continue_as_new(self._input.max_history_events)
 
     # --- host actions, one after another per TE ------------------------------------------------
 
@@ -223,8 +253,10 @@ class TEBrokerWorkflow:
             await asyncio.wait([previous])
         if isinstance(action, Authorize):
             await self._authorize(action)
-        else:
+        elif self._legacy:
             await self._reset(action)
+        else:
+            await self._reset_detached(action)
 
     async def _authorize(self, action: Authorize) -> None:
         record = self._input.state.tes.get(action.te)
@@ -261,6 +293,36 @@ class TEBrokerWorkflow:
         except ActivityError as exc:
             result = TEHostResult(ok=False, error=str(exc.cause or exc))
         self._broker.reset_done(action.te, action.generation, result.ok, result.error)
+
+    async def _reset_detached(self, action: Reset) -> None:
+        """Reset in a child that outlives this run and tries again until the TE's host answers
+        (meanwhile the TE shows stuck); the next action on this TE waits for it."""
+        record = self._input.state.tes.get(action.te)
+        if record is None:
+            return
+        key = f"reset/{action.te}/{action.generation}"
+        self._work.submit(Work(
+            key=key, kind="reset", detached=True, persist=True,
+            context={"te": action.te, "generation": action.generation},
+            activity="te_reset",
+            arg=TEReset(te=record.spec, generation=action.generation).model_dump(mode="json"),
+            options=WorkOptions(
+                task_queue=self._host_queue(record.spec.host), start_to_close=1800,
+                heartbeat=self._input.reset_heartbeat_timeout,
+                schedule_to_start=self._input.reset_pickup_timeout,
+                maximum_attempts=1,  # the child retries, round after round
+                round_pause=min(5.0, self._input.reset_retry_max),
+                round_pause_max=self._input.reset_retry_max),
+            summary=f"reset {action.te} after generation {action.generation}"))
+        await workflow.wait_condition(lambda: key not in self._work.records)
+
+    def _reset_finished(self, work: Work, done: WorkDone) -> None:
+        if done.cancelled:
+            return
+        result = TEHostResult.model_validate(done.result) if done.ok and done.result else \
+            TEHostResult(ok=False, error=done.error)
+        self._broker.reset_done(work.context["te"], work.context["generation"], result.ok,
+                                result.error)
 
     def _host_queue(self, host: str) -> str:
         return te_host_queue(self._input.task_queue_prefix, host)

@@ -235,6 +235,13 @@ class FakeCloudState:
         with self._lock:
             self._boot_delay_next.extend([delay] * count)
 
+    def finish_boots(self) -> None:
+        """Every server still booting is up now (a slow boot ends when the test says)."""
+        with self._lock:
+            now = time.monotonic()
+            for server in self.servers.values():
+                server.boot_at = min(server.boot_at, now)
+
     def fail_next_deletes(self, count: int = 1, mode: Literal["error", "stuck"] = "error") -> None:
         """Next deletes fail: "error" answers 500, "stuck" is accepted but never completes."""
         with self._lock:

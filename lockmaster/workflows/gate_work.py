@@ -1,0 +1,266 @@
+"""How the gate carries out its queue's actions as `Work` (workflows/longlived.py): merges,
+reports and submits are short activities of the current run, issued again by the next run if
+it continued as new first; builds run in detached children that outlive the run. Every result
+goes back into the pure queue through a continuation of the work's kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from lockmaster.execution.build_limits import (
+        BUILD_RETRY,
+        activity_timeout,
+        classify_failure,
+    )
+    from lockmaster.model.build import BuildRequest, BuildResult
+    from lockmaster.model.gate import (
+        GateInput,
+        ReportAndSubmitBatchRequest,
+        ReportAndSubmitBatchResult,
+        ReportAndSubmitRequest,
+        SubmitRequest,
+        SubmitResult,
+    )
+    from lockmaster.model.report import ReportRequest
+    from lockmaster.model.state import PrepareStateRequest, PrepareStateResult
+    from lockmaster.model.work import Work, WorkDone, WorkOptions
+    from lockmaster.pipelines.gate_actions import (
+        Action,
+        BuildAction,
+        CancelAction,
+        MergeAction,
+        ReportItemAction,
+        SubmitBatchAction,
+    )
+    from lockmaster.pipelines.gate_queue import GateQueue
+    from lockmaster.pipelines.gate_tested import remember, tested_record
+    from lockmaster.temporal.task_queues import Role
+    from lockmaster.workflows.check import MERGER_RETRY, REPORT_RETRY, log_path
+    from lockmaster.workflows.longlived import WorkTracker
+    from lockmaster.workflows.work_options import retry_fields
+
+class GateWork:
+    """Mixed into GateQueueWorkflow: its actions as work, and the work's continuations."""
+
+    _input: GateInput | None
+    _queue: GateQueue | None
+    _work: WorkTracker
+
+    def _register_continuations(self) -> None:
+        self._work.on("merge", self._merged)
+        self._work.on("build", self._built)
+        self._work.on("report", lambda work, done: None)
+        self._work.on("submit", self._submitted)
+        self._work.on("submit-batch", self._batch_submitted)
+
+    def _carry_out(self, action: Action) -> None:
+        if isinstance(action, MergeAction):
+            self._submit_merge(action)
+        elif isinstance(action, BuildAction):
+            self._submit_build(action)
+        elif isinstance(action, CancelAction):
+            for build_id in action.build_ids:
+                self._work.cancel(f"build/{build_id}")
+        elif isinstance(action, SubmitBatchAction):
+            self._submit_batch(action)
+        elif action.submit:
+            self._submit_one(action)
+        else:
+            self._report(action, self._item_id_of(action))
+
+    # --- merges -----------------------------------------------------------------------------
+
+    def _submit_merge(self, action: MergeAction) -> None:
+        assert self._input is not None
+        request = PrepareStateRequest(changes=action.changes,
+                                      required_projects=self._required_projects(action.key),
+                                      merge_date=self._input.state.merge_date)
+        self._work.submit(Work(
+            key=f"merge/{action.key}/{action.buildset}", kind="merge",
+            context={"key": action.key, "buildset": action.buildset},
+            activity="prepare_state", arg=request.model_dump(mode="json"),
+            options=WorkOptions(task_queue=self._tq(Role.ORCHESTRATOR), start_to_close=600,
+                                **retry_fields(MERGER_RETRY)),
+            summary=f"merge {' '.join(c.key for c in action.changes)}"))
+
+    def _merged(self, work: Work, done: WorkDone) -> None:
+        assert self._queue is not None
+        if done.ok and done.result is not None:
+            result = PrepareStateResult.model_validate(done.result)
+        else:
+            # The merger kept failing (not a conflict: git or the review system broke). The
+            # item cannot be tested: it is reported as not mergeable, not left waiting forever.
+            result = PrepareStateResult(ok=False, error=f"the merger failed: {done.error}")
+        self._queue.merge_done(work.context["key"], work.context["buildset"], result)
+
+    # --- builds -------------------------------------------------------------------------------
+
+    def _submit_build(self, action: BuildAction) -> None:
+        assert self._queue is not None and self._input is not None
+        queue = self._queue
+        item = queue.item(action.key)
+        if item is None or item.state is None:
+            return
+        build = action.build
+        request = BuildRequest(
+            build_id=build.build_id, pipeline=item.pipeline, change=item.change,
+            job=action.job, state=item.state, attempt=build.attempt,
+            precedence=self._input.precedence,
+            position=queue.state.items.index(item) if item in queue.state.items else 0,
+            log_path=log_path(item.pipeline, item.change, action.job.name, build.build_id),
+            artifacts=queue.artifacts_for(action.key, action.job.name),
+        )
+        build.started = workflow.now().timestamp()
+        self._work.submit(Work(
+            key=f"build/{build.build_id}", kind="build", detached=True,
+            context={"key": action.key, "buildset": action.buildset, "job": action.job.name,
+                     "build_id": build.build_id, "attempt": build.attempt},
+            activity="run_build", arg=request.model_dump(mode="json"),
+            options=WorkOptions(task_queue=self._tq(Role.EXECUTOR),
+                                start_to_close=activity_timeout(action.job).total_seconds(),
+                                heartbeat=queue.state.build_heartbeat_timeout,
+                                wait_cancellation=True, **retry_fields(BUILD_RETRY)),
+            summary=f"{action.job.name} for {item.key} on {build.changes}"))
+
+    def _built(self, work: Work, done: WorkDone) -> None:
+        assert self._queue is not None
+        ctx = work.context
+        if done.cancelled:
+            self._queue.build_cancelled(ctx["key"], ctx["build_id"])
+            return
+        if done.ok and done.result is not None:
+            result = BuildResult.model_validate(done.result)
+        else:
+            # Its limit reached: TIMED_OUT, never run again; its executor lost: RETRY.
+            failure = classify_failure(done.timeout_type, done.error or "unknown")
+            now = workflow.now().timestamp()
+            result = BuildResult(build_id=ctx["build_id"], job=ctx["job"], result=failure.result,
+                                 attempt=ctx["attempt"], started=now, ended=now,
+                                 message=failure.message)
+        self._run_all(self._queue.build_done(ctx["key"], ctx["buildset"], result))
+
+    # --- reports and submits ------------------------------------------------------------------
+
+    def _report(self, action: ReportItemAction, item_id: str) -> None:
+        request = self._report_request(action, item_id)
+        self._work.submit(Work(
+            key=f"report/{request.tag}", kind="report", persist=True,
+            activity="post_report", arg=request.model_dump(mode="json"),
+            options=self._review_options(60), summary=f"report {action.action} on "
+                                                      f"{action.change.key}"))
+
+    def _submit_one(self, action: ReportItemAction) -> None:
+        item_id = self._item_id_of(action)
+        self._record_tested(action.key)
+        request = ReportAndSubmitRequest(report=self._report_request(action, item_id),
+                                         submit=SubmitRequest(change=action.change))
+        self._work.submit(Work(
+            key=f"submit/{item_id}", kind="submit", persist=True,
+            context={"key": action.key, "item_id": item_id},
+            activity="report_and_submit", arg=request.model_dump(mode="json"),
+            options=self._review_options(120),
+            summary=f"report and submit {action.change.key}"))
+
+    def _submitted(self, work: Work, done: WorkDone) -> None:
+        assert self._queue is not None
+        result = SubmitResult.model_validate(done.result) if done.ok and done.result else \
+            SubmitResult(ok=False, error=done.error)
+        self._follow_ups(self._queue.submit_done(work.context["key"], result.ok, result.error),
+                        work.context["item_id"])
+
+    def _submit_batch(self, batch: SubmitBatchAction) -> None:
+        items: list[dict[str, str]] = []
+        requests = []
+        for action in batch.reports:
+            item_id = self._item_id_of(action)
+            self._record_tested(action.key)
+            items.append({"key": action.key, "item_id": item_id})
+            requests.append(ReportAndSubmitRequest(report=self._report_request(action, item_id),
+                                                   submit=SubmitRequest(change=action.change)))
+        keys = " ".join(a.change.key for a in batch.reports)
+        n = len(requests)
+        self._work.submit(Work(
+            key=f"submit/{items[0]['item_id']}+{n - 1}", kind="submit-batch", persist=True,
+            context={"items": items},
+            activity="report_and_submit_batch",
+            arg=ReportAndSubmitBatchRequest(items=requests).model_dump(mode="json"),
+            options=self._review_options(120 * n, heartbeat=120),
+            summary=f"report and submit {keys}"))
+
+    def _batch_submitted(self, work: Work, done: WorkDone) -> None:
+        assert self._queue is not None
+        items: list[dict[str, Any]] = work.context["items"]
+        results = ReportAndSubmitBatchResult.model_validate(done.result).results \
+            if done.ok and done.result else []
+        # Every outcome into the queue first, then the reports they call for.
+        follow_ups: list[tuple[list[Action], str]] = []
+        for index, item in enumerate(items):
+            if index < len(results):
+                outcome = results[index]
+                follow_ups.append((self._queue.submit_done(item["key"], outcome.ok,
+                                                           outcome.error), item["item_id"]))
+            elif not done.ok and index == 0:
+                follow_ups.append((self._queue.submit_done(item["key"], False, done.error),
+                                   item["item_id"]))
+            else:
+                self._queue.submit_not_attempted(item["key"])
+        for actions, item_id in follow_ups:
+            self._follow_ups(actions, item_id)
+
+    def _follow_ups(self, actions: list[Action], item_id: str) -> None:
+        for action in actions:
+            if isinstance(action, ReportItemAction) and not action.submit:
+                self._report(action, action.item_id or item_id)
+            else:
+                self._carry_out(action)
+
+    def _review_options(self, seconds: float, heartbeat: float | None = None) -> WorkOptions:
+        """A report or submit: retried with backoff; one that fails a whole round (the review
+        system is down) shows stuck and is tried again, round after round, until it is taken."""
+        assert self._input is not None
+        return WorkOptions(task_queue=self._tq(Role.ORCHESTRATOR),
+                           start_to_close=min(seconds, self._input.review_round),
+                           schedule_to_close=self._input.review_round, heartbeat=heartbeat,
+                           **retry_fields(REPORT_RETRY))
+
+    @staticmethod
+    def _report_request(action: ReportItemAction, item_id: str) -> ReportRequest:
+        return ReportRequest(change=action.change, pipeline=action.pipeline,
+                             action=action.action, message=action.message,
+                             labels=action.labels,
+                             tag=f"{action.pipeline}:{item_id}:{action.action}")
+
+    # --- shared with the legacy run -----------------------------------------------------------
+
+    def _item_id(self, key: str) -> str:
+        assert self._queue is not None
+        item = self._queue.item(key)
+        return item.id if item is not None else key
+
+    def _item_id_of(self, action: ReportItemAction) -> str:
+        return action.item_id or self._item_id(action.key)
+
+    def _required_projects(self, key: str) -> list[str]:
+        assert self._queue is not None
+        item = self._queue.item(key)
+        return sorted({p for j in item.jobs for p in j.required_projects}) if item else []
+
+    def _record_tested(self, key: str) -> None:
+        """Remember what the item's builds tested before its submit is asked for: the review
+        system announces the merge while the submit runs, and the publication that the
+        announcement starts looks the gate's build up here."""
+        assert self._queue is not None
+        item = self._queue.item(key)
+        record = tested_record(item, workflow.info().workflow_id,
+                               workflow.now().timestamp()) if item is not None else None
+        if record is not None:
+            remember(self._queue.state, record)
+
+    def _run_all(self, actions: list[Action]) -> None:
+        raise NotImplementedError  # GateQueueWorkflow's
+
+    def _tq(self, role: Role) -> str:
+        raise NotImplementedError  # GateQueueWorkflow's

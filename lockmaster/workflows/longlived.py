@@ -1,0 +1,251 @@
+"""The skeleton every long-lived workflow shares (gate queues, node pools, TE brokers, the
+publish queue, autoholds).
+
+Such a workflow decides on every wake-up and may continue as new at any moment: it never waits
+for work in flight. Its work is data (`Work`), kept in the state it carries across
+continue-as-new, and carried out in one of two ways (docs/design.md says why):
+- short, idempotent work (merges, reports, submits, authorizations) runs as an activity of the
+  current run; a run that ends first leaves it, and the next run issues it again;
+- long work (builds, launches, TE resets) and persistent work that failed its first round runs
+  in a detached child workflow (`<workflow id>/<key>`, abandoned by its parent's runs) that
+  signals its result back to the workflow ID, whichever run is current.
+A result goes to the continuation registered for the work's kind, in the run that receives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
+
+with workflow.unsafe.imports_passed_through():
+    from lockmaster.model.work import DetachedInput, Work, WorkDone, WorkStuck
+    from lockmaster.workflows.detached import DetachedWorkWorkflow, detached_id
+    from lockmaster.workflows.work_options import activity_options, permanent, timeout_type
+
+Continuation = Callable[[Work, WorkDone], None]
+
+
+def should_continue_as_new(max_history_events: int | None) -> bool:
+    """Temporal suggests it, or the history passed the configured limit (tests set it low)."""
+    info = workflow.info()
+    return info.is_continue_as_new_suggested() or (
+        max_history_events is not None
+        and info.get_current_history_length() > max_history_events)
+
+
+class WorkTracker:
+    """The work in flight of one long-lived workflow. `records` is the workflow's carried state
+    (mutated in place); results go to the continuation registered for each kind."""
+
+    def __init__(self, records: dict[str, Work], wake: Callable[[], None]) -> None:
+        self.records = records
+        self._wake = wake
+        self._continuations: dict[str, Continuation] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancelling: set[asyncio.Task[None]] = set()
+        self._open = False
+        self._early: list[WorkDone] = []
+
+    def on(self, kind: str, continuation: Continuation) -> None:
+        self._continuations[kind] = continuation
+
+    # --- handing work out ----------------------------------------------------------------------
+
+    def submit(self, work: Work) -> bool:
+        """Start `work` unless work of the same key is in flight (then False)."""
+        if work.key in self.records:
+            return False
+        work.issued = workflow.now().timestamp()
+        if work.detached:
+            self._name_child(work)
+        self.records[work.key] = work
+        self._start(work)
+        return True
+
+    def resume(self) -> None:
+        """A new run, once the workflow can take results: the results that came before, then
+        every piece of work the last run left in flight."""
+        self._open = True
+        early, self._early = self._early, []
+        for done in early:
+            self.on_done(done)
+        for work in list(self.records.values()):
+            if work.key not in self._tasks:
+                self._start(work)
+
+    def cancel(self, key: str) -> bool:
+        """Ask the work to stop; its continuation then receives a cancelled result."""
+        work = self.records.get(key)
+        if work is None or work.cancel_requested:
+            return False
+        work.cancel_requested = True
+        task = self._tasks.get(key)
+        if not work.detached:
+            if task is not None:
+                task.cancel()
+        elif work.started:
+            self._cancelling.add(asyncio.ensure_future(self._cancel_child(work)))
+        return True
+
+    # --- what there is -------------------------------------------------------------------------
+
+    def in_flight(self, kind: str | None = None) -> list[Work]:
+        return [w for w in self.records.values() if kind is None or w.kind == kind]
+
+    def stuck(self) -> list[Work]:
+        return [w for w in self.records.values() if w.stuck_since is not None]
+
+    def busy(self) -> bool:
+        return bool(self.records)
+
+    # --- signals from detached children --------------------------------------------------------
+
+    def on_done(self, done: WorkDone) -> None:
+        """A detached child's result: taken at once, in the signal's own handler, so that a
+        continue-as-new decided in the same workflow task carries its effect."""
+        if not self._open:  # signalled before the run began: taken when it resumes
+            self._early.append(done)
+            return
+        work = self.records.get(done.key)
+        if work is not None:
+            self._finish(work, done)
+
+    def on_stuck(self, stuck: WorkStuck) -> None:
+        work = self.records.get(stuck.key)
+        if work is not None:
+            work.stuck_since, work.failures = stuck.since, stuck.failures
+            work.last_error = stuck.error
+            self._wake()
+
+    # --- carrying it out -----------------------------------------------------------------------
+
+    def _start(self, work: Work) -> None:
+        task = asyncio.ensure_future(self._run(work))
+        self._tasks[work.key] = task
+
+        def ended(t: asyncio.Task[None], key: str = work.key) -> None:
+            if self._tasks.get(key) is t:
+                del self._tasks[key]
+            self._wake()
+
+        task.add_done_callback(ended)
+
+    async def _run(self, work: Work) -> None:
+        done = await self._perform(work)
+        if done is not None and self.records.get(work.key) is work:
+            self._finish(work, done)
+
+    def _finish(self, work: Work, done: WorkDone) -> None:
+        """Synchronous: the record leaves the carried state in the same step as its
+        continuation changes what it is for."""
+        del self.records[work.key]
+        self._continuations[work.kind](work, done)
+        self._wake()
+
+    def _name_child(self, work: Work) -> None:
+        # Named when it becomes detached, in the same step: a run that continues as new carries
+        # the name, and its next run finds the child instead of starting a second one.
+        if work.child_id is None:
+            work.child_id = detached_id(workflow.info().workflow_id,
+                                        f"{work.key}/{workflow.uuid4().hex[:6]}")
+
+    async def _perform(self, work: Work) -> WorkDone | None:
+        """The result of inline work; None for detached work (its signal finishes it)."""
+
+        if work.cancel_requested and not (work.detached and work.started):
+            return WorkDone(key=work.key, ok=False, cancelled=True, error="cancelled")
+        if not work.detached:
+            try:
+                result = await workflow.execute_activity(
+                    work.activity, work.arg, result_type=dict, summary=work.summary or None,
+                    **activity_options(work.options))
+                return WorkDone(key=work.key, ok=True, result=result)
+            except asyncio.CancelledError:
+                return WorkDone(key=work.key, ok=False, cancelled=True, error="cancelled")
+            except ActivityError as exc:
+                error = str(exc.cause or exc)
+                if not work.persist or permanent(exc):
+                    return WorkDone(key=work.key, ok=False, error=error,
+                                    timed_out=isinstance(exc.cause, ActivityTimeout),
+                                    timeout_type=timeout_type(exc))
+                # Persistent work that failed a first round: a child keeps trying and says so,
+                # while this workflow goes on deciding (and may continue as new).
+                work.detached = True
+                work.failures, work.last_error = 1, error
+                work.stuck_since = workflow.now().timestamp()
+                self._name_child(work)
+        if not work.started:
+            await self._start_child(work)
+        await workflow.wait_condition(lambda: self.records.get(work.key) is not work)
+        return None
+
+    async def _start_child(self, work: Work) -> None:
+        parent = workflow.info().workflow_id
+        assert work.child_id is not None
+        try:
+            await workflow.start_child_workflow(
+                DetachedWorkWorkflow.run, DetachedInput(parent_id=parent, work=work),
+                id=work.child_id,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                # A new run re-issuing it finds the first (the ID is in the carried state).
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=work.summary or work.kind)
+        except WorkflowAlreadyStartedError:
+            pass
+        work.started = True
+        if work.cancel_requested:
+            await self._cancel_child(work)
+
+    async def _cancel_child(self, work: Work) -> None:
+        assert work.child_id is not None
+        handle = workflow.get_external_workflow_handle(work.child_id)
+        try:
+            await handle.cancel()
+        except Exception:  # it ended meanwhile: its result came, or nobody will send one
+            if self.records.get(work.key) is work:
+                self._finish(work, WorkDone(key=work.key, ok=False, cancelled=True,
+                                            error="cancelled"))
+
+
+class LongLivedWorkflow:
+    """Base of the long-lived workflows: the detached children's signals, the wake-up flag and
+    the main loop's sleep. Subclasses create `self._work` in their `@workflow.init`."""
+
+    _work: WorkTracker
+    _dirty: bool = True
+
+    @workflow.signal(name="work-done")
+    def work_done(self, done: WorkDone) -> None:
+        self._work.on_done(done)
+
+    @workflow.signal(name="work-stuck")
+    def work_stuck(self, stuck: WorkStuck) -> None:
+        self._work.on_stuck(stuck)
+
+    def _wake(self) -> None:
+        self._dirty = True
+
+    async def _quiet(self) -> bool:
+        """Before continuing as new: let the work that became ready in this workflow task run
+        first (a result, a child's start), and say whether that left nothing new to decide.
+        The input is serialized when continue-as-new is called: anything after it is lost."""
+        self._dirty = False
+        await workflow.wait_condition(lambda: True)
+        return not self._dirty and workflow.all_handlers_finished()
+
+    async def _sleep(self, timeout: timedelta | None, continuing: bool = False) -> None:
+        """Until something happens (or `timeout`). While a continue-as-new waits for handlers
+        (an update still answering), it wakes as soon as they are done."""
+        self._dirty = False
+        try:
+            await workflow.wait_condition(
+                lambda: self._dirty or (continuing and workflow.all_handlers_finished()),
+                timeout=timeout)
+        except TimeoutError:
+            pass
