@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from temporalio import activity
 
 from lockmaster.execution.runner import BuildRunner
 from lockmaster.model.build import BuildRequest, BuildResult
+from lockmaster.temporal.heartbeat import heartbeating
 
 
 class ExecutorActivities:
@@ -20,24 +19,10 @@ class ExecutorActivities:
         """Heartbeats throughout, so a dead worker is noticed within the heartbeat timeout (and
         the build runs again elsewhere) and a cancelled check reaches the running command."""
 
-        timeout = activity.info().heartbeat_timeout
-        interval = self.heartbeat_interval
-        if timeout:
-            interval = min(interval, timeout.total_seconds() / 3)
-
-        async def pump() -> None:
-            while True:
-                activity.heartbeat("running")
-                await asyncio.sleep(interval)
-
-        pumper = asyncio.create_task(pump())
         info = activity.info()
-        try:
+        async with heartbeating("running", every=self.heartbeat_interval) as beat:
             return await self.runner.run(
-                request, heartbeat=lambda detail: activity.heartbeat(detail),
-                try_number=info.attempt,
+                request, heartbeat=beat, try_number=info.attempt,
                 # When the first try was scheduled: a retry keeps its place in the pool's queue.
                 first_asked=info.scheduled_time.timestamp(),
             )
-        finally:
-            pumper.cancel()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncssh
@@ -36,6 +36,7 @@ from lockmaster.model.nodes import (
     ScanResult,
 )
 from lockmaster.nodepool.marks import fip_description, fip_prefix, marks, pool_marks, server_name
+from lockmaster.temporal.heartbeat import heartbeating, send
 
 POLL_FIRST = 0.2
 POLL_MAX = 5.0
@@ -52,43 +53,13 @@ def default_cloud(spec: PoolSpec) -> OpenStackCloud:
                           Path(spec.clouds_file) if spec.clouds_file else None)
 
 
-def _beat(detail: str) -> None:
-    # Heartbeats outside an activity (direct calls in tests and benchmarks) are no-ops.
-    with contextlib.suppress(RuntimeError):
-        activity.heartbeat(detail)
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating() -> AsyncIterator[None]:
-    """Heartbeat at a third of the timeout while the body waits on the cloud, so a dead
-    launcher is noticed and cancellation arrives even during a long API call."""
-    try:
-        timeout = activity.info().heartbeat_timeout
-    except RuntimeError:
-        timeout = None
-    if not timeout:
-        yield
-        return
-
-    async def pump() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(timeout.total_seconds() / 3)
-
-    task = asyncio.create_task(pump())
-    try:
-        yield
-    finally:
-        task.cancel()
-
-
 class LauncherActivities:
     def __init__(self, cloud_for: CloudFactory = default_cloud) -> None:
         self.cloud_for = cloud_for
 
     @activity.defn(name="launch_node")
     async def launch_node(self, request: LaunchRequest) -> LaunchResult:
-        async with _heartbeating():
+        async with heartbeating(every=None):
             return await self._launch(request)
 
     async def _launch(self, request: LaunchRequest) -> LaunchResult:
@@ -102,7 +73,7 @@ class LauncherActivities:
         server: CloudServer | None = None
         fip_id: str | None = None
         try:
-            _beat(f"creating {name}")
+            send(f"creating {name}")
             server = await cloud.create_server(ServerSpec(
                 name=name, image=label.image or "", flavor=label.flavor or "",
                 networks=list(spec.networks), key_name=label.key_name,
@@ -142,7 +113,7 @@ class LauncherActivities:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server {server.name} not ACTIVE within the launch timeout "
                                    f"of {timeout:g} s (last status {server.status})")
-            _beat(f"{server.name}: {server.status}")
+            send(f"{server.name}: {server.status}")
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, POLL_MAX)
             found = await cloud.get_server(server.id)
@@ -163,7 +134,7 @@ class LauncherActivities:
 
     @activity.defn(name="delete_server")
     async def delete_server(self, request: DeleteServerRequest) -> DeleteServerResult:
-        async with _heartbeating():
+        async with heartbeating(every=None):
             return await self._delete(request)
 
     async def _delete(self, request: DeleteServerRequest) -> DeleteServerResult:
@@ -188,7 +159,7 @@ class LauncherActivities:
                                               f"{server.status} after {DELETE_WAIT:g} s")
                 if server.status == "ERROR" and delay >= POLL_MAX:
                     await cloud.delete_server(server_id)  # a failed delete: ask again
-                _beat(f"deleting {server_id}: {server.status}")
+                send(f"deleting {server_id}: {server.status}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 1.5, POLL_MAX)
         except CloudError as exc:
@@ -255,7 +226,7 @@ async def _wait_ssh(host: str, port: int, timeout: float, name: str) -> str:
         if time.monotonic() + delay > deadline:
             raise TimeoutError(f"SSH on {name} ({host}:{port}) did not answer within the boot "
                                f"timeout of {timeout:g} s: {last}")
-        _beat(f"{name}: waiting for SSH")
+        send(f"{name}: waiting for SSH")
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, POLL_MAX)
 

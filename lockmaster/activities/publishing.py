@@ -10,7 +10,6 @@ the retry resumes where the last try stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import shutil
@@ -36,43 +35,12 @@ from lockmaster.model.publish import (
 )
 from lockmaster.publishing.snapshots import KEY_FILE, locked
 from lockmaster.publishing.tools import Heartbeat
+from lockmaster.temporal.heartbeat import Beat, heartbeating
 
 FORMATS = ("deb", "rpm")
-HEARTBEAT_EVERY = 2.0
 DOWNLOAD_TIMEOUT = 300.0
 # Beside the repositories: what clients trust; the same name as in every published snapshot.
 PUBLIC_KEY = KEY_FILE
-
-
-class _Beat:
-    """Heartbeats from the library's worker thread: the latest progress line, sent every
-    HEARTBEAT_EVERY seconds from the event loop (activity.heartbeat is not thread-safe)."""
-
-    def __init__(self) -> None:
-        self.detail = "starting"
-        self._lock = threading.Lock()
-
-    def __call__(self, line: str) -> None:
-        with self._lock:
-            self.detail = line
-
-    async def run(self) -> None:
-        while True:
-            with contextlib.suppress(RuntimeError):  # outside an activity (direct calls)
-                activity.heartbeat(self.detail)
-            await asyncio.sleep(HEARTBEAT_EVERY)
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating():  # type: ignore[no-untyped-def]
-    beat = _Beat()
-    task = asyncio.create_task(beat.run())
-    try:
-        yield beat
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def _failure(exc: lib.PublishError) -> ApplicationError:
@@ -147,7 +115,7 @@ class PublishingActivities:
             raise ApplicationError("the change names no merged commit", non_retryable=True)
         incoming = self.root / "incoming" / request.snapshot
         promoted = _promoted(request)
-        async with _heartbeating() as beat:
+        async with heartbeating("starting") as beat:
             beat(f"fetching {request.packages_url}")
             manifest, manifest_sha = await asyncio.to_thread(_download_packages,
                                                              request.packages_url, incoming)
@@ -189,13 +157,13 @@ class PublishingActivities:
     async def sync_mirror(self, request: SyncMirrorRequest) -> SyncMirrorResult:
         """Bring one mirror to `request.snapshot` (each format that has it), or leave it on the
         newer snapshot it serves already."""
-        async with _heartbeating() as beat:
+        async with heartbeating("starting") as beat:
             try:
                 return await asyncio.to_thread(self._sync, request, beat)
             except lib.PublishError as exc:
                 raise _failure(exc) from exc
 
-    def _sync(self, request: SyncMirrorRequest, beat: _Beat) -> SyncMirrorResult:
+    def _sync(self, request: SyncMirrorRequest, beat: Beat) -> SyncMirrorResult:
         config = self._mirror_config(request.mirror)
         added: list[str] = []
         removed: list[str] = []

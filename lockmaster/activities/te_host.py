@@ -15,42 +15,16 @@ context manager); it shares the per-TE locks with `reset`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 from temporalio import activity
 
 from lockmaster.model.testenv import TEAuthorize, TEHostResult, TEReset, TERevoke, TESpec
+from lockmaster.temporal.heartbeat import heartbeating
 from lockmaster.testenv.access import AccessError, TEAccess
 from lockmaster.testenv.agent import ShellAgent, TELocks
 from lockmaster.testenv.libvirt_host import LibvirtHost, TEHostError, TEHostUnavailable
 
 HEARTBEAT_EVERY = 2.0  # seconds; the broker's heartbeat timeout must be comfortably longer
-
-
-def _beat(detail: str) -> None:
-    # Heartbeats outside an activity (direct calls in tests) are no-ops.
-    with contextlib.suppress(RuntimeError):
-        activity.heartbeat(detail)
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating(every: float, detail: list[str]) -> AsyncIterator[None]:
-    """Heartbeat `detail[-1]` every `every` seconds while the block runs (it may wait on a
-    TE lock or on slow libvirt calls in a thread)."""
-
-    async def beat() -> None:
-        while True:
-            _beat(detail[-1])
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class TEHostActivities:
@@ -92,25 +66,25 @@ class TEHostActivities:
     async def reset(self, request: TEReset) -> TEHostResult:
         """Revoke, then destroy the domains (never undefine), restore disks, check bridges."""
         spec = request.te
-        step = [f"{spec.key}: revoking generation {request.generation}"]
-        async with _heartbeating(self.heartbeat_every, step):
+        async with heartbeating(f"{spec.key}: revoking generation {request.generation}",
+                                every=self.heartbeat_every) as step:
             try:
                 await asyncio.to_thread(self.access.revoke, spec, request.generation)
             except AccessError as exc:
-                return TEHostResult(ok=False, error=str(exc), detail=step[-1])
-            step.append(f"{spec.key}: waiting for holder commands to finish")
+                return TEHostResult(ok=False, error=str(exc), detail=step.detail)
+            step(f"{spec.key}: waiting for holder commands to finish")
             async with self.locks(spec.name):  # no holder command runs past this point
                 try:
-                    step.append(f"{spec.key}: destroying domains")
+                    step(f"{spec.key}: destroying domains")
                     destroyed = await asyncio.to_thread(self.libvirt.destroy_domains, spec)
-                    step.append(f"{spec.key}: restoring disks")
+                    step(f"{spec.key}: restoring disks")
                     restored = await asyncio.to_thread(self.libvirt.restore_disks, spec)
-                    step.append(f"{spec.key}: checking bridges")
+                    step(f"{spec.key}: checking bridges")
                     started = await asyncio.to_thread(self.libvirt.check_bridges, spec)
                 except TEHostUnavailable:
                     raise  # libvirt may come back: let Temporal retry
                 except TEHostError as exc:
-                    return TEHostResult(ok=False, error=str(exc), detail=step[-1])
+                    return TEHostResult(ok=False, error=str(exc), detail=step.detail)
         return TEHostResult(
             ok=True,
             detail=(
