@@ -7,7 +7,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
+from lockmaster.model.change import ChangeRef
+
 LOG_NAME = "job-output.txt"
+
+
+def build_log_path(pipeline: str, change: ChangeRef, job: str, build_id: str) -> str:
+    """Zuul's log layout: <NN>/<change>/<patchset>/<pipeline>/<job>/<build id prefix>."""
+    return (f"{change.number % 100:02d}/{change.number}/{change.patchset}/{pipeline}/{job}/"
+            f"{build_id[:7]}")
 
 
 def log_url(logs_url: str, log_path: str) -> str:

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         activity_timeout,
         classify_activity_failure,
     )
+    from lockmaster.execution.logs import build_log_path
     from lockmaster.model.build import Artifact, BuildRequest, BuildResult, JobSpec, Result
     from lockmaster.model.change import ChangeRef
     from lockmaster.model.check import (
@@ -64,12 +65,7 @@ def check_workflow_id(change: ChangeRef, pipeline: str = "check", prefix: str = 
     return check_id(change, pipeline, prefix)
 
 
-def log_path(pipeline: str, change: ChangeRef, job: str, build_id: str) -> str:
-    """Zuul's log layout: <NN>/<change>/<patchset>/<pipeline>/<job>/<build id prefix>."""
-    return (
-        f"{change.number % 100:02d}/{change.number}/{change.patchset}/{pipeline}/{job}/"
-        f"{build_id[:7]}"
-    )
+log_path = build_log_path  # Zuul's log layout (execution/logs.py)
 
 
 @workflow.defn(name="CheckWorkflow")

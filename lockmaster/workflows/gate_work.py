@@ -15,7 +15,7 @@ with workflow.unsafe.imports_passed_through():
         activity_timeout,
         classify_failure,
     )
-    from lockmaster.model.build import BuildRequest, BuildResult
+    from lockmaster.model.build import BuildResult
     from lockmaster.model.gate import (
         GateInput,
         ReportAndSubmitBatchRequest,
@@ -35,10 +35,11 @@ with workflow.unsafe.imports_passed_through():
         ReportItemAction,
         SubmitBatchAction,
     )
+    from lockmaster.pipelines.gate_builds import batch_done, build_request
     from lockmaster.pipelines.gate_queue import GateQueue
     from lockmaster.pipelines.gate_tested import remember, tested_record
     from lockmaster.temporal.task_queues import Role
-    from lockmaster.workflows.check import MERGER_RETRY, REPORT_RETRY, log_path
+    from lockmaster.workflows.check import MERGER_RETRY, REPORT_RETRY
     from lockmaster.workflows.longlived import WorkTracker
     from lockmaster.workflows.work_options import retry_fields
 
@@ -101,18 +102,10 @@ class GateWork:
     def _submit_build(self, action: BuildAction) -> None:
         assert self._queue is not None and self._input is not None
         queue = self._queue
-        item = queue.item(action.key)
-        if item is None or item.state is None:
+        request = build_request(queue, action, self._input.precedence)
+        if request is None:
             return
         build = action.build
-        request = BuildRequest(
-            build_id=build.build_id, pipeline=item.pipeline, change=item.change,
-            job=action.job, state=item.state, attempt=build.attempt,
-            precedence=self._input.precedence,
-            position=queue.state.items.index(item) if item in queue.state.items else 0,
-            log_path=log_path(item.pipeline, item.change, action.job.name, build.build_id),
-            artifacts=queue.artifacts_for(action.key, action.job.name),
-        )
         build.started = workflow.now().timestamp()
         self._work.submit(Work(
             key=f"build/{build.build_id}", kind="build", detached=True,
@@ -123,7 +116,7 @@ class GateWork:
                                 start_to_close=activity_timeout(action.job).total_seconds(),
                                 heartbeat=queue.state.build_heartbeat_timeout,
                                 wait_cancellation=True, **retry_fields(BUILD_RETRY)),
-            summary=f"{action.job.name} for {item.key} on {build.changes}"))
+            summary=f"{action.job.name} for {action.key} on {build.changes}"))
 
     def _built(self, work: Work, done: WorkDone) -> None:
         assert self._queue is not None
@@ -195,20 +188,10 @@ class GateWork:
         items: list[dict[str, Any]] = work.context["items"]
         results = ReportAndSubmitBatchResult.model_validate(done.result).results \
             if done.ok and done.result else []
-        # Every outcome into the queue first, then the reports they call for.
-        follow_ups: list[tuple[list[Action], str]] = []
-        for index, item in enumerate(items):
-            if index < len(results):
-                outcome = results[index]
-                follow_ups.append((self._queue.submit_done(item["key"], outcome.ok,
-                                                           outcome.error), item["item_id"]))
-            elif not done.ok and index == 0:
-                follow_ups.append((self._queue.submit_done(item["key"], False, done.error),
-                                   item["item_id"]))
-            else:
-                self._queue.submit_not_attempted(item["key"])
-        for actions, item_id in follow_ups:
-            self._follow_ups(actions, item_id)
+        item_ids = {item["key"]: item["item_id"] for item in items}
+        for key, actions in batch_done(self._queue, [i["key"] for i in items], results,
+                                       None if done.ok else done.error or "unknown"):
+            self._follow_ups(actions, item_ids[key])
 
     def _follow_ups(self, actions: list[Action], item_id: str) -> None:
         for action in actions:
