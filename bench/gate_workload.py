@@ -1,8 +1,9 @@
 """The gate benchmark's workload and its reference models.
 
-Workload (issue 3): 30 changes to one project approved 0.5 s apart, 10% of them broken
-(project-test1 fails on any state that contains them), every job 2 s, the default layout's jobs
-(project-merge, then project-test1 and project-test2).
+Workload (issue 3, the default): 30 changes to one project approved 0.5 s apart, 10% of them
+broken (project-test1 fails on any state that contains them), every job 2 s, the default layout's
+jobs (project-merge, then project-test1 and project-test2). Issue 14's heavier one: `Workload(
+changes=100, rate=2.0, broken_share=0.05)` (2 approvals a second, 5% broken).
 
 Reference models, computed without Temporal, git or any overhead:
 - zuul:   Zuul's dependent-pipeline algorithm (the same pure queue processor lockmaster runs),
@@ -14,6 +15,7 @@ Reference models, computed without Temporal, git or any overhead:
 
 from __future__ import annotations
 
+import argparse
 import heapq
 import itertools
 import random
@@ -42,13 +44,48 @@ JOBS = [
     JobSpec(name="project-test1", run="true", dependencies=["project-merge"]),
     JobSpec(name="project-test2", run="true", dependencies=["project-merge"]),
 ]
-CRITICAL_PATH = 2 * JOB_SECONDS
 
 
-def broken_changes(seed: int = 3) -> set[int]:
-    """Which of 1..CHANGES are broken: 10%, chosen reproducibly, never the first."""
-    rng = random.Random(seed)
-    return set(rng.sample(range(2, CHANGES + 1), round(CHANGES * BROKEN_SHARE)))
+@dataclass(frozen=True)
+class Workload:
+    """How many changes, approved how often, how many broken, how long each job takes."""
+
+    changes: int = CHANGES
+    spacing: float = SPACING  # seconds between approvals
+    broken_share: float = BROKEN_SHARE
+    job_seconds: float = JOB_SECONDS
+    seed: int = 3
+
+    @classmethod
+    def at_rate(cls, changes: int, rate: float, broken_share: float,
+                job_seconds: float) -> Workload:
+        """`rate` approvals per second."""
+        return cls(changes=changes, spacing=1.0 / rate, broken_share=broken_share,
+                   job_seconds=job_seconds)
+
+    @property
+    def critical_path(self) -> float:
+        return 2 * self.job_seconds
+
+    def describe(self) -> str:
+        return (f"{self.changes} changes, {1 / self.spacing:g} approvals/s, "
+                f"{self.broken_share:.0%} broken, {self.job_seconds:g} s jobs")
+
+
+DEFAULT = Workload()
+CRITICAL_PATH = DEFAULT.critical_path
+
+
+def change_name(n: int) -> str:
+    return f"C{n:02d}"
+
+
+def broken_changes(workload: Workload = DEFAULT) -> set[int]:
+    """Which of 1..changes are broken: the workload's share, chosen reproducibly, never the
+    first."""
+    rng = random.Random(workload.seed)
+    return set(rng.sample(range(2, workload.changes + 1),
+                          round(workload.changes * workload.broken_share)))
 
 
 @dataclass
@@ -67,10 +104,11 @@ class Outcome:
 
 
 def zuul_model(window: int = 20, broken: set[int] | None = None, *, merge_seconds: float = 0.0,
-               submit_seconds: float = 0.0) -> Outcome:
+               submit_seconds: float = 0.0, workload: Workload = DEFAULT) -> Outcome:
     """Zuul's algorithm; `merge_seconds` / `submit_seconds`: what a speculative merge and a
     report-and-submit take (0: free), to compare like with like against a measured run."""
-    broken = broken_changes() if broken is None else broken
+    broken = broken_changes(workload) if broken is None else broken
+    spacing, job_seconds = workload.spacing, workload.job_seconds
     state = QueueState(queue="q", pipeline="gate", window=window, window_floor=min(3, window),
                        window_increase_amount=1 if window > 1 else 0, window_decrease_factor=2)
     ids = (f"b{n}" for n in itertools.count())
@@ -80,8 +118,8 @@ def zuul_model(window: int = 20, broken: set[int] | None = None, *, merge_second
     approved: dict[int, float] = {}
     builds: dict[str, tuple[str, int]] = {}
     outcome = Outcome()
-    for n in range(1, CHANGES + 1):
-        heapq.heappush(clock, (n * SPACING - SPACING, next(seq), "approve", n))
+    for n in range(1, workload.changes + 1):
+        heapq.heappush(clock, (n * spacing - spacing, next(seq), "approve", n))
 
     def run(now: float) -> None:
         pending = queue.process(now)
@@ -98,7 +136,7 @@ def zuul_model(window: int = 20, broken: set[int] | None = None, *, merge_second
                 numbers = {int(k.split(",")[0]) for k in action.build.changes.split()}
                 fails = action.job.name == "project-test1" and bool(numbers & broken)
                 builds[action.build.build_id] = (action.key, action.buildset)
-                heapq.heappush(clock, (now + JOB_SECONDS, next(seq), "build",
+                heapq.heappush(clock, (now + job_seconds, next(seq), "build",
                                        (action, Result.FAILURE if fails else Result.SUCCESS)))
             elif isinstance(action, CancelAction):
                 for build_id in action.build_ids:
@@ -136,47 +174,71 @@ def zuul_model(window: int = 20, broken: set[int] | None = None, *, merge_second
                 continue  # cancelled
             queue.build_done(action.key, action.buildset, BuildResult(
                 build_id=action.build.build_id, job=action.job.name, result=result,
-                started=now - JOB_SECONDS, ended=now))
+                started=now - job_seconds, ended=now))
         run(now)
     return outcome
 
 
-def ideal_model(broken: set[int] | None = None) -> Outcome:
-    broken = broken_changes() if broken is None else broken
+def ideal_model(broken: set[int] | None = None, *, workload: Workload = DEFAULT) -> Outcome:
+    broken = broken_changes(workload) if broken is None else broken
     outcome = Outcome()
     previous = 0.0
-    for n in range(1, CHANGES + 1):
+    for n in range(1, workload.changes + 1):
         if n in broken:
             continue
-        approved = (n - 1) * SPACING
-        merged = max(approved + CRITICAL_PATH, previous)
+        approved = (n - 1) * workload.spacing
+        merged = max(approved + workload.critical_path, previous)
         outcome.latency[n] = merged - approved
         outcome.builds += len(JOBS)
         previous = merged
     return outcome
 
 
-def scenario_yaml(broken: set[int] | None = None, time_scale: float = 1.0) -> str:
+def scenario_yaml(broken: set[int] | None = None, time_scale: float = 1.0, *,
+                  workload: Workload = DEFAULT) -> str:
     """The same workload as a `lockmaster simulate` scenario."""
-    broken = broken_changes() if broken is None else broken
-    names = [f"C{n:02d}" for n in range(1, CHANGES + 1)]
-    lines = ["name: gate benchmark (30 changes, 10% broken, 2 s jobs)", "changes:"]
+    broken = broken_changes(workload) if broken is None else broken
+    names = [change_name(n) for n in range(1, workload.changes + 1)]
+    lines = [f"name: gate benchmark ({workload.describe()})", "changes:"]
     lines += [f"  {name}: {{project: org/project}}" for name in names]
     lines.append("events:")
-    lines += [f"  - {{approve: {name}, at: {i * SPACING}}}" for i, name in enumerate(names)]
+    lines += [f"  - {{approve: {name}, at: {round(i * workload.spacing, 6)}}}"
+              for i, name in enumerate(names)]
     lines.append("outcomes:")
-    lines += [f"  - {{job: project-test1, change: C{n:02d}, result: FAILURE}}"
+    lines += [f"  - {{job: project-test1, change: {change_name(n)}, result: FAILURE}}"
               for n in sorted(broken)]
-    lines.append(f"durations: {{default: {JOB_SECONDS}}}")
+    lines.append(f"durations: {{default: {workload.job_seconds}}}")
     return "\n".join(lines) + "\n"
+
+
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--changes", type=int, default=CHANGES, help="changes approved")
+    parser.add_argument("--rate", type=float, default=1 / SPACING,
+                        help="approvals per second")
+    parser.add_argument("--broken", type=float, default=BROKEN_SHARE,
+                        help="share of broken changes (0.05: 5%%)")
+    parser.add_argument("--build-seconds", type=float, default=JOB_SECONDS,
+                        help="every job's duration")
+
+
+def workload_from(args: argparse.Namespace) -> Workload:
+    if args.changes < 2 or args.rate <= 0 or not 0 <= args.broken < 1 or \
+            args.build_seconds <= 0:
+        raise SystemExit("--changes must be >= 2, --rate and --build-seconds > 0, "
+                         "--broken in [0, 1)")
+    return Workload.at_rate(args.changes, args.rate, args.broken, args.build_seconds)
 
 
 if __name__ == "__main__":
     import json
 
+    parser = argparse.ArgumentParser(description="The gate benchmark's reference models.")
+    add_workload_arguments(parser)
+    workload = workload_from(parser.parse_args())
     print(json.dumps({
-        "broken": sorted(broken_changes()),
-        "zuul": zuul_model().summary(),
-        "serial": zuul_model(window=1).summary(),
-        "ideal": ideal_model().summary(),
+        "workload": workload.describe(),
+        "broken": sorted(broken_changes(workload)),
+        "zuul": zuul_model(workload=workload).summary(),
+        "serial": zuul_model(window=1, workload=workload).summary(),
+        "ideal": ideal_model(workload=workload).summary(),
     }, indent=2))

@@ -155,6 +155,22 @@ async def test_a_build_takes_its_duration_and_is_recorded() -> None:
     assert record.ended is not None and 0.08 <= record.ended - record.started < 0.2
 
 
+async def test_a_build_heartbeats_as_often_as_asked() -> None:
+    """Each heartbeat is a call to the Temporal server: the benchmark asks for fewer."""
+    scenario = parse_scenario(SCENARIO + "durations: {default: 0.35}\n")
+    counts = []
+    for every in (0.1, 1.0):
+        executor = SimulatedExecutor(scenario, Clock(), heartbeat=every)
+        env = ActivityEnvironment()
+        beats: list[object] = []
+        env.on_heartbeat = lambda *details, beats=beats: beats.append(details)
+        await env.run(executor.run_build, _request(scenario, "project-merge", [4]))
+        counts.append(len(beats))
+    assert counts[0] >= 3 and counts[1] == 1
+    with pytest.raises(ValueError, match="heartbeat"):
+        SimulatedExecutor(scenario, Clock(), heartbeat=0)
+
+
 async def test_a_build_longer_than_its_timeout_times_out() -> None:
     scenario = parse_scenario(SCENARIO + "durations: {default: 5}\n")
     executor = SimulatedExecutor(scenario, Clock())

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lockmaster.model.build import Artifact, BuildResult, Result
+from lockmaster.model.build import Artifact, BuildResult, JobSpec, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.gate import GateBuild, GateItem, QueueState
 from lockmaster.model.state import PrepareStateResult
-from lockmaster.pipelines import gate_commands, gate_merges, gate_window, reports
+from lockmaster.pipelines import gate_commands, gate_lookups, gate_merges, gate_window, reports
 from lockmaster.pipelines.gate_actions import (
     Action,
     BuildAction,
@@ -41,8 +41,7 @@ from lockmaster.pipelines.gate_actions import (
     ReportItemAction,
     SubmitBatchAction,
 )
-from lockmaster.pipelines.gate_tested import find_tested
-from lockmaster.pipelines.jobgraph import JobGraph, final_result, upstream_jobs, waits_for_providers
+from lockmaster.pipelines.jobgraph import JobGraph, final_result, waits_for_providers
 
 __all__ = [
     "DEPENDENCY_FAILED",
@@ -86,6 +85,7 @@ class GateQueue:
         # An item whose state can never be built leaves at once (gate_merges.py; off for
         # histories recorded before, where such an item was merged again and again).
         self.unbuildable_leave = unbuildable_leave
+        self._merged_cache: tuple[list[str], int, gate_lookups.MergedKeys] | None = None
 
     MERGED_MEMORY = 500
 
@@ -136,7 +136,16 @@ class GateQueue:
         return not self.items
 
     def merged(self, key: str) -> bool:
-        return key in self.state.merged_keys
+        return key in self._merged_set()
+
+    def _merged_set(self) -> gate_lookups.MergedKeys:
+        """`merged_keys` as a set, made again only when the list changed (`_merged` replaces
+        the list, nothing edits it in place): every pass looks each item's changes up in it."""
+        keys = self.state.merged_keys
+        cached = self._merged_cache
+        if cached is None or cached[0] is not keys or cached[1] != len(keys):
+            cached = self._merged_cache = (keys, len(keys), gate_lookups.MergedKeys(keys))
+        return cached[2]
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -255,26 +264,8 @@ class GateQueue:
         return [CancelAction(stopped)] if stopped else []
 
     def artifacts_for(self, key: str, job: str) -> list[Artifact]:
-        """What a build of `job` receives (Zuul's artifacts): those of the successful builds of
-        the jobs it depends on (transitively) in this item, and of every successful build of the
-        items ahead that its state includes, nearest the head first."""
-        item = self.item(key)
-        if item is None:
-            return []
-        out: list[Artifact] = []
-        for ahead_ref in item.changes[:-1]:
-            ahead = self.item(ahead_ref.key)
-            if ahead is None:  # submitted while this item waited: its record has its builds
-                record = find_tested(self.state, ahead_ref.project, ahead_ref.number)
-                if record is not None and record.change.key == ahead_ref.key:
-                    out += [a for b in record.builds for a in b.artifacts]
-            elif ahead is not item:
-                out += [a for b in ahead.builds if b.result is Result.SUCCESS
-                        for a in b.artifacts]
-        wanted = upstream_jobs(item.jobs, job)
-        out += [a for b in item.builds if b.result is Result.SUCCESS and b.job in wanted
-                for a in b.artifacts]
-        return out
+        """What a build of `job` receives (gate_lookups.artifacts_for)."""
+        return gate_lookups.artifacts_for(self, key, job)
 
     def build_cancelled(self, key: str, build_id: str) -> None:
         item = self.item(key)
@@ -369,7 +360,7 @@ class GateQueue:
                         continue
                 seen.add(item.key)
                 expected = [*ahead, item.change]
-                if [c.key for c in expected] != [c.key for c in self._unmerged(item.changes)]:
+                if not gate_lookups.same_changes(expected, self._unmerged(item.changes)):
                     actions += self._reset(item, expected)
                 if gate_window.is_active(self.state, index):
                     actions += self._advance(item, holding)
@@ -445,8 +436,7 @@ class GateQueue:
     # --- internals ---
 
     def _unmerged(self, changes: list[ChangeRef]) -> list[ChangeRef]:
-        merged = set(self.state.merged_keys)
-        return [c for c in changes if c.key not in merged]
+        return self._merged_set().unmerged(changes)
 
     def _report(self, item: GateItem, action: str, message: str, labels: dict[str, int],
                 submit: bool = False) -> ReportItemAction:
@@ -486,11 +476,13 @@ class GateQueue:
         if held:
             return actions  # an item ahead holds the following changes
         changes_key = " ".join(c.key for c in item.changes)
-        ahead = [(i.jobs, i.job_results) for i in map(self.item, (c.key for c in item.changes[:-1]))
-                 if i is not None and i is not item]
+        ahead: list[tuple[list[JobSpec], dict[str, Result]]] | None = None
         for job in graph.ready():
-            if waits_for_providers(job, ahead):
-                continue
+            if job.requires:  # (only then do the items ahead matter: looked up once)
+                if ahead is None:
+                    ahead = gate_lookups.ahead_jobs(self, item)
+                if waits_for_providers(job, ahead):
+                    continue
             attempt = len([b for b in item.builds if b.job == job.name]) + 1
             build = GateBuild(build_id=self.new_id(), job=job.name, attempt=attempt,
                               changes=changes_key)

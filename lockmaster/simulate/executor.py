@@ -25,7 +25,11 @@ from lockmaster.simulate.clock import Clock
 from lockmaster.simulate.scenario import JobOutcome, Scenario
 from lockmaster.temporal.task_queues import Role, task_queue
 
-HEARTBEAT = 0.1  # seconds between heartbeats: how quickly a cancelled build notices
+# Seconds between heartbeats: how quickly a cancelled build notices. Each is a call to the
+# Temporal server: with 16 builds running (2 approvals a second, bench/gate_throughput.py) the
+# default costs the dev server ~8 CPU-seconds a minute, a third of its CPU. Real executors
+# heartbeat every 2 s (workers/executor.py); the benchmark passes `heartbeat` to be closer.
+HEARTBEAT = 0.1
 
 
 @dataclass
@@ -44,7 +48,10 @@ class BuildRecord:
 
 class SimulatedExecutor:
     def __init__(self, scenario: Scenario, clock: Clock, *, time_scale: float = 1.0,
-                 logs_url: str = "") -> None:
+                 logs_url: str = "", heartbeat: float = HEARTBEAT) -> None:
+        if heartbeat <= 0:
+            raise ValueError("heartbeat must be > 0")
+        self.heartbeat = heartbeat
         self.scenario = scenario
         self.clock = clock
         self.time_scale = time_scale
@@ -101,18 +108,17 @@ class SimulatedExecutor:
             log_url=f"{self.logs_url}/{request.log_path}/" if self.logs_url else None,
         )
 
-    @staticmethod
-    async def _take(seconds: float) -> None:
+    async def _take(self, seconds: float) -> None:
         deadline = asyncio.get_running_loop().time() + seconds
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             activity.heartbeat()
-            await asyncio.sleep(min(left, HEARTBEAT))
+            await asyncio.sleep(min(left, self.heartbeat))
 
 
 def simulated_executor_worker(
     client: Client, config: LockmasterConfig, executor: SimulatedExecutor
 ) -> Worker:
-    interval = timedelta(seconds=HEARTBEAT)
+    interval = timedelta(seconds=executor.heartbeat)
     return Worker(
         client,
         task_queue=task_queue(config.temporal.task_queue_prefix, Role.EXECUTOR),

@@ -23,7 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.simulate.clock import Clock
 from lockmaster.simulate.events import AppliedEvent, EventPlayer
-from lockmaster.simulate.executor import SimulatedExecutor, simulated_executor_worker
+from lockmaster.simulate.executor import HEARTBEAT, SimulatedExecutor, simulated_executor_worker
 from lockmaster.simulate.gerrit import SimulatedGerrit
 from lockmaster.simulate.layout import simulation_config
 from lockmaster.simulate.loading import layout_data
@@ -103,22 +103,27 @@ async def run_simulation(
     address: str | None = None,
     time_scale: float = 1.0,
     patience: float | None = None,
+    heartbeat: float = HEARTBEAT,
 ) -> dict[str, Any]:
     """Play the scenario; returns the report (spec/scenarios.md). With no `client`, connects to
-    `address`, or starts (and stops) a dev server of its own."""
+    `address`, or starts (and stops) a dev server of its own. `heartbeat`: seconds between the
+    simulated builds' heartbeats (how soon a cancelled one notices)."""
     if time_scale <= 0:
         raise ValueError("time_scale must be > 0")
+    if heartbeat <= 0:
+        raise ValueError("heartbeat must be > 0")
     if patience is None:
         longest = max([scenario.duration("default"), *scenario.durations.values()])
         patience = 300.0 + 2 * longest * time_scale
     if client is not None:
-        return await _run(scenario, client, time_scale, patience)
+        return await _run(scenario, client, time_scale, patience, heartbeat)
     async with temporal_client(address) as own:
-        return await _run(scenario, own, time_scale, patience)
+        return await _run(scenario, own, time_scale, patience, heartbeat)
 
 
 async def _run(
-    scenario: Scenario, client: Client, time_scale: float, patience: float
+    scenario: Scenario, client: Client, time_scale: float, patience: float,
+    heartbeat: float = HEARTBEAT,
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix=f"lockmaster-sim-{run_id}-") as tmp:
@@ -130,7 +135,7 @@ async def _run(
         gerrit = SimulatedGerrit(scenario, config, clock)
         await asyncio.to_thread(gerrit.setup)
         executor = SimulatedExecutor(scenario, clock, time_scale=time_scale,
-                                     logs_url=config.logs.url)
+                                     logs_url=config.logs.url, heartbeat=heartbeat)
         router = EventRouter(config, client, gerrit.drivers)
         gerrit.on_merged = router.route
         player = EventPlayer(scenario, config, client, gerrit, router)
