@@ -59,12 +59,15 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.workflows.gate_legacy import LegacyGateRun
     from lockmaster.workflows.gate_work import GateWork
     from lockmaster.workflows.longlived import (
+        HISTORY_EVENTS,
         LongLivedWorkflow,
         WorkTracker,
         should_continue_as_new,
     )
     from lockmaster.workflows.tasks import spawn
 
+
+DETAILS_EVERY = 1.0  # seconds: the current details' refresh while short work is in flight
 
 Command = EnqueueRequest | DequeueRequest | PromoteRequest | ChangeUpdated | QueueReconfigure
 
@@ -102,6 +105,7 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
         self._enqueue_tickets = 0
         self._arrivals: dict[int, int] = {}  # ticket -> change number, of those enqueues
         self._arriving_requests: dict[int, EnqueueRequest] = {}
+        self._details_at = 0.0  # when the current details were last rendered
 
     # --- operator commands (signals: also `temporal workflow signal --name ...`) ---------------
 
@@ -252,9 +256,9 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
             for command in self._take_pending():
                 self._apply(command)
             self._run_all(queue.process(workflow.now().timestamp()))
-            # The Web UI's "Current details": the queue, every item and job (not a command).
-            workflow.set_current_details(queue_details(self.status(StatusQuery())))
-            continuing = continuing or should_continue_as_new(inp.max_history_events)
+            continuing = continuing or should_continue_as_new(inp.max_history_events,
+                                                              HISTORY_EVENTS)
+            self._show_details(continuing)
             if continuing and workflow.all_handlers_finished():
                 if not await self._quiet():
                     continue  # something happened meanwhile: decide on it first
@@ -264,6 +268,19 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
                                 if t in self._arriving_requests]
                 workflow.continue_as_new(inp)
             await self._sleep(None, continuing)
+
+    def _show_details(self, continuing: bool) -> None:
+        """The Web UI's "Current details": the queue, every item and job (metadata, not a
+        command). Rendering the whole queue is most of a busy queue's workflow-task time: while
+        short work (merges, reports) is in flight its end wakes the loop again soon, so render
+        at most once a second then; and not in the task that continues as new."""
+        now = workflow.now().timestamp()
+        short = bool(self._tasks or self._pending) or any(
+            not w.detached for w in self._work.in_flight())
+        if continuing or (short and now - self._details_at < DETAILS_EVERY):
+            return
+        self._details_at = now
+        workflow.set_current_details(queue_details(self.status(StatusQuery())))
 
     def _take_pending(self) -> list[Command]:
         pending, self._pending = self._pending, []

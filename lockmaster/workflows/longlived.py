@@ -31,12 +31,20 @@ with workflow.unsafe.imports_passed_through():
 Continuation = Callable[[Work, WorkDone], None]
 
 
-def should_continue_as_new(max_history_events: int | None) -> bool:
-    """Temporal suggests it, or the history passed the configured limit (tests set it low)."""
+# Continue as new past this many events unless configured (None: when Temporal suggests it, at
+# about 4K events or 4 MB). Tried at 2 approvals/s (docs/benchmarks.md): 600 and 2,000 made more
+# continue-as-new tasks fail (results keep arriving meanwhile) without making the gate faster.
+HISTORY_EVENTS: int | None = None
+
+
+def should_continue_as_new(max_history_events: int | None,
+                           default: int | None = None) -> bool:
+    """Temporal suggests it, or the history passed the configured limit (tests set it low;
+    `default` when none is configured)."""
     info = workflow.info()
+    limit = max_history_events if max_history_events is not None else default
     return info.is_continue_as_new_suggested() or (
-        max_history_events is not None
-        and info.get_current_history_length() > max_history_events)
+        limit is not None and info.get_current_history_length() > limit)
 
 
 class WorkTracker:
@@ -199,6 +207,9 @@ class WorkTracker:
         except WorkflowAlreadyStartedError:
             pass
         work.started = True
+        # The child has the argument now: the carried state need not (a build's is its whole
+        # speculative state, and every continue-as-new would carry it again).
+        work.arg = {}
         if work.cancel_requested:
             await self._cancel_child(work)
 

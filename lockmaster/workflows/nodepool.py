@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.temporal.task_queues import Role, task_queue
     from lockmaster.workflows.details import pool_details
     from lockmaster.workflows.longlived import (
+        HISTORY_EVENTS,
         LongLivedWorkflow,
         WorkTracker,
         should_continue_as_new,
@@ -226,7 +227,8 @@ class NodePoolWorkflow(LongLivedWorkflow):
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     workflow.continue_as_new(inp)
             else:
-                continuing = continuing or self._should_continue_as_new()
+                continuing = continuing or should_continue_as_new(
+                    self._input.max_history_events, HISTORY_EVENTS)
                 if continuing and workflow.all_handlers_finished() and await self._quiet():
                     if self._scanning:  # cut short: the next run scans at once
                         inp.state.last_cleanup = now - inp.spec.cleanup_interval

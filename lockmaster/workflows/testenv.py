@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.model.work import Work, WorkDone, WorkOptions, stuck_views
     from lockmaster.workflows.details import broker_details
     from lockmaster.workflows.longlived import (
+        HISTORY_EVENTS,
         LongLivedWorkflow,
         WorkTracker,
         should_continue_as_new,
@@ -213,7 +214,8 @@ class TEBrokerWorkflow(LongLivedWorkflow):
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     workflow.continue_as_new(inp)
             else:
-                continuing = continuing or self._should_continue_as_new()
+                continuing = continuing or should_continue_as_new(
+                    self._input.max_history_events, HISTORY_EVENTS)
                 if continuing and workflow.all_handlers_finished() and await self._quiet():
                     workflow.continue_as_new(inp)
             # The Web UI's "Current details" (not a command).
