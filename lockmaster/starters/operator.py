@@ -130,9 +130,20 @@ async def enqueue(
 async def _update(client: Client, wid: str, name: str,
                   arg: DequeueRequest | PromoteRequest) -> CommandResult | RouteAction:
     """The queue's answer, or what to say when there is none (not running, rejected, silent)."""
+    async def ask() -> CommandResult:
+        while True:
+            try:
+                return await client.get_workflow_handle(wid).execute_update(
+                    name, arg, result_type=CommandResult)
+            except RPCError as exc:
+                # Refused while the queue continued as new (nothing was done): ask again.
+                if exc.status != RPCStatusCode.FAILED_PRECONDITION or \
+                        "workflow task" not in str(exc):
+                    raise
+            await asyncio.sleep(0.2)
+
     try:
-        return await asyncio.wait_for(client.get_workflow_handle(wid).execute_update(
-            name, arg, result_type=CommandResult), ANSWER_TIMEOUT)
+        return await asyncio.wait_for(ask(), ANSWER_TIMEOUT)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return RouteAction(IGNORED, wid, "no such queue is running")

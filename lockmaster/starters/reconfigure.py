@@ -13,9 +13,10 @@ up by ID (the list may lag just after a start).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
@@ -121,22 +122,35 @@ async def _gate(client: Client, config: LockmasterConfig, wid: str, prefix: str)
     return await _signal(handle, after, describe(before, after))
 
 
-async def _pool(client: Client, config: LockmasterConfig, wid: str, spec: PoolSpec,
-                listed: bool, start_missing: bool) -> Outcome:
-    handle = client.get_workflow_handle(wid)
+async def _missing(wid: str, handle: WorkflowHandle[Any, Any], listed: bool,
+                   start_missing: bool, start: Callable[[], Awaitable[WorkflowHandle[Any, Any]]],
+                   settings: Any, started: str) -> Outcome | None:
+    """A pool or broker that is not running: started with the settings (SIGHUP of the
+    orchestrator) or reported; None when it runs."""
     try:
         running = listed or await _is_running(handle)
     except RPCError as exc:
         return Outcome(wid, "failed", str(exc))
-    if not running:
-        if not start_missing:
-            return Outcome(wid, "not running", "the orchestrator worker starts it (at its "
-                                               "start, or on SIGHUP)")
-        try:
-            await (await start_pool(client, config, spec)).signal("reconfigure", spec)
-        except RPCError as exc:
-            return Outcome(wid, "failed", str(exc))
-        return Outcome(wid, "started", _pool_settings(spec))
+    if running:
+        return None
+    if not start_missing:
+        return Outcome(wid, "not running", "the orchestrator worker starts it (at its start, "
+                                           "or on SIGHUP)")
+    try:
+        await (await start()).signal("reconfigure", settings)
+    except RPCError as exc:
+        return Outcome(wid, "failed", str(exc))
+    return Outcome(wid, "started", started)
+
+
+async def _pool(client: Client, config: LockmasterConfig, wid: str, spec: PoolSpec,
+                listed: bool, start_missing: bool) -> Outcome:
+    handle = client.get_workflow_handle(wid)
+    missing = await _missing(wid, handle, listed, start_missing,
+                             lambda: start_pool(client, config, spec), spec,
+                             _pool_settings(spec))
+    if missing is not None:
+        return missing
     before = await _query(handle, "status", PoolStatusQuery(), PoolStatus)
     return await _signal(handle, spec, pool_change(before, spec))
 
@@ -144,19 +158,11 @@ async def _pool(client: Client, config: LockmasterConfig, wid: str, spec: PoolSp
 async def _broker(client: Client, config: LockmasterConfig, wid: str, label: str,
                   tes: TEConfig, listed: bool, start_missing: bool) -> Outcome:
     handle = client.get_workflow_handle(wid)
-    try:
-        running = listed or await _is_running(handle)
-    except RPCError as exc:
-        return Outcome(wid, "failed", str(exc))
-    if not running:
-        if not start_missing:
-            return Outcome(wid, "not running", "the orchestrator worker starts it (at its "
-                                               "start, or on SIGHUP)")
-        try:
-            await (await start_broker(client, config, label, tes)).signal("reconfigure", tes)
-        except RPCError as exc:
-            return Outcome(wid, "failed", str(exc))
-        return Outcome(wid, "started", f"{len(tes.tes)} TEs")
+    missing = await _missing(wid, handle, listed, start_missing,
+                             lambda: start_broker(client, config, label, tes), tes,
+                             f"{len(tes.tes)} TEs")
+    if missing is not None:
+        return missing
     before = await _query(handle, "status", BrokerStatusQuery(), BrokerStatus)
     return await _signal(handle, tes, broker_change(before, tes))
 

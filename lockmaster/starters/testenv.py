@@ -250,12 +250,20 @@ class TEHolder:
                 return await self.handle.execute_update(name, arg, result_type=result_type)
             except RPCError as exc:
                 # Temporal admits a few updates in flight per workflow; beyond that the broker
-                # is busy, not gone: ask again (idempotent by lease id) after a jittered pause.
-                if exc.status is not RPCStatusCode.RESOURCE_EXHAUSTED:
+                # is busy, not gone; an update that arrived while the broker continued as new
+                # is refused as "not ready". Either way ask again (idempotent by lease id)
+                # after a jittered pause.
+                if not _busy(exc):
                     raise TEError(f"the TE broker {self.handle.id} is not reachable: {exc}"
                                   ) from exc
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, BUSY_MAX)
+
+
+def _busy(exc: RPCError) -> bool:
+    """The broker is busy or between two runs, not gone."""
+    return exc.status is RPCStatusCode.RESOURCE_EXHAUSTED or (
+        exc.status is RPCStatusCode.FAILED_PRECONDITION and "workflow task" in str(exc))
 
 
 def _write_private(path: Path, text: str, exclusive: bool = False) -> None:

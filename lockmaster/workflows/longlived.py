@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
@@ -230,6 +231,8 @@ class LongLivedWorkflow:
 
     _work: WorkTracker
     _dirty: bool = True
+    _draining: bool = False  # a legacy run: starts nothing new, continues once work is done
+    _continuing: bool = False  # continue-as-new is due (at the next quiet moment)
 
     @workflow.signal(name="work-done")
     def work_done(self, done: WorkDone) -> None:
@@ -241,6 +244,26 @@ class LongLivedWorkflow:
 
     def _wake(self) -> None:
         self._dirty = True
+
+    async def _continue_when_due(self, inp: Any, max_history_events: int | None, *,
+                                 legacy: bool, tasks: set[asyncio.Task[None]],
+                                 before: Callable[[], None] | None = None) -> None:
+        """Continue as new with `inp` if it is due: at once (work in flight is in `inp`), once
+        handlers are done and the work that became ready has run. A run recorded before this
+        design (`legacy`) drains first, as it did."""
+        if legacy:
+            if not self._draining and should_continue_as_new(max_history_events):
+                self._draining = True  # start nothing new; let what runs finish
+            if self._draining and not tasks:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(inp)
+            return
+        self._continuing = self._continuing or should_continue_as_new(max_history_events,
+                                                                      HISTORY_EVENTS)
+        if self._continuing and workflow.all_handlers_finished() and await self._quiet():
+            if before is not None:
+                before()
+            workflow.continue_as_new(inp)
 
     async def _quiet(self) -> bool:
         """Before continuing as new: let the work that became ready in this workflow task run

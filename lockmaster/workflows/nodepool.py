@@ -59,10 +59,8 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.temporal.task_queues import Role, task_queue
     from lockmaster.workflows.details import pool_details
     from lockmaster.workflows.longlived import (
-        HISTORY_EVENTS,
         LongLivedWorkflow,
         WorkTracker,
-        should_continue_as_new,
     )
     from lockmaster.workflows.tasks import spawn
     from lockmaster.workflows.work_options import retry_fields
@@ -210,7 +208,6 @@ class NodePoolWorkflow(LongLivedWorkflow):
         # deletions start again (they are idempotent).
         self._work.resume()
         self._carry_out([Delete(n) for n in _deleting(inp)])
-        continuing = False
         while True:
             now = self._now()
             if cloud and not self._scanning and not self._draining and (
@@ -220,24 +217,18 @@ class NodePoolWorkflow(LongLivedWorkflow):
                 self._spawn(self._scan())
             if not self._draining:
                 self._carry_out(alloc.process(now))
-            if self._legacy:
-                if not self._draining and self._should_continue_as_new():
-                    self._draining = True  # start nothing new; let what runs finish
-                if self._draining and not self._tasks:
-                    await workflow.wait_condition(workflow.all_handlers_finished)
-                    workflow.continue_as_new(inp)
-            else:
-                continuing = continuing or should_continue_as_new(
-                    self._input.max_history_events, HISTORY_EVENTS)
-                if continuing and workflow.all_handlers_finished() and await self._quiet():
-                    if self._scanning:  # cut short: the next run scans at once
-                        inp.state.last_cleanup = now - inp.spec.cleanup_interval
-                    workflow.continue_as_new(inp)
+
+            def rescan(at: float = now) -> None:
+                if self._scanning:  # cut short: the next run scans at once
+                    inp.state.last_cleanup = at - inp.spec.cleanup_interval
+
+            await self._continue_when_due(inp, inp.max_history_events, legacy=self._legacy,
+                                          tasks=self._tasks, before=rescan)
             # The Web UI's "Current details" (not a command).
             workflow.set_current_details(pool_details(
                 self.status(PoolStatusQuery()), disabled_reason=inp.state.disabled_reason,
                 now=now))
-            await self._sleep(self._next_wake(now), continuing)
+            await self._sleep(self._next_wake(now), self._continuing)
             alloc = self._allocator()
 
     def _next_wake(self, now: float) -> timedelta | None:
@@ -250,10 +241,6 @@ class NodePoolWorkflow(LongLivedWorkflow):
         if not deadlines:
             return None
         return timedelta(seconds=max(0.01, min(deadlines) - now))
-
-    def _should_continue_as_new(self) -> bool:
-        assert self._input is not None
-        return should_continue_as_new(self._input.max_history_events)
 
     # --- actions -------------------------------------------------------------------------------
 

@@ -52,10 +52,8 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.model.work import Work, WorkDone, WorkOptions, stuck_views
     from lockmaster.workflows.details import broker_details
     from lockmaster.workflows.longlived import (
-        HISTORY_EVENTS,
         LongLivedWorkflow,
         WorkTracker,
-        should_continue_as_new,
     )
 
 AUTHORIZE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -203,35 +201,22 @@ class TEBrokerWorkflow(LongLivedWorkflow):
                 self._carry_out([Reset(key, record.generation)])
         if not self._legacy:
             self._carry_out(self._broker.authorizing())
-        continuing = False
         while True:
             if not self._draining:
                 self._step()
-            if self._legacy:
-                if not self._draining and self._should_continue_as_new():
-                    self._draining = True
-                if self._draining and not self._tasks:
-                    await workflow.wait_condition(workflow.all_handlers_finished)
-                    workflow.continue_as_new(inp)
-            else:
-                continuing = continuing or should_continue_as_new(
-                    self._input.max_history_events, HISTORY_EVENTS)
-                if continuing and workflow.all_handlers_finished() and await self._quiet():
-                    workflow.continue_as_new(inp)
+            await self._continue_when_due(inp, inp.max_history_events, legacy=self._legacy,
+                                          tasks=self._tasks)
             # The Web UI's "Current details" (not a command).
             workflow.set_current_details(broker_details(self.status(BrokerStatusQuery()),
                                                         draining=self._draining))
             deadline = self._broker.next_deadline()
             timeout = None if deadline is None else \
                 timedelta(seconds=max(0.01, deadline - self._now()))
-            await self._sleep(timeout, continuing)
+            await self._sleep(timeout, self._continuing)
 
     def _step(self) -> None:
         if not self._draining:
             self._carry_out(self._broker.process(self._now()))
-
-    def _should_continue_as_new(self) -> bool:
-        return should_continue_as_new(self._input.max_history_events)
 
     # --- host actions, one after another per TE ------------------------------------------------
 
