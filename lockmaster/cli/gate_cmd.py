@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from lockmaster.cli.context import fail, load, out
 from lockmaster.config.models import LockmasterConfig
@@ -141,9 +142,9 @@ def status(
         for q in p.queues:
             out.print(f"  queue {q.queue}: window {q.window}, {len(q.items)} item(s)")
             for w in q.stuck:  # retried until the review system answers again
-                out.print(f"    [red]stuck[/]: {w.what} failing since "
-                          f"{int(now - w.since)}s ago ({w.failures} round(s)): {w.error}",
-                          markup=True, highlight=False)
+                out.print(f"    [red]stuck[/]: {escape(w.what)} failing since "
+                          f"{int(now - w.since)}s ago ({w.failures} round(s)): "
+                          f"{escape(w.error or '')}", highlight=False)
             for item in q.items:
                 flag = "[red]failing[/]" if item.failing else (
                     "active" if item.active else "[dim]waiting (outside window)[/]")
