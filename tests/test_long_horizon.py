@@ -18,6 +18,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from lockmaster.model.gate_compact import expand, is_compact
 from lockmaster.model.nodes import NodeState
 from lockmaster.model.testenv import (
     LeaseRef,
@@ -63,7 +64,9 @@ async def carried_inputs(client: Client, workflow_id: str) -> list[dict[str, Any
         started = history.events[0]
         assert started.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
         payload = started.workflow_execution_started_event_attributes.input.payloads[0]
-        inputs.append(json.loads(payload.data))
+        data = json.loads(payload.data)
+        # The gate writes its carried state compactly (model/gate_compact.py).
+        inputs.append(expand(data) if is_compact(data) else data)
     return inputs
 
 

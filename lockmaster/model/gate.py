@@ -5,14 +5,21 @@ The queue state is carried across continue-as-new, so everything here is plain d
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import (
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from lockmaster.model.base import Model
 from lockmaster.model.build import Artifact, JobSpec, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.check import ReportLabels
+from lockmaster.model.gate_compact import compact, expand, is_compact
 from lockmaster.model.report import ReportRequest
 from lockmaster.model.state import NeededChange, ProjectState, SpeculativeState
 from lockmaster.model.work import StuckView, Work
@@ -178,6 +185,19 @@ class GateInput(Model):
     # A report or submit that keeps failing this long (seconds) shows stuck in `status` and the
     # Web UI; it is tried again until the review system takes it.
     review_round: float = 300.0
+
+    # As JSON (the workflow's input, carried across continue-as-new) the state is written
+    # compactly: it would otherwise grow with the square of the queue (model/gate_compact.py).
+    @model_serializer(mode="wrap")
+    def _write_compact(self, handler: SerializerFunctionWrapHandler,
+                       info: SerializationInfo) -> dict[str, Any]:
+        data = handler(self)
+        return compact(data) if info.mode_is_json() else data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_compact(cls, data: Any) -> Any:
+        return expand(data) if is_compact(data) else data
 
 
 class SubmitRequest(Model):
