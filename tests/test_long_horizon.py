@@ -177,13 +177,19 @@ async def test_pool_hands_out_nodes_while_a_slow_launch_crosses_boundaries(
         sshd_server: SSHServer, tmp_path: Path) -> None:
     """One server takes long to boot; meanwhile the pool continues as new several times and
     keeps launching and handing out nodes to the requests after it."""
+    # The slow server stays in BUILD until the test ends it: neither limit may end its launch
+    # first, however long the others take on a busy machine (the default launch-timeout, 20 s,
+    # did on a loaded one: it was launched again, booted at once and served early).
     config = pool_config(tmp_path, cloud_config, sshd_server, max_servers=4,
-                         **{"boot-timeout": 600})
+                         **{"boot-timeout": 600, "launch-timeout": 600})
     async with pool_running(client, config, max_history_events=30) as ops:
         source = PooledNodes(client, config, config.state_path)
         fake_openstack.slow_boot_next(500.0)  # until the test ends it
         slow = asyncio.create_task(source.acquire_nodeset(["small"], "slow"))
         await until(lambda: _building(ops), what="the slow launch")
+        # Its server exists (the slow boot is the next server created): the launches for the
+        # requests after it must not race it to the cloud.
+        await until(lambda: _created(fake_openstack), what="the slow server")
         served = 0
         for i in range(4):
             nodeset = await asyncio.wait_for(source.acquire_nodeset(["small"], f"r{i}"), 90)
@@ -199,6 +205,10 @@ async def test_pool_hands_out_nodes_while_a_slow_launch_crosses_boundaries(
         carried = await carried_inputs(client, pool_id)
         assert any(any(k.startswith("launch/") for k in inp.get("work", {}))
                    for inp in carried), "no run continued as new with a launch in flight"
+
+
+async def _created(cloud: FakeOpenStack) -> bool:
+    return len(cloud.servers) >= 1
 
 
 async def _building(ops: NodePools) -> bool:

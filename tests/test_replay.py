@@ -355,3 +355,36 @@ async def test_record_long_lived_histories(client: Client, tmp_path: Path) -> No
         f'tehost1/"')]
     history = await client.get_workflow_handle(reset.id, run_id=reset.run_id).fetch_history()
     save("detached-reset-stuck", history, reset.id)
+
+
+@pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
+                    reason="records histories only when asked")
+async def test_record_outliving_build_histories(client: Client, tmp_path: Path) -> None:
+    """Builds as activities that outlive the queue's run (temporal/outliving.py): the first
+    three runs of a gate queue continuing as new while builds run, their results reaching the
+    next run by signal."""
+    from lockmaster.starters.operator import enqueue_change
+    from tests.test_gate_workflow import gate_config, settle
+    from tests.test_long_horizon import runs_of
+
+    name = unique_project()
+    config = gate_config(tmp_path, [name], "sleep 2")
+    async with deployment(client, config) as dep:
+        dep.store.create_project(name, {"README": "x\n"})
+        for i in range(4):
+            change = dep.store.upload(name, files={f"f{i}": "x\n"}, subject=f"c{i}")
+            dep.store.vote(change.number, {"Code-Review": 2, "Workflow": 1}, author="core")
+            await enqueue_change(client, config, "gate", change.ref(), max_history_events=30)
+        wid = f"gate/{name}"
+        await settle(dep, wid, timeout=120)
+        runs = await runs_of(client, wid)
+        assert len(runs) >= 3
+        signalled = 0
+        for index, handle in enumerate(runs[:3], start=1):
+            history = await handle.fetch_history()
+            signalled += sum(1 for e in history.events
+                             if e.HasField("workflow_execution_signaled_event_attributes")
+                             and e.workflow_execution_signaled_event_attributes.signal_name
+                             == "work-done")
+            save(f"gate-outliving-run{index}", history, wid)
+        assert signalled, "no build result crossed a continue-as-new in the recorded runs"

@@ -7,6 +7,7 @@ from temporalio import activity
 from lockmaster.execution.runner import BuildRunner
 from lockmaster.model.build import BuildRequest, BuildResult
 from lockmaster.temporal.heartbeat import heartbeating
+from lockmaster.temporal.outliving import outliving
 
 
 class ExecutorActivities:
@@ -17,8 +18,11 @@ class ExecutorActivities:
     @activity.defn(name="run_build")
     async def run_build(self, request: BuildRequest) -> BuildResult:
         """Heartbeats throughout, so a dead worker is noticed within the heartbeat timeout (and
-        the build runs again elsewhere) and a cancelled check reaches the running command."""
+        the build runs again elsewhere) and a cancelled check reaches the running command. A
+        gate's build outlives the queue's run that asked for it (temporal/outliving.py)."""
+        return await outliving(self._run(request))
 
+    async def _run(self, request: BuildRequest) -> BuildResult:
         info = activity.info()
         async with heartbeating("running", every=self.heartbeat_interval) as beat:
             return await self.runner.run(

@@ -46,6 +46,14 @@ class Work(Model):
     # signals its result back, so it outlives continue-as-new. Otherwise it runs in this run and
     # the next run issues it again (it must be idempotent and short).
     detached: bool = False
+    # Outlives its run: an activity of the run that issued it (one history event to ask, one to
+    # answer, no child workflow), whose result goes to the workflow ID by signal when that run
+    # has ended first (temporal/outliving.py). The next run waits for it instead of issuing it
+    # again; if nothing says it runs any more (`work-alive`), it ends as lost.
+    outlives_run: bool = False
+    run_id: str | None = None  # the run that issued it (outlives_run)
+    issued_length: int = 0  # the history length when it was issued (outlives_run)
+    alive_at: float | None = None  # the last sign of life of an orphan (outlives_run)
     # Never given up: after each failed round the work is reported stuck (visible in status and
     # the Web UI) and tried again, until it succeeds or is cancelled.
     persist: bool = False
@@ -80,6 +88,18 @@ class WorkStuck(Model):
     error: str
     failures: int
     since: float
+
+
+class WorkAlive(Model):
+    """Update `work-alive`: work whose run ended is still running (sent by it periodically)."""
+
+    key: str
+
+
+class WorkWanted(Model):
+    """The answer: whether the workflow still waits for it (False: cancelled or forgotten)."""
+
+    wanted: bool
 
 
 class DetachedInput(Model):

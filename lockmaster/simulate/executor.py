@@ -23,6 +23,7 @@ from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.build import BuildRequest, BuildResult, Result
 from lockmaster.simulate.clock import Clock
 from lockmaster.simulate.scenario import JobOutcome, Scenario
+from lockmaster.temporal.outliving import outliving
 from lockmaster.temporal.task_queues import Role, task_queue
 
 # Seconds between heartbeats: how quickly a cancelled build notices. Each is a call to the
@@ -79,6 +80,10 @@ class SimulatedExecutor:
 
     @activity.defn(name="run_build")
     async def run_build(self, request: BuildRequest) -> BuildResult:
+        # As the real executor's: a gate's build outlives the queue's run that asked for it.
+        return await outliving(self._run(request))
+
+    async def _run(self, request: BuildRequest) -> BuildResult:
         result = self.scripted(request)
         record = BuildRecord(
             build_id=request.build_id, pipeline=request.pipeline, job=request.job.name,

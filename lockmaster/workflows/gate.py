@@ -262,6 +262,9 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
             if continuing and workflow.all_handlers_finished():
                 if not await self._quiet():
                     continue  # something happened meanwhile: decide on it first
+                if self._work.fresh():  # builds issued in this task: at the next one
+                    await self._sleep(None, continuing)
+                    continue
                 # Nothing to wait for: work in flight is in `inp.work`, enqueues still being
                 # looked at go in `inp.arriving`.
                 inp.arriving = [self._arriving_requests[t] for t in self._enqueuing

@@ -1,6 +1,7 @@
 """How the gate carries out its queue's actions as `Work` (workflows/longlived.py): merges,
 reports and submits are short activities of the current run, issued again by the next run if
-it continued as new first; builds run in detached children that outlive the run. Every result
+it continued as new first; builds are activities that outlive the run (their result reaches the
+next run by signal), or in older runs detached children. Every result
 goes back into the pure queue through a continuation of the work's kind."""
 
 from __future__ import annotations
@@ -107,8 +108,12 @@ class GateWork:
             return
         build = action.build
         build.started = workflow.now().timestamp()
+        # A build is an activity of this run that outlives it (temporal/outliving.py); in runs
+        # recorded before that, a detached child.
+        outlives = workflow.patched("builds-outlive-runs")
         self._work.submit(Work(
-            key=f"build/{build.build_id}", kind="build", detached=True,
+            key=f"build/{build.build_id}", kind="build", detached=not outlives,
+            outlives_run=outlives,
             context={"key": action.key, "buildset": action.buildset, "job": action.job.name,
                      "build_id": build.build_id, "attempt": build.attempt},
             activity="run_build", arg=request.model_dump(mode="json"),

@@ -15,7 +15,8 @@ A result goes to the continuation registered for the work's kind, in the run tha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -25,11 +26,24 @@ from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
-    from lockmaster.model.work import DetachedInput, Work, WorkDone, WorkStuck
+    from lockmaster.model.work import (
+        DetachedInput,
+        Work,
+        WorkAlive,
+        WorkDone,
+        WorkStuck,
+        WorkWanted,
+    )
+    from lockmaster.temporal.outliving import activity_id
     from lockmaster.workflows.detached import DetachedWorkWorkflow, detached_id
     from lockmaster.workflows.work_options import activity_options, permanent, timeout_type
 
 Continuation = Callable[[Work, WorkDone], None]
+
+# An orphan (work that outlives its run, whose run ended) that says nothing this many heartbeat
+# timeouts is lost: it ends as failed, and what it was for decides (a build runs again).
+ORPHAN_SILENCE = 3
+ORPHAN_HEARTBEAT = 30.0  # when the work has no heartbeat timeout
 
 
 # Continue as new past this many events unless configured (None: when Temporal suggests it, at
@@ -79,14 +93,29 @@ class WorkTracker:
 
     def resume(self) -> None:
         """A new run, once the workflow can take results: the results that came before, then
-        every piece of work the last run left in flight."""
+        every piece of work the last run left in flight (work that outlives its run and was
+        issued by an earlier one is waited for, not issued again)."""
         self._open = True
         early, self._early = self._early, []
         for done in early:
             self.on_done(done)
+        run_id = workflow.info().run_id
         for work in list(self.records.values()):
-            if work.key not in self._tasks:
+            if work.key in self._tasks:
+                continue
+            if work.outlives_run and work.started and work.run_id != run_id:
+                if work.alive_at is None:
+                    work.alive_at = workflow.now().timestamp()
+                self._watch(work)
+            else:
                 self._start(work)
+
+    def fresh(self) -> bool:
+        """Work that outlives its run was issued in this workflow task: the run must not end
+        in it (an activity scheduled with the continue-as-new would never be dispatched)."""
+        length = workflow.info().get_current_history_length()
+        return any(w.outlives_run and w.started and w.issued_length == length
+                   and w.run_id == workflow.info().run_id for w in self.records.values())
 
     def cancel(self, key: str) -> bool:
         """Ask the work to stop; its continuation then receives a cancelled result."""
@@ -125,6 +154,14 @@ class WorkTracker:
         if work is not None:
             self._finish(work, done)
 
+    def on_alive(self, alive: WorkAlive) -> WorkWanted:
+        """An orphan says it still runs; it is told whether it is still wanted."""
+        work = self.records.get(alive.key)
+        if work is None or work.cancel_requested:
+            return WorkWanted(wanted=False)
+        work.alive_at = workflow.now().timestamp()
+        return WorkWanted(wanted=True)
+
     def on_stuck(self, stuck: WorkStuck) -> None:
         work = self.records.get(stuck.key)
         if work is not None:
@@ -135,10 +172,13 @@ class WorkTracker:
     # --- carrying it out -----------------------------------------------------------------------
 
     def _start(self, work: Work) -> None:
-        task = asyncio.ensure_future(self._run(work))
-        self._tasks[work.key] = task
+        self._track(work.key, self._run(work))
 
-        def ended(t: asyncio.Task[None], key: str = work.key) -> None:
+    def _track(self, key: str, body: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(body)
+        self._tasks[key] = task
+
+        def ended(t: asyncio.Task[None], key: str = key) -> None:
             if self._tasks.get(key) is t:
                 del self._tasks[key]
             self._wake()
@@ -164,6 +204,29 @@ class WorkTracker:
             work.child_id = detached_id(workflow.info().workflow_id,
                                         f"{work.key}/{workflow.uuid4().hex[:6]}")
 
+    def _watch(self, work: Work) -> None:
+        """An orphan: its result comes by signal; it is lost if it stops saying it runs."""
+        self._track(work.key, self._await_orphan(work))
+
+    async def _await_orphan(self, work: Work) -> None:
+        silence = ORPHAN_SILENCE * (work.options.heartbeat or ORPHAN_HEARTBEAT)
+        try:
+            while self.records.get(work.key) is work:
+                left = (work.alive_at or 0.0) + silence - workflow.now().timestamp()
+                if left <= 0:
+                    self._finish(work, WorkDone(
+                        key=work.key, ok=False, error="lost: it stopped saying it runs after "
+                                                      "the run that asked for it ended"))
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(lambda: self.records.get(work.key) is not work,
+                                                  timeout=timedelta(seconds=left))
+        except asyncio.CancelledError:
+            if self.records.get(work.key) is work and work.cancel_requested:
+                # It is told at its next `work-alive`; nothing waits for it from now on.
+                self._finish(work, WorkDone(key=work.key, ok=False, cancelled=True,
+                                            error="cancelled"))
+
     async def _perform(self, work: Work) -> WorkDone | None:
         """The result of inline work; None for detached work (its signal finishes it)."""
 
@@ -171,9 +234,21 @@ class WorkTracker:
             return WorkDone(key=work.key, ok=False, cancelled=True, error="cancelled")
         if not work.detached:
             try:
-                result = await workflow.execute_activity(
-                    work.activity, work.arg, result_type=dict, summary=work.summary or None,
-                    **activity_options(work.options))
+                if work.outlives_run:
+                    handle = workflow.start_activity(
+                        work.activity, work.arg, result_type=dict, summary=work.summary or None,
+                        activity_id=activity_id(work.key), **activity_options(work.options))
+                    # Issued: a run that ends from the next task on leaves it running, and the
+                    # next run waits for it (its argument, a whole speculative state for a
+                    # build, need not be carried).
+                    work.started, work.arg = True, {}
+                    work.run_id = workflow.info().run_id
+                    work.issued_length = workflow.info().get_current_history_length()
+                    result = await handle
+                else:
+                    result = await workflow.execute_activity(
+                        work.activity, work.arg, result_type=dict,
+                        summary=work.summary or None, **activity_options(work.options))
                 return WorkDone(key=work.key, ok=True, result=result)
             except asyncio.CancelledError:
                 return WorkDone(key=work.key, ok=False, cancelled=True, error="cancelled")
@@ -242,6 +317,10 @@ class LongLivedWorkflow:
     def work_stuck(self, stuck: WorkStuck) -> None:
         self._work.on_stuck(stuck)
 
+    @workflow.update(name="work-alive")
+    def work_alive(self, alive: WorkAlive) -> WorkWanted:
+        return self._work.on_alive(alive)
+
     def _wake(self) -> None:
         self._dirty = True
 
@@ -260,7 +339,8 @@ class LongLivedWorkflow:
             return
         self._continuing = self._continuing or should_continue_as_new(max_history_events,
                                                                       HISTORY_EVENTS)
-        if self._continuing and workflow.all_handlers_finished() and await self._quiet():
+        if self._continuing and workflow.all_handlers_finished() and await self._quiet() \
+                and not self._work.fresh():
             if before is not None:
                 before()
             workflow.continue_as_new(inp)
@@ -275,7 +355,9 @@ class LongLivedWorkflow:
 
     async def _sleep(self, timeout: timedelta | None, continuing: bool = False) -> None:
         """Until something happens (or `timeout`). While a continue-as-new waits for handlers
-        (an update still answering), it wakes as soon as they are done."""
+        (an update still answering), it wakes as soon as they are done; after a workflow task
+        that issued work outliving its run, at the next event (WorkTracker.fresh)."""
+        continuing = continuing and not self._work.fresh()
         self._dirty = False
         try:
             await workflow.wait_condition(

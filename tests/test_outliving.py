@@ -1,0 +1,173 @@
+"""Work that outlives the run that asked for it (temporal/outliving.py, WorkTracker): the gate's
+builds are activities of the queue's current run; when the run continues as new first, the
+result reaches the next run by signal, the build is not run again, a build whose executor dies
+meanwhile is declared lost (and the queue runs it again), and a cancelled one stops.
+
+Real Temporal dev server; the probe workflow (tests/outliving_probe.py) continues as new every
+few events while its work runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from tests.outliving_probe import (
+    TASK_QUEUE,
+    Cancel,
+    OutlivingProbeWorkflow,
+    ProbeActivities,
+    ProbeInput,
+    Results,
+)
+
+WORKFLOW_QUEUE = "outliving-probe-workflows"
+
+
+@contextlib.asynccontextmanager
+async def workflow_worker(client: Client) -> AsyncIterator[None]:
+    async with Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[OutlivingProbeWorkflow]):
+        yield
+
+
+def activity_worker(client: Client, probe: ProbeActivities) -> Worker:
+    return Worker(client, task_queue=TASK_QUEUE, activities=[probe.probe_work])
+
+
+async def start(client: Client, hand_out: dict[str, float]) -> WorkflowHandle[Any, Any]:
+    return await client.start_workflow(
+        OutlivingProbeWorkflow.run, ProbeInput(hand_out=hand_out),
+        id=f"probe/{uuid.uuid4().hex[:8]}", task_queue=WORKFLOW_QUEUE)
+
+
+async def runs(client: Client, workflow_id: str) -> int:
+    return len([w async for w in client.list_workflows(f'WorkflowId = "{workflow_id}"')])
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def results(handle: WorkflowHandle[Any, Any]) -> Results:
+    for _ in range(50):  # a query may meet the workflow between two runs
+        with contextlib.suppress(Exception):
+            return await handle.query(OutlivingProbeWorkflow.results)
+        await asyncio.sleep(0.1)
+    raise AssertionError("the probe does not answer queries")
+
+
+async def test_a_result_reaches_the_next_run_and_the_work_runs_once(client: Client) -> None:
+    probe = ProbeActivities()
+    async with workflow_worker(client), activity_worker(client, probe):
+        handle = await start(client, {"a": 5.0})
+        first = await runs(client, handle.id)
+        got = await until(lambda: _result(handle, "a"), "the result of a", timeout=90)
+        # It crossed at least two continue-as-new boundaries while it ran.
+        assert await runs(client, handle.id) >= first + 2
+    assert got.ok and got.result == {"key": "a", "answer": 42}, got
+    assert probe.started == {"a": 1} and probe.finished == {"a": 1}, (probe.started,
+                                                                      probe.finished)
+
+
+async def test_work_whose_executor_dies_after_its_run_ended_is_declared_lost(
+        client: Client) -> None:
+    async with workflow_worker(client), executor_process(client) as lines:
+        assert await asyncio.wait_for(lines.get(), 30) == "ready"
+        handle = await start(client, {"b": 120.0})
+        assert await asyncio.wait_for(lines.get(), 30) == "started b"
+        first = await runs(client, handle.id)
+        await until(lambda: _more_runs(client, handle.id, first + 2), "two more runs")
+        await asyncio.sleep(2)  # its heartbeat has found its run gone: an orphan now
+        lines.kill()  # SIGKILL: nothing says the work runs any more
+        got = await until(lambda: _result(handle, "b"), "b declared lost", timeout=60)
+    assert not got.ok and not got.cancelled and "lost" in (got.error or ""), got
+
+
+async def test_an_orphan_whose_worker_shuts_down_says_so(client: Client) -> None:
+    probe = ProbeActivities()
+    async with workflow_worker(client):
+        async with activity_worker(client, probe):
+            handle = await start(client, {"d": 120.0})
+            await until(lambda: _started(probe, "d"), "d to start")
+            first = await runs(client, handle.id)
+            await until(lambda: _more_runs(client, handle.id, first + 2), "two more runs")
+            await asyncio.sleep(2)
+        got = await until(lambda: _result(handle, "d"), "d's failure", timeout=30)
+    assert not got.ok and "shut down" in (got.error or ""), got
+    assert probe.cancelled == {"d": 1} and probe.finished == {}
+
+
+async def test_cancelling_work_whose_run_ended_stops_it(client: Client) -> None:
+    probe = ProbeActivities()
+    async with workflow_worker(client), activity_worker(client, probe):
+        handle = await start(client, {"c": 120.0})
+        await until(lambda: _started(probe, "c"), "c to start")
+        first = await runs(client, handle.id)
+        await until(lambda: _more_runs(client, handle.id, first + 1), "two more runs")
+        await handle.signal(OutlivingProbeWorkflow.cancel, Cancel(key="c"))
+        got = await until(lambda: _result(handle, "c"), "c cancelled")
+        assert got.cancelled, got
+        # The executor hears it at its next `work-alive` and stops the work.
+        await until(lambda: _cancelled(probe, "c"), "the activity to stop", timeout=30)
+    assert probe.finished == {}
+
+
+class ExecutorLines(asyncio.Queue[str]):
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        super().__init__()
+        self.process = process
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+@contextlib.asynccontextmanager
+async def executor_process(client: Client) -> AsyncIterator[ExecutorLines]:
+    """The probe's activities in a process of their own, which a test can SIGKILL."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.outliving_probe", client.service_client.config.target_host,
+        stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent)
+    lines = ExecutorLines(process)
+
+    async def read() -> None:
+        assert process.stdout is not None
+        async for line in process.stdout:
+            await lines.put(line.decode().strip())
+
+    reader = asyncio.ensure_future(read())
+    try:
+        yield lines
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        reader.cancel()
+
+
+async def _result(handle: WorkflowHandle[Any, Any], key: str) -> Any:
+    return (await results(handle)).results.get(key)
+
+
+async def _started(probe: ProbeActivities, key: str) -> bool:
+    return probe.started.get(key, 0) > 0
+
+
+async def _cancelled(probe: ProbeActivities, key: str) -> bool:
+    return probe.cancelled.get(key, 0) > 0
+
+
+async def _more_runs(client: Client, workflow_id: str, at_least: int) -> bool:
+    return await runs(client, workflow_id) >= at_least
