@@ -601,3 +601,41 @@ async def test_workspace_clone_is_independent_of_the_cache(tmp_path: Path, site:
     assert not (repo / ".git" / "objects" / "info" / "alternates").exists()
     shutil.rmtree(cache.root)
     run_git("fsck", "--no-dangling", cwd=repo)
+
+
+# --- a row of states (the gate, after a reset) -------------------------------------------------
+
+
+async def test_a_row_of_states_is_what_each_state_alone_gives_with_one_fetch(
+        tmp_path: Path, site: ReviewSite, cache: RepoCache,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items behind a reset: each state is the one ahead plus a change; prepared as a row, each
+    merges onto the one before (same commits as alone), a conflict in the middle is that
+    item's own answer, and the review system is fetched once for the row."""
+    from lockmaster.git.merger import prepare_states
+    from lockmaster.model.state import PrepareStatesRequest
+
+    changes = [site.push_change(APP, n, files={f"f{n}.txt": f"{n}\n"}) for n in (1, 2, 3)]
+    clash = site.push_change(APP, 4, files={"a.txt": "one\nX\nthree\n"})
+    later = site.push_change(APP, 5, files={"a.txt": "one\nY\nthree\n"})
+    rows = [changes[:1], changes[:2], changes[:3], [*changes, clash], [*changes, clash, later]]
+    alone = [await prepare_state(PrepareStateRequest(changes=c, merge_date=DATE),
+                                 fresh_cache(tmp_path, site, f"alone{i}"))
+             for i, c in enumerate(rows)]
+    fetches: list[tuple[str, ...]] = []
+    real_git = git
+
+    async def counting(*args: str, **kwargs: object) -> str:
+        if args and args[0] == "fetch":
+            fetches.append(args)
+        return await real_git(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("lockmaster.git.cache.git", counting)
+    result = await prepare_states(PrepareStatesRequest(requests=[
+        PrepareStateRequest(changes=c, merge_date=DATE) for c in rows]), cache)
+    assert len(result.results) == len(rows)
+    for got, want in zip(result.results, alone, strict=True):
+        assert got.ok == want.ok and got.state == want.state, (got, want)
+    assert [r.ok for r in result.results] == [True, True, True, True, False]
+    assert result.results[4].conflict_change == later
+    assert len(fetches) == 1, fetches

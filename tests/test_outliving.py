@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from lockmaster.temporal.outliving import started_activities
 from tests.outliving_probe import (
     TASK_QUEUE,
     Cancel,
@@ -33,7 +35,8 @@ WORKFLOW_QUEUE = "outliving-probe-workflows"
 
 @contextlib.asynccontextmanager
 async def workflow_worker(client: Client) -> AsyncIterator[None]:
-    async with Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[OutlivingProbeWorkflow]):
+    async with Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[OutlivingProbeWorkflow],
+                      activities=[started_activities]):
         yield
 
 
@@ -73,10 +76,10 @@ async def test_a_result_reaches_the_next_run_and_the_work_runs_once(client: Clie
     probe = ProbeActivities()
     async with workflow_worker(client), activity_worker(client, probe):
         handle = await start(client, {"a": 5.0})
-        first = await runs(client, handle.id)
         got = await until(lambda: _result(handle, "a"), "the result of a", timeout=90)
-        # It crossed at least two continue-as-new boundaries while it ran.
-        assert await runs(client, handle.id) >= first + 2
+        # It crossed a continue-as-new boundary, and its result came by signal.
+        assert await runs(client, handle.id) >= 2
+        assert "a" in await signalled_results(client, handle.id)
     assert got.ok and got.result == {"key": "a", "answer": 42}, got
     assert probe.started == {"a": 1} and probe.finished == {"a": 1}, (probe.started,
                                                                       probe.finished)
@@ -157,6 +160,19 @@ async def executor_process(client: Client) -> AsyncIterator[ExecutorLines]:
         reader.cancel()
 
 
+async def signalled_results(client: Client, workflow_id: str) -> list[str]:
+    """The keys of the `work-done` signals any run of the workflow received."""
+    keys = []
+    async for run in client.list_workflows(f'WorkflowId = "{workflow_id}"'):
+        history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+        for event in history.events:
+            attrs = event.workflow_execution_signaled_event_attributes
+            if event.HasField("workflow_execution_signaled_event_attributes") \
+                    and attrs.signal_name == "work-done":
+                keys.append(json.loads(attrs.input.payloads[0].data)["key"])
+    return keys
+
+
 async def _result(handle: WorkflowHandle[Any, Any], key: str) -> Any:
     return (await results(handle)).results.get(key)
 
@@ -171,3 +187,32 @@ async def _cancelled(probe: ProbeActivities, key: str) -> bool:
 
 async def _more_runs(client: Client, workflow_id: str, at_least: int) -> bool:
     return await runs(client, workflow_id) >= at_least
+
+
+async def test_a_result_finished_after_its_run_ended_but_before_its_heartbeat_noticed(
+        client: Client) -> None:
+    """The work ends between two heartbeats, after its run continued as new: its completion is
+    refused, and the result goes to the next run by signal."""
+    probe = ProbeActivities()
+    async with workflow_worker(client), activity_worker(client, probe):
+        handle = await client.start_workflow(
+            OutlivingProbeWorkflow.run, ProbeInput(hand_out={"e": 3.0}, heartbeat=60.0),
+            id=f"probe/{uuid.uuid4().hex[:8]}", task_queue=WORKFLOW_QUEUE)
+        got = await until(lambda: _result(handle, "e"), "the result of e", timeout=60)
+    assert got.ok and got.result == {"key": "e", "answer": 42}, got
+    assert probe.finished == {"e": 1}
+
+
+async def test_work_no_worker_started_before_its_run_ended_is_issued_again(
+        client: Client) -> None:
+    """Scheduled, but no executor took it (all busy, or none up) when the run continued as new:
+    that activity would never start. The next run issues it again; it runs once."""
+    probe = ProbeActivities()
+    async with workflow_worker(client):
+        handle = await start(client, {"f": 1.0})
+        first = await runs(client, handle.id)
+        await until(lambda: _more_runs(client, handle.id, first + 2), "two more runs")
+        async with activity_worker(client, probe):
+            got = await until(lambda: _result(handle, "f"), "the result of f", timeout=60)
+    assert got.ok and got.result == {"key": "f", "answer": 42}, got
+    assert probe.started == {"f": 1} and probe.finished == {"f": 1}

@@ -360,6 +360,10 @@ async def test_record_long_lived_histories(client: Client, tmp_path: Path) -> No
 @pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
                     reason="records histories only when asked")
 async def test_record_outliving_build_histories(client: Client, tmp_path: Path) -> None:
+    await record_outliving_build_histories(client, tmp_path, "gate-outliving2")
+
+
+async def record_outliving_build_histories(client: Client, tmp_path: Path, stem: str) -> None:
     """Builds as activities that outlive the queue's run (temporal/outliving.py): the first
     three runs of a gate queue continuing as new while builds run, their results reaching the
     next run by signal."""
@@ -386,5 +390,5 @@ async def test_record_outliving_build_histories(client: Client, tmp_path: Path) 
                              if e.HasField("workflow_execution_signaled_event_attributes")
                              and e.workflow_execution_signaled_event_attributes.signal_name
                              == "work-done")
-            save(f"gate-outliving-run{index}", history, wid)
+            save(f"{stem}-run{index}", history, wid)
         assert signalled, "no build result crossed a continue-as-new in the recorded runs"

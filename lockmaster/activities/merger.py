@@ -7,7 +7,7 @@ from temporalio import activity
 from lockmaster.git.cache import RepoCache
 from lockmaster.git.dependencies import resolve_dependencies
 from lockmaster.git.dependents import find_dependents
-from lockmaster.git.merger import prepare_state
+from lockmaster.git.merger import prepare_state, prepare_states
 from lockmaster.model.state import (
     DependencyRequest,
     DependencyResult,
@@ -15,6 +15,8 @@ from lockmaster.model.state import (
     DependentsResult,
     PrepareStateRequest,
     PrepareStateResult,
+    PrepareStatesRequest,
+    PrepareStatesResult,
 )
 from lockmaster.review.base import ReviewDriver
 
@@ -44,3 +46,8 @@ class MergerActivities:
     @activity.defn(name="prepare_state")
     async def prepare_state(self, request: PrepareStateRequest) -> PrepareStateResult:
         return await prepare_state(request, self.cache, self.project_connections)
+
+    @activity.defn(name="prepare_states")
+    async def prepare_states(self, request: PrepareStatesRequest) -> PrepareStatesResult:
+        """A row of states in one go (the gate, after a reset): each on the one before."""
+        return await prepare_states(request, self.cache, self.project_connections)

@@ -110,8 +110,11 @@ class RepoCache:
             await asyncio.to_thread(shutil.rmtree, tmp, True)  # gone after a successful rename
         return path
 
-    async def fetch(self, connection: str, project: str, refs: Sequence[str] = ()) -> None:
+    async def fetch(self, connection: str, project: str, refs: Sequence[str] = (),
+                    asked: float | None = None) -> None:
         """Fetch every branch and tag, plus `refs` (e.g. change refs) under their own names.
+        `asked` (time.monotonic()): the review system must be seen as it was then at least
+        (default: now); a fetch begun since that brought `refs` is enough.
 
         Raises RefNotFound when the review system lacks one of `refs`.
         """
@@ -122,7 +125,7 @@ class RepoCache:
         # Callers waiting for the lock leave what they need here; whoever fetches next fetches
         # it all. Concurrent merges of one queue thus share fetches instead of queueing one each.
         self._wanted.setdefault(key, set()).update(refs)
-        asked = time.monotonic()
+        asked = time.monotonic() if asked is None else asked
         async with self.locked(connection, project):
             path = await self._ensure_locked(connection, project)
             # A fetch that began after we were asked saw the review system at least as it was

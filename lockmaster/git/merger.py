@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -12,6 +14,8 @@ from lockmaster.model.change import ChangeRef
 from lockmaster.model.state import (
     PrepareStateRequest,
     PrepareStateResult,
+    PrepareStatesRequest,
+    PrepareStatesResult,
     ProjectState,
     SpeculativeState,
 )
@@ -44,12 +48,35 @@ class _Plan:
     changes: list[ChangeRef] = field(default_factory=list)
 
 
+async def prepare_states(
+    req: PrepareStatesRequest,
+    cache: RepoCache,
+    project_connections: Mapping[str, str] | None = None,
+) -> PrepareStatesResult:
+    """Each state in turn: the merges of the one before are remembered, so each usually costs
+    one new merge; the review system is seen as it was when the row was asked for (one fetch
+    per project serves them all)."""
+    asked = time.monotonic()
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for one in req.requests:
+        for change in one.changes:
+            wanted.setdefault((change.connection, change.project), []).append(change.ref)
+    for (connection, project), refs in wanted.items():
+        # One fetch for the row; a ref that is gone fails only the states that need it, below.
+        with contextlib.suppress(RefNotFound):
+            await cache.fetch(connection, project, refs, asked=asked)
+    return PrepareStatesResult(results=[
+        await prepare_state(one, cache, project_connections, fetched_since=asked)
+        for one in req.requests])
+
+
 async def prepare_state(
     req: PrepareStateRequest,
     cache: RepoCache,
     project_connections: Mapping[str, str] | None = None,
     *,
     default_branch: str = "master",
+    fetched_since: float | None = None,
 ) -> PrepareStateResult:
     """Merge `req.changes` in order onto their branch tips; add `req.required_projects` as is.
 
@@ -62,7 +89,8 @@ async def prepare_state(
         conflicts: list[MergeConflict] = []
         for plan in plans:
             try:
-                prepared.append(await _prepare_project(plan, req.merge_date, cache))
+                prepared.append(await _prepare_project(plan, req.merge_date, cache,
+                                                       fetched_since))
             except MergeConflict as exc:
                 conflicts.append(exc)
     except _Failure as exc:
@@ -132,10 +160,11 @@ def _plan(req: PrepareStateRequest, project_connections: Mapping[str, str],
     return list(plans.values())
 
 
-async def _prepare_project(plan: _Plan, merge_date: int, cache: RepoCache) -> ProjectState:
+async def _prepare_project(plan: _Plan, merge_date: int, cache: RepoCache,
+                           fetched_since: float | None = None) -> ProjectState:
     conn, project = plan.connection, plan.project
     try:
-        await cache.fetch(conn, project, [c.ref for c in plan.changes])
+        await cache.fetch(conn, project, [c.ref for c in plan.changes], asked=fetched_since)
     except RefNotFound as exc:
         change = next((c for c in plan.changes if c.ref == exc.ref), None)
         raise _Failure(str(exc), change) from None

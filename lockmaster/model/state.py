@@ -48,6 +48,21 @@ class PrepareStateRequest(Model):
     merge_date: int
 
 
+class PrepareStatesRequest(Model):
+    """Several speculative states, each usually the one before plus a change (a row of queue
+    items after a reset): prepared one after the other in one activity, so that each merges
+    onto the merges of the one before (remembered) instead of all merging every change ahead
+    at the same time, and the review system is fetched once."""
+
+    requests: list[PrepareStateRequest]
+
+
+class PrepareStatesResult(Model):
+    results: list[PrepareStateResult]  # one per request, in order
+
+
+
+
 class PrepareStateResult(Model):
     ok: bool
     state: SpeculativeState | None = None
@@ -123,3 +138,6 @@ class DependentsResult(Model):
     # Depth first, in the order they should enter; each with its own dependencies resolved
     # (the last of its `changes` is the dependent change itself).
     found: list[DependencyResult] = Field(default_factory=list)
+
+
+PrepareStatesResult.model_rebuild()

@@ -102,6 +102,18 @@ class WorkWanted(Model):
     wanted: bool
 
 
+class StartedQuery(Model):
+    """Which of these activities of this run has a worker started (not merely scheduled)?"""
+
+    workflow_id: str
+    run_id: str
+    activity_ids: list[str]
+
+
+class StartedAnswer(Model):
+    started: list[str]
+
+
 class DetachedInput(Model):
     """Input of the detached child workflow: the work and whom to tell."""
 

@@ -16,7 +16,9 @@ workflow ID instead:
   stops and says so; one whose process dies says nothing, and is declared lost.
 
 The workflow marks such activities by their activity ID (`outlives-run/<work key>`); any other
-activity runs unchanged.
+activity runs unchanged. One that no worker has started when the run ends would never start:
+before continuing as new, the workflow asks (`started_activities`, a local activity) and the
+next run issues those again.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.service import RPCError, RPCStatusCode
 
-from lockmaster.model.work import WorkAlive, WorkDone, WorkWanted
+from lockmaster.model.work import StartedAnswer, StartedQuery, WorkAlive, WorkDone, WorkWanted
 
 T = TypeVar("T")
 PREFIX = "outlives-run/"
@@ -123,6 +126,20 @@ async def _unless_shutting_down(task: asyncio.Future[Any]) -> None:
         shutdown.cancel()
     if not task.done():
         raise WorkerShuttingDown()
+
+
+@activity.defn(name="started_activities")
+async def started_activities(query: StartedQuery) -> StartedAnswer:
+    """A local activity of the workflow about to continue as new: which of its activities a
+    worker has started. One only scheduled (no worker took it yet, or waiting to be tried
+    again) would never run once the run has ended: the next run issues it again."""
+    handle = activity.client().get_workflow_handle(query.workflow_id, run_id=query.run_id)
+    described = await handle.describe()
+    wanted = set(query.activity_ids)
+    started = [p.activity_id for p in described.raw_description.pending_activities
+               if p.activity_id in wanted
+               and p.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED]
+    return StartedAnswer(started=started)
 
 
 async def _tell(info: activity.Info, done: WorkDone) -> None:

@@ -13,6 +13,7 @@ from lockmaster.config.models import LockmasterConfig
 from lockmaster.git.cache import RepoCache
 from lockmaster.review.base import ReviewDriver
 from lockmaster.review.local import LocalReviewDriver
+from lockmaster.temporal.outliving import started_activities
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workers.common import project_connections, workflow_runner
 from lockmaster.workflows.autohold import AutoholdWorkflow
@@ -62,6 +63,7 @@ def orchestrator_worker(
                     review.report_and_submit,
                     review.report_and_submit_batch,
                     merger.resolve_dependencies, merger.find_dependents,
-                    merger.prepare_state, promotion.find_gate_build],
+                    merger.prepare_state, merger.prepare_states,
+                    promotion.find_gate_build, started_activities],
         workflow_runner=workflow_runner(),
     )

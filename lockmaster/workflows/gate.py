@@ -265,6 +265,11 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
                 if self._work.fresh():  # builds issued in this task: at the next one
                     await self._sleep(None, continuing)
                     continue
+                # Builds no executor has started yet would never start: issued again.
+                unstarted = await self._work.unstarted()
+                if unstarted is not None and not await self._quiet():
+                    continue
+                self._work.issue_again(unstarted or [])
                 # Nothing to wait for: work in flight is in `inp.work`, enqueues still being
                 # looked at go in `inp.arriving`.
                 inp.arriving = [self._arriving_requests[t] for t in self._enqueuing
@@ -418,9 +423,11 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
         return changes, result
 
     def _run_all(self, actions: list[Action]) -> None:
-        carry_out = self._legacy_carry_out if self._legacy else self._carry_out
+        if not self._legacy:
+            self._carry_out_all(actions)
+            return
         for action in actions:
-            carry_out(action)
+            self._legacy_carry_out(action)
 
     def _spawn(self, coro) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
         return spawn(coro, self._tasks, self._wake)

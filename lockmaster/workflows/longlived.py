@@ -28,13 +28,15 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 with workflow.unsafe.imports_passed_through():
     from lockmaster.model.work import (
         DetachedInput,
+        StartedAnswer,
+        StartedQuery,
         Work,
         WorkAlive,
         WorkDone,
         WorkStuck,
         WorkWanted,
     )
-    from lockmaster.temporal.outliving import activity_id
+    from lockmaster.temporal.outliving import activity_id, started_activities
     from lockmaster.workflows.detached import DetachedWorkWorkflow, detached_id
     from lockmaster.workflows.work_options import activity_options, permanent, timeout_type
 
@@ -74,6 +76,9 @@ class WorkTracker:
         self._cancelling: set[asyncio.Task[None]] = set()
         self._open = False
         self._early: list[WorkDone] = []
+        # The arguments of work this run issued that outlives it (not carried: issued again
+        # from here if it turns out no worker started it before the run ends).
+        self._args: dict[str, dict[str, Any]] = {}
 
     def on(self, kind: str, continuation: Continuation) -> None:
         self._continuations[kind] = continuation
@@ -116,6 +121,35 @@ class WorkTracker:
         length = workflow.info().get_current_history_length()
         return any(w.outlives_run and w.started and w.issued_length == length
                    and w.run_id == workflow.info().run_id for w in self.records.values())
+
+    async def unstarted(self) -> list[str] | None:
+        """Before continuing as new: the work this run issued that outlives it but that no
+        worker has started (it would never run once the run ended). Asked of Temporal by a
+        local activity; if that fails, all of it counts as not started (the next run issues
+        it again: at worst a build runs twice, none is lost)."""
+        info = workflow.info()
+        mine = [w.key for w in self.records.values() if w.outlives_run and w.started
+                and w.run_id == info.run_id and w.key in self._args]
+        # (Runs recorded before this question continued as new without asking.)
+        if not mine or not workflow.patched("ask-which-outliving-work-started"):
+            return None  # nothing to ask (None: no time passed either)
+        try:
+            answer = await workflow.execute_local_activity(
+                started_activities, StartedQuery(
+                    workflow_id=info.workflow_id, run_id=info.run_id,
+                    activity_ids=[activity_id(k) for k in mine]),
+                result_type=StartedAnswer, start_to_close_timeout=timedelta(seconds=10))
+            started = set(answer.started)
+        except ActivityError:
+            started = set()
+        return [k for k in mine if activity_id(k) not in started]
+
+    def issue_again(self, keys: list[str]) -> None:
+        """The next run issues these (continue-as-new follows at once)."""
+        for key in keys:
+            work = self.records.get(key)
+            if work is not None and key in self._args:
+                work.started, work.run_id, work.arg = False, None, self._args[key]
 
     def cancel(self, key: str) -> bool:
         """Ask the work to stop; its continuation then receives a cancelled result."""
@@ -194,6 +228,7 @@ class WorkTracker:
         """Synchronous: the record leaves the carried state in the same step as its
         continuation changes what it is for."""
         del self.records[work.key]
+        self._args.pop(work.key, None)
         self._continuations[work.kind](work, done)
         self._wake()
 
@@ -241,7 +276,8 @@ class WorkTracker:
                     # Issued: a run that ends from the next task on leaves it running, and the
                     # next run waits for it (its argument, a whole speculative state for a
                     # build, need not be carried).
-                    work.started, work.arg = True, {}
+                    self._args[work.key], work.arg = work.arg, {}
+                    work.started = True
                     work.run_id = workflow.info().run_id
                     work.issued_length = workflow.info().get_current_history_length()
                     result = await handle
@@ -341,6 +377,10 @@ class LongLivedWorkflow:
                                                                       HISTORY_EVENTS)
         if self._continuing and workflow.all_handlers_finished() and await self._quiet() \
                 and not self._work.fresh():
+            unstarted = await self._work.unstarted()
+            if unstarted is not None and not await self._quiet():
+                return  # something happened while it asked: decide on it first
+            self._work.issue_again(unstarted or [])
             if before is not None:
                 before()
             workflow.continue_as_new(inp)
