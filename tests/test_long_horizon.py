@@ -33,7 +33,7 @@ from lockmaster.nodes.pooled import PooledNodes
 from lockmaster.review.local import LocalReviewDriver
 from lockmaster.review.registry import review_drivers
 from lockmaster.starters.nodepool import NodePools, ensure_pools
-from lockmaster.starters.operator import enqueue_change
+from lockmaster.starters.operator import GATE_TASK_TIMEOUT, enqueue_change
 from lockmaster.starters.testenv import TEBrokers, ensure_brokers
 from lockmaster.workers.launcher import launcher_worker
 from lockmaster.workers.orchestrator import orchestrator_worker
@@ -98,6 +98,10 @@ async def test_gate_continues_as_new_with_builds_in_flight(client: Client,
         in_flight = [[k for k in inp.get("work", {}) if k.startswith("build/")]
                      for inp in carried]
         assert any(in_flight), f"no run continued as new with a build in flight: {in_flight}"
+        # Its runs keep the long task timeout (a whole busy run's replay takes more than 10 s).
+        described = await client.get_workflow_handle(wid).describe()
+        timeout = described.raw_description.execution_config.default_workflow_task_timeout
+        assert timeout.ToTimedelta() == GATE_TASK_TIMEOUT
 
 
 @contextlib.contextmanager

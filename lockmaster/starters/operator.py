@@ -13,6 +13,7 @@ private, or of a project without jobs in the pipeline, is refused and nothing is
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import (
@@ -71,6 +72,11 @@ async def enqueue_change(
         task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        # A busy queue's history runs to megabytes before it continues as new; a worker that
+        # lost it from its cache replays it whole, which under load took longer than Temporal's
+        # default 10 s task timeout, and each timed-out attempt started the replay again (the
+        # soak's queue wedged so). Its runs continued as new keep this timeout.
+        task_timeout=GATE_TASK_TIMEOUT,
         start_signal="enqueue",
         start_signal_args=[request],
         search_attributes=TypedSearchAttributes([
@@ -79,6 +85,9 @@ async def enqueue_change(
         static_summary=f"{pipeline} queue {queue}",
     )
     return RouteAction("enqueued", wid, change.key)
+
+
+GATE_TASK_TIMEOUT = timedelta(seconds=60)
 
 
 # Answers of a command that was refused (bad input: exit 2), that changed nothing (exit 1), or

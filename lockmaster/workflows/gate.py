@@ -282,6 +282,8 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
         command). Rendering the whole queue is most of a busy queue's workflow-task time: while
         short work (merges, reports) is in flight its end wakes the loop again soon, so render
         at most once a second then; and not in the task that continues as new."""
+        if workflow.unsafe.is_replaying():
+            return  # metadata, not a command: a replay (a whole run, after a refusal) skips it
         now = workflow.now().timestamp()
         short = bool(self._tasks or self._pending) or any(
             not w.detached for w in self._work.in_flight())
