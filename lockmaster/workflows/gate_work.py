@@ -49,6 +49,9 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.workflows.longlived import WorkTracker
     from lockmaster.workflows.work_options import retry_fields
 
+MERGE_ROW = 8  # merges per prepare_states activity
+
+
 class GateWork:
     """Mixed into GateQueueWorkflow: its actions as work, and the work's continuations."""
 
@@ -75,7 +78,16 @@ class GateWork:
             if not (row and isinstance(action, MergeAction)):
                 self._carry_out(action)
         if row:
-            self._submit_merge_row(merges)
+            # Rows of at most MERGE_ROW items: a row's argument holds every item's changes (its
+            # size grows with the square of the row: a whole 150-item queue passed Temporal's
+            # 2 MB payload limit in the soak), and its items wait for the whole row.
+            size = MERGE_ROW if workflow.patched("merge-rows-bounded") else len(merges)
+            for start in range(0, len(merges), size):
+                chunk = merges[start:start + size]
+                if len(chunk) == 1:
+                    self._carry_out(chunk[0])
+                else:
+                    self._submit_merge_row(chunk)
 
     def _carry_out(self, action: Action) -> None:
         if isinstance(action, MergeAction):
