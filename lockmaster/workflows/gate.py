@@ -260,16 +260,12 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
                                                               HISTORY_EVENTS)
             self._show_details(continuing)
             if continuing and workflow.all_handlers_finished():
-                if not await self._quiet():
+                ready = await self._ready_to_continue()
+                if ready is False:
                     continue  # something happened meanwhile: decide on it first
-                if self._work.fresh():  # builds issued in this task: at the next one
-                    await self._sleep(None, continuing)
-                    continue
-                # Builds no executor has started yet would never start: issued again.
-                unstarted = await self._work.unstarted()
-                if unstarted is not None and not await self._quiet():
-                    continue
-                self._work.issue_again(unstarted or [])
+            else:
+                ready = None
+            if ready:
                 # Nothing to wait for: work in flight is in `inp.work`, enqueues still being
                 # looked at go in `inp.arriving`.
                 inp.arriving = [self._arriving_requests[t] for t in self._enqueuing

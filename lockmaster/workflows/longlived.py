@@ -375,15 +375,25 @@ class LongLivedWorkflow:
             return
         self._continuing = self._continuing or should_continue_as_new(max_history_events,
                                                                       HISTORY_EVENTS)
-        if self._continuing and workflow.all_handlers_finished() and await self._quiet() \
-                and not self._work.fresh():
-            unstarted = await self._work.unstarted()
-            if unstarted is not None and not await self._quiet():
-                return  # something happened while it asked: decide on it first
-            self._work.issue_again(unstarted or [])
+        if self._continuing and workflow.all_handlers_finished() \
+                and await self._ready_to_continue():
             if before is not None:
                 before()
             workflow.continue_as_new(inp)
+
+    async def _ready_to_continue(self) -> bool | None:
+        """Whether to continue as new now: True; False if something happened meanwhile (decide
+        on it first); None to wait for the next event (work that outlives the run was issued
+        in this task). Work issued by this run that no worker started is handed to the next."""
+        if not await self._quiet():
+            return False
+        if self._work.fresh():
+            return None
+        unstarted = await self._work.unstarted()
+        if unstarted is not None and not await self._quiet():
+            return False  # something happened while it asked
+        self._work.issue_again(unstarted or [])
+        return True
 
     async def _quiet(self) -> bool:
         """Before continuing as new: let the work that became ready in this workflow task run
