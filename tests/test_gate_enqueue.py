@@ -8,8 +8,13 @@ from dataclasses import replace
 import pytest
 
 from lockmaster.model.build import JobSpec, Result
-from lockmaster.model.gate import FrozenJobs
-from lockmaster.model.state import DependencyInfo, DependencyResult, PrepareStateResult
+from lockmaster.model.gate import EnqueueRequest, FrozenJobs
+from lockmaster.model.state import (
+    DependencyInfo,
+    DependencyResult,
+    DependentsResult,
+    PrepareStateResult,
+)
 from lockmaster.pipelines.duplicates import RECEIPT_TOLERANCE, same_time
 from lockmaster.pipelines.gate_enqueue import (
     TRIGGER_MEMORY,
@@ -512,3 +517,45 @@ def test_a_needed_change_in_a_project_outside_the_layout_is_said_to_be_unknown()
     assert "once that change has merged" in message
     assert "depends on x 2,1, which is not in this change's queue" in message
     assert gate.order() == []
+
+
+# --- what the workflow looks up while a change arrives (Enqueuer.premerge / followers) --------
+
+
+def test_a_change_arriving_is_premerged_onto_the_queues_tail_while_the_window_has_room() -> None:
+    gate = Gate(window=2)
+    assert [c.key for c in gate.enqueuer.premerge(request(1)) or []] == ["1,1"]
+    gate.ask(request(1), deps(info(1)))
+    assert [c.key for c in gate.enqueuer.premerge(request(2)) or []] == ["1,1", "2,1"]
+    gate.ask(request(2), deps(info(2)))
+    # A third would wait outside the window: merging it now would be thrown away.
+    assert gate.enqueuer.premerge(request(3)) is None
+
+
+def test_dependents_are_asked_for_with_the_queues_requirements_leaving_out_its_changes() -> None:
+    gate = Gate(require={"Verified": 1})
+    gate.ask(request(1), deps(info(1, approvals={"Verified": 1})))
+    asked = gate.enqueuer.dependents_request([ref(1)])
+    assert ([c.key for c in asked.changes], asked.require, asked.exclude) == (
+        ["1,1"], {"Verified": 1}, ["c:1"])
+
+
+def test_followers_get_their_projects_frozen_jobs_and_others_are_left_out() -> None:
+    lib_jobs = [JobSpec(name="lib-test", run="true")]
+    entered = request(1, other={"lib": FrozenJobs(jobs=lib_jobs, fail_fast=True)})
+    found = DependentsResult(found=[deps(info(1), info(2, 1)),
+                                    deps(info(1), info(3, 1, project="lib")),
+                                    deps(info(1), info(4, 1, project="elsewhere"))])
+    followers = gate_followers(entered, found)
+    assert [(f.change.key, f.change.project, f.jobs, f.fail_fast, f.trigger)
+            for f, _ in followers] == [
+        ("2,1", "p", entered.jobs, False, "needs 1,1"),
+        ("3,1", "lib", lib_jobs, True, "needs 1,1")]
+    # Each carries the other projects' graphs for the changes it may bring along.
+    assert set(followers[1][0].other_projects) == {"p"}
+    assert [d.changes[-1].number for _, d in followers] == [2, 3]
+
+
+def gate_followers(entered: EnqueueRequest, found: DependentsResult
+                   ) -> list[tuple[EnqueueRequest, DependencyResult]]:
+    return Gate(projects=("p", "lib")).enqueuer.followers(entered, found)

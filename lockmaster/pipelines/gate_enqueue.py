@@ -29,10 +29,12 @@ from lockmaster.model.gate import EnqueueRequest, FrozenJobs, GateItem, QueueSta
 from lockmaster.model.state import (
     DependencyInfo,
     DependencyResult,
+    DependentsRequest,
+    DependentsResult,
     NeededChange,
     PrepareStateResult,
 )
-from lockmaster.pipelines import reports
+from lockmaster.pipelines import gate_window, reports
 from lockmaster.pipelines.duplicates import same_time
 from lockmaster.pipelines.gate_actions import Action, ReportItemAction
 from lockmaster.pipelines.gate_queue import GateQueue
@@ -118,6 +120,46 @@ class Enqueuer:
         while len(triggers) > TRIGGER_MEMORY:
             triggers.pop(next(iter(triggers)))
         return False
+
+    # --- what to look up while a change arrives (the workflow asks, then hands back) ---------
+
+    def premerge(self, request: EnqueueRequest) -> list[ChangeRef] | None:
+        """The changes to merge while the change's dependencies are read: the queue's tail and
+        the change, what it will most likely be tested on (the usual case, a change needing
+        nothing outside the queue, then starts its jobs one merger round trip sooner). None
+        when it would not start jobs at once anyway (the window is full)."""
+        if not gate_window.is_active(self.state, len(self.queue.items)):
+            return None
+        return [*self.queue.tail_changes(), request.change]
+
+    def dependents_request(self, entered: list[ChangeRef]) -> DependentsRequest:
+        """Ask for the open changes needing those that just entered (Zuul's
+        enqueueChangesBehind), leaving out the changes already in the queue."""
+        return DependentsRequest(changes=entered, require=dict(self.policy.require),
+                                 exclude=[f"{i.change.connection}:{i.change.number}"
+                                          for i in self.queue.items])
+
+    def followers(self, request: EnqueueRequest, found: DependentsResult
+                  ) -> list[tuple[EnqueueRequest, DependencyResult]]:
+        """The enqueue requests for the changes found needing `request`'s: each with the
+        frozen job graph of its project as `request` carried it (a project it carries none
+        for is not this queue's: left out), to enter behind (`request(..., behind=True)`)."""
+        graphs = {**request.other_projects,
+                  request.change.project: FrozenJobs(jobs=request.jobs,
+                                                     fail_fast=request.fail_fast)}
+        out = []
+        for deps in found.found:
+            change = deps.changes[-1]
+            if change.project not in graphs:
+                continue
+            frozen = graphs[change.project]
+            out.append((EnqueueRequest(
+                change=change, pipeline=request.pipeline, jobs=frozen.jobs,
+                fail_fast=frozen.fail_fast, trigger=f"needs {request.change.key}",
+                other_projects={p: g for p, g in graphs.items() if p != change.project}), deps))
+        return out
+
+    # --- deciding -------------------------------------------------------------------------------
 
     def request(self, request: EnqueueRequest, deps: DependencyResult, now: float,
                 prepared: tuple[list[ChangeRef], PrepareStateResult] | None = None,

@@ -25,7 +25,6 @@ with workflow.unsafe.imports_passed_through():
         CommandResult,
         DequeueRequest,
         EnqueueRequest,
-        FrozenJobs,
         GateInput,
         GateTestedAnswer,
         GateTestedQuery,
@@ -37,13 +36,12 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.model.state import (
         DependencyRequest,
         DependencyResult,
-        DependentsRequest,
         DependentsResult,
         PrepareStateRequest,
         PrepareStateResult,
     )
     from lockmaster.model.work import stuck_views
-    from lockmaster.pipelines import gate_commands, gate_reconfigure, gate_window
+    from lockmaster.pipelines import gate_commands, gate_reconfigure
     from lockmaster.pipelines.gate_actions import (
         Action,
         ItemLabels,
@@ -338,11 +336,12 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
         # While the dependencies are read, merge the change onto what it will most likely be
         # tested on (the queue's tail): the usual case, a change needing nothing outside the
         # queue, then starts its jobs one merger round trip sooner. (Versioned.)
+        assert self._enqueuer is not None
         premerge: asyncio.Task[tuple[list[ChangeRef], PrepareStateResult] | None] | None = None
-        if workflow.patched("merge-while-resolving-dependencies") and \
-                gate_window.is_active(queue.state, len(queue.items)):
-            premerge = asyncio.ensure_future(self._premerge(
-                [*queue.tail_changes(), request.change], request.jobs))
+        if workflow.patched("merge-while-resolving-dependencies"):
+            changes = self._enqueuer.premerge(request)
+            if changes is not None:
+                premerge = asyncio.ensure_future(self._premerge(changes, request.jobs))
         try:
             deps: DependencyResult = await workflow.execute_activity(
                 "resolve_dependencies", DependencyRequest(change=request.change),
@@ -358,7 +357,6 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
         # this replay as they ran.)
         if workflow.patched("enqueue-in-arrival-order"):
             await workflow.wait_condition(lambda: self._enqueuing[0] == ticket)
-        assert self._enqueuer is not None
         before = {item.change.number for item in queue.items}
         self._run_all(self._enqueuer.request(request, deps, workflow.now().timestamp(),
                                              prepared=prepared))
@@ -369,15 +367,10 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
             await self._enqueue_behind(request, entered)
 
     async def _enqueue_behind(self, request: EnqueueRequest, entered: list[ChangeRef]) -> None:
-        assert self._queue is not None and self._input is not None
         assert self._enqueuer is not None
-        queue = self._queue
         try:
             result: DependentsResult = await workflow.execute_activity(
-                "find_dependents",
-                DependentsRequest(changes=entered, require=dict(self._input.require),
-                                  exclude=[f"{i.change.connection}:{i.change.number}"
-                                           for i in queue.items]),
+                "find_dependents", self._enqueuer.dependents_request(entered),
                 result_type=DependentsResult, task_queue=self._tq(Role.ORCHESTRATOR),
                 start_to_close_timeout=timedelta(minutes=5), retry_policy=MERGER_RETRY,
             )
@@ -386,18 +379,7 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
             workflow.logger.warning("changes needing %s not looked up: %s",
                                     ", ".join(c.key for c in entered), exc.cause or exc)
             return
-        graphs = {**request.other_projects,
-                  request.change.project: FrozenJobs(jobs=request.jobs,
-                                                     fail_fast=request.fail_fast)}
-        for deps in result.found:
-            change = deps.changes[-1]
-            if change.project not in graphs:
-                continue
-            frozen = graphs[change.project]
-            follower = EnqueueRequest(
-                change=change, pipeline=request.pipeline, jobs=frozen.jobs,
-                fail_fast=frozen.fail_fast, trigger=f"needs {request.change.key}",
-                other_projects={p: g for p, g in graphs.items() if p != change.project})
+        for follower, deps in self._enqueuer.followers(request, result):
             self._run_all(self._enqueuer.request(follower, deps, workflow.now().timestamp(),
                                                  behind=True))
 
