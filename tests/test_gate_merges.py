@@ -9,6 +9,7 @@ from lockmaster.model.gate import DequeueRequest, GateItem
 from lockmaster.model.state import PrepareStateResult, SpeculativeState
 from lockmaster.pipelines.gate_actions import Action, MergeAction
 from lockmaster.pipelines.gate_commands import dequeue_refusal, leaving_with, promote_refusal
+from lockmaster.pipelines.gate_merges import merge_rows
 from tests.gate_harness import FAILURE, JOBS, PROJECT, Gate, deps, info, ref, request
 
 MERGED_NOTE = "Build canceled (gate).\n\nRemoved from gate: it is merged already."
@@ -160,3 +161,17 @@ def test_dequeue_says_when_the_change_is_not_there_and_names_what_leaves_with_it
     gate.finish(1, "merge")
     gate.finish(1, "test", Result.SUCCESS)  # reported, submitted: gone
     assert dequeue_refusal(queue, DequeueRequest(project=PROJECT, number=1)) is not None
+
+
+def test_a_row_of_merges_puts_the_front_of_the_queue_first_then_doubles() -> None:
+    # The front item's builds start after one merge, not after the whole row's.
+    assert merge_rows(1, 8) == [1]
+    assert merge_rows(2, 8) == [1, 1]
+    assert merge_rows(7, 8) == [1, 2, 4]
+    assert merge_rows(20, 8) == [1, 2, 4, 8, 5]
+    assert merge_rows(40, 8) == [1, 2, 4, 8, 8, 8, 8, 1]
+    assert merge_rows(5, 1) == [1] * 5
+    assert merge_rows(0, 8) == []
+    for count in range(60):
+        rows = merge_rows(count, 8)
+        assert sum(rows) == count and all(1 <= r <= 8 for r in rows)

@@ -54,3 +54,20 @@ def leave_if_unbuildable(queue: GateQueue, item: GateItem) -> list[Action] | Non
         item.key, item.change, item.pipeline, "merge-conflict",
         reports.merge_conflict_report(item.pipeline, item.merge_error),
         queue.labels.failure, item_id=item.id)]
+
+
+def merge_rows(count: int, longest: int) -> list[int]:
+    """How `count` merges asked in one pass (a row of items after a reset, or items entering
+    the window) are split into merger activities, in queue order: the item at the front alone,
+    then rows doubling up to `longest` (1, 2, 4, 8, 8, ...). A row merges each state onto the one
+    before it (cheap) but answers for all its items at once, so the front of the queue, whose
+    builds matter first, is not kept waiting for the whole row; each row after the first
+    merges the changes ahead of it once more (a few rows: O(n log n) merges, not O(n^2))."""
+    sizes: list[int] = []
+    size = 1
+    while count > 0:
+        take = min(size, count)
+        sizes.append(take)
+        count -= take
+        size = min(size * 2, longest)
+    return sizes

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         SubmitBatchAction,
     )
     from lockmaster.pipelines.gate_builds import batch_done, build_request
+    from lockmaster.pipelines.gate_merges import merge_rows
     from lockmaster.pipelines.gate_queue import GateQueue
     from lockmaster.pipelines.gate_tested import remember, tested_record
     from lockmaster.temporal.task_queues import Role
@@ -81,9 +82,16 @@ class GateWork:
             # Rows of at most MERGE_ROW items: a row's argument holds every item's changes (its
             # size grows with the square of the row: a whole 150-item queue passed Temporal's
             # 2 MB payload limit in the soak), and its items wait for the whole row.
-            size = MERGE_ROW if workflow.patched("merge-rows-bounded") else len(merges)
-            for start in range(0, len(merges), size):
+            # The item at the front alone, then rows doubling (gate_merges.merge_rows).
+            if workflow.patched("merge-rows-front-first"):
+                sizes = merge_rows(len(merges), MERGE_ROW)
+            else:
+                size = MERGE_ROW if workflow.patched("merge-rows-bounded") else len(merges)
+                sizes = [min(size, len(merges) - s) for s in range(0, len(merges), size)]
+            start = 0
+            for size in sizes:
                 chunk = merges[start:start + size]
+                start += size
                 if len(chunk) == 1:
                     self._carry_out(chunk[0])
                 else:
