@@ -20,6 +20,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from lockmaster.model.work import WorkAlive, WorkWanted
 from lockmaster.temporal.outliving import started_activities
 from tests.outliving_probe import (
     TASK_QUEUE,
@@ -216,3 +217,52 @@ async def test_work_no_worker_started_before_its_run_ended_is_issued_again(
             got = await until(lambda: _result(handle, "f"), "the result of f", timeout=60)
     assert got.ok and got.result == {"key": "f", "answer": 42}, got
     assert probe.started == {"f": 1} and probe.finished == {"f": 1}
+
+
+async def test_the_task_that_continues_as_new_asks_temporal_nothing(client: Client) -> None:
+    """Which work started is asked in an earlier workflow task: a task held open by that
+    question is one that results arriving meanwhile make Temporal refuse (and a refused
+    continue-as-new replays the whole run)."""
+    probe = ProbeActivities()
+    async with workflow_worker(client), activity_worker(client, probe):
+        handle = await start(client, {"g": 4.0})
+        await until(lambda: _started(probe, "g"), "g to start")
+        first = await runs(client, handle.id)
+        await until(lambda: _more_runs(client, handle.id, first + 1), "a continue-as-new")
+        history = await client.get_workflow_handle(
+            handle.id, run_id=handle.result_run_id).fetch_history()
+    events = [e for e in history.events]
+    assert events[-1].HasField("workflow_execution_continued_as_new_event_attributes")
+    last_task = max(i for i, e in enumerate(events)
+                    if e.HasField("workflow_task_completed_event_attributes"))
+    asked = [i for i, e in enumerate(events)
+             if e.HasField("marker_recorded_event_attributes")
+             and e.marker_recorded_event_attributes.marker_name == "core_local_activity"]
+    assert asked, "the run did not ask which of its work started"
+    assert all(i < last_task for i in asked), (asked, last_task)
+
+
+async def test_a_copy_that_started_after_all_is_told_it_is_not_wanted(client: Client) -> None:
+    """Work that no worker had started when asked is issued again by the next run; if the
+    first copy started after all, it asks (`work-alive`) and is told to stop."""
+    probe = ProbeActivities()
+    async with workflow_worker(client):
+        handle = await start(client, {"h": 1.0})
+        first = await runs(client, handle.id)
+        await until(lambda: _more_runs(client, handle.id, first + 2), "two more runs")
+        answer = await _ask_alive(handle, "h")  # h is this run's own, issued again
+        async with activity_worker(client, probe):
+            got = await until(lambda: _result(handle, "h"), "the result of h", timeout=60)
+        gone = await _ask_alive(handle, "h")
+    assert answer.wanted is False, answer
+    assert gone.wanted is False
+    assert got.ok and probe.finished == {"h": 1}, (got, probe.finished)
+
+
+async def _ask_alive(handle: WorkflowHandle[Any, Any], key: str) -> WorkWanted:
+    for _ in range(50):  # an update may meet the workflow between two runs
+        with contextlib.suppress(Exception):
+            return await handle.execute_update("work-alive", WorkAlive(key=key),
+                                               result_type=WorkWanted)
+        await asyncio.sleep(0.1)
+    raise AssertionError("the probe does not answer work-alive")

@@ -364,8 +364,9 @@ async def gate_across_boundaries(client: Client, tmp_path: Path, command: str
 async def test_record_outliving_build_histories(client: Client, tmp_path: Path) -> None:
     """Builds as activities that outlive the queue's run (temporal/outliving.py): the first
     three runs of a gate queue continuing as new while builds run, their results reaching the
-    next run by signal, and each run asking which builds started before it continues
-    (recorded as gate-outliving2; gate-outliving was recorded before that question)."""
+    next run by signal, and each run asking which builds started in a workflow task before
+    the one that continues as new (recorded as gate-outliving3; gate-outliving2 asked in that
+    task itself, gate-outliving was recorded before the question)."""
     wid, runs = await gate_across_boundaries(client, tmp_path, "sleep 2")
     signalled = 0
     for index, handle in enumerate(runs[:3], start=1):
@@ -374,5 +375,5 @@ async def test_record_outliving_build_histories(client: Client, tmp_path: Path) 
                          if e.HasField("workflow_execution_signaled_event_attributes")
                          and e.workflow_execution_signaled_event_attributes.signal_name
                          == "work-done")
-        save(f"gate-outliving2-run{index}", history, wid)
+        save(f"gate-outliving3-run{index}", history, wid)
     assert signalled, "no build result crossed a continue-as-new in the recorded runs"

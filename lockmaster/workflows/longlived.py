@@ -79,6 +79,10 @@ class WorkTracker:
         # The arguments of work this run issued that outlives it (not carried: issued again
         # from here if it turns out no worker started it before the run ends).
         self._args: dict[str, dict[str, Any]] = {}
+        # What Temporal said of that work before continuing as new: started or not (this run
+        # only), and the history length of the workflow task that asked.
+        self._started: dict[str, bool] = {}
+        self._asked_at = 0
 
     def on(self, kind: str, continuation: Continuation) -> None:
         self._continuations[kind] = continuation
@@ -116,23 +120,55 @@ class WorkTracker:
                 self._start(work)
 
     def fresh(self) -> bool:
-        """Work that outlives its run was issued in this workflow task: the run must not end
-        in it (an activity scheduled with the continue-as-new would never be dispatched)."""
+        """Work that outlives its run was issued in this workflow task, or Temporal was asked
+        about it: the run must not end in it (an activity scheduled with the continue-as-new
+        would never be dispatched; a task held open by a question is one that results reaching
+        Temporal meanwhile make it refuse, and a refusal costs a replay of the whole run)."""
         length = workflow.info().get_current_history_length()
-        return any(w.outlives_run and w.started and w.issued_length == length
-                   and w.run_id == workflow.info().run_id for w in self.records.values())
+        return self._asked_at == length or any(
+            w.outlives_run and w.started and w.issued_length == length
+            and w.run_id == workflow.info().run_id for w in self.records.values())
+
+    def _mine(self) -> list[str]:
+        """The work in flight that this run issued and that outlives it."""
+        run_id = workflow.info().run_id
+        return [w.key for w in self.records.values() if w.outlives_run and w.started
+                and w.run_id == run_id and w.key in self._args]
+
+    def asks_ahead(self) -> bool:
+        """Whether this run asks which of its work started in a workflow task before the one
+        that continues as new (runs recorded earlier asked in that task itself)."""
+        return bool(self._mine()) and workflow.patched("continue-in-a-task-of-its-own")
+
+    def unasked(self) -> list[str]:
+        """This run's outliving work in flight that Temporal was not asked about yet."""
+        return [k for k in self._mine() if k not in self._started]
+
+    async def ask(self, keys: list[str]) -> None:
+        """Ask Temporal which of `keys` a worker has started (see `unstarted`)."""
+        unstarted = set(await self._ask(keys))
+        self._started.update((k, k not in unstarted) for k in keys)
+        self._asked_at = workflow.info().get_current_history_length()
+
+    def answered_unstarted(self) -> list[str]:
+        """The work in flight that no worker had started when asked. One that started since
+        runs twice for a moment: the next run issues it again and tells the first copy, when
+        it asks (`on_alive`), that it is no longer wanted."""
+        return [k for k in self._mine() if self._started.get(k) is False]
 
     async def unstarted(self) -> list[str] | None:
         """Before continuing as new: the work this run issued that outlives it but that no
         worker has started (it would never run once the run ended). Asked of Temporal by a
         local activity; if that fails, all of it counts as not started (the next run issues
         it again: at worst a build runs twice, none is lost)."""
-        info = workflow.info()
-        mine = [w.key for w in self.records.values() if w.outlives_run and w.started
-                and w.run_id == info.run_id and w.key in self._args]
+        mine = self._mine()
         # (Runs recorded before this question continued as new without asking.)
         if not mine or not workflow.patched("ask-which-outliving-work-started"):
             return None  # nothing to ask (None: no time passed either)
+        return await self._ask(mine)
+
+    async def _ask(self, mine: list[str]) -> list[str]:
+        info = workflow.info()
         try:
             answer = await workflow.execute_local_activity(
                 started_activities, StartedQuery(
@@ -192,6 +228,10 @@ class WorkTracker:
         """An orphan says it still runs; it is told whether it is still wanted."""
         work = self.records.get(alive.key)
         if work is None or work.cancel_requested:
+            return WorkWanted(wanted=False)
+        if work.run_id == workflow.info().run_id and work.started and not work.detached:
+            # This run issued the work again (it had not started when asked): the asker is
+            # the first copy, which started after all.
             return WorkWanted(wanted=False)
         work.alive_at = workflow.now().timestamp()
         return WorkWanted(wanted=True)
@@ -389,6 +429,15 @@ class LongLivedWorkflow:
             return False
         if self._work.fresh():
             return None
+        if self._work.asks_ahead():
+            keys = self._work.unasked()
+            if keys:
+                # Asked in this task, continued in a later, short one (see `fresh`).
+                self._dirty = False
+                await self._work.ask(keys)
+                return False if self._dirty else None
+            self._work.issue_again(self._work.answered_unstarted())
+            return True
         unstarted = await self._work.unstarted()
         if unstarted is not None and not await self._quiet():
             return False  # something happened while it asked
