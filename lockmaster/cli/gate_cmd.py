@@ -163,5 +163,8 @@ def status(
                     job.state == "running" else ""
                 out.print(f"      - {job.name}: {job.state}{extra}"
                           + ("" if job.voting else " (non-voting)"))
-        if not p.queues and not p.checks:
+        for what in p.unanswered:
+            out.print(f"  [red]not answering[/] (is its worker running?): {escape(what)}",
+                      highlight=False)
+        if not p.queues and not p.checks and not p.unanswered:
             out.print("  (empty)")
