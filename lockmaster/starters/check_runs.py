@@ -21,6 +21,7 @@ from lockmaster.pipelines.duplicates import same_time
 from lockmaster.pipelines.freeze import freeze_pipeline, report_labels
 from lockmaster.starters.router_types import RouteAction
 from lockmaster.temporal import search_attributes
+from lockmaster.temporal.busy import when_not_busy
 from lockmaster.temporal.client import describe
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workflows.check import CheckWorkflow, check_workflow_id
@@ -139,7 +140,8 @@ async def notify_dependents(
     async for wf in client.list_workflows(query):
         handle: WorkflowHandle = client.get_workflow_handle(wf.id)
         try:
-            await handle.signal(CheckWorkflow.dependency_updated, update)
+            await when_not_busy(lambda h=handle: h.signal(CheckWorkflow.dependency_updated,
+                                                          update))
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise

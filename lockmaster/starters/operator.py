@@ -13,6 +13,7 @@ private, or of a project without jobs in the pipeline, is refused and nothing is
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -34,6 +35,7 @@ from lockmaster.review.base import ReviewDriver
 from lockmaster.starters.check_runs import Trigger, cancel_checks, start_check
 from lockmaster.starters.router_types import RouteAction
 from lockmaster.temporal import search_attributes
+from lockmaster.temporal.busy import when_not_busy
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workflows.gate import GateQueueWorkflow
 from lockmaster.workflows.ids import gate_id
@@ -64,7 +66,8 @@ async def enqueue_change(
                              fail_fast=own.fail_fast, trigger=trigger, trigger_at=trigger_at,
                              trigger_exact=trigger_exact,
                              ignore_requirements=ignore_requirements, other_projects=others)
-    await client.start_workflow(
+    # (Signal-with-start: refused for a moment while the queue is busy continuing as new.)
+    await when_not_busy(lambda: client.start_workflow(
         GateQueueWorkflow.run,
         gate_input(config, pipe, queue, build_heartbeat_timeout=build_heartbeat_timeout,
                    max_history_events=max_history_events, review_round=review_round),
@@ -83,7 +86,7 @@ async def enqueue_change(
             SearchAttributePair(search_attributes.PIPELINE, pipeline),
         ]),
         static_summary=f"{pipeline} queue {queue}",
-    )
+    ))
     return RouteAction("enqueued", wid, change.key)
 
 
@@ -139,20 +142,14 @@ async def enqueue(
 async def _update(client: Client, wid: str, name: str,
                   arg: DequeueRequest | PromoteRequest) -> CommandResult | RouteAction:
     """The queue's answer, or what to say when there is none (not running, rejected, silent)."""
-    async def ask() -> CommandResult:
-        while True:
-            try:
-                return await client.get_workflow_handle(wid).execute_update(
-                    name, arg, result_type=CommandResult)
-            except RPCError as exc:
-                # Refused while the queue continued as new (nothing was done): ask again.
-                if exc.status != RPCStatusCode.FAILED_PRECONDITION or \
-                        "workflow task" not in str(exc):
-                    raise
-            await asyncio.sleep(0.2)
+    def ask() -> Awaitable[CommandResult]:
+        return client.get_workflow_handle(wid).execute_update(name, arg,
+                                                              result_type=CommandResult)
 
     try:
-        return await asyncio.wait_for(ask(), ANSWER_TIMEOUT)
+        # Refused while the queue was busy or continuing as new (nothing was done): again.
+        return await asyncio.wait_for(when_not_busy(ask, patience=ANSWER_TIMEOUT),
+                                      ANSWER_TIMEOUT)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return RouteAction(IGNORED, wid, "no such queue is running")

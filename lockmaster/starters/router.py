@@ -34,6 +34,7 @@ from lockmaster.starters.check_runs import (
 from lockmaster.starters.operator import enqueue_change, gate_id_for
 from lockmaster.starters.publish import start_publish
 from lockmaster.starters.router_types import RouteAction
+from lockmaster.temporal.busy import when_not_busy
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,8 @@ class EventRouter:
                 continue
             wid = gate_id_for(self.config, pipeline.name, queue)
             try:
-                await self.client.get_workflow_handle(wid).signal("change-updated", update)
+                handle = self.client.get_workflow_handle(wid)
+                await when_not_busy(lambda h=handle: h.signal("change-updated", update))
             except RPCError as exc:
                 if exc.status != RPCStatusCode.NOT_FOUND:
                     raise

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import asyncssh
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.leases.description import description
@@ -41,6 +40,7 @@ from lockmaster.model.testenv import (
     TEConfig,
     TEKey,
 )
+from lockmaster.temporal.busy import when_not_busy
 from lockmaster.temporal.status_watch import StatusWatch, batched_query, shared_watch
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workflows.testenv import TEBrokerWorkflow
@@ -57,8 +57,6 @@ WATCH_MAX = 5.0
 POLL_NEAR = 0.1
 NEAR_POSITIONS = 3
 RESUBMIT_AFTER = 5.0  # a request the broker has not taken in by then is sent again
-BUSY_FIRST = 0.1
-BUSY_MAX = 2.0
 
 
 async def ensure_brokers(client: Client, config: LockmasterConfig, *,
@@ -239,31 +237,19 @@ class TEHolder:
 
     async def _signal(self, name: str, arg: Any) -> None:
         try:
-            await self.handle.signal(name, arg)
+            await when_not_busy(lambda: self.handle.signal(name, arg))
         except RPCError as exc:
             raise TEError(f"the TE broker {self.handle.id} is not reachable: {exc}") from exc
 
     async def _update(self, name: str, arg: Any, result_type: type) -> Any:
-        delay = BUSY_FIRST
-        while True:
-            try:
-                return await self.handle.execute_update(name, arg, result_type=result_type)
-            except RPCError as exc:
-                # Temporal admits a few updates in flight per workflow; beyond that the broker
-                # is busy, not gone; an update that arrived while the broker continued as new
-                # is refused as "not ready". Either way ask again (idempotent by lease id)
-                # after a jittered pause.
-                if not _busy(exc):
-                    raise TEError(f"the TE broker {self.handle.id} is not reachable: {exc}"
-                                  ) from exc
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, BUSY_MAX)
-
-
-def _busy(exc: RPCError) -> bool:
-    """The broker is busy or between two runs, not gone."""
-    return exc.status is RPCStatusCode.RESOURCE_EXHAUSTED or (
-        exc.status is RPCStatusCode.FAILED_PRECONDITION and "workflow task" in str(exc))
+        # Temporal admits a few updates in flight per workflow; beyond that the broker is busy,
+        # not gone; an update that arrived while the broker continued as new is refused as
+        # "not ready". Either way it is asked again (idempotent by lease id).
+        try:
+            return await when_not_busy(
+                lambda: self.handle.execute_update(name, arg, result_type=result_type))
+        except RPCError as exc:
+            raise TEError(f"the TE broker {self.handle.id} is not reachable: {exc}") from exc
 
 
 def _write_private(path: Path, text: str, exclusive: bool = False) -> None:
