@@ -33,6 +33,7 @@ from lockmaster.model.publish import (
     SyncMirrorRequest,
     SyncMirrorResult,
 )
+from lockmaster.publishing.signing import usable_home
 from lockmaster.publishing.snapshots import KEY_FILE, locked
 from lockmaster.publishing.tools import Heartbeat
 from lockmaster.temporal.heartbeat import Beat, heartbeating
@@ -63,7 +64,7 @@ class PublishingActivities:
         signing = self.config.publishing.signing
         if signing is None:
             raise ApplicationError("publishing.signing is not configured", non_retryable=True)
-        home = self.config.resolve(signing.gnupg_home)
+        home = usable_home(self.config.resolve(signing.gnupg_home))
         if signing.generate:
             _generate_key(home, signing.key_id)
         fingerprint = _fingerprint(home, signing.key_id)

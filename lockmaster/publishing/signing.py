@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -26,6 +27,11 @@ from lockmaster.publishing.model import SigningKey
 from lockmaster.publishing.tools import Progress, run
 
 GPG = "/usr/bin/gpg"
+# gpg-agent's sockets are made in the GnuPG home, and a UNIX socket path holds at most 107
+# bytes; gpg puts them elsewhere only when /run/user/<uid> exists (not for root in a
+# container). A deeper home fails with "No agent running": it is used through a short link.
+SOCKET_PATH_MAX = 107
+LONGEST_SOCKET = "/S.gpg-agent.browser"
 ARMOR_BEGIN = b"-----BEGIN PGP PUBLIC KEY BLOCK-----"
 
 
@@ -69,6 +75,22 @@ def _signed_to(target: Path, mode: list[str], source: Path, key: SigningKey,
     run([*_gpg_command(key), *mode, "--output", str(tmp), str(source)],
         what=what, progress=progress, hint=_hint(key))
     os.replace(tmp, target)
+
+
+def usable_home(home: Path) -> Path:
+    """`home`, or a short symbolic link to it in the temporary directory when gpg-agent's
+    sockets would not fit under it (see SOCKET_PATH_MAX)."""
+    if len(os.fsencode(str(home) + LONGEST_SOCKET)) <= SOCKET_PATH_MAX:
+        return home
+    digest = hashlib.sha256(os.fsencode(str(home))).hexdigest()[:16]
+    link = Path(tempfile.gettempdir()) / f"lockmaster-gnupg-{digest}"
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)  # (a link to nothing is no directory)
+    with contextlib.suppress(FileExistsError):
+        link.symlink_to(home, target_is_directory=True)
+    if not link.is_symlink() or os.readlink(link) != str(home):
+        raise InvalidInput(f"{link} exists and is not a link to the GnuPG home {home}: remove "
+                           "it, or configure a GnuPG home with a shorter path")
+    return link
 
 
 def sign_release(release: Path, key: SigningKey, progress: Progress | None = None) -> None:

@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.packaging import roots_keeper
+from lockmaster.publishing.signing import usable_home
 from lockmaster.review.registry import review_drivers
 from lockmaster.starters.nodepool import ensure_pools
 from lockmaster.starters.testenv import ensure_brokers
@@ -81,7 +82,7 @@ async def run_workers(
     signing = config.publishing.signing
     if signing is not None and role in ("publisher", "all"):
         # gpg started an agent for the signing key's home: it goes when the publisher does.
-        home = config.resolve(signing.gnupg_home)
+        home = usable_home(config.resolve(signing.gnupg_home))
         if home.exists():
             await asyncio.to_thread(subprocess.run, ["gpgconf", "--homedir", str(home),
                                                      "--kill", "all"], capture_output=True)
