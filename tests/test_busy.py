@@ -12,6 +12,8 @@ from lockmaster.temporal.busy import busy, when_not_busy
 CLOSING = RPCError("workflow operation can not be applied because workflow is closing",
                    RPCStatusCode.RESOURCE_EXHAUSTED, b"")
 NOT_READY = RPCError("workflow task in failed state", RPCStatusCode.FAILED_PRECONDITION, b"")
+CLOSED = RPCError("Workflow execution closed before WorkflowTaskStarted event",
+                  RPCStatusCode.FAILED_PRECONDITION, b"")
 GONE = RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b"")
 
 
@@ -28,7 +30,7 @@ class Refusing:
 
 
 def test_what_counts_as_busy() -> None:
-    assert busy(CLOSING) and busy(NOT_READY)
+    assert busy(CLOSING) and busy(NOT_READY) and busy(CLOSED)
     assert not busy(GONE)
     assert not busy(RPCError("bad", RPCStatusCode.FAILED_PRECONDITION, b""))
     assert not busy(ValueError("x"))

@@ -17,6 +17,7 @@ from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.gate import QueueStatus, StatusQuery
 from lockmaster.pipelines.queues import queue_name
 from lockmaster.starters.operator import gate_id_for
+from lockmaster.temporal.busy import when_not_busy
 
 GATE_WORKFLOW_TYPE = "GateQueueWorkflow"
 
@@ -83,9 +84,10 @@ async def _running(client: Client, wid: str) -> bool:
 async def _gate_status(client: Client, wid: str) -> QueueStatus | None:
     """The queue's status; None when the workflow is gone (ended since it was listed)."""
     try:
-        return await client.get_workflow_handle(wid).query(
-            "status", StatusQuery(), result_type=QueueStatus
-        )
+        handle = client.get_workflow_handle(wid)
+        # (A query that meets the queue continuing as new is refused: asked again.)
+        return await when_not_busy(lambda: handle.query("status", StatusQuery(),
+                                                        result_type=QueueStatus))
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None

@@ -12,6 +12,7 @@ from lockmaster.model.base import Model
 from lockmaster.model.check import CheckStatus
 from lockmaster.model.check import StatusQuery as CheckStatusQuery
 from lockmaster.model.gate import QueueStatus, StatusQuery
+from lockmaster.temporal.busy import when_not_busy
 
 # How long one workflow may take to answer. A workflow whose worker is down would otherwise
 # hold the whole status for Temporal's own query timeout (about 30 s).
@@ -54,13 +55,15 @@ async def collect(client: Client, config: LockmasterConfig,
     async def one(kind: str, handle) -> None:  # type: ignore[no-untyped-def]
         try:
             if kind == "GateQueueWorkflow":
-                status = await handle.query("status", StatusQuery(), result_type=QueueStatus,
-                                            rpc_timeout=rpc_timeout)
+                status = await when_not_busy(lambda: handle.query(
+                    "status", StatusQuery(), result_type=QueueStatus, rpc_timeout=rpc_timeout),
+                    patience=timeout)
                 if status.pipeline in out:
                     out[status.pipeline].queues.append(status)
             elif kind == "CheckWorkflow":
-                status = await handle.query("status", CheckStatusQuery(),
-                                            result_type=CheckStatus, rpc_timeout=rpc_timeout)
+                status = await when_not_busy(lambda: handle.query(
+                    "status", CheckStatusQuery(), result_type=CheckStatus,
+                    rpc_timeout=rpc_timeout), patience=timeout)
                 if status.pipeline in out:
                     out[status.pipeline].checks.append(status)
         except Exception as exc:  # said, not hidden: its worker may be down

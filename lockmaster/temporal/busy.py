@@ -2,7 +2,8 @@
 
 Temporal refuses a signal or an update for a moment when the workflow cannot take it now: too
 many updates in flight or a continue-as-new being retried (RESOURCE_EXHAUSTED, "workflow is
-closing"), or a run between two workflow tasks (FAILED_PRECONDITION, "workflow task ...").
+closing"), or a run between two workflow tasks (FAILED_PRECONDITION, "workflow task ...",
+"... closed before WorkflowTaskStarted event": a query that met a continue-as-new).
 Nothing was done, so the call is made again after a jittered pause that doubles; an error of
 any other kind, or one that lasts past `patience`, goes to the caller.
 """
@@ -27,7 +28,8 @@ def busy(exc: BaseException) -> bool:
     """The workflow refused the call for a moment (nothing was done), it is not gone."""
     return isinstance(exc, RPCError) and (
         exc.status is RPCStatusCode.RESOURCE_EXHAUSTED
-        or (exc.status is RPCStatusCode.FAILED_PRECONDITION and "workflow task" in str(exc)))
+        or (exc.status is RPCStatusCode.FAILED_PRECONDITION
+            and "workflowtask" in str(exc).lower().replace(" ", "")))
 
 
 async def when_not_busy(call: Callable[[], Awaitable[T]], *, patience: float = PATIENCE,
