@@ -8,6 +8,7 @@ from pydantic import Field
 
 from lockmaster.model.base import Model
 from lockmaster.model.change import ChangeRef
+from lockmaster.model.interned import Interned
 from lockmaster.model.state import SpeculativeState
 
 
@@ -80,8 +81,9 @@ class Artifact(Model):
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
-class BuildRequest(Model):
-    """Everything an executor needs to run one attempt of one job."""
+class BuildRequest(Interned):
+    """Everything an executor needs to run one attempt of one job (its JSON names each change
+    of the state once: model/interned.py)."""
 
     build_id: str
     pipeline: str

@@ -20,6 +20,7 @@ from lockmaster.model.build import Artifact, JobSpec, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.check import ReportLabels
 from lockmaster.model.gate_compact import compact, expand, is_compact
+from lockmaster.model.interned import Interned
 from lockmaster.model.report import ReportRequest
 from lockmaster.model.state import NeededChange, ProjectState, SpeculativeState
 from lockmaster.model.work import StuckView, Work
@@ -238,7 +239,7 @@ class FrozenJobs(Model):
     fail_fast: bool = False
 
 
-class EnqueueRequest(Model):
+class EnqueueRequest(Interned):
     """Signal `enqueue` (router, operators): put a change at the end of the queue."""
 
     change: ChangeRef

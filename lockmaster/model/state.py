@@ -8,6 +8,7 @@ from pydantic import Field
 
 from lockmaster.model.base import Model
 from lockmaster.model.change import ChangeRef
+from lockmaster.model.interned import Interned
 
 
 class ProjectState(Model):
@@ -39,7 +40,7 @@ class SpeculativeState(Model):
         return " ".join(c.key for c in self.changes)
 
 
-class PrepareStateRequest(Model):
+class PrepareStateRequest(Interned):
     """Build the speculative state for `changes` (merge order; dependencies already first)."""
 
     changes: list[ChangeRef]
@@ -48,7 +49,7 @@ class PrepareStateRequest(Model):
     merge_date: int
 
 
-class PrepareStatesRequest(Model):
+class PrepareStatesRequest(Interned):
     """Several speculative states, each usually the one before plus a change (a row of queue
     items after a reset): prepared one after the other in one activity, so that each merges
     onto the merges of the one before (remembered) instead of all merging every change ahead
@@ -57,13 +58,13 @@ class PrepareStatesRequest(Model):
     requests: list[PrepareStateRequest]
 
 
-class PrepareStatesResult(Model):
+class PrepareStatesResult(Interned):
     results: list[PrepareStateResult]  # one per request, in order
 
 
 
 
-class PrepareStateResult(Model):
+class PrepareStateResult(Interned):
     ok: bool
     state: SpeculativeState | None = None
     # Set when ok is False: which change did not merge, and git's words.
