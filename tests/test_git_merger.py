@@ -639,3 +639,38 @@ async def test_a_row_of_states_is_what_each_state_alone_gives_with_one_fetch(
     assert [r.ok for r in result.results] == [True, True, True, True, False]
     assert result.results[4].conflict_change == later
     assert len(fetches) == 1, fetches
+
+
+async def test_a_row_prepares_each_project_once_per_distinct_merge_list(
+        tmp_path: Path, site: ReviewSite, cache: RepoCache,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row across projects: each state adds one change to one project; the others are the
+    state before's, taken from it (no git call), and the states are what each gives alone."""
+    from lockmaster.git.merger import prepare_states
+    from lockmaster.model.state import PrepareStatesRequest
+
+    site.create_project(LIB, files={"README": "lib\n"})
+    site.create_project(DOCS, files={"README": "docs\n"})
+    projects = [APP, LIB, DOCS]
+    changes = [site.push_change(projects[n % 3], n, files={f"f{n}.txt": f"{n}\n"})
+               for n in range(1, 10)]
+    rows = [changes[:k] for k in range(4, 10)]
+    alone = [await prepare_state(PrepareStateRequest(changes=c, merge_date=DATE),
+                                 fresh_cache(tmp_path, site, f"alone{i}"))
+             for i, c in enumerate(rows)]
+    kept: list[str] = []
+    from lockmaster.git import cache as cache_module
+    real = cache_module.git_stdin
+
+    async def counting(*args: str, **kwargs: object) -> str:
+        if args and args[0] == "update-ref":
+            kept.append(str(kwargs.get("cwd")))
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache_module, "git_stdin", counting)
+    result = await prepare_states(PrepareStatesRequest(requests=[
+        PrepareStateRequest(changes=c, merge_date=DATE) for c in rows]), cache)
+    for got, want in zip(result.results, alone, strict=True):
+        assert got.ok and got.state == want.state, (got, want)
+    # The first state's three projects, then one project for each state after it.
+    assert len(kept) == 3 + (len(rows) - 1), kept

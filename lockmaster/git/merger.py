@@ -47,6 +47,13 @@ class _Plan:
     branches: tuple[str, ...]  # the first that exists is used (required projects fall back)
     changes: list[ChangeRef] = field(default_factory=list)
 
+    def key(self, merge_date: int) -> _PlanKey:
+        return (self.connection, self.project, self.branches, merge_date,
+                tuple((c.key, c.commit) for c in self.changes))
+
+
+_PlanKey = tuple[str, str, tuple[str, ...], int, tuple[tuple[str, str | None], ...]]
+
 
 async def prepare_states(
     req: PrepareStatesRequest,
@@ -65,8 +72,13 @@ async def prepare_states(
         # One fetch for the row; a ref that is gone fails only the states that need it, below.
         with contextlib.suppress(RefNotFound):
             await cache.fetch(connection, project, refs, asked=asked)
+    # Consecutive states of a row differ in one project (the one of the change each adds):
+    # every other project is the one the state before prepared (at 20 projects, 19 of every
+    # 20 projects' three git calls each; docs/benchmarks.md "merger").
+    prepared: dict[_PlanKey, ProjectState] = {}
     return PrepareStatesResult(results=[
-        await prepare_state(one, cache, project_connections, fetched_since=asked)
+        await prepare_state(one, cache, project_connections, fetched_since=asked,
+                            prepared=prepared)
         for one in req.requests])
 
 
@@ -77,22 +89,32 @@ async def prepare_state(
     *,
     default_branch: str = "master",
     fetched_since: float | None = None,
+    prepared: dict[_PlanKey, ProjectState] | None = None,
 ) -> PrepareStateResult:
     """Merge `req.changes` in order onto their branch tips; add `req.required_projects` as is.
 
     `project_connections` names the connection of each required project not touched by a
     change. Conflicts and unusable requests give ok=False; git or network failures raise.
+    `prepared`: the projects made earlier for the same row (the review system seen once), by
+    what was merged onto which branch: one asked for again is taken from there.
     """
     try:
         plans = _plan(req, project_connections or {}, default_branch)
-        prepared: list[ProjectState] = []
+        made: list[ProjectState] = []
         conflicts: list[MergeConflict] = []
         for plan in plans:
+            key = plan.key(req.merge_date)
+            if prepared is not None and key in prepared:
+                made.append(prepared[key])
+                continue
             try:
-                prepared.append(await _prepare_project(plan, req.merge_date, cache,
-                                                       fetched_since))
+                made.append(await _prepare_project(plan, req.merge_date, cache,
+                                                   fetched_since))
             except MergeConflict as exc:
                 conflicts.append(exc)
+                continue
+            if prepared is not None:
+                prepared[key] = made[-1]
     except _Failure as exc:
         # Not a conflict: about the change under test (last) or the request itself, it is final.
         last = req.changes[-1] if req.changes else None
@@ -104,7 +126,7 @@ async def prepare_state(
         # Projects are merged one after the other; report the change earliest in merge order.
         first = min(conflicts, key=lambda c: req.changes.index(c.change))
         return PrepareStateResult(ok=False, conflict_change=first.change, error=first.summary)
-    projects, other_branches = _checked_out(prepared, req.changes)
+    projects, other_branches = _checked_out(made, req.changes)
     state = SpeculativeState(changes=list(req.changes), projects=projects,
                              other_branches=other_branches, merge_date=req.merge_date)
     return PrepareStateResult(ok=True, state=state)
