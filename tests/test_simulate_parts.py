@@ -143,6 +143,47 @@ def test_gate_ids_of_the_default_layout(tmp_path: Path) -> None:
     assert gate_ids(config) == {"sim-x/gate/org/project", "sim-x/gate/integrated"}
 
 
+async def test_a_queue_that_does_not_answer_in_time_is_busy_not_an_error(
+        tmp_path: Path) -> None:
+    """A queue deciding on a long backlog answers its status query after its workflow task:
+    past the query's deadline, the settler counts it as still working (the full soak's settler
+    died on "Timeout expired")."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from lockmaster.simulate.settle import busy
+
+    config = simulation_config(layout_data(parse_scenario("changes: {}\n")), state_dir=tmp_path,
+                               workflow_id_prefix="sim-x/")
+    asked: list[str] = []
+
+    class Handle:
+        def __init__(self, wid: str) -> None:
+            self.wid = wid
+
+        async def query(self, *args: object, **kwargs: object) -> QueueStatus:
+            asked.append(self.wid)
+            if self.wid.endswith("integrated"):
+                raise RPCError("Timeout expired", RPCStatusCode.DEADLINE_EXCEEDED, b"")
+            return QueueStatus(queue="org/project", pipeline="gate", window=20, idle=True)
+
+    class Listed:
+        def __init__(self, wid: str) -> None:
+            self.id, self.workflow_type = wid, "GateQueueWorkflow"
+
+    class FakeClient:
+        async def list_workflows(self, query: str):  # type: ignore[no-untyped-def]
+            for wid in sorted(gate_ids(config)):
+                yield Listed(wid)
+
+        def get_workflow_handle(self, wid: str) -> Handle:
+            return Handle(wid)
+
+    out = await busy(FakeClient(), config)  # type: ignore[arg-type]
+    assert sorted(asked) == ["sim-x/gate/integrated", "sim-x/gate/org/project"]
+    assert out == ["queue sim-x/gate/integrated: not answering its status query yet "
+                   "(a long workflow task)"]
+
+
 async def test_a_build_takes_its_duration_and_is_recorded() -> None:
     scenario = parse_scenario(SCENARIO + "durations: {default: 0.2, project-merge: 0.1}\n")
     executor = SimulatedExecutor(scenario, Clock(), time_scale=0.5, logs_url="https://logs/")

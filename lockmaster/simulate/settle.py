@@ -9,6 +9,7 @@ can have are also asked directly.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -20,6 +21,8 @@ from lockmaster.starters.operator import gate_id_for
 from lockmaster.temporal.busy import when_not_busy
 
 GATE_WORKFLOW_TYPE = "GateQueueWorkflow"
+QUERY_SECONDS = 30.0
+UNANSWERED = "unanswered"
 
 
 def gate_ids(config: LockmasterConfig) -> set[str]:
@@ -62,7 +65,9 @@ async def busy(client: Client, config: LockmasterConfig, recent: Iterable[str] =
     out = [f"workflow {wid}" for wid in sorted(running - gates)]
     for wid in sorted(gates):
         status = await _gate_status(client, wid)
-        if status is not None:
+        if status is UNANSWERED:
+            out.append(f"queue {wid}: not answering its status query yet (a long workflow task)")
+        elif isinstance(status, QueueStatus):
             out += queue_busy(status)
     return out
 
@@ -81,14 +86,21 @@ async def _running(client: Client, wid: str) -> bool:
     return desc.status == WorkflowExecutionStatus.RUNNING
 
 
-async def _gate_status(client: Client, wid: str) -> QueueStatus | None:
-    """The queue's status; None when the workflow is gone (ended since it was listed)."""
+async def _gate_status(client: Client, wid: str) -> QueueStatus | str | None:
+    """The queue's status; None when the workflow is gone (ended since it was listed);
+    UNANSWERED when it did not answer in time: a queue deciding on a long backlog answers
+    after its workflow task, which can take longer than a query's deadline. It is busy, not
+    broken: the settler waits for it within its own patience."""
     try:
         handle = client.get_workflow_handle(wid)
         # (A query that meets the queue continuing as new is refused: asked again.)
-        return await when_not_busy(lambda: handle.query("status", StatusQuery(),
-                                                        result_type=QueueStatus))
+        return await when_not_busy(lambda: handle.query(
+            "status", StatusQuery(), result_type=QueueStatus,
+            rpc_timeout=timedelta(seconds=QUERY_SECONDS)))
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
+        if exc.status == RPCStatusCode.DEADLINE_EXCEEDED or "timeout expired" in str(
+                exc).lower():
+            return UNANSWERED
         raise
