@@ -15,7 +15,7 @@ from lockmaster.review.base import ReviewDriver
 from lockmaster.review.local import LocalReviewDriver
 from lockmaster.temporal.outliving import started_activities
 from lockmaster.temporal.task_queues import Role, task_queue
-from lockmaster.workers.common import project_connections, workflow_runner
+from lockmaster.workers.common import project_connections, whole_activations, workflow_runner
 from lockmaster.workflows.autohold import AutoholdWorkflow
 from lockmaster.workflows.check import CheckWorkflow
 from lockmaster.workflows.detached import DetachedWorkWorkflow
@@ -55,7 +55,7 @@ def orchestrator_worker(
     merger = MergerActivities(cache, drivers, project_connections(config))
     # The publications' look-up of the gate's builds: the merger's cache holds what it tested.
     promotion = PromotionActivities(client, cache, project_connections(config))
-    return Worker(
+    return whole_activations(Worker(
         client,
         task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
         workflows=WORKFLOWS,
@@ -66,4 +66,4 @@ def orchestrator_worker(
                     merger.prepare_state, merger.prepare_states,
                     promotion.find_gate_build, started_activities],
         workflow_runner=workflow_runner(),
-    )
+    ))
