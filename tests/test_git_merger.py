@@ -659,18 +659,28 @@ async def test_a_row_prepares_each_project_once_per_distinct_merge_list(
                                  fresh_cache(tmp_path, site, f"alone{i}"))
              for i, c in enumerate(rows)]
     kept: list[str] = []
+    looked: list[str] = []
     from lockmaster.git import cache as cache_module
-    real = cache_module.git_stdin
+    real, real_run = cache_module.git_stdin, cache_module.run_git
 
     async def counting(*args: str, **kwargs: object) -> str:
         if args and args[0] == "update-ref":
             kept.append(str(kwargs.get("cwd")))
         return await real(*args, **kwargs)  # type: ignore[arg-type]
 
+    async def looking(*args: str, **kwargs: object) -> object:
+        if args and args[0] in ("rev-parse", "show-ref"):
+            looked.append(args[0])
+        return await real_run(*args, **kwargs)  # type: ignore[arg-type]
+
     monkeypatch.setattr(cache_module, "git_stdin", counting)
+    monkeypatch.setattr(cache_module, "run_git", looking)
     result = await prepare_states(PrepareStatesRequest(requests=[
         PrepareStateRequest(changes=c, merge_date=DATE) for c in rows]), cache)
     for got, want in zip(result.results, alone, strict=True):
         assert got.ok and got.state == want.state, (got, want)
     # The first state's three projects, then one project for each state after it.
     assert len(kept) == 3 + (len(rows) - 1), kept
+    # The review system is read once for the row: each project's branch tip and change refs
+    # resolved in one call (the states do not look again).
+    assert looked == ["rev-parse"] * 3, looked

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,6 +54,15 @@ class _Plan:
 _PlanKey = tuple[str, str, tuple[str, ...], int, tuple[tuple[str, str | None], ...]]
 
 
+@dataclass
+class _Row:
+    """What the states of one row share: the review system seen once (each project fetched,
+    its branch tips and change refs resolved, in one git call each), and the projects made."""
+
+    resolved: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    prepared: dict[_PlanKey, ProjectState] = field(default_factory=dict)
+
+
 async def prepare_states(
     req: PrepareStatesRequest,
     cache: RepoCache,
@@ -64,21 +72,28 @@ async def prepare_states(
     one new merge; the review system is seen as it was when the row was asked for (one fetch
     per project serves them all)."""
     asked = time.monotonic()
-    wanted: dict[tuple[str, str], list[str]] = {}
+    wanted: dict[tuple[str, str], dict[str, None]] = {}
     for one in req.requests:
         for change in one.changes:
-            wanted.setdefault((change.connection, change.project), []).append(change.ref)
-    for (connection, project), refs in wanted.items():
-        # One fetch for the row; a ref that is gone fails only the states that need it, below.
-        with contextlib.suppress(RefNotFound):
+            revs = wanted.setdefault((change.connection, change.project), {})
+            revs[f"refs/heads/{change.branch}"] = None
+            revs[change.ref] = None
+    row = _Row()
+    for (connection, project), revs in wanted.items():
+        refs = [r for r in revs if not r.startswith("refs/heads/")]
+        # One fetch for the row; a ref that is gone fails only the states that need it (each
+        # state then fetches and resolves on its own, and says which change it was).
+        try:
             await cache.fetch(connection, project, refs, asked=asked)
+            shas = await cache.rev_parse_many(connection, project, list(revs))
+        except (RefNotFound, RevisionNotFound):
+            continue
+        row.resolved[(connection, project)] = dict(zip(revs, shas, strict=True))
     # Consecutive states of a row differ in one project (the one of the change each adds):
     # every other project is the one the state before prepared (at 20 projects, 19 of every
     # 20 projects' three git calls each; docs/benchmarks.md "merger").
-    prepared: dict[_PlanKey, ProjectState] = {}
     return PrepareStatesResult(results=[
-        await prepare_state(one, cache, project_connections, fetched_since=asked,
-                            prepared=prepared)
+        await prepare_state(one, cache, project_connections, fetched_since=asked, row=row)
         for one in req.requests])
 
 
@@ -89,14 +104,15 @@ async def prepare_state(
     *,
     default_branch: str = "master",
     fetched_since: float | None = None,
-    prepared: dict[_PlanKey, ProjectState] | None = None,
+    row: _Row | None = None,
 ) -> PrepareStateResult:
     """Merge `req.changes` in order onto their branch tips; add `req.required_projects` as is.
 
     `project_connections` names the connection of each required project not touched by a
     change. Conflicts and unusable requests give ok=False; git or network failures raise.
-    `prepared`: the projects made earlier for the same row (the review system seen once), by
-    what was merged onto which branch: one asked for again is taken from there.
+    `row`: what the states of one row share (prepare_states): the review system as the row
+    saw it, and the projects made for the states before, by what was merged onto which
+    branch (one asked for again is taken from there).
     """
     try:
         plans = _plan(req, project_connections or {}, default_branch)
@@ -104,17 +120,18 @@ async def prepare_state(
         conflicts: list[MergeConflict] = []
         for plan in plans:
             key = plan.key(req.merge_date)
-            if prepared is not None and key in prepared:
-                made.append(prepared[key])
+            if row is not None and key in row.prepared:
+                made.append(row.prepared[key])
                 continue
             try:
-                made.append(await _prepare_project(plan, req.merge_date, cache,
-                                                   fetched_since))
+                made.append(await _prepare_project(
+                    plan, req.merge_date, cache, fetched_since,
+                    row.resolved.get((plan.connection, plan.project)) if row else None))
             except MergeConflict as exc:
                 conflicts.append(exc)
                 continue
-            if prepared is not None:
-                prepared[key] = made[-1]
+            if row is not None:
+                row.prepared[key] = made[-1]
     except _Failure as exc:
         # Not a conflict: about the change under test (last) or the request itself, it is final.
         last = req.changes[-1] if req.changes else None
@@ -183,14 +200,20 @@ def _plan(req: PrepareStateRequest, project_connections: Mapping[str, str],
 
 
 async def _prepare_project(plan: _Plan, merge_date: int, cache: RepoCache,
-                           fetched_since: float | None = None) -> ProjectState:
+                           fetched_since: float | None = None,
+                           resolved: Mapping[str, str] | None = None) -> ProjectState:
     conn, project = plan.connection, plan.project
-    try:
-        await cache.fetch(conn, project, [c.ref for c in plan.changes], asked=fetched_since)
-    except RefNotFound as exc:
-        change = next((c for c in plan.changes if c.ref == exc.ref), None)
-        raise _Failure(str(exc), change) from None
-    branch, base, commits = await _resolve(plan, cache)
+    seen = _seen(plan, resolved)
+    if seen is not None:
+        branch, base, commits = seen  # fetched and resolved for the whole row
+    else:
+        try:
+            await cache.fetch(conn, project, [c.ref for c in plan.changes],
+                              asked=fetched_since)
+        except RefNotFound as exc:
+            change = next((c for c in plan.changes if c.ref == exc.ref), None)
+            raise _Failure(str(exc), change) from None
+        branch, base, commits = await _resolve(plan, cache)
     for change, commit in zip(plan.changes, commits, strict=True):
         if change.commit and change.commit != commit:
             exc = CommitMismatch(change, commit)
@@ -215,6 +238,18 @@ async def _prepare_project(plan: _Plan, merge_date: int, cache: RepoCache,
                     raise
     return ProjectState(project=project, connection=conn, branch=branch, base=base, head=head,
                         merged=list(plan.changes))
+
+
+def _seen(plan: _Plan, resolved: Mapping[str, str] | None
+          ) -> tuple[str, str, list[str]] | None:
+    """(branch, its tip, each change's commit) from what the row resolved, if it has all."""
+    if resolved is None or not plan.changes:
+        return None
+    revs = [f"refs/heads/{plan.branches[0]}", *(c.ref for c in plan.changes)]
+    if not all(r in resolved for r in revs):
+        return None
+    tip, *commits = (resolved[r] for r in revs)
+    return plan.branches[0], tip, commits
 
 
 async def _resolve(plan: _Plan, cache: RepoCache) -> tuple[str, str, list[str]]:
