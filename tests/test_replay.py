@@ -377,3 +377,22 @@ async def test_record_outliving_build_histories(client: Client, tmp_path: Path) 
                          == "work-done")
         save(f"gate-outliving3-run{index}", history, wid)
     assert signalled, "no build result crossed a continue-as-new in the recorded runs"
+
+
+@pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
+                    reason="records histories only when asked")
+async def test_record_whole_activation_histories(client: Client, tmp_path: Path) -> None:
+    """The same as gate-outliving3, recorded with the orchestrator's workflows seeing each
+    workflow task's jobs as one batch (workers/common.whole_activations: the SDK's flag 2, in
+    the history) and merge, build and enqueue payloads interned (model/interned.py): recorded
+    as gate-whole-run1..3."""
+    wid, runs = await gate_across_boundaries(client, tmp_path, "sleep 2")
+    flagged = 0
+    for index, handle in enumerate(runs[:3], start=1):
+        history = await handle.fetch_history()
+        flagged += sum(1 for e in history.events
+                       if e.HasField("workflow_task_completed_event_attributes")
+                       and 2 in e.workflow_task_completed_event_attributes.sdk_metadata
+                       .lang_used_flags)
+        save(f"gate-whole-run{index}", history, wid)
+    assert flagged, "no workflow task recorded the single-batch flag"
