@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -359,6 +360,19 @@ async def gate_across_boundaries(client: Client, tmp_path: Path, command: str
     return wid, runs
 
 
+async def save_gate_runs(client: Client, tmp_path: Path, stem: str,
+                         counted: Callable[[Any], bool]) -> int:
+    """Record the first three runs of a gate queue across boundaries (`stem`-run1..3) and
+    count their events that `counted` picks."""
+    wid, runs = await gate_across_boundaries(client, tmp_path, "sleep 2")
+    found = 0
+    for index, handle in enumerate(runs[:3], start=1):
+        history = await handle.fetch_history()
+        found += sum(1 for e in history.events if counted(e))
+        save(f"{stem}-run{index}", history, wid)
+    return found
+
+
 @pytest.mark.skipif(not os.environ.get("LOCKMASTER_RECORD_HISTORIES"),
                     reason="records histories only when asked")
 async def test_record_outliving_build_histories(client: Client, tmp_path: Path) -> None:
@@ -367,15 +381,10 @@ async def test_record_outliving_build_histories(client: Client, tmp_path: Path) 
     next run by signal, and each run asking which builds started in a workflow task before
     the one that continues as new (recorded as gate-outliving3; gate-outliving2 asked in that
     task itself, gate-outliving was recorded before the question)."""
-    wid, runs = await gate_across_boundaries(client, tmp_path, "sleep 2")
-    signalled = 0
-    for index, handle in enumerate(runs[:3], start=1):
-        history = await handle.fetch_history()
-        signalled += sum(1 for e in history.events
-                         if e.HasField("workflow_execution_signaled_event_attributes")
-                         and e.workflow_execution_signaled_event_attributes.signal_name
-                         == "work-done")
-        save(f"gate-outliving3-run{index}", history, wid)
+    signalled = await save_gate_runs(
+        client, tmp_path, "gate-outliving3",
+        lambda e: e.HasField("workflow_execution_signaled_event_attributes")
+        and e.workflow_execution_signaled_event_attributes.signal_name == "work-done")
     assert signalled, "no build result crossed a continue-as-new in the recorded runs"
 
 
@@ -386,13 +395,8 @@ async def test_record_whole_activation_histories(client: Client, tmp_path: Path)
     workflow task's jobs as one batch (workers/common.whole_activations: the SDK's flag 2, in
     the history) and merge, build and enqueue payloads interned (model/interned.py): recorded
     as gate-whole-run1..3."""
-    wid, runs = await gate_across_boundaries(client, tmp_path, "sleep 2")
-    flagged = 0
-    for index, handle in enumerate(runs[:3], start=1):
-        history = await handle.fetch_history()
-        flagged += sum(1 for e in history.events
-                       if e.HasField("workflow_task_completed_event_attributes")
-                       and 2 in e.workflow_task_completed_event_attributes.sdk_metadata
-                       .lang_used_flags)
-        save(f"gate-whole-run{index}", history, wid)
+    flagged = await save_gate_runs(
+        client, tmp_path, "gate-whole",
+        lambda e: e.HasField("workflow_task_completed_event_attributes")
+        and 2 in e.workflow_task_completed_event_attributes.sdk_metadata.lang_used_flags)
     assert flagged, "no workflow task recorded the single-batch flag"

@@ -22,6 +22,7 @@ from typing import Any
 
 from lockmaster.model.build import JobSpec
 from lockmaster.model.change import ChangeRef
+from lockmaster.model.interned import Table
 
 FORM = "compact-v1"
 _REF_FIELDS = tuple(ChangeRef.model_fields)
@@ -32,25 +33,15 @@ _SAME = "$item"  # this list equals the one derived from the item's changes
 
 def compact(data: dict[str, Any]) -> dict[str, Any]:
     """GateInput's plain JSON-mode dict -> its compact form (the input is not changed)."""
-    refs: list[dict[str, Any]] = []
-    ref_ids: dict[tuple[Any, ...], int] = {}
-    jobs: list[dict[str, Any]] = []
-    job_ids: dict[str, int] = {}
+    ref_table, job_table = Table(), Table()
+    refs = ref_table.rows
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             if len(node) == len(_REF_FIELDS) and all(f in node for f in _REF_FIELDS):
-                key = tuple(node[f] for f in _REF_FIELDS)
-                if key not in ref_ids:
-                    ref_ids[key] = len(refs)
-                    refs.append(node)
-                return {"$c": ref_ids[key]}
+                return {"$c": ref_table.add(node, tuple(node[f] for f in _REF_FIELDS))}
             if len(node) == len(_JOB_FIELDS) and node.keys() == _JOB_FIELDS:
-                text = json.dumps(node, sort_keys=True)
-                if text not in job_ids:
-                    job_ids[text] = len(jobs)
-                    jobs.append(node)
-                return {"$j": job_ids[text]}
+                return {"$j": job_table.add_job(node)}
             out = {k: walk(v) for k, v in node.items()}
             if len(node) == 1 and next(iter(node)) in _MARKERS:
                 return {"$lit": out}
@@ -68,7 +59,8 @@ def compact(data: dict[str, Any]) -> dict[str, Any]:
         for item in state["items"]:
             ahead = _compact_item(item, ahead, refs)
             _share_projects(item, projects, project_ids)
-    return {"form": FORM, "refs": refs, "jobs": jobs, "projects": projects, "body": body}
+    return {"form": FORM, "refs": refs, "jobs": job_table.rows, "projects": projects,
+            "body": body}
 
 
 def is_compact(data: Any) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+from collections.abc import Hashable
 from typing import Any
 
 from pydantic import (
@@ -44,31 +45,38 @@ def _is_ref(node: Any) -> bool:
     return isinstance(node, dict) and node.keys() == _REF_FIELDS
 
 
+class Table:
+    """Distinct JSON objects, each kept once and referred to by its index (also the gate's
+    carried state's tables, model/gate_compact.py)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._ids: dict[Hashable, int] = {}
+
+    def add(self, node: dict[str, Any], key: Hashable) -> int:
+        if key not in self._ids:
+            self._ids[key] = len(self.rows)
+            self.rows.append(node)
+        return self._ids[key]
+
+    def add_job(self, node: dict[str, Any]) -> int:
+        return self.add(node, json.dumps(node, sort_keys=True))
+
+
 def intern(data: Any) -> dict[str, Any]:
     """A JSON-mode dump -> its interned form (the input is not changed)."""
-    refs: list[dict[str, Any]] = []
-    ref_ids: dict[tuple[Any, ...], int] = {}
-    jobs: list[dict[str, Any]] = []
-    job_ids: dict[str, int] = {}
-    job_fields = _job_fields()
+    refs, jobs = Table(), Table()
+    job_fields = job_spec_fields()
 
     def ref_id(node: dict[str, Any]) -> int:
-        key = tuple(sorted(node.items()))
-        if key not in ref_ids:
-            ref_ids[key] = len(refs)
-            refs.append(node)
-        return ref_ids[key]
+        return refs.add(node, tuple(sorted(node.items())))
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
             if _is_ref(node):
                 return {"$c": ref_id(node)}
             if node.keys() == job_fields:
-                text = json.dumps(node, sort_keys=True)
-                if text not in job_ids:
-                    job_ids[text] = len(jobs)
-                    jobs.append(node)
-                return {"$j": job_ids[text]}
+                return {"$j": jobs.add_job(node)}
             out = {k: walk(v) for k, v in node.items()}
             if len(node) == 1 and next(iter(node)) in _MARKERS:
                 return {"$lit": out}
@@ -83,10 +91,11 @@ def intern(data: Any) -> dict[str, Any]:
     # The table as rows of values (field names once): a third of each change's JSON.
     fields = sorted(_REF_FIELDS)
     return {"form": FORM, "ref_fields": fields,
-            "refs": [[ref[f] for f in fields] for ref in refs], "jobs": jobs, "body": body}
+            "refs": [[ref[f] for f in fields] for ref in refs.rows], "jobs": jobs.rows,
+            "body": body}
 
 
-def _job_fields() -> frozenset[str]:
+def job_spec_fields() -> frozenset[str]:
     from lockmaster.model.build import JobSpec  # build.py's models are Interned themselves
 
     return frozenset(JobSpec.model_fields)
