@@ -91,7 +91,7 @@ async def prepare_states(
         row.resolved[(connection, project)] = dict(zip(revs, shas, strict=True))
     # Consecutive states of a row differ in one project (the one of the change each adds):
     # every other project is the one the state before prepared (at 20 projects, 19 of every
-    # 20 projects' three git calls each; docs/benchmarks.md "merger").
+    # 20 projects' three git calls each; docs/benchmarks.md, "Soak").
     return PrepareStatesResult(results=[
         await prepare_state(one, cache, project_connections, fetched_since=asked, row=row)
         for one in req.requests])
