@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from lockmaster.model.audit import OperatorNote
 from lockmaster.model.base import Model
 from lockmaster.model.build import Artifact, JobSpec, Result
 from lockmaster.model.change import ChangeRef
@@ -69,6 +70,10 @@ class GateItem(Model):
     fail_fast: bool = False
     # Enqueued by an operator: losing an approval does not take it out.
     ignore_requirements: bool = False
+    # Who enqueued it and why, when an operator did (forced: without its approvals), and who
+    # last promoted it (model/audit.py).
+    enqueued_by: OperatorNote | None = None
+    promoted_by: OperatorNote | None = None
     # With merge "conflict": the merger said no retry can build this change's state (its
     # patchset or branch is gone...): it leaves at once (pipelines/gate_merges.py).
     unmergeable: bool = False
@@ -254,6 +259,9 @@ class EnqueueRequest(Interned):
     fail_fast: bool = False
     # An operator's enqueue: the pipeline's requirements (approvals) are not checked.
     ignore_requirements: bool = False
+    # The operator who asked, and why (`lockmaster gate enqueue`; None: an event's enqueue).
+    by: str | None = None
+    reason: str | None = None
     # The job graphs of the queue's other projects: a needed change of one of them that is
     # approved enters with this one (Zuul enqueues the changes ahead in the same event).
     other_projects: dict[str, FrozenJobs] = Field(default_factory=dict)
@@ -268,12 +276,17 @@ class DequeueRequest(Model):
     number: int
     reason: str = "dequeued by an operator"
     report: bool = True
+    # The operator who dequeued it (`reason`: why): said in the queue's state and in the
+    # report to the change (None: an older starter's request).
+    by: str | None = None
 
 
 class PromoteRequest(Model):
     """Signal `promote`: move these changes, in this order, to the head of the queue."""
 
     changes: list[str]  # `NUMBER,PATCHSET` or `NUMBER`
+    by: str | None = None  # the operator who promoted them, and why
+    reason: str | None = None
 
 
 class CommandResult(Model):
@@ -324,6 +337,15 @@ class ItemView(Model):
     enqueued_at: float
     jobs: list[JobView] = Field(default_factory=list)
     merge_error: str | None = None  # with merge "conflict": what the merger said
+    # Who enqueued (forced: without its approvals) and promoted it, and why, when an operator
+    # did.
+    enqueued_by: OperatorNote | None = None
+    promoted_by: OperatorNote | None = None
+
+    def operator_lines(self) -> list[str]:
+        """e.g. ["enqueued by alice without its approvals: R", "promoted by bob"]."""
+        return [note.describe(action) for action, note in
+                (("enqueued", self.enqueued_by), ("promoted", self.promoted_by)) if note]
 
 
 class QueueStatus(Model):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lockmaster.model.audit import OperatorNote
 from lockmaster.model.gate import DequeueRequest, GateItem
 
 if TYPE_CHECKING:
@@ -15,12 +16,7 @@ if TYPE_CHECKING:
 def promoted_order(queue: GateQueue, keys: list[str]) -> list[GateItem]:
     """The queue's items with these (`N` or `N,P`), in this order, at the head, each behind the
     changes it needs (as Zuul re-enqueues the changes ahead of a promoted one)."""
-    chosen: list[GateItem] = []
-    for key in keys:
-        number = key.split(",")[0]
-        item = next((i for i in queue.items if str(i.change.number) == number), None)
-        if item is not None and item not in chosen:
-            chosen.append(item)
+    chosen = _named(queue, keys)
     order: list[GateItem] = []
 
     def place(item: GateItem) -> None:
@@ -35,6 +31,23 @@ def promoted_order(queue: GateQueue, keys: list[str]) -> list[GateItem]:
     for item in [*chosen, *queue.items]:
         place(item)
     return order
+
+
+def _named(queue: GateQueue, keys: list[str]) -> list[GateItem]:
+    chosen: list[GateItem] = []
+    for key in keys:
+        number = key.split(",")[0]
+        item = next((i for i in queue.items if str(i.change.number) == number), None)
+        if item is not None and item not in chosen:
+            chosen.append(item)
+    return chosen
+
+
+def record_promotion(queue: GateQueue, keys: list[str], note: OperatorNote | None) -> None:
+    """Who promoted the items named and why (not those moved along with them)."""
+    if note is not None:
+        for item in _named(queue, keys):
+            item.promoted_by = note
 
 
 def describe(items: list[GateItem]) -> str:

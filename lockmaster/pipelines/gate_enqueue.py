@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lockmaster.model.audit import OperatorNote, note_of
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.gate import EnqueueRequest, FrozenJobs, GateItem, QueueState
 from lockmaster.model.state import (
@@ -89,6 +90,12 @@ def legacy_infos(deps: DependencyResult) -> list[DependencyInfo]:
                  for c in deps.changes[:index]] if index == len(deps.changes) - 1 else []
         out.append(DependencyInfo(change=change, current_patchset=change.patchset, needs=needs))
     return out
+
+
+def operator_note(request: EnqueueRequest, now: float) -> OperatorNote | None:
+    """Who asked for the change, and why, when an operator did (`lockmaster gate enqueue`):
+    forced, when it was let in without the pipeline's requirements."""
+    return note_of(request.by, request.reason, now, forced=request.ignore_requirements)
 
 
 TRIGGER_MEMORY = 200
@@ -252,7 +259,8 @@ class Enqueuer:
         frozen = self._jobs_for(request, info.change)
         item = GateItem(id=self.queue.new_id(), change=info.change, pipeline=request.pipeline,
                         jobs=frozen.jobs, enqueued_at=now, fail_fast=frozen.fail_fast,
-                        ignore_requirements=request.ignore_requirements)
+                        ignore_requirements=request.ignore_requirements,
+                        enqueued_by=operator_note(request, now))
         needs = [n.key for n in info.needs if not self.queue.merged(n.key)]
         return self._enter(item, needs, now, prepared)
 
@@ -266,7 +274,8 @@ class Enqueuer:
         if labels.enqueue is not None:
             actions.append(ReportItemAction(
                 item.key, item.change, item.pipeline, "enqueue",
-                reports.enqueue_report(item.pipeline, labels.messages.get("enqueue")),
+                reports.with_operator(reports.enqueue_report(
+                    item.pipeline, labels.messages.get("enqueue")), item.enqueued_by),
                 labels.enqueue, item_id=item.id))
         return actions + self.release_waiting(now, item.change.number)
 
@@ -289,7 +298,8 @@ class Enqueuer:
             item = GateItem(id=self.queue.new_id(), change=waiting.change,
                             pipeline=waiting.pipeline, jobs=frozen.jobs,
                             enqueued_at=now, fail_fast=frozen.fail_fast,
-                            ignore_requirements=waiting.ignore_requirements)
+                            ignore_requirements=waiting.ignore_requirements,
+                            enqueued_by=operator_note(waiting, now))
             actions += self._enter(item, needs, now)
         return actions
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from lockmaster.model.audit import OperatorNote
 from lockmaster.model.build import Artifact, BuildResult, JobSpec, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.gate import GateBuild, GateItem, QueueState
@@ -194,13 +195,15 @@ class GateQueue:
             self.state.left.pop(next(iter(self.state.left)))
         return self.remove(item)
 
-    def promote(self, keys: list[str]) -> bool:
+    def promote(self, keys: list[str], note: OperatorNote | None = None) -> bool:
         """Move these items, in this order, to the head (each behind the changes it needs, as
-        Zuul re-enqueues the changes ahead of a promoted one). Returns False when nothing moved."""
+        Zuul re-enqueues the changes ahead of a promoted one), `note`: who asked and why.
+        Returns False when nothing moved."""
         order = gate_commands.promoted_order(self, keys)
         if [i.key for i in order] == [i.key for i in self.items]:
             return False
         self.state.items = order
+        gate_commands.record_promotion(self, keys, note)
         return True
 
     # --- outcomes ---------------------------------------------------------------------------
@@ -441,7 +444,8 @@ class GateQueue:
     def _report(self, item: GateItem, action: str, message: str, labels: dict[str, int],
                 submit: bool = False) -> ReportItemAction:
         return ReportItemAction(item.key, item.change, item.pipeline, action,  # type: ignore[arg-type]
-                                message, labels, submit=submit, item_id=item.id)
+                                reports.with_operator(message, item.enqueued_by), labels,
+                                submit=submit, item_id=item.id)
 
     def _reset(self, item: GateItem, changes: list[ChangeRef]) -> list[Action]:
         actions: list[Action] = []

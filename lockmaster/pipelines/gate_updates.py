@@ -7,7 +7,8 @@ requirement check of every pass, and the dequeue command, as pure code.
   dequeue report when the pipeline has one and the start was reported;
 - an approval removed, work in progress, private: it leaves with a failure report ("unable to
   merge due to a missing merge requirement");
-- an operator's dequeue: it leaves, with a dequeue report.
+- an operator's dequeue: it leaves, with a dequeue report saying who and why (with the
+  pipeline's dequeue reporter's labels, if it has one).
 
 Every change that needed one that left leaves in turn on the next pass (gate_queue.process),
 with a report naming it and why. Waiting changes are kept current the same way.
@@ -66,15 +67,19 @@ class QueueUpdates:
         item = self.queue.find(request.project, request.number)
         if item is None:
             return []
-        actions = self.queue.leave(item, f"it was dequeued ({request.reason})")
+        by = f" by {request.by}" if request.by else ""
+        actions = self.queue.leave(item, f"it was dequeued{by} ({request.reason})")
         item.outcome = "dequeued"
         labels = self.queue.labels
-        if request.report and labels.dequeue is not None:  # Zuul: only with a dequeue reporter
+        # Zuul reports only with a dequeue reporter; a dequeue that names its operator (who
+        # and why) is always told to the change, with the reporter's labels if any (requests
+        # recorded before operators were named have no `by`: they replay as they ran).
+        if request.report and (labels.dequeue is not None or request.by):
             actions.append(ReportItemAction(
                 item.key, item.change, item.pipeline, "dequeue",
                 reports.dequeue_report(item.pipeline, request.reason,
-                                       labels.messages.get("dequeue")),
-                labels.dequeue, item_id=item.id))
+                                       labels.messages.get("dequeue"), by=request.by),
+                labels.dequeue or {}, item_id=item.id))
         return actions
 
     # --- internals --------------------------------------------------------------------------

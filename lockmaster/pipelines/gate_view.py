@@ -50,6 +50,7 @@ def queue_status(state: QueueState, now: float, *, idle: bool, busy: bool) -> Qu
             changes=" ".join(c.key for c in item.changes), merge=item.merge,
             enqueued_at=item.enqueued_at, jobs=job_views(item, now, state.job_seconds),
             merge_error=item.merge_error if item.merge == "conflict" else None,
+            enqueued_by=item.enqueued_by, promoted_by=item.promoted_by,
         ))
     return QueueStatus(queue=state.queue, pipeline=state.pipeline, window=state.window,
                        idle=idle, busy=busy, items=items,

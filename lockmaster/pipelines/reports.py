@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from lockmaster.model.audit import OperatorNote
 from lockmaster.model.build import BuildResult, JobSpec, Result
 
 
@@ -94,6 +95,18 @@ def missing_requirement_report(pipeline: str, detail: str) -> str:
     return f"Build failed ({pipeline}).\n\n{MISSING_REQUIREMENT}: {detail}."
 
 
-def dequeue_report(pipeline: str, reason: str, message: str | None = None) -> str:
-    """The change left without a result (an operator's dequeue, a new patchset...)."""
-    return f"{message or f'Build canceled ({pipeline}).'}\n\nRemoved from {pipeline}: {reason}."
+def dequeue_report(pipeline: str, reason: str, message: str | None = None,
+                   by: str | None = None) -> str:
+    """The change left without a result (an operator's dequeue, a new patchset...); `by`: the
+    operator who dequeued it."""
+    removed = f"Removed from {pipeline} by {by}" if by else f"Removed from {pipeline}"
+    return f"{message or f'Build canceled ({pipeline}).'}\n\n{removed}: {reason}."
+
+
+def with_operator(message: str, note: OperatorNote | None) -> str:
+    """A report about an item an operator enqueued ends saying who did and why (whether it
+    entered without its approvals): "Enqueued by alice without its approvals: R."."""
+    if note is None:
+        return message
+    said = note.describe("enqueued")
+    return f"{message}\n\n{said[0].upper()}{said[1:].rstrip('.')}."

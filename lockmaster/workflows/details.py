@@ -161,6 +161,7 @@ def queue_details(status: QueueStatus, *, draining: bool = False) -> str:
             line += f", tested on {item.changes}"
         line += f"; enqueued {clock(item.enqueued_at)}"
         lines.append(line)
+        lines += [f"    {one_line(said, 160)}" for said in item.operator_lines()]
         lines += [job_line(j, indent="    ") for j in item.jobs]
     lines = _bounded(lines, len(items), "items")
     if status.recently_left:

@@ -18,6 +18,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from lockmaster.model.audit import note_of
     from lockmaster.model.build import JobSpec
     from lockmaster.model.change import ChangeRef
     from lockmaster.model.gate import (
@@ -170,7 +171,9 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
         self._apply(request)
         self._dirty = True
         order = [i.key for i in queue.items]
-        return CommandResult(message=f"promoted {' '.join(request.changes)}", order=order)
+        note = note_of(request.by, request.reason)
+        said = f" ({note.describe('promoted')})" if note else ""
+        return CommandResult(message=f"promoted {' '.join(request.changes)}{said}", order=order)
 
     @promote_now.validator
     def _promote_changes_something(self, request: PromoteRequest) -> None:
@@ -303,7 +306,8 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
         elif isinstance(command, DequeueRequest):
             self._run_all(self._updates.dequeue(command))
         elif isinstance(command, PromoteRequest):
-            queue.promote(command.changes)
+            queue.promote(command.changes, note_of(command.by, command.reason,
+                                                   workflow.now().timestamp()))
         elif isinstance(command, QueueReconfigure):
             assert self._input is not None
             self._run_all(gate_reconfigure.reconfigure(self._input, self._updates, command))
