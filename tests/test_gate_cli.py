@@ -30,8 +30,9 @@ def calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tu
         return object()
 
     def recorder(name: str):  # type: ignore[no-untyped-def]
-        async def call(*args: Any) -> RouteAction:
+        async def call(*args: Any, **kwargs: Any) -> RouteAction:
             seen.append((name, args))
+            KWARGS[name] = kwargs
             return ANSWERS.get(name, RouteAction(name, "wf"))
         return call
 
@@ -39,10 +40,12 @@ def calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tu
     for name in ("dequeue", "promote"):
         monkeypatch.setattr(gate_cmd.operator, name, recorder(name))
     ANSWERS.clear()
+    KWARGS.clear()
     return seen
 
 
 ANSWERS: dict[str, RouteAction] = {}
+KWARGS: dict[str, dict[str, Any]] = {}  # the keyword arguments of each operator call
 
 
 def run(*args: str) -> Result:
@@ -139,18 +142,99 @@ def test_enqueue_of_an_unknown_change_names_it_and_where_it_was_looked_for(
         "error: change 99 does not exist on connection 'local'; nothing was enqueued")
 
 
-def test_an_open_change_is_enqueued_and_the_queue_named(
-        store: LocalReviewStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    number = closed(store, "open")
+@pytest.fixture
+def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What reached the queue (the keyword arguments of each enqueue_change)."""
+    sent: list[dict[str, Any]] = []
 
     async def enqueue_change(client: object, cfg: object, pipeline: str, change: ChangeRef,
                              **kwargs: Any) -> RouteAction:
+        sent.append(kwargs)
         return RouteAction("enqueued", f"{pipeline}/{change.project}", change.key)
 
+    async def start_check(*args: Any, **kwargs: Any) -> RouteAction:
+        sent.append({"check": args})
+        return RouteAction("started", "check/...")
+
     monkeypatch.setattr(operator, "enqueue_change", enqueue_change)
+    monkeypatch.setattr(operator, "start_check", start_check)
+    monkeypatch.setenv("LOCKMASTER_USER", "alice")
+    return sent
+
+
+def test_an_approved_change_is_enqueued_and_the_queue_named(
+        store: LocalReviewStore, enqueued: list[dict[str, Any]]) -> None:
+    number = closed(store, "open")
+    store.vote(number, {"Code-Review": 2, "Workflow": 1}, author="core")
     result = run("enqueue", "--change", str(number))
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == f"enqueued gate/demo/hello: {number},1"
+    assert result.output.strip() == f"enqueued gate/demo/hello: {number},1 (enqueued by alice)"
+    # Approved: it enters as any approved change does (and leaves when an approval goes).
+    [sent] = enqueued
+    assert (sent["ignore_requirements"], sent["by"], sent["reason"]) == (False, "alice", None)
+
+
+def test_enqueue_of_a_change_without_its_approvals_is_refused_and_nothing_sent(
+        store: LocalReviewStore, enqueued: list[dict[str, Any]]) -> None:
+    """Issue 15: `gate enqueue` put any open change into the gate, whatever its approvals."""
+    number = closed(store, "open")
+    store.vote(number, {"Code-Review": 2}, author="core")
+    result = run("enqueue", "--change", str(number))
+    assert result.exit_code == 2, result.output
+    assert " ".join(result.output.split()) == (
+        f"error: change {number} (demo/hello) does not meet gate's requirements: Workflow 0 "
+        f"(needs +1); to enqueue it without them, say why: lockmaster gate enqueue --change "
+        f"{number} --pipeline gate --force --reason \"...\"; nothing was enqueued")
+    assert enqueued == []
+
+
+@pytest.mark.parametrize("reason", [None, "", "  "])
+def test_force_without_a_reason_is_refused_and_nothing_sent(
+        store: LocalReviewStore, enqueued: list[dict[str, Any]], reason: str | None) -> None:
+    number = closed(store, "open")
+    args = ["enqueue", "--change", str(number), "--force"]
+    result = run(*args, *(["--reason", reason] if reason is not None else []))
+    assert result.exit_code == 2, result.output
+    assert "error: --force needs --reason: say why the change enters without its " \
+           "approvals; nothing was enqueued" in " ".join(result.output.split())
+    assert enqueued == []
+
+
+def test_a_forced_enqueue_says_who_forced_it_and_why(
+        store: LocalReviewStore, enqueued: list[dict[str, Any]]) -> None:
+    number = closed(store, "open")
+    result = run("enqueue", "--change", str(number), "--force", "--reason", "fixes the outage",
+                 "--user", "bob")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (f"enqueued gate/demo/hello: {number},1 (enqueued by bob "
+                                     "without its approvals: fixes the outage)")
+    [sent] = enqueued
+    assert (sent["ignore_requirements"], sent["by"], sent["reason"]) == (
+        True, "bob", "fixes the outage")
+
+
+def test_the_actor_is_the_user_option_then_the_environment_then_the_login(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+
+    from lockmaster.model.audit import actor
+
+    monkeypatch.setattr(getpass, "getuser", lambda: "login")
+    monkeypatch.delenv("LOCKMASTER_USER", raising=False)
+    assert actor(None) == "login"
+    monkeypatch.setenv("LOCKMASTER_USER", "from-env")
+    assert actor(None) == "from-env" and actor("") == "from-env"
+    assert actor("given") == "given"
+
+
+def test_dequeue_and_promote_pass_who_and_why_on(
+        calls: list[tuple[str, tuple[Any, ...]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCKMASTER_USER", "carol")
+    assert run("dequeue", "--project", "demo/hello", "--change", "7",
+               "--reason", "breaks the build").exit_code == 0
+    assert KWARGS["dequeue"] == {"by": "carol", "reason": "breaks the build"}
+    assert run("promote", "--queue", "demo/hello", "8", "--user", "dave").exit_code == 0
+    assert KWARGS["promote"] == {"by": "dave", "reason": None}
 
 
 # --- dequeue and promote: what they did, or why nothing ----------------------------------------

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
+import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -38,6 +39,19 @@ def listing_table(*columns: str) -> Table:
     return listing
 
 EXIT_USAGE = 2  # bad input: nothing was started or changed
+
+# Every operator command names who acts and may say why (model/audit.py): recorded with what
+# it did, shown in listings, status and reports.
+UserOpt = typer.Option(None, "--user", help="who acts (default: $LOCKMASTER_USER, else your "
+                                            "login name); recorded with the action")
+ReasonOpt = typer.Option(None, "--reason", help="why; recorded with who did it")
+
+
+def acting(user: str | None) -> str:
+    """The operator running this command (`--user`, $LOCKMASTER_USER, the login name)."""
+    from lockmaster.model.audit import actor
+
+    return actor(user)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

@@ -1,5 +1,7 @@
 """`lockmaster status` and `lockmaster gate enqueue|dequeue|promote` (operators): enqueue and
-dequeue work on every pipeline (a queue's item, or a check run), promote on queues only.
+dequeue work on every pipeline (a queue's item, or a check run), promote on queues only. Each
+records who acts (`--user`, $LOCKMASTER_USER, the login name) and why (`--reason`); enqueue
+refuses a change without the pipeline's approvals unless `--force --reason` (model/audit.py).
 
 Exit codes: 0 done (what was done is printed: the queue's new order, what left); 2 refused
 (bad input: an unknown or closed change, queue, project or pipeline; nothing was sent); 1 the
@@ -14,7 +16,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from lockmaster.cli.context import fail, load, out
+from lockmaster.cli.context import ReasonOpt, UserOpt, acting, fail, load, out
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.pipelines.queues import base_queue, split_queue
 from lockmaster.review.base import ChangeNotFound, ReviewError
@@ -71,40 +73,57 @@ def _run(cfg: LockmasterConfig, coro_factory) -> None:  # type: ignore[no-untype
 def enqueue(
     change: int = typer.Option(..., "--change"),
     connection: str = typer.Option("local", "--connection"),
-    pipeline: str = PipelineOpt, config: Path | None = ConfigOpt,
+    pipeline: str = PipelineOpt,
+    force: bool = typer.Option(False, "--force", help="enqueue it without the approvals the "
+                               "pipeline requires (needs --reason)"),
+    reason: str | None = ReasonOpt, user: str | None = UserOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
-    """Put a change into a pipeline whatever its approvals: into its queue (gate), or a new run
-    (check)."""
+    """Put a change into a pipeline: into its queue (gate), or a new run (check). A change
+    without the approvals the pipeline requires is refused, unless forced with a reason
+    (`--force --reason "..."`: the queue shows who forced it and why)."""
+    if force and not (reason or "").strip():
+        fail("--force needs --reason: say why the change enters without its approvals; "
+             "nothing was enqueued")
     cfg = load(config)
     _known(cfg, pipeline)
     if connection not in cfg.connections:
         fail(f"connection {connection!r} is not configured")
     drivers = review_drivers(cfg)
-    _run(cfg, lambda c: operator.enqueue(c, cfg, drivers, pipeline, connection, change))
+    by = acting(user)
+    _run(cfg, lambda c: operator.enqueue(c, cfg, drivers, pipeline, connection, change,
+                                         approvals="force" if force else "require",
+                                         by=by, reason=reason))
 
 
 @app.command("dequeue")
 def dequeue(
     change: int = typer.Option(..., "--change"),
     project: str = typer.Option(..., "--project"),
-    pipeline: str = PipelineOpt, config: Path | None = ConfigOpt,
+    pipeline: str = PipelineOpt, reason: str | None = ReasonOpt, user: str | None = UserOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Take a change out of a pipeline: its builds are cancelled; out of a queue, it does not
-    merge (and what needs it leaves); out of check, its run ends unreported."""
+    merge (and what needs it leaves; the change is told who dequeued it and why); out of
+    check, its run ends unreported."""
     cfg = load(config)
     _known(cfg, pipeline)
     if cfg.project(project) is None:
         fail(f"project {project!r} is not configured")
-    _run(cfg, lambda c: operator.dequeue(c, cfg, pipeline, project, change))
+    by = acting(user)
+    _run(cfg, lambda c: operator.dequeue(c, cfg, pipeline, project, change, by=by,
+                                         reason=reason))
 
 
 @app.command("promote")
 def promote(
     changes: list[str] = typer.Argument(..., help="NUMBER or NUMBER,PATCHSET, in order"),
     queue: str = typer.Option(..., "--queue"),
-    pipeline: str = QueuePipelineOpt, config: Path | None = ConfigOpt,
+    pipeline: str = QueuePipelineOpt, reason: str | None = ReasonOpt,
+    user: str | None = UserOpt, config: Path | None = ConfigOpt,
 ) -> None:
-    """Move these changes, in this order, to the head of the queue."""
+    """Move these changes, in this order, to the head of the queue (each remembers who
+    promoted it and why)."""
     cfg = load(config)
     _dependent(cfg, pipeline)
     queues = sorted({base_queue(cfg, p.name) for p in cfg.projects})
@@ -114,7 +133,9 @@ def promote(
         number, _, patchset = c.partition(",")
         if not number.isdigit() or (patchset and not patchset.isdigit()):
             fail(f"{c!r} is not a change: expected NUMBER or NUMBER,PATCHSET")
-    _run(cfg, lambda c: operator.promote(c, cfg, pipeline, queue, changes))
+    by = acting(user)
+    _run(cfg, lambda c: operator.promote(c, cfg, pipeline, queue, changes, by=by,
+                                         reason=reason))
 
 
 def status(
@@ -150,6 +171,8 @@ def status(
                     "active" if item.active else "[dim]waiting (outside window)[/]")
                 out.print(f"    {item.project} {item.change}  {flag}  "
                           f"on [{item.changes}]  {int(now - item.enqueued_at)}s in queue")
+                for said in item.operator_lines():  # who enqueued or promoted it, and why
+                    out.print(f"      {said}", markup=False, highlight=False)
                 for job in item.jobs:
                     extra = f" {job.elapsed:.0f}s" if job.elapsed else ""
                     if job.estimated and job.state in ("running", "waiting"):

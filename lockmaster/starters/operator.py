@@ -13,8 +13,10 @@ private, or of a project without jobs in the pipeline, is refused and nothing is
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable
 from datetime import timedelta
+from typing import Literal
 
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import (
@@ -27,9 +29,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from lockmaster.config.models import LockmasterConfig
+from lockmaster.model.audit import note_of
 from lockmaster.model.change import ChangeInfo, ChangeRef
 from lockmaster.model.gate import CommandResult, DequeueRequest, EnqueueRequest, PromoteRequest
 from lockmaster.pipelines.freeze import freeze_pipeline, queue_job_graphs
+from lockmaster.pipelines.gate_enqueue import unmet_requirements
 from lockmaster.pipelines.queues import gate_input, queue_name, queue_projects
 from lockmaster.review.base import ReviewDriver
 from lockmaster.starters.check_runs import Trigger, cancel_checks, start_check
@@ -51,7 +55,7 @@ async def enqueue_change(
     *, trigger: str = "", trigger_at: float | None = None, trigger_exact: bool = False,
     build_heartbeat_timeout: float = 30.0,
     max_history_events: int | None = None, ignore_requirements: bool = False,
-    review_round: float | None = None,
+    review_round: float | None = None, by: str | None = None, reason: str | None = None,
 ) -> RouteAction:
     """Signal-with-start: the queue workflow starts with the first change that needs it."""
     pipe = config.pipeline(pipeline)
@@ -65,7 +69,8 @@ async def enqueue_change(
     request = EnqueueRequest(change=change, pipeline=pipeline, jobs=own.jobs,
                              fail_fast=own.fail_fast, trigger=trigger, trigger_at=trigger_at,
                              trigger_exact=trigger_exact,
-                             ignore_requirements=ignore_requirements, other_projects=others)
+                             ignore_requirements=ignore_requirements, other_projects=others,
+                             by=by, reason=reason)
     # (Signal-with-start: refused for a moment while the queue is busy continuing as new.)
     await when_not_busy(lambda: client.start_workflow(
         GateQueueWorkflow.run,
@@ -97,6 +102,7 @@ GATE_TASK_TIMEOUT = timedelta(seconds=60)
 # that is not known to have done anything (no answer in time: exit 1).
 REFUSED, IGNORED, UNANSWERED = "refused", "ignored", "unanswered"
 ANSWER_TIMEOUT = 30.0  # seconds an update waits for the queue's answer
+NO_REASON = "no reason given"  # an operator's dequeue without --reason
 
 
 def enqueue_refusal(config: LockmasterConfig, pipeline: str, info: ChangeInfo) -> str | None:
@@ -121,22 +127,56 @@ def enqueue_refusal(config: LockmasterConfig, pipeline: str, info: ChangeInfo) -
     return None
 
 
+# What an operator's enqueue does about the pipeline's requirements (approvals): "ignore"
+# them (Zuul's own enqueue; `simulate` plays Zuul's scenarios so), "require" them (refused
+# when unmet: `lockmaster gate enqueue`), or "force" the change in without them (`--force`,
+# which needs a reason; the item says so).
+Approvals = Literal["ignore", "require", "force"]
+
+
+def approvals_refusal(config: LockmasterConfig, pipeline: str, info: ChangeInfo) -> str | None:
+    """What the change lacks of the pipeline's requirements, and how to enqueue it anyway
+    (None: it meets them), e.g. "change 5 (demo/hello) does not meet gate's requirements:
+    Code-Review 0 (needs +2); ..."."""
+    unmet = unmet_requirements(config.pipeline(pipeline).require, info.approvals)
+    if not unmet:
+        return None
+    return (f"change {info.number} ({info.project}) does not meet {pipeline}'s requirements: "
+            f"{', '.join(unmet)}; to enqueue it without them, say why: lockmaster gate enqueue "
+            f"--change {info.number} --pipeline {pipeline} --force --reason \"...\"")
+
+
 async def enqueue(
     client: Client, config: LockmasterConfig, drivers: dict[str, ReviewDriver],
-    pipeline: str, connection: str, number: int,
+    pipeline: str, connection: str, number: int, *,
+    approvals: Approvals = "ignore", by: str | None = None, reason: str | None = None,
 ) -> RouteAction:
-    """Operator enqueue: the change's current patchset, whatever its approvals (a dependent
-    pipeline: into its queue; an independent one: a new run, as a recheck starts). A change
-    that can never enter is refused: nothing is signalled or started."""
+    """Operator enqueue of the change's current patchset (a dependent pipeline: into its queue;
+    an independent one: a new run, as a recheck starts), by `by` for `reason`. A change that
+    can never enter, or (`approvals="require"`) lacks the pipeline's requirements, is refused:
+    nothing is signalled or started."""
     info = await drivers[connection].get_change(number)
     refusal = enqueue_refusal(config, pipeline, info)
     if refusal is not None:
         return RouteAction(REFUSED, detail=refusal)
+    lacking = approvals_refusal(config, pipeline, info) if approvals != "ignore" else None
+    if lacking is not None and approvals == "require":
+        return RouteAction(REFUSED, detail=lacking)
+    if approvals == "force" and lacking is not None and not (reason or "").strip():
+        return RouteAction(REFUSED, detail=f"change {number}: --force needs --reason (why it "
+                                           "enters without its approvals)")
+    # Forced: let in without the requirements (only when it lacks them: else it enters as an
+    # approved change does, and leaves as one when an approval is taken back).
+    forced = approvals == "ignore" or (approvals == "force" and lacking is not None)
+    note = note_of(by, reason, forced=forced and approvals == "force")
+    said = f" ({note.describe('enqueued')})" if note else ""
     if config.pipeline(pipeline).manager == "independent":
-        return await start_check(client, config, pipeline, info.ref(),
-                                 Trigger(f"operator|{pipeline}|{info.number}", kind="operator"))
-    return await enqueue_change(client, config, pipeline, info.ref(), trigger="operator",
-                                ignore_requirements=True)
+        action = await start_check(client, config, pipeline, info.ref(),
+                                   Trigger(f"operator|{pipeline}|{info.number}", kind="operator"))
+    else:
+        action = await enqueue_change(client, config, pipeline, info.ref(), trigger="operator",
+                                      ignore_requirements=forced, by=by, reason=reason)
+    return dataclasses.replace(action, detail=f"{action.detail}{said}") if said else action
 
 
 async def _update(client: Client, wid: str, name: str,
@@ -170,23 +210,28 @@ def _order(result: CommandResult) -> str:
 
 async def dequeue(
     client: Client, config: LockmasterConfig, pipeline: str, project: str, number: int,
-    connection: str | None = None, branch: str | None = None,
+    connection: str | None = None, branch: str | None = None, *,
+    by: str | None = None, reason: str | None = None,
 ) -> RouteAction:
     """Take the change out of the pipeline: a queue's item (and the items needing it), or an
-    independent pipeline's running check of it (runs that test it as a dependency go on)."""
+    independent pipeline's running check of it (runs that test it as a dependency go on).
+    `by`, `reason`: the operator and why, kept in the queue and said in the report."""
+    why = (reason or "").strip() or NO_REASON
     if config.pipeline(pipeline).manager == "independent":
         conn = connection or (config.project(project).connection  # type: ignore[union-attr]
                               if config.project(project) else "")
         change = ChangeRef(connection=conn, project=project, branch=branch or "", number=number,
                            patchset=1)
-        cancelled = await cancel_checks(client, config, change, upto=None, pipelines=[pipeline],
-                                        reason="dequeued by an operator")
+        cancelled = await cancel_checks(
+            client, config, change, upto=None, pipelines=[pipeline],
+            reason=f"dequeued by {by}: {why}" if by else "dequeued by an operator")
         if not cancelled:
             return RouteAction("ignored", detail=f"change {number} has no running {pipeline} run")
         return RouteAction("dequeued", ", ".join(a.workflow_id or "" for a in cancelled))
     wid = gate_id_for(config, pipeline, queue_name(config, project, branch))
     result = await _update(client, wid, "dequeue",
-                           DequeueRequest(project=project, number=number))
+                           DequeueRequest(project=project, number=number, by=by, reason=why)
+                           if by else DequeueRequest(project=project, number=number))
     if isinstance(result, RouteAction):
         return result
     if not result.dequeued:
@@ -195,14 +240,19 @@ async def dequeue(
     head, *rest = result.dequeued
     also = f" (with {' '.join(rest)}, which need{'s' if len(rest) == 1 else ''} it)" \
         if rest else ""
-    return RouteAction("dequeued", wid, f"{head}{also}; {_order(result)}")
+    said = f" ({by}: {why})" if by else ""
+    return RouteAction("dequeued", wid, f"{head}{also}{said}; {_order(result)}")
 
 
 async def promote(
     client: Client, config: LockmasterConfig, pipeline: str, queue: str, changes: list[str],
+    *, by: str | None = None, reason: str | None = None,
 ) -> RouteAction:
     wid = gate_id_for(config, pipeline, queue)
-    result = await _update(client, wid, "promote", PromoteRequest(changes=changes))
+    result = await _update(client, wid, "promote",
+                           PromoteRequest(changes=changes, by=by, reason=reason))
     if isinstance(result, RouteAction):
         return result
-    return RouteAction("promoted", wid, _order(result))
+    note = note_of(by, reason)
+    said = f" ({note.describe('promoted')})" if note else ""
+    return RouteAction("promoted", wid, _order(result) + said)
