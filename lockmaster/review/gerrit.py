@@ -12,6 +12,8 @@ from lockmaster.config.models import GerritConnection
 from lockmaster.model.change import ChangeInfo, ChangeRef
 from lockmaster.model.report import ReportRequest, ReportResult
 from lockmaster.review.base import ChangeNotFound, ReviewError, SubmitRefused
+from lockmaster.review.gerrit_catchup import QUERY_OPTIONS as CATCHUP_OPTIONS
+from lockmaster.review.gerrit_catchup import since_query
 
 # Gerrit prefixes every JSON answer with this line against cross-site script inclusion.
 XSSI_PREFIX = ")]}'"
@@ -111,6 +113,20 @@ class GerritDriver:
             except ChangeNotFound:
                 continue  # deleted meanwhile
         return out
+
+    async def changes_since(self, since: float, page: int = 100) -> list[dict[str, Any]]:
+        """Every change updated at or after `since`, with its messages, revisions and votes
+        (ChangeInfo objects as Gerrit sends them; gerrit_catchup reads them), page by page."""
+        out: list[dict[str, Any]] = []
+        while True:
+            params = [("q", since_query(since)), *(("o", o) for o in CATCHUP_OPTIONS),
+                      ("n", str(page)), ("S", str(len(out)))]
+            data = await self._json("GET", "/a/changes/", params=params)
+            if not isinstance(data, list):
+                raise ReviewError(f"Gerrit answered a since: query with {type(data).__name__}")
+            out += data
+            if not data or not data[-1].get("_more_changes"):
+                return out
 
     async def post_report(self, report: ReportRequest) -> ReportResult:
         number = report.change.number
