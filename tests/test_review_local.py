@@ -236,3 +236,47 @@ def test_an_uploaded_directory_keeps_modes_and_binary_files(
     data = subprocess.run(["git", "cat-file", "blob", blob], cwd=repo,
                           capture_output=True, check=True).stdout
     assert data == bytes(range(256))
+
+
+async def test_a_merge_whose_announcement_fails_is_announced_on_the_retry(
+        store: LocalReviewStore) -> None:
+    """The local connection announces merges as Gerrit's change-merged (so merged packages get
+    published): a failed announcement fails the submit, whose retry (the activity's) finds the
+    change merged and announces it then; each merge is announced once."""
+    from lockmaster.activities.review import ReviewActivities
+    from lockmaster.model.gate import SubmitRequest
+    from lockmaster.review.local import LocalReviewDriver
+
+    driver = LocalReviewDriver("local", store.root)
+    announced: list[tuple[int | None, str | None]] = []
+    failures = [RuntimeError("Temporal is unreachable")]
+
+    async def on_merged(event: ReviewEvent) -> None:
+        if failures:
+            raise failures.pop()
+        announced.append((event.change, event.newrev))
+
+    driver.on_merged = on_merged
+    activities = ReviewActivities({"local": driver})
+    request = SubmitRequest(change=store.info(1).ref())
+    with pytest.raises(ReviewError, match="change 1 is merged, but handing over its "
+                                          "change-merged event failed"):
+        await activities.submit(request)
+    assert store.info(1).status == "MERGED" and announced == []
+    # Temporal retries the activity: the merge is recognised, and announced now.
+    assert (await activities.submit(request)).ok
+    merged = store.record(1)["merged_commit"]
+    assert announced == [(1, merged)]
+    # The next merge announces itself only.
+    second = store.upload("org/app", files={"b.txt": "b\n"}, subject="Add b")
+    assert (await activities.submit(SubmitRequest(change=second.ref()))).ok
+    assert [number for number, _ in announced] == [1, second.number]
+    assert store.unannounced() == []
+
+
+async def test_merges_nobody_listens_for_are_not_owed(store: LocalReviewStore) -> None:
+    from lockmaster.review.local import LocalReviewDriver
+
+    driver = LocalReviewDriver("local", store.root)  # no project publishes: no on_merged
+    await driver.submit(store.info(1).ref())
+    assert store.unannounced() == []

@@ -292,8 +292,27 @@ class LocalReviewStore:
                 merged = _merge_in_place(repo, branch, tip, commit, message, change.number)
             record["status"] = "MERGED"
             record["merged_commit"] = merged
+            # Until the change-merged event is handed over (LocalReviewDriver.announce_merges):
+            # a merge whose announcement failed is announced again, never forgotten.
+            record["announced"] = False
             self._write(record)
         return merged
+
+    def unannounced(self) -> list[int]:
+        """Merged changes whose change-merged event was not handed over yet, in merge order
+        (records from before announcements were kept count as announced)."""
+        with self._locked():
+            records = [json.loads(p.read_text()) for p in (self.root / "changes").glob("*.json")]
+        pending = [r for r in records if r.get("status") == "MERGED" and
+                   r.get("announced") is False]
+        return [r["number"] for r in sorted(pending, key=lambda r: self._path(r["number"])
+                                            .stat().st_mtime)]
+
+    def mark_announced(self, number: int) -> None:
+        with self._locked():
+            record = self._read(number)
+            record["announced"] = True
+            self._write(record)
 
     # --- answers ----------------------------------------------------------------------------
 
@@ -476,18 +495,42 @@ class LocalReviewDriver:
         return await asyncio.to_thread(self.store.post_report, report)
 
     async def submit(self, change: ChangeRef) -> None:
-        merged = await asyncio.to_thread(self.store.submit, change)
-        if self.on_merged is None:
-            return
-        try:  # the merge stands whatever happens to its announcement
-            info = await self.get_change(change.number)
-            await self.on_merged(ReviewEvent(
-                type="change-merged", connection=info.connection, project=info.project,
-                branch=info.branch, change=info.number, patchset=info.patchset,
-                commit=info.commit, change_id=info.change_id, url=info.url, author="lockmaster",
-                newrev=merged))
-        except Exception:
-            log.exception("announcing the merge of change %s", change.number)
+        """Merge, then announce every merge not announced yet. A failed announcement fails the
+        submit (the merge stands): the activity's retry finds the change merged and announces
+        it again, so a merged change is always published."""
+        try:
+            await asyncio.to_thread(self.store.submit, change)
+        except SubmitRefused:
+            await self.announce_merges()  # an earlier attempt may have merged it, unannounced
+            raise
+        await self.announce_merges()
+
+    async def announce_merges(self) -> int:
+        """Hand over a change-merged event for each merge not announced yet, oldest first;
+        returns how many. Raises ReviewError (retry) when a hand-off fails."""
+        pending = await asyncio.to_thread(self.store.unannounced)
+        if self.on_merged is None:  # nothing listens (no project publishes): nothing owed
+            for number in pending:
+                await asyncio.to_thread(self.store.mark_announced, number)
+            return 0
+        done = 0
+        for number in pending:
+            info = await self.get_change(number)
+            record = await asyncio.to_thread(self.store._read, number)
+            try:
+                await self.on_merged(ReviewEvent(
+                    type="change-merged", connection=info.connection, project=info.project,
+                    branch=info.branch, change=info.number, patchset=info.patchset,
+                    commit=info.commit, change_id=info.change_id, url=info.url,
+                    author="lockmaster", newrev=record.get("merged_commit")))
+            except Exception as exc:
+                raise ReviewError(
+                    f"change {number} is merged, but handing over its change-merged event "
+                    f"failed ({type(exc).__name__}: {exc}); it is announced again on the next "
+                    "try") from exc
+            await asyncio.to_thread(self.store.mark_announced, number)
+            done += 1
+        return done
 
     def git_url(self, project: str) -> str:
         return str(self.store.repo(project))
