@@ -12,8 +12,9 @@ from pathlib import Path
 import typer
 
 from lockmaster.cli.context import fail, load, out
-from lockmaster.starters.dispatch import dispatch
+from lockmaster.starters.dispatch import dispatch_or_keep
 from lockmaster.starters.hook_args import HOOK_OPTIONS, HookArgumentError, parse_hook
+from lockmaster.starters.hook_spool import hook_spool
 
 # Every hook parse_hook knows, so a hook added there also works as an argv[0] symlink.
 HOOK_NAMES = tuple(HOOK_OPTIONS)
@@ -35,11 +36,19 @@ def hook(
     except HookArgumentError as exc:
         fail(f"lockmaster hook {name}: {exc}")
     try:
-        actions = asyncio.run(dispatch(cfg, event))
-    except RuntimeError as exc:
-        fail(f"could not deliver the {name} event: {exc}", 1)
-    for action in actions:
+        spool = hook_spool(cfg.state_path, conn)
+        done = asyncio.run(dispatch_or_keep(cfg, event, spool))
+    except OSError as exc:  # the state directory cannot be written
+        fail(f"could not deliver the {name} event, nor keep it: {exc} (the hook needs "
+             f"state_dir, {cfg.state_path}, writable)", 1)
+    if done.flushed:
+        out.print(f"handed over {done.flushed} event(s) kept by earlier hooks")
+    for action in done.actions:
         out.print(str(action))
+    if done.kept is not None:
+        fail(f"could not deliver the {name} event ({done.error}); kept in {done.kept}: it is "
+             "delivered before the next hook's event, or by `lockmaster gerrit flush "
+             f"--connection {conn}`", 1)
 
 
 def _only_gerrit(cfg) -> str:  # type: ignore[no-untyped-def]

@@ -1,0 +1,73 @@
+"""Events from Gerrit's hooks that could not be handed over yet, kept on disk.
+
+Gerrit runs a hook once and does not retry it: an event whose hand-off failed (Temporal down,
+the review system's REST API down) would be lost. It is written here instead, one file per
+event, and handed over, oldest first, before the next hook's own event, or by
+`lockmaster gerrit flush`. Hooks run as separate processes at once: files are created
+atomically and a lock file serialises the flushes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+from lockmaster.model.change import ReviewEvent
+
+Deliver = Callable[[ReviewEvent], Awaitable[object]]
+
+
+class HookSpool:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def keep(self, event: ReviewEvent) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{time.time_ns():020d}-{os.getpid()}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(event.model_dump_json())
+        tmp.replace(path)
+        return path
+
+    def pending(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(self.directory.glob("*.json"))
+
+    async def flush(self, deliver: Deliver) -> int:
+        """Hand over every kept event, oldest first; returns how many. Stops at the first that
+        fails (raising its error): the order Gerrit sent them in is kept."""
+        if not self.pending():
+            return 0
+        done = 0
+        with self._locked():
+            for path in self.pending():
+                try:
+                    event = ReviewEvent.model_validate_json(path.read_text())
+                except FileNotFoundError:
+                    continue  # another flush took it
+                except ValueError:
+                    path.rename(path.with_suffix(".unreadable"))  # kept for a human, not lost
+                    continue
+                await deliver(event)
+                path.unlink()
+                done += 1
+        return done
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / ".lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def hook_spool(state_path: Path, connection: str) -> HookSpool:
+    return HookSpool(state_path / "events" / f"{connection}-hooks")
