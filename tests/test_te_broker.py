@@ -153,6 +153,51 @@ def test_drain_force_release_and_failed_authorization() -> None:
     assert broker.undrain("h2") == "host h2 back in service: 1 TE(s) available"
 
 
+def test_operators_drain_force_release_and_unquarantine_say_who_and_why() -> None:
+    """Issue 15: the broker kept that a host was drained or a lease force-released, not by
+    whom or why."""
+    from lockmaster.model.audit import OperatorNote
+    from lockmaster.model.testenv import BrokerStatus, TEView
+    from lockmaster.workflows.details import broker_details
+
+    broker = ready_broker(spec("h1", 1), spec("h2", 2))
+    drained = OperatorNote(by="alice", reason="disk replacement", at=1.0)
+    broker.drain("h2", drained)
+    assert broker.state.drained_by == {"h2": drained}
+    ask(broker, "a", 1)
+    grant_all(broker, broker.process(1), 1)
+    released = OperatorNote(by="bob", reason="the job hung", at=4.0)
+    why, _ = broker.force_release("h1/te1", 4, released)
+    assert why is None
+    # The holder's lease says who ended it and why; the TE keeps the last operator action.
+    assert broker.status("a", 5).reason == "lease a ended: force-released by bob: the job hung"
+    record = broker.state.tes["h1/te1"]
+    assert (record.operator, record.operator_action) == (released, "force-released")
+    status = BrokerStatus(label="default", waiting=[], draining_hosts=list(
+        broker.state.draining), drained_by=dict(broker.state.drained_by), tes=[
+        TEView(key="h1/te1", host="h1", name="te1", state=record.state, generation=1,
+               operator=record.operator, operator_action=record.operator_action)])
+    details = broker_details(status)
+    assert "draining h2 (drained by alice: disk replacement)" in details
+    assert "- h1/te1: resetting — force-released by bob: the job hung" in details
+    broker.reset_done("h1/te1", record.generation, False, "disk gone")
+    assert broker.unquarantine("h1/te1", OperatorNote(by="carol"))[0] is None
+    assert record.operator_action == "unquarantined" and record.operator is not None
+    assert record.operator.by == "carol"
+    broker.undrain("h2")
+    assert broker.state.drained_by == {}
+
+
+def test_an_operator_naming_nobody_is_recorded_as_before() -> None:
+    broker = ready_broker(spec("h1", 1))
+    ask(broker, "a", 0)
+    grant_all(broker, broker.process(0), 0)
+    broker.drain("h1")
+    broker.force_release("h1/te1", 1)
+    assert broker.status("a", 2).reason == "lease a ended: force-released by an operator"
+    assert broker.state.drained_by == {} and broker.state.tes["h1/te1"].operator is None
+
+
 def test_many_requests_few_tes_each_served_once_never_twice() -> None:
     rng = random.Random(7)
     tes = [spec(f"h{i % 3}", i) for i in range(10)]

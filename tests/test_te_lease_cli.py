@@ -160,3 +160,33 @@ def test_bad_paths_exit_2_before_anything_is_leased(tmp_path: Path, cwd: Path,
     # And the same paths would have gone on to Temporal had they been fine:
     fine = run(config_file, "lease", option, str(tmp_path / "new.json"))
     assert fine.exit_code == 1 and "cannot reach Temporal" in fine.stderr, fine.output
+
+
+async def test_drain_and_force_release_say_who_and_why_in_te_list(
+        client: Client, tmp_path: Path, cwd: Path) -> None:
+    """Issue 15: `te list` showed a host draining and a TE force-released, not by whom or
+    why."""
+    config = te_config(tmp_path, per_host=2)
+    config_file = write_config(tmp_path, config, client.service_client.config.target_host)
+    async with broker(client, config, RecordingHost()):
+        leased = await te(config_file, "lease", "--id", "held", "--json")
+        assert leased.exit_code == 0, leased.output
+        held = json.loads(leased.stdout)["te"]
+        host = held.split("/")[0]
+        released = await te(config_file, "force-release", held, "--reason", "the job hung",
+                            "--user", "bob")
+        assert released.exit_code == 0, released.output
+        drained = await te(config_file, "drain", host, "--reason", "disk replacement",
+                           "--user", "alice")
+        assert drained.exit_code == 0, drained.output
+        listed = await te(config_file, "list")
+        assert listed.exit_code == 0, listed.output
+        text = " ".join(listed.stdout.split())
+        assert f"draining {host} (drained by alice: disk replacement, " in text
+        assert "force-released by bob: the job hung (" in text
+        answer = await te(config_file, "list", "--json")
+        [status] = json.loads(answer.stdout)
+        assert status["drained_by"][host]["by"] == "alice"
+        [view] = [t for t in status["tes"] if t["key"] == held]
+        assert (view["operator"]["by"], view["operator"]["reason"], view["operator_action"]) \
+            == ("bob", "the job hung", "force-released")

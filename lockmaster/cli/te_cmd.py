@@ -14,7 +14,17 @@ from typing import TypeVar
 import typer
 from temporalio.client import Client
 
-from lockmaster.cli.context import err, fail, listing_table, load, out, with_client
+from lockmaster.cli.context import (
+    ReasonOpt,
+    UserOpt,
+    acting,
+    err,
+    fail,
+    listing_table,
+    load,
+    out,
+    with_client,
+)
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.leases.errors import TEError
 from lockmaster.model.testenv import BrokerStatus, LeaseState, LeaseStatus, OperatorAnswer
@@ -184,45 +194,66 @@ def list_tes(as_json: bool = typer.Option(False, "--json"),
         for te in broker.tes:
             expires = time.strftime("%H:%M:%S", time.localtime(te.expires)) if te.expires \
                 else ""
+            notes = [te.reason or ""]
+            if te.operator is not None:  # the last operator action on it: who, when, why
+                notes.append(f"{te.operator.describe(te.operator_action or 'acted on')} "
+                             f"({_clock(te.operator.at)})")
             listing.add_row(te.key, broker.label, te.state.value, str(te.generation),
-                          te.holder or "", expires, te.reason or "")
+                          te.holder or "", expires, "; ".join(n for n in notes if n))
     out.print(listing)
     for broker in brokers:
         if broker.waiting:
             out.print(f"{broker.label}: {len(broker.waiting)} waiting: "
                       + ", ".join(w.holder for w in broker.waiting[:10]))
         if broker.draining_hosts:
-            out.print(f"{broker.label}: draining {', '.join(broker.draining_hosts)}")
+            out.print(f"{broker.label}: draining " + ", ".join(
+                host + (f" ({note.describe('drained')}, {_clock(note.at)})"
+                        if (note := broker.drained_by.get(host)) else "")
+                for host in broker.draining_hosts), markup=False)
         for w in broker.stuck:  # a TE host that does not answer: retried until it does
             out.print(f"{broker.label}: stuck: {w.what} failing since "
                       f"{time.strftime('%H:%M:%S', time.localtime(w.since))} "
                       f"({w.failures} round(s)): {w.error}", markup=False)
 
 
+def _clock(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(at)) if at else "earlier"
+
+
 @app.command("drain")
-def drain(host: str, config: Path | None = ConfigOpt) -> None:
-    """Take a TE host out of service: its TEs are handed to nobody once free."""
+def drain(host: str, reason: str | None = ReasonOpt, user: str | None = UserOpt,
+          config: Path | None = ConfigOpt) -> None:
+    """Take a TE host out of service: its TEs are handed to nobody once free (`te list` says
+    who drained it and why)."""
     cfg = load(config)
-    _answer(_run(cfg, lambda c: TEBrokers(c, cfg).drain(host)))
+    by = acting(user)
+    _answer(_run(cfg, lambda c: TEBrokers(c, cfg).drain(host, by, reason)))
 
 
 @app.command("undrain")
-def undrain(host: str, config: Path | None = ConfigOpt) -> None:
+def undrain(host: str, reason: str | None = ReasonOpt, user: str | None = UserOpt,
+            config: Path | None = ConfigOpt) -> None:
     cfg = load(config)
-    _answer(_run(cfg, lambda c: TEBrokers(c, cfg).undrain(host)))
+    by = acting(user)
+    _answer(_run(cfg, lambda c: TEBrokers(c, cfg).undrain(host, by, reason)))
 
 
 @app.command("force-release")
 def force_release(te: str = typer.Argument(..., help="HOST/NAME"),
+                  reason: str | None = ReasonOpt, user: str | None = UserOpt,
                   config: Path | None = ConfigOpt) -> None:
-    """End a TE's lease now (its holder's key stops working); the TE is reset."""
+    """End a TE's lease now (its holder's key stops working); the TE is reset. The holder's
+    lease and `te list` say who released it and why."""
     cfg = load(config)
-    _answer(_run(cfg, lambda c: TEBrokers(c, cfg).force_release(te)))
+    by = acting(user)
+    _answer(_run(cfg, lambda c: TEBrokers(c, cfg).force_release(te, by, reason)))
 
 
 @app.command("unquarantine")
 def unquarantine(te: str = typer.Argument(..., help="HOST/NAME"),
+                 reason: str | None = ReasonOpt, user: str | None = UserOpt,
                  config: Path | None = ConfigOpt) -> None:
     """Reset a quarantined TE again; it is handed out if the reset succeeds."""
     cfg = load(config)
-    _answer(_run(cfg, lambda c: TEBrokers(c, cfg).unquarantine(te)))
+    by = acting(user)
+    _answer(_run(cfg, lambda c: TEBrokers(c, cfg).unquarantine(te, by, reason)))

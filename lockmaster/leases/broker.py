@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lockmaster.model.audit import OperatorNote
 from lockmaster.model.testenv import (
     BrokerState,
     Lease,
@@ -187,9 +188,12 @@ class Broker:
 
     # --- operators -----------------------------------------------------------------------------
 
-    def drain(self, host: str) -> str:
+    def drain(self, host: str, note: OperatorNote | None = None) -> str:
+        """Take the host out of service; `note`: who drained it and why (kept until undrained)."""
         if host not in self.state.draining:
             self.state.draining.append(host)
+        if note is not None:
+            self.state.drained_by[host] = note
         count = 0
         for record in self.state.tes.values():
             if record.spec.host == host and record.state is TEState.AVAILABLE:
@@ -202,6 +206,7 @@ class Broker:
     def undrain(self, host: str) -> str:
         if host in self.state.draining:
             self.state.draining.remove(host)
+        self.state.drained_by.pop(host, None)
         count = 0
         for record in self.state.tes.values():
             if record.spec.host == host and record.state is TEState.DRAINING:
@@ -209,21 +214,29 @@ class Broker:
                 count += 1
         return f"host {host} back in service: {count} TE(s) available"
 
-    def force_release(self, te: str, now: float) -> tuple[str | None, list[Action]]:
+    def force_release(self, te: str, now: float, note: OperatorNote | None = None
+                      ) -> tuple[str | None, list[Action]]:
+        """End the TE's lease now; `note`: who did and why (the TE and the ended lease say so)."""
         record = self.state.tes.get(te)
         if record is None:
             return f"no TE {te!r}", []
         lease = self.state.leases.get(record.lease_id or "")
         if lease is None:
             return f"TE {te} is {record.state.value}, not leased", []
-        return None, self._end(lease, "force-released by an operator", now)
+        if note is None:
+            return None, self._end(lease, "force-released by an operator", now)
+        record.operator, record.operator_action = note, "force-released"
+        return None, self._end(lease, note.describe("force-released"), now)
 
-    def unquarantine(self, te: str) -> tuple[str | None, list[Action]]:
+    def unquarantine(self, te: str, note: OperatorNote | None = None
+                     ) -> tuple[str | None, list[Action]]:
         record = self.state.tes.get(te)
         if record is None:
             return f"no TE {te!r}", []
         if record.state is not TEState.QUARANTINED:
             return f"TE {te} is {record.state.value}, not quarantined", []
+        if note is not None:
+            record.operator, record.operator_action = note, "unquarantined"
         # Reset again before anyone gets it: quarantine ends only with a clean TE.
         record.state = TEState.RESETTING
         return None, [Reset(te, record.generation)]

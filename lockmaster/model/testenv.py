@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from lockmaster.model.audit import OperatorNote
 from lockmaster.model.base import Model
 from lockmaster.model.work import StuckView, Work
 
@@ -164,10 +165,14 @@ class RenewLease(Model):
 
 class TEKey(Model):
     te: str  # "host/name"
+    by: str | None = None  # the operator acting on it, and why (model/audit.py)
+    reason: str | None = None
 
 
 class HostRef(Model):
     host: str
+    by: str | None = None  # the operator acting on it, and why (model/audit.py)
+    reason: str | None = None
 
 
 class TEView(Model):
@@ -180,6 +185,9 @@ class TEView(Model):
     lease_id: str | None = None
     expires: float | None = None
     reason: str | None = None  # why quarantined
+    # The last operator action on it (a force-release): who, when, why.
+    operator: OperatorNote | None = None
+    operator_action: str | None = None
 
 
 class BrokerStatus(Model):
@@ -187,6 +195,8 @@ class BrokerStatus(Model):
     tes: list[TEView]
     waiting: list[Lease]
     draining_hosts: list[str]
+    # Who drained each draining host, and why (hosts drained before this was kept: none).
+    drained_by: dict[str, OperatorNote] = Field(default_factory=dict)
     # Resets whose TE host does not answer: retried until it does, shown here meanwhile.
     stuck: list[StuckView] = Field(default_factory=list)
 
@@ -206,6 +216,9 @@ class TERecord(Model):
     generation: int = 0
     lease_id: str | None = None
     reason: str | None = None
+    # The last operator action on this TE ("force-released") and who did it, when and why.
+    operator: OperatorNote | None = None
+    operator_action: str | None = None
 
 
 class BrokerState(Model):
@@ -213,6 +226,7 @@ class BrokerState(Model):
     leases: dict[str, Lease] = Field(default_factory=dict)  # waiting and granted
     ended: dict[str, str] = Field(default_factory=dict)  # recent ended lease ids -> why
     draining: list[str] = Field(default_factory=list)
+    drained_by: dict[str, OperatorNote] = Field(default_factory=dict)  # host -> who, why
 
 
 class BrokerInput(Model):

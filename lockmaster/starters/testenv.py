@@ -298,17 +298,25 @@ class TEBrokers:
         return await _broker(self.client, self.config, label).execute_update(
             name, arg, result_type=OperatorAnswer)
 
-    async def drain(self, host: str) -> OperatorAnswer:
-        return await self._call(self._host_label(host), "drain", HostRef(host=host))
+    async def drain(self, host: str, by: str | None = None,
+                    reason: str | None = None) -> OperatorAnswer:
+        return await self._call(self._host_label(host), "drain",
+                                HostRef(host=host, by=by, reason=reason))
 
-    async def undrain(self, host: str) -> OperatorAnswer:
-        return await self._call(self._host_label(host), "undrain", HostRef(host=host))
+    async def undrain(self, host: str, by: str | None = None,
+                      reason: str | None = None) -> OperatorAnswer:
+        return await self._call(self._host_label(host), "undrain",
+                                HostRef(host=host, by=by, reason=reason))
 
-    async def force_release(self, te: str) -> OperatorAnswer:
-        return await self._call(self._te_label(te), "force_release", TEKey(te=te))
+    async def force_release(self, te: str, by: str | None = None,
+                            reason: str | None = None) -> OperatorAnswer:
+        return await self._call(self._te_label(te), "force_release",
+                                TEKey(te=te, by=by, reason=reason))
 
-    async def unquarantine(self, te: str) -> OperatorAnswer:
-        return await self._call(self._te_label(te), "unquarantine", TEKey(te=te))
+    async def unquarantine(self, te: str, by: str | None = None,
+                           reason: str | None = None) -> OperatorAnswer:
+        return await self._call(self._te_label(te), "unquarantine",
+                                TEKey(te=te, by=by, reason=reason))
 
     async def release(self, label: str, lease_id: str, generation: int) -> OperatorAnswer:
         return await self._call(label, "release", LeaseRef(id=lease_id, generation=generation))

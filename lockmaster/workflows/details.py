@@ -234,7 +234,10 @@ def broker_details(status: BrokerStatus, *, draining: bool = False) -> str:
         head += f": {_counts(t.state.value for t in status.tes)}"
     head += f"; {len(status.waiting)} waiting"
     if status.draining_hosts:
-        head += f"; draining {', '.join(status.draining_hosts)}"
+        head += "; draining " + ", ".join(
+            host + (f" ({one_line(note.describe('drained'), 120)})"
+                    if (note := status.drained_by.get(host)) else "")
+            for host in status.draining_hosts)
     if draining:
         head += "; continuing as new once what runs has finished"
     lines = [head, *stuck_lines(status.stuck)]
@@ -247,6 +250,8 @@ def broker_details(status: BrokerStatus, *, draining: bool = False) -> str:
             line += f" until {clock(te.expires)}"
         if te.reason:
             line += f" — {one_line(te.reason)}"
+        if te.operator is not None:
+            line += f" — {one_line(te.operator.describe(te.operator_action or 'acted on'))}"
         lines.append(line)
     lines = _bounded(lines, len(status.tes), "TEs")
     if status.waiting:

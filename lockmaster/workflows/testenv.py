@@ -28,6 +28,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from lockmaster.leases.broker import Action, Authorize, Broker, Reset
+    from lockmaster.model.audit import note_of
     from lockmaster.model.base import IdsQuery
     from lockmaster.model.testenv import (
         BrokerInput,
@@ -146,16 +147,18 @@ class TEBrokerWorkflow(LongLivedWorkflow):
                 key=key, host=record.spec.host, name=record.spec.name, state=record.state,
                 generation=record.generation, holder=lease.holder if lease else None,
                 lease_id=record.lease_id, expires=lease.expires if lease else None,
-                reason=record.reason))
+                reason=record.reason, operator=record.operator,
+                operator_action=record.operator_action))
         waiting = sorted((w for w in state.leases.values() if w.state is LeaseState.WAITING
                           and w.te is None), key=lambda w: (w.precedence, w.arrived, w.id))
         return BrokerStatus(label=self._input.label, tes=views, waiting=waiting,
                             draining_hosts=list(state.draining),
+                            drained_by=dict(state.drained_by),
                             stuck=stuck_views(self._input.work))
 
     @workflow.update(name="drain")
     def drain(self, ref: HostRef) -> OperatorAnswer:
-        message = self._broker.drain(ref.host)
+        message = self._broker.drain(ref.host, note_of(ref.by, ref.reason, self._now()))
         self._dirty = True
         return OperatorAnswer(ok=True, message=message)
 
@@ -167,14 +170,16 @@ class TEBrokerWorkflow(LongLivedWorkflow):
 
     @workflow.update(name="force_release")
     def force_release(self, ref: TEKey) -> OperatorAnswer:
-        why, actions = self._broker.force_release(ref.te, self._now())
+        why, actions = self._broker.force_release(
+            ref.te, self._now(), note_of(ref.by, ref.reason, self._now()))
         self._carry_out(actions)
         self._dirty = True
         return OperatorAnswer(ok=why is None, message=why or f"TE {ref.te} released; resetting")
 
     @workflow.update(name="unquarantine")
     def unquarantine(self, ref: TEKey) -> OperatorAnswer:
-        why, actions = self._broker.unquarantine(ref.te)
+        why, actions = self._broker.unquarantine(ref.te, note_of(ref.by, ref.reason,
+                                                                 self._now()))
         self._carry_out(actions)
         self._dirty = True
         return OperatorAnswer(ok=why is None,
