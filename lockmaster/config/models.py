@@ -33,10 +33,32 @@ from lockmaster.config.packaging import PackagingConfig
 
 
 class TLSConfig(ConfigModel):
+    """TLS to the Temporal frontend (temporalio's TLSConfig). Paths are relative to the config
+    file; they are read when lockmaster connects (lockmaster/temporal/client.py), not when the
+    file is loaded: the certificates live where the workers run. deploy/make-certs.sh makes a CA
+    and the certificates docker-compose.yml mounts."""
+
+    # The CA the server's certificate must chain to (default: the system's roots).
     ca_cert: Path | None = None
+    # Mutual TLS: this client's certificate and its private key (PEM), both or neither.
     client_cert: Path | None = None
     client_key: Path | None = None
+    # The name the server's certificate must carry, when it is not the address's host name
+    # (e.g. "temporal" while dialing 127.0.0.1:7233).
     server_name: str | None = None
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> TLSConfig:
+        if (self.client_cert is None) != (self.client_key is None):
+            given, missing = (("client-cert", "client-key") if self.client_key is None
+                              else ("client-key", "client-cert"))
+            raise ValueError(
+                f"{given} is set but {missing} is not: a client certificate needs its private "
+                "key (mutual TLS); set both, or neither for server-only TLS"
+            )
+        if self.server_name is not None and not self.server_name.strip():
+            raise ValueError("server-name is empty; remove it to use the address's host name")
+        return self
 
 
 class DevServerConfig(ConfigModel):

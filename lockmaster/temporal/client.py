@@ -2,25 +2,86 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from lockmaster.config.models import LockmasterConfig
 
+# Where a deployment's certificates come from (docs/deployment.md, "Certificates").
+MAKE_CERTS = "deploy/make-certs.sh"
 
-def _tls(config: LockmasterConfig) -> TLSConfig | bool:
+
+class TemporalTLSError(RuntimeError):
+    """temporal.tls names a file that cannot be used; `str()` says which, where, and what to do.
+    A RuntimeError, as Temporal's own connection failures are: callers report both the same way
+    (lockmaster is not connected, nothing was started)."""
+
+
+def _where(config: LockmasterConfig) -> str:
+    return f" (in {config.source})" if config.source is not None else ""
+
+
+def _read(config: LockmasterConfig, key: str, path: Path, marker: bytes) -> tuple[Path, bytes]:
+    """The file `key` names, resolved against the config file, and its bytes: it must exist, be
+    readable and hold PEM (`marker`: what a PEM block of the expected kind starts with)."""
+    resolved = config.resolve(path)
+    fix = (f"create the certificates with {MAKE_CERTS} and put them there (docker-compose mounts "
+           "them per service), or correct temporal.tls." + key)
+    if not resolved.exists():
+        raise TemporalTLSError(
+            f"temporal.tls.{key}: {resolved} does not exist{_where(config)}; {fix}")
+    if not resolved.is_file():
+        raise TemporalTLSError(
+            f"temporal.tls.{key}: {resolved} is not a file{_where(config)}; {fix}")
+    try:
+        data = resolved.read_bytes()
+    except OSError as exc:
+        raise TemporalTLSError(
+            f"temporal.tls.{key}: cannot read {resolved}{_where(config)}: {exc.strerror}; "
+            "the user lockmaster runs as needs read access") from None
+    if marker not in data:
+        raise TemporalTLSError(
+            f"temporal.tls.{key}: {resolved} holds no PEM {marker.decode().strip('-')}"
+            f"{_where(config)}; expected a file that starts with '{marker.decode()}...', "
+            f"as {MAKE_CERTS} writes")
+    return resolved, data
+
+
+def tls_config(config: LockmasterConfig) -> TLSConfig | bool:
+    """temporal.tls as temporalio's TLSConfig (False: plain connection). Every file is checked
+    here, before any connection: missing, unreadable, not PEM, a key that is not the
+    certificate's, with a message that names the key, the file and the fix."""
     tls = config.temporal.tls
     if tls is None:
         return False
-
-    def read(path: object) -> bytes | None:
-        return config.resolve(path).read_bytes() if path else None  # type: ignore[arg-type]
-
+    ca = cert = key = None
+    if tls.ca_cert is not None:
+        ca_path, ca = _read(config, "ca-cert", tls.ca_cert, b"-----BEGIN CERTIFICATE-----")
+        try:
+            ssl.create_default_context(cafile=str(ca_path))
+        except ssl.SSLError as exc:
+            raise TemporalTLSError(
+                f"temporal.tls.ca-cert: {ca_path} is not a usable CA certificate"
+                f"{_where(config)}: {exc.reason or exc}") from None
+    if tls.client_cert is not None and tls.client_key is not None:
+        cert_path, cert = _read(config, "client-cert", tls.client_cert,
+                                b"-----BEGIN CERTIFICATE-----")
+        key_path, key = _read(config, "client-key", tls.client_key, b"PRIVATE KEY-----")
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert_path, key_path)
+        except ssl.SSLError as exc:
+            raise TemporalTLSError(
+                f"temporal.tls: the client key {key_path} does not go with the client "
+                f"certificate {cert_path}{_where(config)} ({exc.reason or exc}); use the "
+                f"client.pem and client.key of one directory {MAKE_CERTS} made") from None
     return TLSConfig(
-        server_root_ca_cert=read(tls.ca_cert),
-        client_cert=read(tls.client_cert),
-        client_private_key=read(tls.client_key),
+        server_root_ca_cert=ca,
+        client_cert=cert,
+        client_private_key=key,
         domain=tls.server_name,
     )
 
@@ -33,7 +94,7 @@ async def connect(config: LockmasterConfig, *, address: str | None = None) -> Cl
         address or config.temporal.address,
         namespace=config.temporal.namespace,
         data_converter=pydantic_data_converter,
-        tls=_tls(config),
+        tls=tls_config(config),
         api_key=api_key,
     )
 
