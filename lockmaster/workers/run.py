@@ -10,9 +10,11 @@ import subprocess
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from lockmaster.config.models import LockmasterConfig
+from lockmaster.config.models import GerritConnection, LockmasterConfig
 from lockmaster.packaging import roots_keeper
 from lockmaster.publishing.signing import usable_home
+from lockmaster.review.base import ReviewDriver
+from lockmaster.review.local import LocalReviewDriver
 from lockmaster.review.registry import review_drivers
 from lockmaster.starters.nodepool import ensure_pools
 from lockmaster.starters.testenv import ensure_brokers
@@ -27,8 +29,25 @@ ROLES = ("orchestrator", "executor", "launcher", "publisher", "all")
 log = logging.getLogger(__name__)
 
 
+def fetch_drivers(config: LockmasterConfig) -> dict[str, ReviewDriver]:
+    """The review drivers of roles that only fetch changes (executor, publisher: their git URLs,
+    which need no credentials). A Gerrit connection's HTTP password is not read: it is a secret
+    of the orchestrator's, and a deployment gives it to no other role (docs/deployment.md)."""
+    drivers: dict[str, ReviewDriver] = {}
+    for name, conn in config.connections.items():
+        if isinstance(conn, GerritConnection):
+            from lockmaster.review.gerrit import GerritDriver
+
+            drivers[name] = GerritDriver(name, conn, password="")
+        else:
+            drivers[name] = LocalReviewDriver(name, config.local_review_path(name))
+    return drivers
+
+
 def make_workers(client: Client, config: LockmasterConfig, role: str) -> list[Worker]:
-    drivers = review_drivers(config)
+    # Reports and submits (orchestrator) need the review systems' credentials; the other roles
+    # fetch changes at most.
+    drivers = review_drivers(config) if role in ("orchestrator", "all") else fetch_drivers(config)
     workers = []
     if role in ("orchestrator", "all"):
         workers.append(orchestrator_worker(client, config, drivers))
