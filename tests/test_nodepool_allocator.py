@@ -162,6 +162,37 @@ def test_return_deletes_cloud_nodes_and_holds_when_asked() -> None:
     assert alloc.process(now=100) == [Delete(n2)]  # the hold expired
 
 
+def test_an_operators_hold_and_disable_say_who_and_why() -> None:
+    """Issue 15: a held node and a disabled pool kept why, not who."""
+    from lockmaster.model.nodes import PoolStatus
+    from lockmaster.nodepool.allocator import never_serves
+    from lockmaster.workflows.details import pool_details
+
+    alloc = Allocator(cloud_spec(), PoolState())
+    alloc.submit(request("r1", "small"), now=0)
+    boot_all(alloc, alloc.process(now=0), now=1)
+    alloc.process(now=1)
+    [node] = alloc.state.requests["r1"].nodes
+    assert alloc.hold(node, 100, "debug the kernel panic", now=2, by="alice") is None
+    held = alloc.state.nodes[node]
+    assert (held.held_by, held.hold_reason) == ("alice", "debug the kernel panic")
+    alloc.set_enabled(False, "cloud maintenance", by="bob")
+    assert never_serves(alloc.spec, alloc.state, ["small"]) == (
+        "provider cloud1 is disabled: bob: cloud maintenance")
+    status = PoolStatus(provider="cloud1", pool="main", driver=alloc.spec.driver, enabled=False,
+                        max_servers=None, nodes=list(alloc.state.nodes.values()), requests=[],
+                        disabled_by=alloc.state.disabled_by)
+    details = pool_details(status, disabled_reason=alloc.state.disabled_reason)
+    assert "**disabled** (bob: cloud maintenance)" in details
+    assert "— alice: debug the kernel panic" in details
+    alloc.set_enabled(True, "", by="bob")
+    assert (alloc.state.disabled_reason, alloc.state.disabled_by) == ("", None)
+    # Its job done, the node is kept (held) until the hold expires: then nobody holds it.
+    alloc.give_back(ReturnNodes(request_id="r1"), now=3)
+    assert alloc.process(now=100) == [Delete(node)]
+    assert alloc.state.nodes[node].held_by is None
+
+
 def test_holder_gone_lease_expires_and_node_is_deleted() -> None:
     alloc = Allocator(cloud_spec(), PoolState())
     alloc.submit(request("r1", "small"), now=0)

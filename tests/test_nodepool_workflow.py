@@ -155,11 +155,15 @@ async def test_autohold_is_claimed_once_per_count(client: Client, tmp_path: Path
     config = local_config(tmp_path)
     async with pools(client, config) as ops:
         result = await ops.autohold_add(Autohold(id="", project="org/p", job="unit",
-                                                 reason="debug flaky", count=2))
+                                                 reason="debug flaky", count=2, by="alice"))
         assert result.ok and "next 2 failing build(s) of unit" in result.message
+        [listed] = (await ops.autohold_list()).autoholds
+        assert listed.by == "alice"
         source = PooledNodes(client, config, config.state_path)
         claims = [await source.claim_autohold("org/p", "unit", 1) for _ in range(3)]
         assert [c.held for c in claims] == [True, True, False]
+        # The held node says whose autohold kept it, and why.
+        assert claims[0].reason == f"autohold {listed.id} by alice: debug flaky"
         assert claims[0].hold_until is not None
         assert (await ops.autohold_list()).autoholds == []
         await ops.autohold_add(Autohold(id="x1", project="org/p", job="lint", change=7,
@@ -197,10 +201,15 @@ async def test_nodes_cli(temporal_env: WorkflowEnvironment, client: Client, tmp_
         assert held.exit_code == 2 and "slots cannot be held" in held.output
         missing = await asyncio.to_thread(cli, "delete", "nope")
         assert missing.exit_code == 2 and "no node 'nope'" in missing.output
-        off = await asyncio.to_thread(cli, "disable", "dev", "--reason", "maintenance")
+        off = await asyncio.to_thread(cli, "disable", "dev", "--reason", "maintenance",
+                                      "--user", "alice")
         assert off.exit_code == 0 and "disabled" in off.output
         listed = await asyncio.to_thread(cli, "list", "--json")
-        assert json.loads(listed.output)[0]["enabled"] is False
+        [pool] = json.loads(listed.output)
+        assert (pool["enabled"], pool["disabled_by"], pool["disabled_reason"]) == (
+            False, "alice", "maintenance")
+        listed = await asyncio.to_thread(cli, "list")
+        assert "dev/main (local): DISABLED (alice: maintenance)" in listed.output
         bad = await asyncio.to_thread(cli, "autohold", "add", "--project", "x/y", "--job", "j",
                                       "--reason", "r")
         assert bad.exit_code == 2 and "project 'x/y' is not configured" in bad.output

@@ -11,8 +11,18 @@ from typing import Any, TypeVar
 
 import typer
 
-from lockmaster.cli.context import fail, listing_table, load, out, with_client
+from lockmaster.cli.context import (
+    ReasonOpt,
+    UserOpt,
+    acting,
+    fail,
+    listing_table,
+    load,
+    out,
+    with_client,
+)
 from lockmaster.config.models import LockmasterConfig
+from lockmaster.model.audit import attributed
 from lockmaster.model.nodes import Autohold, OperatorResult
 from lockmaster.starters.nodepool import NodePools, PoolError
 
@@ -55,16 +65,18 @@ def list_nodes(provider: str | None = ProviderOpt, as_json: bool = JsonOpt,
         return
     now = time.time()
     listing = listing_table("id", "provider/pool", "label", "state", "age", "host", "request",
-                            "hold until")
+                            "hold until", "held: who, why")
     for pool in pools:
         for node in pool.nodes:
             listing.add_row(node.id, f"{pool.provider}/{pool.pool}",
                           node.label or ",".join(node.labels), node.state.value,
                           _age(node.state_since, now) if node.state_since else "",
-                          node.host or "", node.request_id or "", _when(node.hold_until))
+                          node.host or "", node.request_id or "", _when(node.hold_until),
+                          attributed(node.hold_reason, node.held_by) or "")
     out.print(listing)
     for pool in pools:
-        state = "enabled" if pool.enabled else "DISABLED"
+        why = attributed(pool.disabled_reason or None, pool.disabled_by)
+        state = "enabled" if pool.enabled else "DISABLED" + (f" ({why})" if why else "")
         limit = f", max-servers {pool.max_servers}" if pool.max_servers is not None else ""
         extra = f", launches {pool.launches}, failed {pool.launch_failures}, " \
                 f"leaks deleted {pool.leaks_deleted}" if pool.driver.value == "openstack" else ""
@@ -101,37 +113,45 @@ def list_requests(provider: str | None = ProviderOpt, as_json: bool = JsonOpt,
 def hold(node: str = typer.Argument(..., help="node id, or provider/pool/id"),
          days: float = typer.Option(20.0, "--days", help="keep it this long"),
          reason: str = typer.Option("held by an operator", "--reason"),
-         config: Path | None = ConfigOpt) -> None:
-    """Keep a cloud node for debugging (a node in use is kept once its job ends)."""
+         user: str | None = UserOpt, config: Path | None = ConfigOpt) -> None:
+    """Keep a cloud node for debugging (a node in use is kept once its job ends); `nodes list`
+    says who held it and why."""
     if days <= 0:
         fail("--days must be positive")
     cfg = load(config)
-    _report(_run(cfg, lambda p: p.hold(node, time.time() + days * DAY, reason)))
+    by = acting(user)
+    _report(_run(cfg, lambda p: p.hold(node, time.time() + days * DAY, reason, by)))
 
 
 @app.command("delete")
 def delete(node: str = typer.Argument(..., help="node id, or provider/pool/id"),
+           reason: str | None = ReasonOpt, user: str | None = UserOpt,
            config: Path | None = ConfigOpt) -> None:
     """Delete a cloud node now (a held one, or one in use: its job loses it)."""
     cfg = load(config)
-    _report(_run(cfg, lambda p: p.delete(node)))
+    by = acting(user)
+    _report(_run(cfg, lambda p: p.delete(node, by, reason)))
 
 
 @app.command("disable")
 def disable(provider: str = typer.Argument(...),
             reason: str = typer.Option("disabled by an operator", "--reason"),
-            config: Path | None = ConfigOpt) -> None:
-    """No new launches (max-servers 0); nodes in use finish; waiting requests go elsewhere."""
+            user: str | None = UserOpt, config: Path | None = ConfigOpt) -> None:
+    """No new launches (max-servers 0); nodes in use finish; waiting requests go elsewhere.
+    `nodes list` says who disabled it and why."""
     cfg = load(config)
-    for message in _run(cfg, lambda p: p.set_enabled(provider, False, reason)):
+    by = acting(user)
+    for message in _run(cfg, lambda p: p.set_enabled(provider, False, reason, by)):
         out.print(message)
 
 
 @app.command("enable")
-def enable(provider: str = typer.Argument(...), config: Path | None = ConfigOpt) -> None:
+def enable(provider: str = typer.Argument(...), user: str | None = UserOpt,
+           config: Path | None = ConfigOpt) -> None:
     """Launch again in a disabled provider."""
     cfg = load(config)
-    for message in _run(cfg, lambda p: p.set_enabled(provider, True, "")):
+    by = acting(user)
+    for message in _run(cfg, lambda p: p.set_enabled(provider, True, "", by)):
         out.print(message)
 
 
@@ -147,7 +167,7 @@ def autohold_add(
     reason: str = typer.Option(..., "--reason"),
     count: int = typer.Option(1, "--count", help="how many failing builds to hold"),
     days: float = typer.Option(20.0, "--days", help="how long held nodes are kept"),
-    config: Path | None = ConfigOpt,
+    user: str | None = UserOpt, config: Path | None = ConfigOpt,
 ) -> None:
     """Hold the nodes of the next failing build(s) of a job."""
     cfg = load(config)
@@ -159,7 +179,7 @@ def autohold_add(
     if count < 1 or days <= 0:
         fail("--count must be at least 1 and --days positive")
     hold = Autohold(id="", project=project, job=job, change=change, reason=reason, count=count,
-                    hold_seconds=days * DAY)
+                    hold_seconds=days * DAY, by=acting(user))
     _report(_run(cfg, lambda p: p.autohold_add(hold)))
 
 
@@ -167,10 +187,10 @@ def autohold_add(
 def autohold_list(config: Path | None = ConfigOpt) -> None:
     cfg = load(config)
     holds = _run(cfg, lambda p: p.autohold_list()).autoholds
-    listing = listing_table("id", "project", "job", "change", "count", "days", "reason")
+    listing = listing_table("id", "project", "job", "change", "count", "days", "by", "reason")
     for h in holds:
         listing.add_row(h.id, h.project, h.job, str(h.change or "any"), str(h.count),
-                      f"{h.hold_seconds / DAY:g}", h.reason)
+                      f"{h.hold_seconds / DAY:g}", h.by or "", h.reason)
     out.print(listing)
 
 

@@ -54,6 +54,7 @@ class Node(Model):
     floating_ip_id: str | None = None
     hold_until: float | None = None
     hold_reason: str | None = None
+    held_by: str | None = None  # the operator who held it (`nodes hold --user`)
     cores: int = 0
     ram: int = 0  # MiB
 
@@ -114,15 +115,19 @@ class HoldNode(Model):
     node_id: str
     hold_until: float
     reason: str = "held by an operator"
+    by: str | None = None  # the operator (model/audit.py)
 
 
 class DeleteNode(Model):
     node_id: str
+    by: str | None = None  # the operator, and why (model/audit.py)
+    reason: str | None = None
 
 
 class SetEnabled(Model):
     enabled: bool
     reason: str = ""
+    by: str | None = None  # the operator (model/audit.py)
 
 
 class OperatorResult(Model):
@@ -150,6 +155,9 @@ class PoolStatus(Model):
     leaks_deleted: int = 0
     # Work that keeps failing and is retried until it succeeds (see model/work.py).
     stuck: list[StuckView] = Field(default_factory=list)
+    # Disabled: why, and by whom (an operator's `nodes disable`).
+    disabled_reason: str = ""
+    disabled_by: str | None = None
 
 
 # --- the pool workflow's input: what it serves (from the configuration) and its state ---------
@@ -216,6 +224,7 @@ class CloudHeadroom(Model):
 class PoolState(Model):
     enabled: bool = True
     disabled_reason: str = ""
+    disabled_by: str | None = None
     nodes: dict[str, Node] = Field(default_factory=dict)
     requests: dict[str, NodeRequest] = Field(default_factory=dict)
     next_node: int = 1
@@ -306,6 +315,7 @@ class Autohold(Model):
     count: int = 1  # how many failing builds still to hold
     hold_seconds: float = 20 * 24 * 3600.0  # the seed keeps VM snapshots for 20 days
     created: float = 0.0
+    by: str | None = None  # the operator who asked for it (model/audit.py)
 
 
 class AutoholdClaim(Model):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lockmaster.model.audit import attributed
 from lockmaster.model.nodes import (
     CloudServerMark,
     Driver,
@@ -105,7 +106,8 @@ def never_serves(spec: PoolSpec, state: PoolState, labels: list[str]) -> str | N
         return (f"pool {spec.provider}/{spec.pool} does not serve label(s) "
                 f"{', '.join(unknown)}")
     if not state.enabled:
-        why = f": {state.disabled_reason}" if state.disabled_reason else ""
+        said = attributed(state.disabled_reason or None, state.disabled_by)
+        why = f": {said}" if said else ""
         return f"provider {spec.provider} is disabled{why}"
     if single_use(spec):
         limit = _limit(spec.max_servers, state.headroom.servers)
@@ -256,12 +258,15 @@ class Allocator:
         if node is not None and node.state in (NodeState.DELETING, NodeState.FAILED):
             del self.state.nodes[node_id]
 
-    def set_enabled(self, enabled: bool, reason: str) -> None:
+    def set_enabled(self, enabled: bool, reason: str, by: str | None = None) -> None:
+        """`by`: the operator who disabled it (kept while disabled)."""
         self.state.enabled = enabled
         self.state.disabled_reason = "" if enabled else reason
+        self.state.disabled_by = None if enabled else by
 
-    def hold(self, node_id: str, until: float, reason: str, now: float) -> str | None:
-        """Keep a node for debugging. Returns an error, or None."""
+    def hold(self, node_id: str, until: float, reason: str, now: float,
+             by: str | None = None) -> str | None:
+        """Keep a node for debugging (`by`: the operator). Returns an error, or None."""
         node = self.state.nodes.get(node_id)
         if node is None:
             return f"no node {node_id!r} in pool {self.spec.provider}/{self.spec.pool}"
@@ -270,7 +275,7 @@ class Allocator:
                    "can be held"
         if not single_use(self.spec):
             return f"node {node_id} is a {node.driver.value} slot; slots cannot be held"
-        node.hold_until, node.hold_reason = until, reason
+        node.hold_until, node.hold_reason, node.held_by = until, reason, by
         if node.state is NodeState.READY:
             node.state, node.state_since = NodeState.HOLD, now
         return None
@@ -354,7 +359,7 @@ class Allocator:
     def _used(self, node: Node, now: float, force_delete: bool = False) -> list[Action]:
         """A node its holder is done with: cloud nodes are deleted, slots are ready again."""
         node.request_id, node.label = None, None
-        node.hold_until, node.hold_reason = None, None
+        node.hold_until, node.hold_reason, node.held_by = None, None, None
         if single_use(self.spec) or force_delete:
             node.state, node.state_since = NodeState.DELETING, now
             return [Delete(node.id)]

@@ -118,11 +118,12 @@ class NodePools:
                                 ) from exc
         return result
 
-    async def set_enabled(self, provider: str, enabled: bool, reason: str) -> list[str]:
+    async def set_enabled(self, provider: str, enabled: bool, reason: str,
+                          by: str | None = None) -> list[str]:
         messages = []
         for spec in self.pools_of(provider):
             result: OperatorResult = await self.handle(spec).execute_update(
-                "set_enabled", SetEnabled(enabled=enabled, reason=reason),
+                "set_enabled", SetEnabled(enabled=enabled, reason=reason, by=by),
                 result_type=OperatorResult)
             messages.append(result.message)
         return messages
@@ -145,16 +146,20 @@ class NodePools:
         provider, pool = matches[0].split("/")
         return next(s for s in self.specs if (s.provider, s.pool) == (provider, pool))
 
-    async def hold(self, node: str, until: float, reason: str) -> OperatorResult:
+    async def hold(self, node: str, until: float, reason: str,
+                   by: str | None = None) -> OperatorResult:
         spec = await self._pool_of_node(node)
         return await self.handle(spec).execute_update(
-            "hold_node", HoldNode(node_id=node.split("/")[-1], hold_until=until, reason=reason),
+            "hold_node", HoldNode(node_id=node.split("/")[-1], hold_until=until, reason=reason,
+                                  by=by),
             result_type=OperatorResult)
 
-    async def delete(self, node: str) -> OperatorResult:
+    async def delete(self, node: str, by: str | None = None,
+                     reason: str | None = None) -> OperatorResult:
         spec = await self._pool_of_node(node)
         return await self.handle(spec).execute_update(
-            "delete_node", DeleteNode(node_id=node.split("/")[-1]), result_type=OperatorResult)
+            "delete_node", DeleteNode(node_id=node.split("/")[-1], by=by, reason=reason),
+            result_type=OperatorResult)
 
     # --- autohold ------------------------------------------------------------------------------
 

@@ -74,7 +74,8 @@ class AutoholdWorkflow:
                 self._publish()
                 return AutoholdClaimResult(
                     held=True, hold_until=workflow.now().timestamp() + hold.hold_seconds,
-                    reason=f"autohold {hold.id}: {hold.reason}")
+                    reason=f"autohold {hold.id}"
+                           + (f" by {hold.by}" if hold.by else "") + f": {hold.reason}")
         return AutoholdClaimResult(held=False)
 
     @workflow.update(name="remove")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Protocol
 
+from lockmaster.model.audit import attributed
 from lockmaster.model.check import CheckStatus
 from lockmaster.model.gate import ItemView, QueueStatus
 from lockmaster.model.nodes import Autohold, NodeState, PoolStatus, RequestState
@@ -184,8 +185,9 @@ def _counts(states: Iterable[str]) -> str:
 
 def pool_details(status: PoolStatus, *, disabled_reason: str = "", now: float = 0.0) -> str:
     head = f"**node pool {status.provider}/{status.pool} ({status.driver.value})**: "
+    why = attributed(disabled_reason or None, status.disabled_by)
     head += "enabled" if status.enabled else "**disabled**" + (
-        f" ({one_line(disabled_reason)})" if disabled_reason else "")
+        f" ({one_line(why)})" if why else "")
     nodes = sorted(status.nodes, key=lambda n: n.id)
     head += f"; {len(nodes)} node(s)" + (f": {_counts(n.state.value for n in nodes)}"
                                          if nodes else "")
@@ -205,7 +207,7 @@ def pool_details(status: PoolStatus, *, disabled_reason: str = "", now: float = 
         if node.state is NodeState.HOLD and node.hold_until:
             line += f" until {clock(node.hold_until)}"
         if node.hold_reason:
-            line += f" — {one_line(node.hold_reason)}"
+            line += f" — {one_line(attributed(node.hold_reason, node.held_by))}"
         lines.append(line)
     lines = _bounded(lines, len(nodes), "nodes")
     for request in sorted(pending, key=lambda r: (r.precedence, r.arrived))[:MAX_LINES]:
@@ -221,7 +223,7 @@ def autohold_details(holds: Sequence[Autohold]) -> str:
         change = f" change {hold.change}" if hold.change is not None else ""
         lines.append(f"- {hold.id}: {hold.project} {hold.job}{change}: the next {hold.count} "
                      f"failing build(s), kept {hold.hold_seconds / 86400:g} days — "
-                     f"{one_line(hold.reason)}")
+                     f"{one_line(attributed(hold.reason, hold.by))}")
     return "\n".join(_bounded(lines, len(holds), "autoholds"))
 
 

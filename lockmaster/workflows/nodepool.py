@@ -157,11 +157,13 @@ class NodePoolWorkflow(LongLivedWorkflow):
             leak_suspects=list(state.leak_suspects), launches=state.launches,
             launch_failures=state.launch_failures, leaks_deleted=state.leaks_deleted,
             stuck=stuck_views(self._input.work),
+            disabled_reason=state.disabled_reason, disabled_by=state.disabled_by,
         )
 
     @workflow.update(name="hold_node")
     def hold_node(self, hold: HoldNode) -> OperatorResult:
-        error = self._allocator().hold(hold.node_id, hold.hold_until, hold.reason, self._now())
+        error = self._allocator().hold(hold.node_id, hold.hold_until, hold.reason, self._now(),
+                                       by=hold.by)
         self._dirty = True
         return OperatorResult(ok=error is None, message=error or f"node {hold.node_id} held")
 
@@ -176,7 +178,7 @@ class NodePoolWorkflow(LongLivedWorkflow):
     @workflow.update(name="set_enabled")
     def set_enabled(self, request: SetEnabled) -> OperatorResult:
         assert self._input is not None
-        self._allocator().set_enabled(request.enabled, request.reason)
+        self._allocator().set_enabled(request.enabled, request.reason, request.by)
         self._dirty = True
         spec = self._input.spec
         what = "enabled" if request.enabled else "disabled: no new launches, nodes in use finish"
