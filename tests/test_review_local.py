@@ -120,21 +120,56 @@ def test_records_without_the_flags_load(store: LocalReviewStore) -> None:
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[LocalReviewStore,
                                                                  list[ReviewEvent]]:
     """The embedded configuration with its state under tmp_path; events are captured instead
-    of being routed to Temporal."""
+    of being routed to Temporal (the router is replaced, the rest of the hand-off is real);
+    `DOWN` in the list's first place makes the hand-off fail (Temporal unreachable)."""
+    from lockmaster.starters import dispatch
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LOCKMASTER_CONFIG", raising=False)
     monkeypatch.setenv("LOCKMASTER_STATE_DIR", str(tmp_path / "state"))
     sent: list[ReviewEvent] = []
 
-    async def dispatch(cfg: object, event: ReviewEvent) -> list[object]:
-        sent.append(event)
-        return []
+    class Router:
+        def __init__(self, *args: object) -> None:
+            pass
 
-    monkeypatch.setattr(change_cmd, "dispatch", dispatch)
+        async def route(self, event: ReviewEvent) -> list[object]:
+            if DOWN in sent:
+                raise RuntimeError("Failed client connect: connection refused")
+            sent.append(event)
+            return []
+
+    async def connect(cfg: object) -> None:
+        return None
+
+    monkeypatch.setattr(dispatch, "EventRouter", Router)
+    monkeypatch.setattr(dispatch, "connect", connect)
     store = LocalReviewStore(tmp_path / "state" / "review" / "local", "local")
     store.create_project("demo/hello", {"README": "hello\n"})
     store.upload("demo/hello", files={"a.txt": "a\n"}, subject="Add a")
     return store, sent
+
+
+DOWN = ReviewEvent(type="ref-updated", connection="-", project="-")
+
+
+def test_an_event_temporal_could_not_take_is_kept_and_sent_by_the_next_command(
+    cli: tuple[LocalReviewStore, list[ReviewEvent]],
+) -> None:
+    store, sent = cli
+    sent.append(DOWN)
+    result = _run("approve", "1")
+    assert result.exit_code == 1
+    assert "the change was recorded, but its event could not be delivered" in result.output
+    assert "lockmaster events flush --connection local" in result.output
+    assert store.info(1).approvals  # the vote stands
+    sent.remove(DOWN)
+    result = _run("comment", "1", "recheck")
+    assert result.exit_code == 0, result.output
+    assert "handed over 1 event(s) kept earlier" in result.output
+    assert [(e.type, e.approvals) for e in sent] == [
+        ("comment-added", {"Code-Review": 2, "Workflow": 1}), ("comment-added", {})]
+    assert sent[1].comment is not None and sent[1].comment.endswith("recheck")
 
 
 def _run(*args: str) -> Result:

@@ -20,7 +20,8 @@ from lockmaster.config.models import LocalConnection, LockmasterConfig
 from lockmaster.model.change import ChangeInfo, ReviewEvent
 from lockmaster.review.base import ReviewError
 from lockmaster.review.local import LocalReviewStore
-from lockmaster.starters.dispatch import dispatch
+from lockmaster.starters.dispatch import dispatch_or_keep
+from lockmaster.starters.kept_events import kept_events
 from lockmaster.starters.waiting import wait_for_check
 
 app = typer.Typer(help="Act on changes of a local review connection.", no_args_is_help=True)
@@ -68,7 +69,16 @@ def _send(cfg: LockmasterConfig, event: ReviewEvent, wait: bool, quiet: bool = F
     say = err if quiet else out
 
     async def main() -> None:
-        actions = await dispatch(cfg, event)
+        done = await dispatch_or_keep(cfg, event, kept_events(cfg.state_path, event.connection))
+        if done.kept is not None:
+            fail(f"the change was recorded, but its event could not be delivered to Temporal "
+                 f"at {cfg.temporal.address} ({done.error}); is `lockmaster run` running? The "
+                 f"event is kept ({done.kept}) and delivered by the next `lockmaster change` "
+                 f"command, or by `lockmaster events flush --connection {event.connection}`",
+                 1)
+        if done.flushed:
+            say.print(f"  handed over {done.flushed} event(s) kept earlier", markup=False)
+        actions = done.actions
         for action in actions:
             say.print(f"  {action}", markup=False)
         if wait:

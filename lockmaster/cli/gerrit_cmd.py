@@ -15,10 +15,8 @@ from lockmaster.model.change import ReviewEvent
 from lockmaster.review.gerrit import GerritDriver
 from lockmaster.review.gerrit_catchup import events_since
 from lockmaster.review.registry import review_drivers
-from lockmaster.starters.dispatch import dispatch_or_keep
 from lockmaster.starters.event_journal import EventJournal, journal_path
 from lockmaster.starters.gerrit_listen import StreamEventsListener
-from lockmaster.starters.hook_spool import hook_spool
 from lockmaster.starters.router import EventRouter
 from lockmaster.temporal.client import connect
 
@@ -80,25 +78,3 @@ def _printing(router: EventRouter):  # type: ignore[no-untyped-def]
 
     return on_event
 
-
-@app.command("flush")
-def flush(
-    connection: str = typer.Option(..., "--connection", help="gerrit connection name"),
-    config: Path | None = typer.Option(None, "--config", "-c", help="lockmaster.yaml"),
-) -> None:
-    """Hand over the events Gerrit's hooks could not deliver (kept on disk), oldest first."""
-    cfg = load(config)
-    if connection not in cfg.connections:
-        fail(f"no connection {connection!r} in the configuration "
-             f"(connections: {', '.join(cfg.connections) or 'none'})")
-    spool = hook_spool(cfg.state_path, connection)
-    waiting = len(spool.pending())
-    if not waiting:
-        fail(f"nothing to hand over: no event of {connection!r} is kept in {spool.directory}", 1)
-    done = asyncio.run(dispatch_or_keep(cfg, None, spool))
-    for action in done.actions:
-        out.print(str(action))
-    if done.error is not None:
-        fail(f"handed over {done.flushed} of {waiting} kept event(s); the next failed "
-             f"({done.error}): {waiting - done.flushed} still kept in {spool.directory}", 1)
-    out.print(f"handed over {done.flushed} kept event(s)")

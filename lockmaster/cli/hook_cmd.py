@@ -14,7 +14,7 @@ import typer
 from lockmaster.cli.context import fail, load, out
 from lockmaster.starters.dispatch import dispatch_or_keep
 from lockmaster.starters.hook_args import HOOK_OPTIONS, HookArgumentError, parse_hook
-from lockmaster.starters.hook_spool import hook_spool
+from lockmaster.starters.kept_events import kept_events
 
 # Every hook parse_hook knows, so a hook added there also works as an argv[0] symlink.
 HOOK_NAMES = tuple(HOOK_OPTIONS)
@@ -36,7 +36,7 @@ def hook(
     except HookArgumentError as exc:
         fail(f"lockmaster hook {name}: {exc}")
     try:
-        spool = hook_spool(cfg.state_path, conn)
+        spool = kept_events(cfg.state_path, conn)
         done = asyncio.run(dispatch_or_keep(cfg, event, spool))
     except OSError as exc:  # the state directory cannot be written
         fail(f"could not deliver the {name} event, nor keep it: {exc} (the hook needs "
@@ -47,7 +47,7 @@ def hook(
         out.print(str(action))
     if done.kept is not None:
         fail(f"could not deliver the {name} event ({done.error}); kept in {done.kept}: it is "
-             "delivered before the next hook's event, or by `lockmaster gerrit flush "
+             "delivered before the next hook's event, or by `lockmaster events flush "
              f"--connection {conn}`", 1)
 
 

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "packaging": ("packaging_cmd", "app", "Packaging CI: the package cache and its hits."),
     "config": ("config_cmd", "app", "Check a configuration file, or apply it live."),
     "gerrit": ("gerrit_cmd", "app", "Listen to a Gerrit's stream-events."),
+    "events": ("events_cmd", "app", "Events kept for later (Temporal was down): list, flush."),
     "temporal": ("temporal_cmd", "app", "Set up a Temporal namespace for lockmaster."),
     "hook": ("hook_cmd", "hook", "Act as a Gerrit hook (by name, or as the hook symlink)."),
 }

@@ -1,6 +1,6 @@
 """Deliver one event: connect to Temporal, route it, close. Used by hooks and `change` commands.
 
-A hook's event that cannot be delivered is kept on disk (starters/hook_spool.py) and delivered
+A hook's event that cannot be delivered is kept on disk (starters/kept_events.py) and delivered
 before the next hook's event: Gerrit runs each hook once."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.change import ReviewEvent
 from lockmaster.review.registry import review_drivers
-from lockmaster.starters.hook_spool import HookSpool
+from lockmaster.starters.kept_events import KeptEvents
 from lockmaster.starters.router import EventRouter, RouteAction
 from lockmaster.temporal.client import connect
 
@@ -35,7 +35,7 @@ class Delivery:
 
 
 async def dispatch_or_keep(config: LockmasterConfig, event: ReviewEvent | None,
-                           spool: HookSpool) -> Delivery:
+                           spool: KeptEvents) -> Delivery:
     """Hand over the events kept earlier, oldest first, then `event`; whatever cannot be
     handed over now (this event included, when an earlier one still fails) is kept."""
     out = Delivery()

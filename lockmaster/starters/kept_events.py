@@ -1,10 +1,10 @@
-"""Events from Gerrit's hooks that could not be handed over yet, kept on disk.
+"""Events that one-shot processes could not hand over yet, kept on disk.
 
-Gerrit runs a hook once and does not retry it: an event whose hand-off failed (Temporal down,
-the review system's REST API down) would be lost. It is written here instead, one file per
-event, and handed over, oldest first, before the next hook's own event, or by
-`lockmaster gerrit flush`. Hooks run as separate processes at once: files are created
-atomically and a lock file serialises the flushes.
+Gerrit runs a hook once and does not retry it, and a `lockmaster change` command has already
+recorded its vote or upload: an event whose hand-off failed (Temporal down, the review system's
+REST API down) would be lost. It is written here instead, one file per event, and handed over,
+oldest first, before the next such process's own event, or by `lockmaster events flush`. These
+processes run at once: files are created atomically and a lock file serialises the flushes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from lockmaster.model.change import ReviewEvent
 Deliver = Callable[[ReviewEvent], Awaitable[object]]
 
 
-class HookSpool:
+class KeptEvents:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
@@ -69,5 +69,5 @@ class HookSpool:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def hook_spool(state_path: Path, connection: str) -> HookSpool:
-    return HookSpool(state_path / "events" / f"{connection}-hooks")
+def kept_events(state_path: Path, connection: str) -> KeptEvents:
+    return KeptEvents(state_path / "events" / f"{connection}-kept")

@@ -1,5 +1,5 @@
 """A Gerrit hook whose event cannot be handed over (Temporal down) keeps it on disk; it is
-delivered before the next hook's event, or by `lockmaster gerrit flush`, in order, once.
+delivered before the next hook's event, or by `lockmaster events flush`, in order, once.
 Gerrit runs each hook once: without this the event is lost (issue 15)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typer.testing import CliRunner, Result
 from lockmaster.cli.main import app
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.change import ReviewEvent
-from lockmaster.starters.hook_spool import HookSpool, hook_spool
+from lockmaster.starters.kept_events import KeptEvents, kept_events
 from tests.deployment import unique_project
 from tests.fakes.gerrit import FakeGerrit
 from tests.gitrepos import ReviewSite
@@ -57,8 +57,8 @@ async def test_a_hook_event_temporal_could_not_take_is_kept_and_delivered_later(
                                                             fake.url))
             assert result.exit_code == 1, result.output
             assert "could not deliver the patchset-created event" in result.output
-            assert "lockmaster gerrit flush --connection gerrit" in result.output
-        spool = hook_spool(config.state_path, "gerrit")
+            assert "lockmaster events flush --connection gerrit" in result.output
+        spool = kept_events(config.state_path, "gerrit")
         kept = [ReviewEvent.model_validate_json(p.read_text()).change for p in spool.pending()]
         assert kept == [1, 2]
 
@@ -75,13 +75,13 @@ async def test_a_hook_event_temporal_could_not_take_is_kept_and_delivered_later(
             await handle.terminate("test over")
 
         # `gerrit flush` with nothing kept says so and does not claim success.
-        result = await lockmaster("gerrit", "flush", "--connection", "gerrit", "--config",
+        result = await lockmaster("events", "flush", "--connection", "gerrit", "--config",
                                   str(up))
         assert result.exit_code == 1 and "nothing to hand over" in result.output
 
 
 async def test_flush_stops_at_the_first_failure_and_keeps_the_rest(tmp_path: Path) -> None:
-    spool = HookSpool(tmp_path / "spool")
+    spool = KeptEvents(tmp_path / "spool")
     for number in (1, 2, 3):
         spool.keep(ReviewEvent(type="patchset-created", connection="gerrit", project="p",
                                change=number, patchset=1))
