@@ -83,8 +83,14 @@ async def test_rerun_of_one_job_gets_the_artifacts_of_the_last_run(
         info, actions = await dep.upload(name, files={"a": "a\n"}, subject="rerun")
         wid = actions[0].workflow_id or ""
         first = await dep.outcome(wid, timeout=60)
-        action = await rerun_job(client, config, dep.drivers, name, info.number, "use")
+        action = await rerun_job(client, config, dep.drivers, name, info.number, "use",
+                                 by="alice", reason="flaky mirror")
         assert action.action == "started" and action.workflow_id == wid
+        assert action.detail.startswith("rerun of use (asked by alice: flaky mirror) (run ")
+        # Who asked for the rerun and why: in the run's memo (the Web UI shows it).
+        memo = await client.get_workflow_handle(wid).describe()
+        assert (await memo.memo())["by"] == "alice"
+        assert (await memo.memo())["reason"] == "flaky mirror"
         again = await dep.outcome(wid, timeout=60)
         # The same with the temporal CLI: the command --dry-run prints, run as printed.
         printed = await rerun_job(client, config, dep.drivers, name, info.number, "use",

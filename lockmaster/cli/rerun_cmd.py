@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from lockmaster.cli.context import fail, load, out
+from lockmaster.cli.context import ReasonOpt, UserOpt, acting, fail, load, out
 
 
 def rerun(
@@ -18,6 +18,7 @@ def rerun(
     pipeline: str = typer.Option("check", "--pipeline", help="an independent pipeline"),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="start nothing: print the equivalent `temporal` command"),
+    reason: str | None = ReasonOpt, user: str | None = UserOpt,
     config: Path | None = typer.Option(None, "--config", "-c", help="lockmaster.yaml"),
 ) -> None:
     """Run one job of the change's latest patchset again (alone, on a fresh speculative
@@ -30,6 +31,7 @@ def rerun(
     from lockmaster.temporal.client import connect
 
     cfg = load(config)
+    by = acting(user)
 
     async def main() -> str:
         drivers = review_drivers(cfg)
@@ -40,7 +42,7 @@ def rerun(
             except RuntimeError as exc:
                 fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)
             action = await rerun_job(client, cfg, drivers, project, change, job, pipeline,
-                                     dry_run=dry_run)
+                                     dry_run=dry_run, by=by, reason=reason)
             return action.detail if dry_run else str(action)
         finally:
             for driver in drivers.values():

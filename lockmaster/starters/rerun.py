@@ -13,6 +13,7 @@ from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from lockmaster.config.models import LockmasterConfig
+from lockmaster.model.audit import note_of
 from lockmaster.model.build import JobSpec, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.check import CheckInput, CheckOutcome, ReportLabels
@@ -73,8 +74,10 @@ async def rerun_target(config: LockmasterConfig, drivers: dict[str, ReviewDriver
 async def rerun_job(client: Client, config: LockmasterConfig, drivers: dict[str, ReviewDriver],
                     project: str, number: int, job: str, pipeline: str = "check",
                     build_heartbeat_timeout: float = 30.0, *,
-                    dry_run: bool = False) -> RouteAction:
-    """`dry_run`: start nothing; the action's detail is the equivalent `temporal` command."""
+                    dry_run: bool = False, by: str | None = None,
+                    reason: str | None = None) -> RouteAction:
+    """`dry_run`: start nothing; the action's detail is the equivalent `temporal` command.
+    `by`, `reason`: the operator and why, in the run's memo (`by`, `reason`) and summary."""
     ref, jobs, spec = await rerun_target(config, drivers, project, number, job, pipeline)
     pipe = config.pipeline(pipeline)
     wid = check_workflow_id(ref, pipeline, config.temporal.workflow_id_prefix)
@@ -115,6 +118,8 @@ async def rerun_job(client: Client, config: LockmasterConfig, drivers: dict[str,
         precedence=pipe.node_precedence, build_heartbeat_timeout=build_heartbeat_timeout,
         given_artifacts=given)
     queue = task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR)
+    note = note_of(by, reason)
+    said = f" ({note.describe('asked')})" if note else ""
     if dry_run:
         return RouteAction("dry-run", wid, (
             f"temporal workflow start --type CheckWorkflow --task-queue {queue} "
@@ -126,6 +131,8 @@ async def rerun_job(client: Client, config: LockmasterConfig, drivers: dict[str,
         search_attributes=TypedSearchAttributes(search_attributes.pairs_for_change(
             connection=ref.connection, project=ref.project, branch=ref.branch,
             change=ref.number, patchset=ref.patchset, pipeline=pipeline)),
-        memo={"trigger": f"rerun {job}"},
-        static_summary=f"{pipeline}: {ref.project} change {ref.key}: rerun of {job}")
-    return RouteAction("started", started.id, f"rerun of {job} (run {started.result_run_id})")
+        memo={"trigger": f"rerun {job}",
+              **({"by": note.by, "reason": note.reason} if note else {})},
+        static_summary=f"{pipeline}: {ref.project} change {ref.key}: rerun of {job}{said}")
+    return RouteAction("started", started.id,
+                       f"rerun of {job}{said} (run {started.result_run_id})")
