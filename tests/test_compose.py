@@ -187,7 +187,7 @@ def test_schema_and_namespace_are_one_shot_admin_tools_services() -> None:
     assert namespace["depends_on"]["temporal"]["condition"] == "service_healthy"
     assert services_["lockmaster-setup"]["depends_on"]["temporal-namespace"]["condition"] == \
         "service_completed_successfully"
-    setup = (ROOT / host_path(schema, schema["entrypoint"][-1])).read_text()  # type: ignore[operator]
+    setup = (ROOT / host_path(schema, schema["entrypoint"][-1])).read_text()
     # Both stores (database:schema directory), each created, set up and updated to the
     # schema the admin-tools image carries for its server version.
     assert "for db in temporal:temporal temporal_visibility:visibility" in setup
@@ -195,7 +195,7 @@ def test_schema_and_namespace_are_one_shot_admin_tools_services() -> None:
     for step in ('create', 'setup-schema -v 0.0', 'update-schema -d "$schema/$dir/versioned"'):
         assert f'sql --db "$name" {step}' in setup
     assert "temporal-sql-tool --plugin postgres12" in setup
-    script = (ROOT / host_path(namespace, namespace["entrypoint"][-1])).read_text()  # type: ignore[operator]
+    script = (ROOT / host_path(namespace, namespace["entrypoint"][-1])).read_text()
     assert "operator namespace create" in script
     assert namespace["environment"]["NAMESPACE"] == load_config(
         ROOT / "lockmaster/config/examples/production.yaml").temporal.namespace
@@ -308,21 +308,21 @@ def test_the_configured_secret_paths_are_mounted_in_the_roles_that_read_them() -
     services_ = services()
     gerrit = config.connections["gerrit"]
     uses: dict[str, list[Path]] = {
-        "orchestrator": [gerrit.password_file],  # type: ignore[union-attr]
-        "gerrit-listener": [gerrit.password_file, gerrit.ssh.key_file,  # type: ignore[union-attr]
-                            gerrit.ssh.known_hosts_file],  # type: ignore[union-attr]
+        "orchestrator": [gerrit.password_file],
+        "gerrit-listener": [gerrit.password_file, gerrit.ssh.key_file,
+                            gerrit.ssh.known_hosts_file],
         "executor": [], "launcher": [], "publisher": [],
     }
     for provider in config.nodes.providers:
         if provider.driver == "openstack":
-            uses["launcher"].append(Path(provider.clouds_file))  # type: ignore[union-attr,arg-type]
-            uses["executor"].append(Path(provider.key_file))  # type: ignore[union-attr,arg-type]
+            uses["launcher"].append(Path(provider.clouds_file))
+            uses["executor"].append(Path(provider.key_file))
         elif provider.driver == "static":
-            uses["executor"] += [n.key_file for p in provider.pools for n in p.nodes]  # type: ignore[union-attr]
+            uses["executor"] += [n.key_file for p in provider.pools for n in p.nodes]
     assert config.publishing.signing is not None
     uses["publisher"].append(config.publishing.signing.gnupg_home)
     for mirror in config.publishing.mirrors:
-        uses["publisher"] += [mirror.key_file, mirror.known_hosts_file]  # type: ignore[list-item]
+        uses["publisher"] += [mirror.key_file, mirror.known_hosts_file]
     for name, paths in uses.items():
         assert paths, name
         for path in paths:
