@@ -264,7 +264,7 @@ EXPECTED_SECRETS = {
     "temporal-ui": {"tls/temporal-ui"},
     "lockmaster-setup": {"tls/lockmaster-setup"},
     "orchestrator": {"tls/orchestrator", "gerrit"},
-    "executor": {"tls/executor", "nodes"},
+    "executor": {"tls/executor", "nodes", "jobs"},
     "launcher": {"tls/launcher", "cloud"},
     "publisher": {"tls/publisher", "signing", "mirrors"},
     "gerrit-listener": {"tls/gerrit-listener", "gerrit"},
@@ -323,6 +323,8 @@ def test_the_configured_secret_paths_are_mounted_in_the_roles_that_read_them() -
     uses["publisher"].append(config.publishing.signing.gnupg_home)
     for mirror in config.publishing.mirrors:
         uses["publisher"] += [mirror.key_file, mirror.known_hosts_file]
+    uses["executor"] += [secret.file for secret in config.secrets.values()]  # jobs' secrets
+    assert config.secrets, "the example shows a job secret"
     for name, paths in uses.items():
         assert paths, name
         for path in paths:

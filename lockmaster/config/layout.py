@@ -142,6 +142,13 @@ class PackageStep(ConfigModel):
     source: str = "."  # the package source in the project's checkout (debian/, *.spec)
 
 
+class SecretVar(ConfigModel):
+    """A job variable whose value is a secret (`vars: {TOKEN: {secret: pypi-token}}`): only the
+    secret's name travels with the job; the executor reads the value when the job starts."""
+
+    secret: str
+
+
 class JobConfig(ConfigModel):
     name: str
     # Shell command, run in the project's checkout on the first node. Package jobs (`package`)
@@ -163,7 +170,8 @@ class JobConfig(ConfigModel):
     attempts: int = Field(3, ge=1)
     voting: bool = True
     required_projects: list[str] = Field(default_factory=list)
-    vars: dict[str, str] = Field(default_factory=dict)
+    # Environment variables of the job; a value may name a secret (`secrets:` at the top).
+    vars: dict[str, str | SecretVar] = Field(default_factory=dict)
     description: str = ""
     # The job needs a test environment with this label: leased before it starts (the wait
     # counts against its timeout only with `timeout-includes-te-wait`), described in the file
@@ -244,6 +252,14 @@ def check_layout(config: LockmasterConfig) -> None:
     check_unique(("queues",), [q.name for q in config.queues])
     pipelines = {p.name for p in config.pipelines}
     jobs = {j.name: j for j in config.jobs}
+    for ji, job in enumerate(config.jobs):
+        for var, value in job.vars.items():
+            if isinstance(value, SecretVar) and value.secret not in config.secrets:
+                raise ReferenceError_(
+                    ("jobs", ji, "vars", var, "secret"),
+                    f"job {job.name!r}: variable {var} names the secret {value.secret!r}, which "
+                    f"is not defined; add it under `secrets:` (name: {{file: PATH}}) "
+                    f"(defined: {', '.join(config.secrets) or 'none'})")
     for pi, project in enumerate(config.projects):
         if project.connection not in config.connections:
             raise ReferenceError_(

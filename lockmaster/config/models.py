@@ -128,10 +128,52 @@ class LogServe(ConfigModel):
     port: int = 8000
 
 
+class LogStore(ConfigModel):
+    """Where executors put job logs and artifacts (docs/design.md, "Logs in one store").
+
+    directory: the executor writes into `logs.root`, which is the store (one host, or a shared
+    file system). http: the executor writes into its local spool and PUTs each file to the log
+    store server (`lockmaster logs serve` on the log host, which writes into its `logs.root`),
+    the growing job-output.txt every `live-interval` seconds while the job runs and everything
+    at the end; what could not be delivered stays in the spool and is delivered later."""
+
+    driver: Literal["directory", "http"] = "directory"
+    # http: where the log store server accepts uploads (often the same host as logs.url).
+    url: str | None = None
+    # http: a file holding the bearer token (a reference: the token is never in this file nor
+    # in a workflow). The log store server checks uploads against the same file's token.
+    token_file: Path | None = None
+    # http: the executor's local copy of what it has not delivered yet; default
+    # <state-dir>/logs-spool. Never the served root: delivered builds are removed from it.
+    spool: Path | None = None
+    live_interval: float = Field(default=2.0, gt=0)
+    # The end-of-build upload is waited for this long before the result is reported (within
+    # the build's cleanup bound); what is not delivered by then is delivered from the spool.
+    upload_timeout: float = Field(default=120.0, gt=0, le=300)
+    # How often the spool's undelivered builds are tried again.
+    retry_interval: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _http_needs_url_and_token(self) -> LogStore:
+        if self.driver == "http":
+            missing = [key for key, value in (("url", self.url), ("token-file", self.token_file))
+                       if value is None]
+            if missing:
+                raise ValueError(
+                    f"driver http needs {' and '.join(missing)}: url is where the log store "
+                    "server (`lockmaster logs serve`) takes uploads, token-file the file "
+                    "holding its bearer token; add them, or use driver directory")
+            assert self.url is not None
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError(f"url {self.url!r} is not an http:// or https:// URL")
+        return self
+
+
 class LogsConfig(ConfigModel):
     root: Path | None = None  # default: <state-dir>/logs
     url: str = "http://127.0.0.1:8000"  # public URL of `root`
     serve: LogServe | None = None  # serve `root` over HTTP from the lockmaster worker
+    store: LogStore = Field(default_factory=LogStore)
 
 
 # --- Nodes ------------------------------------------------------------------------------------
@@ -337,6 +379,10 @@ class PublishingConfig(ConfigModel):
 # --- The whole file ------------------------------------------------------------------------------
 
 
+class JobSecret(ConfigModel):
+    file: Path  # relative to the config file; only the executors need it
+
+
 class LockmasterConfig(ConfigModel):
     # Where lockmaster keeps its state (SQLite, repositories, logs); relative to the config file.
     state_dir: Path = Path("state")
@@ -351,6 +397,9 @@ class LockmasterConfig(ConfigModel):
     queues: list[QueueConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)
     projects: list[ProjectConfig] = Field(default_factory=list)
+    # Values jobs get as variables without them travelling with the job (a history shows only
+    # the name): each is read from its file on the executor when a job that names it starts.
+    secrets: dict[str, JobSecret] = Field(default_factory=dict)
 
     # Set by the loader: the file this came from (for resolving relative paths).
     source: Path | None = Field(default=None, exclude=True)
@@ -444,6 +493,12 @@ class LockmasterConfig(ConfigModel):
     @property
     def logs_root(self) -> Path:
         return self.resolve(self.logs.root) if self.logs.root else self.state_path / "logs"
+
+    @property
+    def logs_spool(self) -> Path:
+        """Driver http: the executor's undelivered logs."""
+        spool = self.logs.store.spool
+        return self.resolve(spool) if spool else self.state_path / "logs-spool"
 
     def pipeline(self, name: str) -> PipelineConfig:
         for p in self.pipelines:

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
+from lockmaster.execution.secrets import mask
 from lockmaster.model.change import ChangeRef
 
 LOG_NAME = "job-output.txt"
@@ -48,6 +49,7 @@ class LogWriter:
         self._file: TextIO | None = None
         # Output arrives in arbitrary chunks: only stamp where a line really starts.
         self._at_line_start = True
+        self._secrets: list[str] = []  # values masked wherever a chunk contains them whole
 
     def open(self) -> LogWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,11 +76,18 @@ class LogWriter:
     ) -> None:
         self.close()
 
+    def redact(self, value: str) -> None:
+        """From now on, write `value` (a secret the job got) as ********."""
+        if value and value not in self._secrets:
+            self._secrets.append(value)
+
     def write_sync(self, text: str) -> None:
         if self._file is None:
             raise RuntimeError("LogWriter is not open")
         if not text:
             return
+        if self._secrets:
+            text = mask(text, self._secrets)
         stamp = _stamp()
         parts: list[str] = []
         # Split on "\n" only: "\r" progress bars and form feeds stay inside their line.

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from lockmaster.execution import artifacts
 from lockmaster.execution.build_limits import LIMITS, BuildLimits
 from lockmaster.execution.logs import LogWriter, log_dir, log_url
+from lockmaster.execution.secrets import SecretMissing, SecretSource
 from lockmaster.execution.tools import install_tools
 from lockmaster.execution.workspace import WorkspaceError, WorkspacePreparer
 from lockmaster.leases.errors import TEError
@@ -154,8 +155,10 @@ class BuildRunner:
         testenvs: TESource | None = None,
         max_artifact_bytes: int = artifacts.MAX_BYTES,
         limits: BuildLimits = LIMITS,
+        secrets: SecretSource | None = None,
     ) -> None:
         self.providers = providers
+        self.secrets = secrets
         self.preparer = preparer
         self.logs_root = logs_root
         self.logs_url = logs_url
@@ -357,6 +360,9 @@ class BuildRunner:
             except WorkspaceError as exc:
                 log.line(f"workspace preparation failed: {exc}")
                 return _Outcome(Result.ERROR, f"workspace preparation failed: {exc}")
+            except SecretMissing as exc:
+                log.line(f"secret: {exc}")
+                return _Outcome(Result.ERROR, f"secret: {exc}")
             if workspace is not None:
                 post_budget = self.limits.post_run_for(job)
                 lost = await runner.post_run(job.post_run, workspace, loop.time() + post_budget)
@@ -507,6 +513,13 @@ class BuildRunner:
                 env[name] = value
             else:
                 log.line(f"job variable {name!r} ignored: not a usable environment variable name")
+        for name, secret in request.job.secret_vars.items():
+            if self.secrets is None:
+                raise SecretMissing(f"the job names the secret {secret!r}, and this executor "
+                                    "has no secrets configured")
+            value = self.secrets(secret)
+            log.redact(value)  # a job that prints it shows ******** in its log
+            env[name] = value
         change = request.change
         env.update(
             LOCKMASTER_PROJECT=change.project,

@@ -50,6 +50,9 @@ class JobSpec(Model):
     aborted_by: list[str] = Field(default_factory=list)  # jobs whose failure stops this one
     required_projects: list[str] = Field(default_factory=list)
     vars: dict[str, str] = Field(default_factory=dict)
+    # Variable -> secret name: the executor reads the value (execution/secrets.py); a
+    # history shows the name only.
+    secret_vars: dict[str, str] = Field(default_factory=dict)
     testenv: str | None = None  # a TE label: leased for the job, described in $TE_DATAFILE
     # Gate: the items behind do not start builds until this job succeeded (Zuul's option).
     hold_following_changes: bool = False

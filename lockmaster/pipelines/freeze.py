@@ -82,7 +82,9 @@ def freeze_job(config: LockmasterConfig, name: str) -> JobSpec:
         attempts=job.attempts,
         voting=job.voting,
         required_projects=list(job.required_projects),
-        vars=dict(job.vars),
+        vars={k: v for k, v in job.vars.items() if isinstance(v, str)},
+        # Secrets by name only: a job graph is frozen into workflow inputs (histories).
+        secret_vars={k: v.secret for k, v in job.vars.items() if not isinstance(v, str)},
         testenv=job.testenv,
         hold_following_changes=job.hold_following_changes,
         provides=list(job.provides),

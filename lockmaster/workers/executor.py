@@ -15,6 +15,7 @@ from lockmaster.config.models import (
     StaticProvider,
 )
 from lockmaster.execution.runner import BuildRunner
+from lockmaster.execution.secrets import config_secrets
 from lockmaster.git.cache import RepoCache
 from lockmaster.git.workspace import GitWorkspacePreparer
 from lockmaster.nodes.base import NodeSource
@@ -51,6 +52,7 @@ def build_runner(
         logs_root=config.logs_root,
         logs_url=config.logs.url,
         work_root=config.state_path / "work",
+        secrets=config_secrets(config),
     )
 
 
