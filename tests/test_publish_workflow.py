@@ -37,7 +37,12 @@ from lockmaster.model.publish import (
     SyncMirrorResult,
 )
 from lockmaster.review.registry import review_drivers
-from lockmaster.starters.publish import Publications, PublishError, start_publish
+from lockmaster.starters.publish import (
+    Publications,
+    PublishError,
+    change_workflow_id,
+    start_publish,
+)
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workers.orchestrator import orchestrator_worker
 from tests.deployment import make_config
@@ -267,8 +272,15 @@ async def test_publish_commands(client: Client, tmp_path: Path) -> None:
         assert as_json["snapshot"].startswith("000001-") and as_json["done"] is True
         queue = await asyncio.to_thread(cli, "queue", "--json")
         assert [e["state"] for e in json.loads(queue.output)["entries"]] == ["done"]
-        again = await asyncio.to_thread(cli, "retrigger", project, "5", "--step", "sync:far")
-        assert again.exit_code == 0 and "runs again" in again.output
+        again = await asyncio.to_thread(cli, "retrigger", project, "5", "--step", "sync:far",
+                                        "--user", "alice", "--reason", "mirror was rebuilt")
+        assert again.exit_code == 0 and "runs again (retriggered by alice: mirror was " \
+            "rebuilt)" in " ".join(again.output.split())
+        described = await client.get_workflow_handle(change_workflow_id(config, project, 5)
+                                                     ).describe()
+        assert (await described.memo_value("by"), await described.memo_value("reason")) == (
+            "alice", "mirror was rebuilt")
+        assert "retriggered by alice" in (await described.static_summary() or "")
         bad = await asyncio.to_thread(cli, "retrigger", project, "5", "--step", "sync:x")
         assert bad.exit_code == 2 and "no step 'sync:x'" in bad.output
         unknown = await asyncio.to_thread(cli, "show", "no/such", "5")
@@ -304,14 +316,18 @@ async def test_queue_passes_over_gone_workflows_and_operators_skip_stuck_ones(
 
         await asyncio.sleep(0.5)
         assert await states() == {"publish/stuck": "building", "publish/gone": "ready"}
-        answer = await handle.execute_update("skip", Skip(workflow_id="publish/stuck"),
-                                             result_type=OperatorAnswer)
-        assert answer.ok
+        answer = await handle.execute_update(
+            "skip", Skip(workflow_id="publish/stuck", by="bob", reason="terminated by hand"),
+            result_type=OperatorAnswer)
+        assert answer.ok and answer.message == "stuck 1,1 skipped by bob: terminated by hand"
         for _ in range(50):
             if (await states())["publish/gone"] == "failed":
                 break
             await asyncio.sleep(0.1)
         assert await states() == {"publish/stuck": "failed", "publish/gone": "failed"}
+        status = await handle.query("status", QueueStatusQuery(), result_type=QueueStatus)
+        assert next(e.detail for e in status.entries if e.workflow_id == "publish/stuck") == \
+            "skipped by bob: terminated by hand"
         again = await handle.execute_update("skip", Skip(workflow_id="publish/stuck"),
                                             result_type=OperatorAnswer)
         assert not again.ok

@@ -13,7 +13,16 @@ from typing import TypeVar
 import typer
 from temporalio.client import Client
 
-from lockmaster.cli.context import fail, listing_table, load, out, with_client
+from lockmaster.cli.context import (
+    ReasonOpt,
+    UserOpt,
+    acting,
+    fail,
+    listing_table,
+    load,
+    out,
+    with_client,
+)
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.publish import BuildSource, Provenance, SkipRequest
 from lockmaster.model.testenv import OperatorAnswer
@@ -104,25 +113,30 @@ def retrigger(project: str, change: int,
               dry_run: bool = typer.Option(False, "--dry-run",
                                            help="start nothing: print the equivalent "
                                                 "`temporal` command"),
+              reason: str | None = ReasonOpt, user: str | None = UserOpt,
               config: Path | None = ConfigOpt) -> None:
     """Run one step of a finished publication again."""
     cfg = load(config)
-    answer = _run(cfg, lambda c: Publications(c, cfg).retrigger(project, change, step,
-                                                                 dry_run=dry_run))
+    by = acting(user)
+    answer = _run(cfg, lambda c: Publications(c, cfg).retrigger(
+        project, change, step, dry_run=dry_run, by=by, reason=reason))
     out.print(answer.message, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("skip")
-def skip(project: str, change: int, config: Path | None = ConfigOpt) -> None:
+def skip(project: str, change: int, reason: str | None = ReasonOpt,
+         user: str | None = UserOpt, config: Path | None = ConfigOpt) -> None:
     """Pass over a change the publish queue waits for whose workflow will never finish (e.g.
     terminated by hand)."""
     cfg = load(config)
+    by = acting(user)
     from lockmaster.starters.publish import change_workflow_id
 
     async def go(client: Client) -> OperatorAnswer:
         handle = client.get_workflow_handle(queue_workflow_id(cfg))
         return await handle.execute_update(
-            "skip", SkipRequest(workflow_id=change_workflow_id(cfg, project, change)),
+            "skip", SkipRequest(workflow_id=change_workflow_id(cfg, project, change), by=by,
+                                reason=reason),
             result_type=OperatorAnswer)
 
     answer = _run(cfg, go)

@@ -202,6 +202,8 @@ class QueueStatus(Model):
 
 class SkipRequest(Model):
     workflow_id: str
+    by: str | None = None  # the operator, and why (model/audit.py)
+    reason: str | None = None
 
 
 # --- activities on the publishing host ---------------------------------------------------------

@@ -13,6 +13,7 @@ from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, W
 from temporalio.service import RPCError, RPCStatusCode
 
 from lockmaster.config.models import LockmasterConfig
+from lockmaster.model.audit import note_of
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.publish import (
     STABLE,
@@ -161,10 +162,12 @@ class Publications:
             raise PublishError(f"cannot ask {handle.id}: {exc}") from exc
 
     async def retrigger(self, project: str, change: int, step: str, *,
-                        dry_run: bool = False) -> RetriggerAnswer:
+                        dry_run: bool = False, by: str | None = None,
+                        reason: str | None = None) -> RetriggerAnswer:
         """Run one step of a finished publication again: `publish` (a new snapshot with the
         same packages, then every mirror) or `sync:<mirror>`; `build` reruns everything.
-        `dry_run`: start nothing; the answer is the equivalent `temporal` command line."""
+        `dry_run`: start nothing; the answer is the equivalent `temporal` command line.
+        `by`, `reason`: the operator and why, in the new run's memo and summary."""
         mirrors = [m.name for m in self.config.publishing.mirrors]
         allowed = ["build", "publish", *(f"sync:{m}" for m in mirrors)]
         if step not in allowed:
@@ -200,14 +203,19 @@ class Publications:
                            f"{shlex.quote(queue_workflow_id(self.config))} --name enqueue "
                            f"--input {shlex.quote(place)}\n{command}")
             return RetriggerAnswer(ok=True, message=command, workflow_id=handle.id)
+        note = note_of(by, reason)
+        said = f" ({note.describe('retriggered')})" if note else ""
         if only is None:
             await enqueue_merge(self.client, self.config, change_ref)
         new = await self.client.start_workflow(
             PublishWorkflow.run, inp, id=handle.id,
             task_queue=task_queue(self.config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            search_attributes=_attributes(change_ref), memo={"commit": change_ref.commit},
-            static_summary=f"publish (retrigger {step}): {project} change {change}")
+            search_attributes=_attributes(change_ref),
+            memo={"commit": change_ref.commit,
+                  **({"by": note.by, "reason": note.reason} if note else {})},
+            static_summary=f"publish (retrigger {step}): {project} change {change}{said}")
         return RetriggerAnswer(ok=True, message=f"{step} of {project} change {change} runs "
-                                                f"again ({new.id}, run {new.result_run_id})",
+                                                f"again{said} ({new.id}, run "
+                                                f"{new.result_run_id})",
                                workflow_id=new.id)

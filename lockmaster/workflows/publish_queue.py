@@ -15,6 +15,7 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from lockmaster.model.audit import note_of
     from lockmaster.model.publish import (
         Enqueue,
         Finished,
@@ -69,9 +70,11 @@ class PublishQueueWorkflow:
         if entry is None or entry.state in (QueueState.DONE, QueueState.FAILED):
             return OperatorAnswer(ok=False, message=f"{request.workflow_id} is not waiting in "
                                                     f"the publish queue")
-        self._queue.finished(request.workflow_id, False, None, "skipped by an operator")
+        note = note_of(request.by, request.reason)
+        said = note.describe("skipped") if note else "skipped by an operator"
+        self._queue.finished(request.workflow_id, False, None, said)
         self._dirty = True
-        return OperatorAnswer(ok=True, message=f"{entry.change} skipped")
+        return OperatorAnswer(ok=True, message=f"{entry.change} {said}")
 
     @workflow.query(name="status")
     def status(self, _: QueueStatusQuery) -> QueueStatus:
