@@ -93,3 +93,8 @@ async def test_a_forced_enqueue_and_a_dequeue_say_who_and_why(
         assert f"{change.number},1 (bob: wrong branch)" in dequeued.output
         report = await wait_report(dep, change.number, "Removed from gate")
         assert "Removed from gate by bob: wrong branch." in report
+        status = await lockmaster(config_file, "status")
+        left = [line.strip() for line in status.output.splitlines()
+                if line.strip().startswith("left:")]
+        assert any(f"{change.number},1" in line and "bob" in line and "wrong branch" in line
+                   for line in left), status.output

@@ -179,6 +179,8 @@ def status(
                         extra += f" (usually {job.estimated:.0f}s)"
                     out.print(f"      - {job.name}: {job.state}{extra}"
                               + ("" if job.voting else " (non-voting)"))
+            for key, why in q.recently_left.items():  # a dequeue says who did it and why
+                out.print(f"    left: {key} {why}", markup=False, highlight=False)
         for c in p.checks:
             out.print(f"  {c.change.project} {c.change.key}: {c.phase}")
             for job in c.jobs:
