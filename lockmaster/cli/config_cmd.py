@@ -24,8 +24,12 @@ app = typer.Typer(help="Check deployment configuration files, and apply them liv
 @app.command("check")
 def check(file: Path = typer.Argument(..., help="lockmaster.yaml to check")) -> None:
     """Validate FILE; print what it defines, or every problem with its line."""
+    from lockmaster.config.logstore_check import check_log_store
+
     try:
         config = load_config(file)
+        # The files it names that must be usable here (the log store's token).
+        check_log_store(config, file)
     except ConfigError as exc:
         err.print(str(exc), markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "publish": ("publish_cmd", "app", "Package publishing: show, queue, retrigger, skip."),
     "packaging": ("packaging_cmd", "app", "Packaging CI: the package cache and its hits."),
     "config": ("config_cmd", "app", "Check a configuration file, or apply it live."),
+    "logs": ("logs_cmd", "app", "The log store: serve job logs, take executors' uploads."),
     "gerrit": ("gerrit_cmd", "app", "Listen to a Gerrit's stream-events."),
     "events": ("events_cmd", "app", "Events kept for later (Temporal was down): list, flush."),
     "temporal": ("temporal_cmd", "app", "Set up a Temporal namespace for lockmaster."),

@@ -49,6 +49,8 @@ def worker(
     if role.startswith("te-host:") and role.split(":", 1)[1] not in {
             h.name for h in cfg.testenvs.hosts}:
         fail(f"no TE host {role.split(':', 1)[1]!r} under testenvs.hosts in the configuration")
+    if role in ("executor", "all"):
+        _check_log_store(cfg)  # its builds' logs must have somewhere to go
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> None:
@@ -73,6 +75,7 @@ def run(
     """The main job: Temporal dev server, every worker, the log server; a demo change checked
     end to end; then ready for `lockmaster change ...` until Ctrl-C."""
     cfg = load(config, state_dir)
+    _check_log_store(cfg)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     code = asyncio.run(_main(cfg, demo_change, exit_after_demo, config_path(config)[0]))
     raise typer.Exit(code)
@@ -129,6 +132,18 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool,
             await server.stop()
         out.print("stopped")
     return code
+
+
+def _check_log_store(cfg: LockmasterConfig) -> None:
+    """The log store's token file and spool, before anything starts (exit 2)."""
+    from lockmaster.config.loader import ConfigError
+    from lockmaster.config.logstore_check import check_log_store
+
+    try:
+        check_log_store(cfg)
+    except ConfigError as exc:
+        err.print(str(exc), soft_wrap=True, markup=False)
+        raise SystemExit(2) from None
 
 
 def _said(message: str) -> None:

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from lockmaster.execution import artifacts
 from lockmaster.execution.build_limits import LIMITS, BuildLimits
+from lockmaster.execution.log_shipping import BuildShipment, LogShipping
 from lockmaster.execution.logs import LogWriter, log_dir, log_url
 from lockmaster.execution.secrets import SecretMissing, SecretSource
 from lockmaster.execution.tools import install_tools
@@ -156,7 +157,10 @@ class BuildRunner:
         max_artifact_bytes: int = artifacts.MAX_BYTES,
         limits: BuildLimits = LIMITS,
         secrets: SecretSource | None = None,
+        shipping: LogShipping | None = None,
     ) -> None:
+        # `shipping`: the log store is elsewhere (driver http); `logs_root` is the local spool.
+        self.shipping = shipping
         self.providers = providers
         self.secrets = secrets
         self.preparer = preparer
@@ -179,6 +183,8 @@ class BuildRunner:
         scheduled) is handed to the pool as its arrival."""
         url = log_url(self.logs_url, request.log_path)
         log = LogWriter(self.logs_root, request.log_path).open()
+        shipment: BuildShipment | None = (
+            self.shipping.start(request.log_path) if self.shipping else None)
         # Like the log, artifacts start anew: an earlier try's must not be served as this one's.
         await asyncio.to_thread(shutil.rmtree, self._artifacts_dir(request), ignore_errors=True)
         progress = _Progress(f"{request.build_id}: waiting for a node")
@@ -252,9 +258,12 @@ class BuildRunner:
                                                     self.limits.cleanup),
                                             "giving the nodes back", log))
             finally:
+                log.close()
+                if shipment is not None:  # in the store before the result is reported
+                    progress.detail = f"{request.build_id}: uploading the logs"
+                    await _shielded(shipment.finish())
                 if beat is not None:
                     beat.cancel()
-                log.close()
 
     async def _acquire(self, request: BuildRequest, try_number: int,
                        first_asked: float | None) -> Nodeset:

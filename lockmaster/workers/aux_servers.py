@@ -1,5 +1,6 @@
 """The auxiliary servers a worker process runs beside its workers: the log server, directory
-mirrors served over HTTP, the package cache (apt-cacher-ng).
+mirrors served over HTTP, the package cache (apt-cacher-ng), and the executor's delivery of
+spooled logs to the log store (logs.store driver http).
 
 None of them is the process's reason to run: one that cannot start is reported (what, why, how
 to fix) and the workers and the other servers run on without it.
@@ -12,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lockmaster.config.models import LockmasterConfig
-from lockmaster.logserver import LogServer
+from lockmaster.execution.log_shipping import SpoolDelivery, log_shipping
+from lockmaster.logserver import LogServer, TokenError
 from lockmaster.packaging.cache_server import CacheError, PackageCache, package_cache
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,29 @@ class AuxServers:
 
 PACKAGE_CACHE = "the package cache"
 LOG_SERVER = "the log server"
+LOG_SPOOL = "the log spool delivery"
+
+
+def serves_logs(config: LockmasterConfig, role: str) -> bool:
+    """The log server runs in `all` (development), and in the executor while the executor
+    writes into the served root itself (driver directory); with driver http it is the log
+    host's `lockmaster logs serve`."""
+    if not config.logs.serve:
+        return False
+    return role == "all" or (role == "executor" and config.logs.store.driver == "directory")
+
+
+def start_log_server(config: LockmasterConfig) -> LogServer:
+    """The log server on logs.serve (default 127.0.0.1:8000) over logs.root, taking uploads
+    with the token in logs.store.token-file when the store is http. OSError: the port;
+    TokenError: the token file."""
+    from lockmaster.config.models import LogServe
+
+    serve = config.logs.serve or LogServe()
+    store = config.logs.store
+    token = (config.resolve(store.token_file)
+             if store.driver == "http" and store.token_file is not None else None)
+    return LogServer(config.logs_root, serve.listen, serve.port, token_file=token).start()
 
 
 def start_aux_servers(config: LockmasterConfig, role: str,
@@ -60,16 +85,25 @@ def start_aux_servers(config: LockmasterConfig, role: str,
         servers.failed.append(message)
         say(message)
 
-    if config.logs.serve and role in ("executor", "all"):
+    if config.logs.serve and serves_logs(config, role):
         serve = config.logs.serve
         try:
-            logs = LogServer(config.logs_root, serve.listen, serve.port).start()
+            logs = start_log_server(config)
         except OSError as exc:
             failed(LOG_SERVER, f"{serve.listen}:{serve.port}: {exc}",
                    " (stop what uses the port, or change logs.serve.port)")
+        except TokenError as exc:
+            failed(LOG_SERVER, exc, "")
         else:
             servers.running.append(Running(LOG_SERVER, config.logs.url, logs.stop))
             log.info("serving logs from %s on port %d", config.logs_root, logs.port)
+    shipping = log_shipping(config) if role in ("executor", "all") else None
+    if shipping is not None:
+        # What a build could not deliver (the store down) is delivered from here, later.
+        delivery = SpoolDelivery(shipping).start()
+        servers.running.append(Running(LOG_SPOOL, shipping.client.url, delivery.stop))
+        log.info("delivering undelivered logs from %s to %s every %g s", shipping.spool,
+                 shipping.client.url, shipping.retry_interval)
     if role in ("publisher", "all"):
         for mirror in config.publishing.mirrors:
             if not (mirror.serve and mirror.driver == "directory"):

@@ -14,6 +14,7 @@ from lockmaster.config.models import (
     OpenStackProvider,
     StaticProvider,
 )
+from lockmaster.execution.log_shipping import log_shipping
 from lockmaster.execution.runner import BuildRunner
 from lockmaster.execution.secrets import config_secrets
 from lockmaster.git.cache import RepoCache
@@ -49,10 +50,12 @@ def build_runner(
         testenvs=testenvs,
         providers=nodes,
         preparer=GitWorkspacePreparer(cache, project_connections(config)),
-        logs_root=config.logs_root,
+        # Driver http: the build's logs are written into the local spool and shipped.
+        logs_root=config.logs_spool if config.logs.store.driver == "http" else config.logs_root,
         logs_url=config.logs.url,
         work_root=config.state_path / "work",
         secrets=config_secrets(config),
+        shipping=log_shipping(config),
     )
 
 
