@@ -14,7 +14,8 @@ from temporalio.service import RPCError
 from typer.testing import CliRunner, Result
 
 from lockmaster.cli.main import app
-from tests.deployment import Deployment, deployment, unique_project
+from lockmaster.model.check import CheckStatus, StatusQuery
+from tests.deployment import Deployment, deployment, make_config, unique_project
 from tests.test_gate_workflow import gate_config, wait_items
 
 FORCED = "enqueued by alice without its approvals: hotfix for the outage"
@@ -98,3 +99,37 @@ async def test_a_forced_enqueue_and_a_dequeue_say_who_and_why(
                 if line.strip().startswith("left:")]
         assert any(f"{change.number},1" in line and "bob" in line and "wrong branch" in line
                    for line in left), status.output
+
+
+async def test_a_check_run_started_and_stopped_by_operators_says_who_and_why(
+        client: Client, tmp_path: Path) -> None:
+    name = unique_project()
+    config = make_config(tmp_path, projects=[{"name": name, "connection": "local",
+                                              "pipelines": {"check": {"jobs": ["slow"]}}}],
+                         jobs=[{"name": "slow", "run": "sleep 30", "nodeset": "local"}])
+    async with deployment(client, config) as dep:
+        dep.store.create_project(name, {"README": "x\n"})
+        change = dep.store.upload(name, files={"a": "a\n"}, subject="a")
+        config_file = write_config(dep, client, tmp_path / "lockmaster.yaml")
+        wid = f"check/{name}/{change.number}/1"
+        try:  # the upload's own check (no router here): none runs yet
+            await client.get_workflow_handle(wid).describe()
+        except RPCError:
+            pass
+        enqueued = await lockmaster(config_file, "gate", "enqueue", "--pipeline", "check",
+                                    "--change", str(change.number), "--user", "alice",
+                                    "--reason", "the node was broken")
+        assert enqueued.exit_code == 0, enqueued.output
+        described = await client.get_workflow_handle(wid).describe()
+        assert await described.static_summary() == (
+            f"check: {name} change {change.number},1 (enqueued by alice: the node was broken)")
+        dequeued = await lockmaster(config_file, "gate", "dequeue", "--pipeline", "check",
+                                    "--project", name, "--change", str(change.number),
+                                    "--user", "bob", "--reason", "wrong base")
+        assert dequeued.exit_code == 0, dequeued.output
+        # No dequeue reporter in this pipeline: an operator's dequeue is reported anyway.
+        report = await wait_report(dep, change.number, "bob")
+        assert "Removed from check by bob: wrong base." in report
+        outcome = await client.get_workflow_handle(wid).query("status", StatusQuery(),
+                                                              result_type=CheckStatus)
+        assert outcome.reason == "dequeued by bob: wrong base"

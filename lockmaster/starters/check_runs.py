@@ -15,6 +15,7 @@ from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, W
 from temporalio.service import RPCError, RPCStatusCode
 
 from lockmaster.config.models import LockmasterConfig
+from lockmaster.model.audit import OperatorNote
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.check import CheckInput, DependencyUpdated
 from lockmaster.pipelines.duplicates import same_time
@@ -87,11 +88,12 @@ async def start_check(
 
 async def cancel_checks(
     client: Client, config: LockmasterConfig, change: ChangeRef, *, upto: int | None,
-    pipelines: list[str], reason: str,
+    pipelines: list[str], reason: str, note: OperatorNote | None = None,
 ) -> list[RouteAction]:
     """Cancel the running check runs of this change: of patchsets 1..upto, or of every patchset
     (None). A cancelled run cancels its builds and reports nothing (or its pipeline's dequeue
-    report)."""
+    report). `note`: the operator dequeuing it, told to the run first (its reason and report
+    say who and why)."""
     query = (
         f'{search_attributes.PROJECT.name} = "{change.project}" AND '
         f"{search_attributes.CHANGE.name} = {change.number} AND "
@@ -117,7 +119,10 @@ async def cancel_checks(
     for wid in sorted(ids):
         desc = await describe(client, wid)
         if desc is not None and desc.status == WorkflowExecutionStatus.RUNNING:
-            await client.get_workflow_handle(wid).cancel()
+            handle = client.get_workflow_handle(wid)
+            if note is not None:
+                await handle.signal("operator-dequeue", note)
+            await handle.cancel()
             out.append(RouteAction("cancelled", wid, reason))
     return out
 

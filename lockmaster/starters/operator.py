@@ -171,8 +171,11 @@ async def enqueue(
     note = note_of(by, reason, forced=forced and approvals == "force")
     said = f" ({note.describe('enqueued')})" if note else ""
     if config.pipeline(pipeline).manager == "independent":
+        # Who and why go into the run's summary: "check: p change 1,1 (enqueued by ...)".
         action = await start_check(client, config, pipeline, info.ref(),
-                                   Trigger(f"operator|{pipeline}|{info.number}", kind="operator"))
+                                   Trigger(f"operator|{pipeline}|{info.number}",
+                                           kind=note.describe("enqueued") if note
+                                           else "operator"))
     else:
         action = await enqueue_change(client, config, pipeline, info.ref(), trigger="operator",
                                       ignore_requirements=forced, by=by, reason=reason)
@@ -224,7 +227,8 @@ async def dequeue(
                            patchset=1)
         cancelled = await cancel_checks(
             client, config, change, upto=None, pipelines=[pipeline],
-            reason=f"dequeued by {by}: {why}" if by else "dequeued by an operator")
+            reason=f"dequeued by {by}: {why}" if by else "dequeued by an operator",
+            note=note_of(by, why))
         if not cancelled:
             return RouteAction("ignored", detail=f"change {number} has no running {pipeline} run")
         return RouteAction("dequeued", ", ".join(a.workflow_id or "" for a in cancelled))

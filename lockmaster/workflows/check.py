@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         classify_activity_failure,
     )
     from lockmaster.execution.logs import build_log_path
+    from lockmaster.model.audit import OperatorNote
     from lockmaster.model.build import Artifact, BuildRequest, BuildResult, JobSpec, Result
     from lockmaster.model.change import ChangeRef
     from lockmaster.model.check import (
@@ -82,6 +83,13 @@ class CheckWorkflow:
         self._start_reported = False
         self._result: str | None = None  # once done (the `Result` search attribute)
         self._reason: str | None = None
+        self._dequeued_by: OperatorNote | None = None
+
+    @workflow.signal(name="operator-dequeue")
+    def operator_dequeue(self, note: OperatorNote) -> None:
+        """Who is about to cancel this run, and why (sent just before the cancellation): the
+        run's reason and its report say so."""
+        self._dequeued_by = note
 
     @workflow.signal(name="dependency-updated")
     def dependency_updated(self, update: DependencyUpdated) -> None:
@@ -140,7 +148,9 @@ class CheckWorkflow:
             # Superseded or dequeued: the builds stop (and free their nodes) first.
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
-            self._result, self._reason = "CANCELLED", "the run was cancelled"
+            self._result, self._reason = "CANCELLED", (
+                self._dequeued_by.describe("dequeued") if self._dequeued_by
+                else "the run was cancelled")
             self._publish()
             await self._report_dequeue()
             raise
@@ -225,14 +235,18 @@ class CheckWorkflow:
 
     async def _report_dequeue(self) -> None:
         """Zuul's dequeue report: only with a dequeue reporter, and only when the start was
-        reported (otherwise the run never said it acted on the change)."""
+        reported (otherwise the run never said it acted on the change). An operator's dequeue
+        is reported in any case, saying who and why (without votes when no dequeue reporter
+        is configured), as the gate does."""
         assert self._input is not None
         labels = self._input.labels
-        if labels.dequeue is None or not self._start_reported:
+        note = self._dequeued_by
+        if note is None and (labels.dequeue is None or not self._start_reported):
             return
         await self._report("dequeue", reports.dequeue_report(
-            self._input.pipeline, "the run was cancelled", labels.messages.get("dequeue")),
-            labels.dequeue)
+            self._input.pipeline, note.reason or "no reason given" if note else
+            "the run was cancelled", labels.messages.get("dequeue"),
+            by=note.by if note else None), labels.dequeue or {})
 
     def _set_phase(self, phase: str) -> None:
         self._phase = phase
