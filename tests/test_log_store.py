@@ -9,7 +9,9 @@ import http.client
 import logging
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -241,3 +243,100 @@ def test_config_check_refuses_an_http_store_it_cannot_use(tmp_path: Path) -> Non
     done = check(tmp_path, "  store:\n    driver: http\n    url: http://logs:8000\n"
                            "    token-file: token\n")
     assert done.returncode == 0, done
+
+
+def test_a_store_answering_503_loses_nothing(tmp_path: Path, token_file: Path) -> None:
+    """The store up but refusing (overloaded, disk trouble): the build is kept for later."""
+    class Busy(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(503)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"busy\n")
+
+        do_DELETE = do_PUT
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    busy = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=busy.serve_forever, daemon=True).start()
+    try:
+        build_runner, _ = runner(tmp_path, f"http://127.0.0.1:{busy.server_address[1]}",
+                                 token_file)
+        result = asyncio.run(build_runner.run(request(run="echo kept")))
+    finally:
+        busy.shutdown()
+        busy.server_close()
+    assert result.result == Result.SUCCESS
+    marker = tmp_path / "spool" / LOG_PATH / PENDING
+    assert "503 busy" in marker.read_text()
+
+
+LOCKMASTER = str(Path(sys.executable).with_name("lockmaster"))
+
+
+def test_logs_serve_runs_the_store_alone_and_an_executor_refuses_a_bad_token_file(
+        tmp_path: Path, token_file: Path) -> None:
+    port = free_port()
+    config = tmp_path / "lockmaster.yaml"
+    config.write_text(
+        f"state-dir: state\nlogs:\n  root: served\n  url: http://logs.example.org\n"
+        f"  serve: {{listen: 127.0.0.1, port: {port}}}\n"
+        f"  store: {{driver: http, url: 'http://127.0.0.1:{port}', token-file: token}}\n")
+    proc = subprocess.Popen([LOCKMASTER, "logs", "serve", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        status = None
+        for _ in range(100):  # up within 10 s
+            try:
+                status, _text = raw(port, "PUT", "/1/2/job-output.txt", b"from afar\n")
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert status == 201
+        assert (tmp_path / "served/1/2/job-output.txt").read_text() == "from afar\n"
+        assert httpx.get(f"http://127.0.0.1:{port}/1/2/job-output.txt").text == "from afar\n"
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "taking uploads" in out and str(tmp_path / "served") in out
+
+    token_file.unlink()
+    for command in (["logs", "serve"], ["worker", "executor"]):
+        done = subprocess.run([LOCKMASTER, *command, "--config", str(config)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (command, done)
+        assert "logs.store.token-file" in done.stderr and "cannot be read" in done.stderr
+
+
+def test_the_log_server_runs_on_the_log_host_and_executors_deliver(tmp_path: Path,
+                                                                   token_file: Path) -> None:
+    """Driver http: an executor does not serve its spool; `all` (one host) serves the store
+    and delivers; driver directory: the executor serves its own root, as before."""
+    from lockmaster.config.models import LockmasterConfig
+    from lockmaster.workers.aux_servers import LOG_SERVER, LOG_SPOOL, start_aux_servers
+
+    def config(store: dict[str, object]) -> LockmasterConfig:
+        return LockmasterConfig.model_validate({
+            "state-dir": str(tmp_path / "state"),
+            "logs": {"serve": {"port": 0}, "store": store},
+            "packaging": {"clean-roots": False, "cache": {"enabled": False}}})
+
+    http_store = config({"driver": "http", "url": "http://127.0.0.1:1",
+                         "token-file": str(token_file)})
+    for role, expected in (("executor", [LOG_SPOOL]), ("all", [LOG_SERVER, LOG_SPOOL]),
+                           ("orchestrator", [])):
+        servers = start_aux_servers(http_store, role)
+        try:
+            assert [r.what for r in servers.running] == expected, role
+            assert servers.failed == []
+        finally:
+            servers.stop()
+    servers = start_aux_servers(config({}), "executor")
+    try:
+        assert [r.what for r in servers.running] == [LOG_SERVER]
+    finally:
+        servers.stop()
