@@ -159,13 +159,19 @@ class SpoolDelivery:
         spool = self.shipping.spool
         for directory in self.undelivered():
             log_path = directory.relative_to(spool).as_posix()
+            marker = directory / PENDING
             try:
+                before = marker.read_text()
                 deliver(self.shipping.client, directory, log_path)
             except (UploadError, OSError) as exc:
                 log.warning("%d build log(s) in %s still not delivered to the log store: %s",
                             len(self.undelivered()) - delivered, spool, exc)
                 break
-            _forget(directory, spool)
+            with contextlib.suppress(OSError):
+                # A new try of the build (an activity retry, here) took the directory over
+                # meanwhile (its start removed the marker): it is that try's to deliver.
+                if marker.read_text() == before:
+                    _forget(directory, spool)
             delivered += 1
             log.info("delivered the spooled logs of %s to the log store", log_path)
         return delivered

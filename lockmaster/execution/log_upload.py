@@ -16,6 +16,8 @@ from urllib.parse import quote
 
 import httpx
 
+from lockmaster.execution.artifacts import ARTIFACTS_DIR
+from lockmaster.execution.logs import LOG_NAME
 from lockmaster.logserver import TEMP_PREFIX, TokenError, read_token
 
 log = logging.getLogger(__name__)
@@ -148,9 +150,6 @@ def deliver(client: LogStoreClient, directory: Path, log_path: str,
             follower: LogFollower | None = None) -> int:
     """Put everything in a build's local `directory` into the store under `log_path`; the
     artifacts directory there is replaced as a whole. Returns the files sent."""
-    from lockmaster.execution.artifacts import ARTIFACTS_DIR
-    from lockmaster.execution.logs import LOG_NAME
-
     base = log_path.strip("/")
     client.delete_tree(f"{base}/{ARTIFACTS_DIR}/")
     sent = 0
