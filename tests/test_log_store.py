@@ -340,3 +340,27 @@ def test_the_log_server_runs_on_the_log_host_and_executors_deliver(tmp_path: Pat
         assert [r.what for r in servers.running] == [LOG_SERVER]
     finally:
         servers.stop()
+
+
+def test_a_followed_log_ends_equal_to_the_local_one_whatever_the_store_held(
+        store: LogServer, tmp_path: Path, token_file: Path) -> None:
+    from lockmaster.execution.log_upload import LogFollower
+
+    stored = tmp_path / "store/9/job-output.txt"
+    stored.parent.mkdir(parents=True)
+    stored.write_text("an earlier try's log, much longer than this one's start\n")
+    local = tmp_path / "job-output.txt"
+    local.write_text("one\n")
+    follower = LogFollower(LogStoreClient(f"http://127.0.0.1:{store.port}", token_file),
+                           "9/job-output.txt", local)
+    follower.push()  # the first push replaces what was there
+    assert stored.read_text() == "one\n"
+    with local.open("a") as out:
+        out.write("two\n")
+    follower.push()  # appended
+    assert stored.read_text() == "one\ntwo\n" and follower.sent == 8
+    stored.write_text("someone else\n")  # the store lost or changed it: put whole again
+    with local.open("a") as out:
+        out.write("three\n")
+    follower.push()
+    assert stored.read_text() == "one\ntwo\nthree\n"

@@ -71,8 +71,8 @@ class LogStoreClient:
         raise UploadError(f"the log store at {self.url} refused {method} {relative}: "
                           f"{response.status_code} {text}", response.status_code)
 
-    def put(self, relative: str, path: Path) -> None:
-        """The file, streamed (artifacts may be large)."""
+    def put(self, relative: str, path: Path) -> int:
+        """The file, streamed (artifacts and logs may be large); returns the bytes sent."""
         with path.open("rb") as source:
             size = os.fstat(source.fileno()).st_size
 
@@ -86,9 +86,7 @@ class LogStoreClient:
                     yield chunk
 
             self._send("PUT", relative, chunks(), {"Content-Length": str(size)})
-
-    def put_bytes(self, relative: str, data: bytes) -> None:
-        self._send("PUT", relative, data)
+        return size
 
     def append(self, relative: str, data: bytes, offset: int) -> int | None:
         """The store's new size, or None when it does not hold exactly `offset` bytes."""
@@ -141,9 +139,7 @@ class LogFollower:
             if held is not None:
                 self.sent = held
                 return
-        data = self.path.read_bytes()
-        self.client.put_bytes(self.relative, data)
-        self.sent = len(data)
+        self.sent = self.client.put(self.relative, self.path)
 
 
 def deliver(client: LogStoreClient, directory: Path, log_path: str,
