@@ -244,8 +244,9 @@ def test_lockmaster_services_connect_with_their_own_client_certificate(made_cert
     assert tls is not None and tls.server_name == "temporal"
     seen: dict[str, str] = {}
     for name, service in services().items():
-        if not service.get("build") or service["command"][:2] == ["packaging", "serve-cache"]:
-            continue  # the package cache does not talk to Temporal
+        if not service.get("build") or service["command"][:2] in (
+                ["packaging", "serve-cache"], ["logs", "serve"]):
+            continue  # the package cache and the log store do not talk to Temporal
         for path in (tls.ca_cert, tls.client_cert, tls.client_key):
             source = host_path(service, str(path))
             assert source and source.startswith(f"{TLS}/"), f"{name}: {path} is not mounted"
@@ -264,7 +265,8 @@ EXPECTED_SECRETS = {
     "temporal-ui": {"tls/temporal-ui"},
     "lockmaster-setup": {"tls/lockmaster-setup"},
     "orchestrator": {"tls/orchestrator", "gerrit"},
-    "executor": {"tls/executor", "nodes", "jobs"},
+    "executor": {"tls/executor", "nodes", "jobs", "logs"},
+    "logs": {"logs"},
     "launcher": {"tls/launcher", "cloud"},
     "publisher": {"tls/publisher", "signing", "mirrors"},
     "gerrit-listener": {"tls/gerrit-listener", "gerrit"},

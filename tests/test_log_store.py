@@ -230,10 +230,12 @@ def test_config_check_refuses_an_http_store_it_cannot_use(tmp_path: Path) -> Non
     done = check(tmp_path, "  store:\n    driver: http\n")
     assert done.returncode == 2, done
     assert "logs.store" in done.stderr and "needs url and token-file" in done.stderr
+    # The token is a secret of the executors and the log host: checked on another host (the
+    # orchestrator's), its absence is a note, not an error.
     done = check(tmp_path, "  store:\n    driver: http\n    url: http://logs:8000\n"
                            "    token-file: missing-token\n")
-    assert done.returncode == 2, done
-    assert "lockmaster.yaml:6: logs.store.token-file" in done.stderr
+    assert done.returncode == 0, done
+    assert "note: logs.store.token-file" in done.stderr
     assert "missing-token cannot be read" in done.stderr and "put the token" in done.stderr
     (tmp_path / "token").write_text("t\n")
     done = check(tmp_path, "  root: shared\n  store:\n    driver: http\n"

@@ -24,15 +24,22 @@ app = typer.Typer(help="Check deployment configuration files, and apply them liv
 @app.command("check")
 def check(file: Path = typer.Argument(..., help="lockmaster.yaml to check")) -> None:
     """Validate FILE; print what it defines, or every problem with its line."""
-    from lockmaster.config.logstore_check import check_log_store
+    from lockmaster.config.logstore_check import TOKEN_FILE, check_log_store, log_store_problems
 
     try:
         config = load_config(file)
-        # The files it names that must be usable here (the log store's token).
-        check_log_store(config, file)
+        # The log store's settings beyond their shape; its token file is a secret only the
+        # executors and the log host have (they refuse to start without it): elsewhere, a
+        # note (the same file is checked on every host of the deployment).
+        check_log_store(config, file, ignore=(TOKEN_FILE,))
     except ConfigError as exc:
         err.print(str(exc), markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
+    for where, message in log_store_problems(config):
+        if where == TOKEN_FILE:
+            err.print(f"note: {'.'.join(where)}: {message} (needed on the executors and the "
+                      "log host, which refuse to start without it)", markup=False,
+                      soft_wrap=True)
     out.print(
         f"{file}: OK — {len(config.connections)} connection(s), {len(config.pipelines)} "
         f"pipeline(s), {len(config.projects)} project(s), {len(config.jobs)} job(s), "

@@ -14,6 +14,8 @@ from lockmaster.config.loader import ConfigError, ConfigProblem, format_path, li
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.logserver import TokenError, read_token
 
+TOKEN_FILE = ("logs", "store", "token-file")
+
 
 def log_store_problems(config: LockmasterConfig) -> list[tuple[tuple[str, ...], str]]:
     store = config.logs.store
@@ -23,7 +25,7 @@ def log_store_problems(config: LockmasterConfig) -> list[tuple[tuple[str, ...], 
     try:
         read_token(config.resolve(store.token_file))
     except TokenError as exc:
-        problems.append((("logs", "store", "token-file"), str(exc)))
+        problems.append((TOKEN_FILE, str(exc)))
     spool, root = config.logs_spool.resolve(), config.logs_root.resolve()
     if spool.is_relative_to(root) or root.is_relative_to(spool):
         problems.append((
@@ -34,9 +36,11 @@ def log_store_problems(config: LockmasterConfig) -> list[tuple[tuple[str, ...], 
     return problems
 
 
-def check_log_store(config: LockmasterConfig, file: Path | str | None = None) -> None:
-    """ConfigError (with the lines in `file`, default the config's own) when a problem."""
-    problems = log_store_problems(config)
+def check_log_store(config: LockmasterConfig, file: Path | str | None = None,
+                    ignore: tuple[tuple[str, ...], ...] = ()) -> None:
+    """ConfigError (with the lines in `file`, default the config's own) when a problem (other
+    than at the key paths in `ignore`)."""
+    problems = [p for p in log_store_problems(config) if p[0] not in ignore]
     if not problems:
         return
     file = file or config.source or "<configuration>"
