@@ -18,7 +18,7 @@ from lockmaster.review.local import LocalReviewStore
 from lockmaster.review.registry import review_drivers
 from lockmaster.starters.router import EventRouter
 from lockmaster.starters.waiting import wait_for_check, web_link
-from lockmaster.temporal.client import connect
+from lockmaster.temporal.client import TemporalTLSError, connect
 from lockmaster.temporal.devserver import DevServer, port_open
 from lockmaster.temporal.setup import register_search_attributes
 from lockmaster.workers.aux_servers import PACKAGE_CACHE, AuxServers, start_aux_servers
@@ -56,7 +56,12 @@ def worker(
     async def main() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        client = await connect(cfg)
+        try:
+            client = await connect(cfg)
+        except TemporalTLSError as exc:  # the configuration's certificates: exit 2
+            fail(str(exc))
+        except RuntimeError as exc:
+            fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)
         _stop_on_signals(stop, Reloader(client, config_path(config)[0], cfg, role))
         out.print(f"lockmaster {role} worker polling {cfg.temporal.address}")
         await run_workers(client, cfg, role, stop)
