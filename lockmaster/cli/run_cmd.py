@@ -19,7 +19,7 @@ from lockmaster.review.registry import review_drivers
 from lockmaster.starters.router import EventRouter
 from lockmaster.starters.waiting import wait_for_check, web_link
 from lockmaster.temporal.client import TemporalTLSError, connect
-from lockmaster.temporal.devserver import DevServer, port_open
+from lockmaster.temporal.devserver import DevServer
 from lockmaster.temporal.setup import register_search_attributes
 from lockmaster.workers.aux_servers import PACKAGE_CACHE, AuxServers, start_aux_servers
 from lockmaster.workers.reload import Reloader
@@ -101,11 +101,6 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool,
             fail(str(exc), 1)
         out.print(f"Temporal dev server on {server.address} (SQLite: {server.db_file}); "
                   f"Web UI: {cfg.temporal.web_url}")
-    if cfg.logs.serve and port_open(cfg.logs.serve.listen, cfg.logs.serve.port):
-        if server:
-            await server.stop()
-        fail(f"port {cfg.logs.serve.port} (the log server) is already in use; stop what uses "
-             "it or change logs.serve.port")
     code = 0
     servers: AuxServers | None = None
     try:
