@@ -62,6 +62,7 @@ class Harness:
     log_store: str
     faults: Faults = field(default_factory=Faults)
     held: set[str] = field(default_factory=set)  # roles a fault keeps down
+    kill_order: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
     def at(self) -> float:
@@ -80,8 +81,15 @@ class Harness:
         print(f"[{self.at():7.1f}] dev server restarted ({time.time() - t0:.1f}s)", flush=True)
 
     async def kill_one(self, rng: random.Random) -> None:
-        candidates = [r for r in self.roles.roles.values() if r.name not in self.held]
-        role = rng.choice(candidates)
+        # Each role in turn (a shuffled round), so every one is killed about as often.
+        if not self.kill_order:
+            self.kill_order = list(self.roles.roles)
+            rng.shuffle(self.kill_order)
+        name = next((n for n in self.kill_order if n not in self.held), None)
+        if name is None:
+            return
+        self.kill_order.remove(name)
+        role = self.roles.roles[name]
         role.kill()
         await asyncio.sleep(0.5)
         role.start()
@@ -267,8 +275,8 @@ async def broker_grants(h: Harness) -> list[tuple[str, int, str]]:
                 continue
             data = json.loads(attrs.input.payloads[0].data)
             holder = hashlib.sha256(data["public_key"].encode()).hexdigest()[:12]
-            grants.append((data["te"]["key"] if "key" in data["te"] else str(data["te"]),
-                           int(data["generation"]), holder))
+            te = f"{data['te']['host']}/{data['te']['name']}"
+            grants.append((te, int(data["generation"]), holder))
     return grants
 
 
@@ -285,7 +293,25 @@ async def pool_nodes(h: Harness) -> dict[str, list[dict[str, Any]]]:
     client = await connect(load_config(h.work / "lockmaster.yaml"))
     status = await client.get_workflow_handle("nodepool/local/main").query(
         "status", PoolStatusQuery(), result_type=PoolStatus)
-    return {"local/main": [n.model_dump(mode="json") for n in status.nodes]}
+    nodes = [n.model_dump(mode="json") for n in status.nodes]
+    requests = [{"id": f"request {r.id}", "state": f"request-{r.state}",
+                 "request_id": r.id} for r in status.requests]
+    return {"local/main": nodes + requests}
+
+
+async def pool_settled(h: Harness, timeout: float) -> float:
+    """Wait until the pool holds nothing (a build killed with its executor loses its nodes
+    after nodes.lease-timeout); returns the seconds waited."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            pools = await pool_nodes(h)
+            if checks.nothing_leaked(pools).ok:
+                break
+        except Exception:
+            pass
+        await asyncio.sleep(3)
+    return time.time() - t0
 
 
 async def published(h: Harness, changes: list[Planned]) -> set[tuple[int, int]]:
@@ -337,7 +363,6 @@ async def drain(h: Harness, changes: list[Planned], timeout: float) -> float:
         except Exception:
             pass
         await asyncio.sleep(3)
-    await asyncio.sleep(10)  # the last builds hand their nodes back
     return time.time() - t0
 
 
@@ -413,6 +438,7 @@ async def run(args: argparse.Namespace) -> int:
         progress = await workload
         t_workload = h.at()
         drained = await drain(h, changes, args.wait)
+        settled = await pool_settled(h, 180)
         background[0].cancel()
         results = await verify(h, changes)
     finally:
@@ -450,7 +476,8 @@ async def run(args: argparse.Namespace) -> int:
         "unexpected_exits": h.faults.unexpected_exits,
         "workload_timeouts": progress.timeouts,
         "durations": {"faults_done_at": t_faults, "workload_done_at": t_workload,
-                      "drain_seconds": round(drained, 1), "total": h.at()},
+                      "drain_seconds": round(drained, 1),
+                      "pool_settle_seconds": round(settled, 1), "total": h.at()},
         "invariants": [r.as_dict() for r in results],
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -498,7 +525,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--outage", type=float, help="seconds Gerrit answers 500 (default 120)")
     p.add_argument("--te-down", type=float, help="seconds the TE host is down (default 60)")
     p.add_argument("--window", type=float, help="seconds over which faults are spread")
-    p.add_argument("--spacing", type=float, default=3.0, help="seconds between changes")
+    p.add_argument("--spacing", type=float,
+                   help="seconds between changes (default: spread over 70%% of the window)")
     p.add_argument("--wait", type=float, default=900.0, help="bound on each wait for a report")
     p.add_argument("--log-store", choices=("auto", "http", "directory"), default="auto")
     p.add_argument("--seed", type=int, default=15)
@@ -509,6 +537,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                               ("te_down", 60.0, 20.0), ("window", 600.0, 240.0)):
         if getattr(args, name) is None:
             setattr(args, name, short if quick else full)
+    if args.spacing is None:
+        args.spacing = args.window * 0.7 / (args.groups * 5 + args.packages)
     return args
 
 

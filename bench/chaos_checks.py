@@ -146,7 +146,8 @@ def nothing_leaked(pools: Mapping[str, list[dict[str, Any]]],
     for pool, nodes in pools.items():
         for node in nodes:
             state = str(node.get("state", ""))
-            if state.lower() not in ("ready", "deleted", "deleting"):
+            if state.lower() not in ("ready", "deleted", "deleting", "request-gone",
+                                     "request-declined"):
                 problems.append(f"{pool}: node {node.get('id')} is {state} "
                                 f"(request {node.get('request_id')})")
     for server in cloud_servers or []:
