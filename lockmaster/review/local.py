@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -264,9 +265,10 @@ class LocalReviewStore:
             self._write(record)
         return ReportResult(posted=True)
 
-    def submit(self, change: ChangeRef) -> str:
+    def submit(self, change: ChangeRef, *, announce: bool = False) -> str:
         """Merge the given patchset, which must be the change's current one (a merge commit, as
-        Gerrit's merge-always); returns the merged commit."""
+        Gerrit's merge-always); returns the merged commit. `announce`: the merge is owed a
+        change-merged event (the driver's merges; see LocalReviewDriver.announce_merges)."""
         with self._locked():
             record = self._read(change.number)
             if record["status"] != "NEW":
@@ -292,9 +294,10 @@ class LocalReviewStore:
                 merged = _merge_in_place(repo, branch, tip, commit, message, change.number)
             record["status"] = "MERGED"
             record["merged_commit"] = merged
-            # Until the change-merged event is handed over (LocalReviewDriver.announce_merges):
-            # a merge whose announcement failed is announced again, never forgotten.
-            record["announced"] = False
+            if announce:
+                # Until the change-merged event is handed over (LocalReviewDriver.
+                # announce_merges): a merge whose announcement failed is announced again.
+                record["announced"] = False
             self._write(record)
         return merged
 
@@ -499,7 +502,7 @@ class LocalReviewDriver:
         submit (the merge stands): the activity's retry finds the change merged and announces
         it again, so a merged change is always published."""
         try:
-            await asyncio.to_thread(self.store.submit, change)
+            await asyncio.to_thread(functools.partial(self.store.submit, change, announce=True))
         except SubmitRefused:
             await self.announce_merges()  # an earlier attempt may have merged it, unannounced
             raise
