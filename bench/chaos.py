@@ -29,7 +29,7 @@ import yaml
 
 from bench import chaos_checks as checks
 from bench.chaos_gerrit import ChaosGerrit
-from bench.chaos_procs import Roles
+from bench.chaos_procs import Roles, descendants
 from bench.chaos_workload import PKG, Planned, config_data, create_repos, plan, run_workload
 from lockmaster.temporal.devserver import DevServer
 from tests.fakes.gerrit import gerrit_connection
@@ -90,11 +90,17 @@ class Harness:
             return
         self.kill_order.remove(name)
         role = self.roles.roles[name]
-        role.kill()
+        if name == "executor":  # mid-job when there is one: wait a little for a job to run
+            for _ in range(40):
+                if role.process is not None and descendants(role.process.pid):
+                    break
+                await asyncio.sleep(0.5)
+        under = role.kill()
         await asyncio.sleep(0.5)
         role.start()
-        self.faults.kills.append({"at": self.at(), "role": role.name})
-        print(f"[{self.at():7.1f}] SIGKILL {role.name} (restarted)", flush=True)
+        self.faults.kills.append({"at": self.at(), "role": role.name, "with": under})
+        print(f"[{self.at():7.1f}] SIGKILL {role.name} and {under} processes under it "
+              "(restarted)", flush=True)
 
     async def gerrit_outage(self, seconds: float) -> None:
         t0 = self.at()
@@ -468,6 +474,7 @@ async def run(args: argparse.Namespace) -> int:
         "kills": h.roles.kills - (1 if h.faults.te_host_down else 0)
                  - (1 if h.faults.disk_lost else 0),
         "kills_by_role": _by_role(h.faults.kills),
+        "kills_with_children": sum(1 for k in h.faults.kills if k["with"]),
         "server_restarts": h.faults.server_restarts,
         "gerrit_outage": h.faults.gerrit_outage,
         "te_host_down": h.faults.te_host_down,
@@ -501,7 +508,8 @@ def print_summary(s: dict[str, Any]) -> None:
           f"{c['rechecks']} rechecks); merges {s['merges']}; reports {s['reports']}")
     print(f"events recorded {s['events']['recorded']} "
           f"({s['events']['never_on_stream']} never on the stream)")
-    print(f"SIGKILLs {s['kills']} {s['kills_by_role']}; dev server restarts "
+    print(f"SIGKILLs {s['kills']} {s['kills_by_role']} ({s['kills_with_children']} took "
+          f"processes under the role with them); dev server restarts "
           f"{len(s['server_restarts'])}; Gerrit outage {s['gerrit_outage']}; TE host down "
           f"{s['te_host_down']}; disk lost {bool(s['disk_lost'])}")
     if s["unexpected_exits"]:

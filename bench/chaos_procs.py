@@ -15,6 +15,27 @@ from pathlib import Path
 LOCKMASTER = Path(sys.executable).parent / "lockmaster"
 
 
+def descendants(root: int) -> list[int]:
+    """Every process whose parent chain leads to `root` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 @dataclass
 class Role:
     name: str  # orchestrator, executor, ..., te-host:tehost1, listener
@@ -39,18 +60,23 @@ class Role:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def kill(self) -> None:
-        """SIGKILL the role's whole process group (its jobs too, as a host dying would)."""
+    def kill(self) -> int:
+        """SIGKILL the role's process and every process under it, in whatever session (local
+        nodes run jobs in sessions of their own), as a host dying would. Returns how many
+        processes under it died with it."""
         if self.process is None:
-            return
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            return 0
+        under = descendants(self.process.pid) if self.process.poll() is None else []
+        for pid in [self.process.pid, *under]:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         self.process.wait()
         self.kills += 1
         self.down_since = time.time()
+        return len(under)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
