@@ -7,17 +7,24 @@ starts, cancellations and signals. Used by the event router and by operators' en
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.audit import OperatorNote
 from lockmaster.model.change import ChangeRef
-from lockmaster.model.check import CheckInput, DependencyUpdated
+from lockmaster.model.check import CheckInput, CheckStatus, DependencyUpdated, StatusQuery
 from lockmaster.pipelines.duplicates import same_time
 from lockmaster.pipelines.freeze import freeze_pipeline, report_labels
 from lockmaster.starters.router_types import RouteAction
@@ -26,6 +33,10 @@ from lockmaster.temporal.busy import when_not_busy
 from lockmaster.temporal.client import describe
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workflows.check import CheckWorkflow, check_workflow_id
+
+# A run past its builds answers its status query at once and closes right after its report.
+REPORTING_QUERY = 5.0
+REPORTING_WAIT = 20.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,13 @@ async def start_check(
     """Start the run of this patchset in the pipeline, unless the same event already did."""
     wid = check_workflow_id(ref, pipeline, config.temporal.workflow_id_prefix)
     existing = await describe(client, wid)
+    if existing is not None and existing.status == WorkflowExecutionStatus.RUNNING \
+            and await _has_finished_testing(client, wid):
+        # Its builds are over and its result is being (or has been) reported: an event after
+        # that report (a recheck) is for a new run, not this one. Start it once this run has
+        # closed; until then the event is not taken (its sender keeps it and hands it over
+        # again), never dropped as "already in the pipeline".
+        existing = await _closed(client, wid, trigger)
     if existing is not None:
         if existing.status == WorkflowExecutionStatus.RUNNING:
             return RouteAction("already-running", wid, "change is already in the pipeline")
@@ -84,6 +102,37 @@ async def start_check(
         static_summary=f"{pipeline}: {ref.project} change {ref.key} ({trigger.kind})",
     )
     return RouteAction("started", handle.id, f"run {handle.result_run_id}")
+
+
+class RunStillReporting(RuntimeError):
+    """The run that already tested this patchset is still reporting: the event starts the next
+    run once that one has closed (its sender keeps it and hands it over again)."""
+
+
+async def _has_finished_testing(client: Client, wid: str) -> bool:
+    """Is the running run past its builds (reporting its result, or done)? A run whose worker
+    does not answer counts as still testing (as before: the event is already in it)."""
+    try:
+        status = await asyncio.wait_for(client.get_workflow_handle(wid).query(
+            CheckWorkflow.status, StatusQuery(), result_type=CheckStatus), REPORTING_QUERY)
+    except (RPCError, TimeoutError, WorkflowQueryFailedError):
+        return False
+    return status.phase in ("reporting", "done")
+
+
+async def _closed(client: Client, wid: str, trigger: Trigger
+                  ) -> WorkflowExecutionDescription | None:
+    """The run's description once it has closed (bounded wait), else RunStillReporting."""
+    handle = client.get_workflow_handle(wid)
+    try:
+        await asyncio.wait_for(handle.result(), REPORTING_WAIT)
+    except TimeoutError:
+        raise RunStillReporting(
+            f"{wid} is reporting its result; {trigger.kind} {trigger.identity} starts the next "
+            "run once it has closed") from None
+    except Exception:  # closed, whichever way it ended
+        pass
+    return await describe(client, wid)
 
 
 async def cancel_checks(
