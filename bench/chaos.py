@@ -535,7 +535,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window", type=float, help="seconds over which faults are spread")
     p.add_argument("--spacing", type=float,
                    help="seconds between changes (default: spread over 70%% of the window)")
-    p.add_argument("--wait", type=float, default=900.0, help="bound on each wait for a report")
+    p.add_argument("--wait", type=float, default=300.0, help="bound on each wait for a report")
     p.add_argument("--log-store", choices=("auto", "http", "directory"), default="auto")
     p.add_argument("--seed", type=int, default=15)
     p.add_argument("--workdir", help="where to keep everything (default: a new temp dir)")
