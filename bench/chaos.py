@@ -345,16 +345,24 @@ def mirror_versions(work: Path) -> dict[str, set[str]]:
     return found
 
 
-def answers(urls: list[str]) -> dict[str, int | str]:
+def answers(urls: list[str], within: float = 30.0) -> dict[str, int | str]:
+    """Each URL's answer; one that cannot be reached (the server restarting after the last
+    kill) is asked again for up to `within` seconds. An HTTP answer is final."""
     out: dict[str, int | str] = {}
+    deadline = time.monotonic() + within
     for url in urls:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                out[url] = response.status
-        except urllib.error.HTTPError as exc:
-            out[url] = exc.code
-        except OSError as exc:
-            out[url] = repr(exc)
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    out[url] = response.status
+            except urllib.error.HTTPError as exc:
+                out[url] = exc.code
+            except OSError as exc:
+                out[url] = repr(exc)
+                if time.monotonic() < deadline:
+                    time.sleep(1)
+                    continue
+            break
     return out
 
 
@@ -410,7 +418,7 @@ async def verify(h: Harness, changes: list[Planned]) -> list[checks.Check]:
     results.append(checks.no_event_lost(events, acted))
     urls = checks.log_urls(fake.reviews)
     disk = bool(h.faults.disk_lost) if h.log_store == "http" else None
-    log_check = checks.log_urls_answer(answers(urls), disk)
+    log_check = checks.log_urls_answer(await asyncio.to_thread(answers, urls), disk)
     if h.log_store != "http":
         log_check.detail += ("; logs surviving the executor's disk loss NOT CHECKABLE: no "
                              "logs.store http driver in this tree (only work dirs deleted)")
@@ -443,6 +451,7 @@ async def run(args: argparse.Namespace) -> int:
         t_faults = h.at()
         progress = await workload
         t_workload = h.at()
+        await asyncio.sleep(15)  # the roles restarted by the last faults come up
         drained = await drain(h, changes, args.wait)
         settled = await pool_settled(h, 180)
         background[0].cancel()
