@@ -420,8 +420,9 @@ async def verify(h: Harness, changes: list[Planned]) -> list[checks.Check]:
     disk = bool(h.faults.disk_lost) if h.log_store == "http" else None
     log_check = checks.log_urls_answer(await asyncio.to_thread(answers, urls), disk)
     if h.log_store != "http":
-        log_check.detail += ("; logs surviving the executor's disk loss NOT CHECKABLE: no "
-                             "logs.store http driver in this tree (only work dirs deleted)")
+        log_check.detail += ("; logs surviving the executor's disk loss NOT CHECKABLE: the "
+                             "logs are not in a shared store (logs.store driver directory), so "
+                             "only its work directories were deleted")
     results.append(log_check)
     return results
 
