@@ -28,7 +28,13 @@ from typing import Any
 import yaml
 
 from bench import chaos_checks as checks
-from bench.chaos_gerrit import ChaosGerrit
+
+try:  # the fake Gerrit (tests/fakes) needs the test dependencies (aiohttp)
+    from bench.chaos_gerrit import ChaosGerrit
+except ModuleNotFoundError as missing:
+    raise SystemExit(
+        f"bench.chaos needs the test dependencies ({missing.name} is not installed): run "
+        "./scripts/test once, or .venv/bin/pip install -e '.[test]'") from None
 from bench.chaos_procs import Roles, descendants
 from bench.chaos_workload import PKG, Planned, config_data, create_repos, plan, run_workload
 from lockmaster.temporal.devserver import DevServer
