@@ -9,12 +9,22 @@ from pathlib import Path
 import typer
 
 from lockmaster.cli.context import fail, load, out
+from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.change import ReviewEvent
 from lockmaster.starters.dispatch import dispatch_or_keep
-from lockmaster.starters.kept_events import kept_events
+from lockmaster.starters.kept_events import KeptEvents, kept_events
 
 app = typer.Typer(help="Events kept for later: list them, hand them over.",
                   no_args_is_help=True)
+
+
+def _kept(connection: str, config: Path | None) -> tuple[LockmasterConfig, KeptEvents]:
+    """The configuration and the connection's kept events (exit 2: no such connection)."""
+    cfg = load(config)
+    if connection not in cfg.connections:
+        fail(f"no connection {connection!r} in the configuration "
+             f"(connections: {', '.join(cfg.connections) or 'none'})")
+    return cfg, kept_events(cfg.state_path, connection)
 
 
 @app.command("kept")
@@ -23,11 +33,7 @@ def kept(
     config: Path | None = typer.Option(None, "--config", "-c", help="lockmaster.yaml"),
 ) -> None:
     """The events of a connection waiting to be handed over, oldest first."""
-    cfg = load(config)
-    if connection not in cfg.connections:
-        fail(f"no connection {connection!r} in the configuration "
-             f"(connections: {', '.join(cfg.connections) or 'none'})")
-    spool = kept_events(cfg.state_path, connection)
+    _, spool = _kept(connection, config)
     for path in spool.pending():
         try:
             event = ReviewEvent.model_validate_json(path.read_text())
@@ -41,15 +47,11 @@ def kept(
 
 @app.command("flush")
 def flush(
-    connection: str = typer.Option(..., "--connection", help="gerrit connection name"),
+    connection: str = typer.Option(..., "--connection", help="connection name"),
     config: Path | None = typer.Option(None, "--config", "-c", help="lockmaster.yaml"),
 ) -> None:
     """Hand over the kept events, oldest first (hooks and `change` commands also do it first)."""
-    cfg = load(config)
-    if connection not in cfg.connections:
-        fail(f"no connection {connection!r} in the configuration "
-             f"(connections: {', '.join(cfg.connections) or 'none'})")
-    spool = kept_events(cfg.state_path, connection)
+    cfg, spool = _kept(connection, config)
     waiting = len(spool.pending())
     if not waiting:
         fail(f"nothing to hand over: no event of {connection!r} is kept in {spool.directory}", 1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -20,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +28,7 @@ from lockmaster.git.footers import depends_on
 from lockmaster.model.change import ChangeInfo, ChangeRef, ReviewEvent, change_ref_name
 from lockmaster.model.report import ReportRequest, ReportResult
 from lockmaster.review.base import ChangeNotFound, ReviewError, SubmitRefused
+from lockmaster.util.file_lock import locked
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,8 @@ class LocalReviewStore:
 
     # --- locking and records ----------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with (self.root / ".lock").open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self.root / ".lock")
 
     def _path(self, number: int) -> Path:
         return self.root / "changes" / f"{number}.json"

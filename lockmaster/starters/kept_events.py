@@ -10,13 +10,13 @@ processes run at once: files are created atomically and a lock file serialises t
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from lockmaster.model.change import ReviewEvent
+from lockmaster.util.file_lock import locked
 
 Deliver = Callable[[ReviewEvent], Awaitable[object]]
 
@@ -58,15 +58,9 @@ class KeptEvents:
                 done += 1
         return done
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
         self.directory.mkdir(parents=True, exist_ok=True)
-        with (self.directory / ".lock").open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return locked(self.directory / ".lock")
 
 
 def kept_events(state_path: Path, connection: str) -> KeptEvents:
