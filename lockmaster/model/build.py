@@ -105,6 +105,14 @@ class BuildRequest(Interned):
     artifacts: list[Artifact] = Field(default_factory=list)
 
 
+class KnownFailure(Model):
+    """A known-failure signature that matched a build's logs (elastic-recheck's idea): its name
+    (the YAML file's stem) and the bug it is filed as."""
+
+    signature: str
+    bug: str  # the bug's URL
+
+
 class BuildResult(Model):
     build_id: str
     job: str
@@ -116,6 +124,9 @@ class BuildResult(Model):
     node: NodeInfo | None = None
     message: str | None = None  # one line of detail for operators (why NODE_FAILURE, ...)
     artifacts: list[Artifact] = Field(default_factory=list)  # what the build produced
+    # Signatures that matched its logs (any result: a match on a success flags a signature as
+    # too broad); a failed build's report names their bugs.
+    known_failures: list[KnownFailure] = Field(default_factory=list)
 
     @property
     def duration(self) -> float | None:
