@@ -1,0 +1,33 @@
+"""What every web handler needs, in one place: the deployment's configuration, its state
+directory, the Temporal client (None while Temporal is unreachable: pages say so, the server
+stays up) and the results database (None when there is none).
+
+Handlers get it with `request.app[CTX]`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import temporalio.client
+from aiohttp import web
+
+from lockmaster.config.models import LockmasterConfig
+
+if TYPE_CHECKING:  # the results database is an optional part; avoid importing it eagerly
+    from lockmaster.results.db import ResultsDB  # type: ignore[import-not-found]
+else:
+    ResultsDB = Any
+
+
+@dataclass
+class WebContext:
+    config: LockmasterConfig
+    state_dir: Path
+    client: temporalio.client.Client | None
+    results: ResultsDB | None
+
+
+CTX = web.AppKey("lockmaster", WebContext)
