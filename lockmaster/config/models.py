@@ -28,6 +28,7 @@ from lockmaster.config.layout import (  # noqa: F401  (re-exported: one import f
     check_layout,
 )
 from lockmaster.config.packaging import PackagingConfig
+from lockmaster.config.results import ResultsConfig
 
 # --- Temporal -----------------------------------------------------------------------------
 
@@ -393,6 +394,8 @@ class LockmasterConfig(ConfigModel):
     testenvs: TestEnvsConfig = Field(default_factory=TestEnvsConfig)
     publishing: PublishingConfig = Field(default_factory=PublishingConfig)
     packaging: PackagingConfig = Field(default_factory=PackagingConfig)
+    # The results database: every build and buildset (lockmaster/results, docs/results.md).
+    results: ResultsConfig = Field(default_factory=ResultsConfig)
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     queues: list[QueueConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)
