@@ -29,6 +29,7 @@ from lockmaster.config.layout import (  # noqa: F401  (re-exported: one import f
 )
 from lockmaster.config.packaging import PackagingConfig
 from lockmaster.config.results import ResultsConfig
+from lockmaster.config.signatures import SignaturesConfig
 
 # --- Temporal -----------------------------------------------------------------------------
 
@@ -396,6 +397,8 @@ class LockmasterConfig(ConfigModel):
     packaging: PackagingConfig = Field(default_factory=PackagingConfig)
     # The results database: every build and buildset (lockmaster/results, docs/results.md).
     results: ResultsConfig = Field(default_factory=ResultsConfig)
+    # Known-failure signatures matched against every build's logs (docs/signatures.md).
+    signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     queues: list[QueueConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)
