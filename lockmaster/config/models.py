@@ -27,6 +27,7 @@ from lockmaster.config.layout import (  # noqa: F401  (re-exported: one import f
     WindowSettings,
     check_layout,
 )
+from lockmaster.config.codec import CodecConfig
 from lockmaster.config.packaging import PackagingConfig
 from lockmaster.config.results import ResultsConfig
 from lockmaster.config.signatures import SignaturesConfig
@@ -399,6 +400,8 @@ class LockmasterConfig(ConfigModel):
     results: ResultsConfig = Field(default_factory=ResultsConfig)
     # Known-failure signatures matched against every build's logs (docs/signatures.md).
     signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
+    # Payload encryption and its codec server (docs/codec.md); none: payloads in clear.
+    codec: CodecConfig | None = None
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     queues: list[QueueConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)
