@@ -28,6 +28,7 @@ from lockmaster.config.layout import (  # noqa: F401  (re-exported: one import f
     check_layout,
 )
 from lockmaster.config.codec import CodecConfig
+from lockmaster.config.metrics import MetricsConfig
 from lockmaster.config.packaging import PackagingConfig
 from lockmaster.config.results import ResultsConfig
 from lockmaster.config.signatures import SignaturesConfig
@@ -402,6 +403,8 @@ class LockmasterConfig(ConfigModel):
     signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
     # Payload encryption and its codec server (docs/codec.md); none: payloads in clear.
     codec: CodecConfig | None = None
+    # Prometheus /metrics of worker processes (lockmaster/metrics, docs/metrics.md).
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     queues: list[QueueConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)
