@@ -98,11 +98,14 @@ def with_client(cfg: LockmasterConfig, action: Callable[[Client], Awaitable[T]],
                 *refusals: type[Exception]) -> T:
     """Run `action` with a Temporal client; Temporal unreachable exits 1, a refusal (one of
     `refusals`: the operator's request cannot be carried out) exits 2 with its message."""
-    from lockmaster.temporal.client import connect  # the client stack loads only when used
+    # the client stack loads only when used
+    from lockmaster.temporal.client import TemporalConfigError, connect
 
     async def main() -> T:
         try:
             client = await connect(cfg)
+        except TemporalConfigError as exc:  # certificates, the codec's keys: the config's fault
+            fail(str(exc))
         except RuntimeError as exc:
             fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)
         return await action(client)

@@ -18,7 +18,7 @@ from lockmaster.review.local import LocalReviewStore
 from lockmaster.review.registry import review_drivers
 from lockmaster.starters.router import EventRouter
 from lockmaster.starters.waiting import wait_for_check, web_link
-from lockmaster.temporal.client import TemporalTLSError, connect
+from lockmaster.temporal.client import TemporalConfigError, connect
 from lockmaster.temporal.devserver import DevServer
 from lockmaster.temporal.setup import register_search_attributes
 from lockmaster.workers.aux_servers import PACKAGE_CACHE, AuxServers, start_aux_servers
@@ -58,7 +58,7 @@ def worker(
         _stop_on_signals(stop)
         try:
             client = await connect(cfg)
-        except TemporalTLSError as exc:  # the configuration's certificates: exit 2
+        except TemporalConfigError as exc:  # the configuration's certificates, keys: exit 2
             fail(str(exc))
         except RuntimeError as exc:
             fail(f"cannot reach Temporal at {cfg.temporal.address}: {exc}", 1)

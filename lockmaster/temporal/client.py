@@ -7,6 +7,7 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from lockmaster.config.models import LockmasterConfig
@@ -15,10 +16,15 @@ from lockmaster.config.models import LockmasterConfig
 MAKE_CERTS = "deploy/make-certs.sh"
 
 
-class TemporalTLSError(RuntimeError):
-    """temporal.tls names a file that cannot be used; `str()` says which, where, and what to do.
-    A RuntimeError, as Temporal's own connection failures are: callers report both the same way
-    (lockmaster is not connected, nothing was started)."""
+class TemporalConfigError(RuntimeError):
+    """The configuration names a file the client cannot use (certificates, the codec's key
+    file); `str()` says which, where, and what to do. A RuntimeError, as Temporal's own
+    connection failures are: callers report both the same way (lockmaster is not connected,
+    nothing was started); those that can tell them apart exit 2 for this one."""
+
+
+class TemporalTLSError(TemporalConfigError):
+    """temporal.tls names a file that cannot be used."""
 
 
 def _where(config: LockmasterConfig) -> str:
@@ -86,6 +92,20 @@ def tls_config(config: LockmasterConfig) -> TLSConfig | bool:
     )
 
 
+def data_converter(config: LockmasterConfig) -> DataConverter:
+    """The pydantic data converter, encrypting payloads when `codec.key-file` is set (the key
+    file is read and checked now: TemporalConfigError says what is wrong)."""
+    if config.codec is None:
+        return pydantic_data_converter
+    from lockmaster.temporal.codec import EncryptionCodec, KeyFileError, load_keys, with_codec
+
+    try:
+        keys = load_keys(config.resolve(config.codec.key_file))
+    except KeyFileError as exc:
+        raise TemporalConfigError(f"codec.key-file{_where(config)}: {exc}") from None
+    return with_codec(pydantic_data_converter, EncryptionCodec(keys))
+
+
 async def connect(config: LockmasterConfig, *, address: str | None = None) -> Client:
     api_key = None
     if config.temporal.api_key_file:
@@ -93,7 +113,7 @@ async def connect(config: LockmasterConfig, *, address: str | None = None) -> Cl
     return await Client.connect(
         address or config.temporal.address,
         namespace=config.temporal.namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(config),
         tls=tls_config(config),
         api_key=api_key,
     )
