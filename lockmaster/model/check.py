@@ -73,6 +73,9 @@ class CheckStatus(Model):
     # one line saying why when it did not succeed.
     result: str | None = None
     reason: str | None = None
+    # Cancelled, and its dequeue report (if the pipeline has one) made: the change's next run
+    # may report its start.
+    dequeue_reported: bool = False
 
 
 class StatusQuery(Model):

@@ -37,6 +37,10 @@ from lockmaster.workflows.check import CheckWorkflow, check_workflow_id
 # A run past its builds answers its status query at once and closes right after its report.
 REPORTING_QUERY = 5.0
 REPORTING_WAIT = 20.0
+# A cancelled run reports its dequeue while its builds stop: the next run waits that long at
+# most for it.
+DEQUEUE_REPORT_WAIT = 10.0
+DEQUEUE_REPORT_POLL = 0.1
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,29 @@ async def cancel_checks(
             await handle.cancel()
             out.append(RouteAction("cancelled", wid, reason))
     return out
+
+
+async def wait_dequeue_reported(client: Client, cancelled: list[RouteAction],
+                                timeout: float = DEQUEUE_REPORT_WAIT) -> None:
+    """Wait (bounded) until the runs just cancelled have made their dequeue reports, so that the
+    change's next run reports its start after them, in Zuul's order ("canceled", then
+    "started"). A run that does not answer, or is slow, is not waited for past `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for action in cancelled:
+        if action.action != "cancelled" or action.workflow_id is None:
+            continue
+        handle = client.get_workflow_handle(action.workflow_id)
+        while loop.time() < deadline:
+            try:
+                status = await asyncio.wait_for(handle.query(
+                    CheckWorkflow.status, StatusQuery(), result_type=CheckStatus),
+                    max(0.1, deadline - loop.time()))
+            except (RPCError, TimeoutError, WorkflowQueryFailedError):
+                break
+            if status.dequeue_reported or status.phase == "done":
+                break
+            await asyncio.sleep(DEQUEUE_REPORT_POLL)
 
 
 async def notify_dependents(

@@ -30,6 +30,7 @@ from lockmaster.starters.check_runs import (
     cancel_checks,
     notify_dependents,
     start_check,
+    wait_dequeue_reported,
 )
 from lockmaster.starters.operator import enqueue_change, gate_id_for
 from lockmaster.starters.publish import start_publish
@@ -74,9 +75,11 @@ class EventRouter:
             # A new patchset supersedes the old ones' checks (Zuul's dequeue-on-new-patchset).
             superseding = [p.name for p in self.config.pipelines if p.manager == "independent"
                            and p.dequeue_on_new_patchset]
-            out += await cancel_checks(self.client, self.config, _ref(event, event.patchset),
-                                       upto=event.patchset - 1, pipelines=superseding,
-                                       reason="new patchset")
+            superseded = await cancel_checks(
+                self.client, self.config, _ref(event, event.patchset),
+                upto=event.patchset - 1, pipelines=superseding, reason="new patchset")
+            await wait_dequeue_reported(self.client, superseded)
+            out += superseded
             if change is not None and event.patchset > 1:
                 out += await notify_dependents(self.client, self.config, info.ref(),
                                                independent)
@@ -121,6 +124,7 @@ class EventRouter:
         for other in pipe.supersedes:
             out += await cancel_checks(self.client, self.config, change.ref(), upto=None,
                                        pipelines=[other], reason=f"entered {pipeline}")
+        await wait_dequeue_reported(self.client, out)
         action = await enqueue_change(self.client, self.config, pipeline, change.ref(),
                                       trigger=trigger.identity, trigger_at=trigger.at,
                                       trigger_exact=trigger.exact,

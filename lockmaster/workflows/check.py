@@ -84,6 +84,7 @@ class CheckWorkflow:
         self._result: str | None = None  # once done (the `Result` search attribute)
         self._reason: str | None = None
         self._dequeued_by: OperatorNote | None = None
+        self._dequeue_reported = False  # cancelled, and its dequeue report (if any) made
 
     @workflow.signal(name="operator-dequeue")
     def operator_dequeue(self, note: OperatorNote) -> None:
@@ -131,6 +132,7 @@ class CheckWorkflow:
         return CheckStatus(
             change=self._input.change, pipeline=self._input.pipeline, phase=self._phase,
             changes=self._changes, jobs=jobs, result=self._result, reason=self._reason,
+            dequeue_reported=self._dequeue_reported,
         )
 
     @workflow.run
@@ -145,14 +147,22 @@ class CheckWorkflow:
         try:
             await workflow.wait_condition(lambda: run.done() or self._restart is not None)
         except asyncio.CancelledError:
-            # Superseded or dequeued: the builds stop (and free their nodes) first.
             run.cancel()
-            await asyncio.gather(run, return_exceptions=True)
-            self._result, self._reason = "CANCELLED", (
-                self._dequeued_by.describe("dequeued") if self._dequeued_by
-                else "the run was cancelled")
-            self._publish()
-            await self._report_dequeue()
+            if workflow.patched("check-dequeue-reported-while-builds-stop"):
+                # Zuul reports the dequeue as it cancels the jobs, not once they have cleaned
+                # up: the change's next run (a new patchset, the gate) waits for this report
+                # (`dequeue_reported`), so the change reads "canceled" before "started".
+                self._cancelled()
+                await self._report_dequeue()
+                self._dequeue_reported = True
+                await asyncio.gather(run, return_exceptions=True)
+                self._cancelled()
+            else:
+                # Superseded or dequeued: the builds stop (and free their nodes) first.
+                await asyncio.gather(run, return_exceptions=True)
+                self._cancelled()
+                await self._report_dequeue()
+                self._dequeue_reported = True
             raise
         if run.done():
             return run.result()
@@ -232,6 +242,12 @@ class CheckWorkflow:
             inp.labels.success if succeeded else inp.labels.failure,
         )
         return self._finish("SUCCESS" if succeeded else "FAILURE", message)
+
+    def _cancelled(self) -> None:
+        self._result, self._reason = "CANCELLED", (
+            self._dequeued_by.describe("dequeued") if self._dequeued_by
+            else "the run was cancelled")
+        self._publish()
 
     async def _report_dequeue(self) -> None:
         """Zuul's dequeue report: only with a dequeue reporter, and only when the start was
