@@ -48,6 +48,7 @@ from lockmaster.model.build import Artifact, BuildRequest, BuildResult, NodeInfo
 from lockmaster.model.testenv import LeaseStatus, OperatorAnswer
 from lockmaster.nodes.base import DownloadError, Node, NodeError, Nodeset, NodeSource
 from lockmaster.nodes.local import size_text
+from lockmaster.signatures.library import SignatureLibrary
 
 
 class TELease(Protocol):
@@ -158,9 +159,11 @@ class BuildRunner:
         limits: BuildLimits = LIMITS,
         secrets: SecretSource | None = None,
         shipping: LogShipping | None = None,
+        signatures: SignatureLibrary | None = None,
     ) -> None:
         # `shipping`: the log store is elsewhere (driver http); `logs_root` is the local spool.
         self.shipping = shipping
+        self.signatures = signatures  # known failures, matched once the log is closed
         self.providers = providers
         self.secrets = secrets
         self.preparer = preparer
@@ -196,9 +199,11 @@ class BuildRunner:
         nodeset: Nodeset | None = None
         outcome: _Outcome | None = None
         started = time.time()
+        built: BuildResult | None = None  # the result returned; known failures added at the end
 
         def result(outcome: _Outcome, node: NodeInfo | None) -> BuildResult:
-            return BuildResult(
+            nonlocal built
+            built = BuildResult(
                 build_id=request.build_id,
                 job=request.job.name,
                 result=outcome.result,
@@ -210,6 +215,7 @@ class BuildRunner:
                 message=outcome.message,
                 artifacts=outcome.artifacts,
             )
+            return built
 
         try:
             job = request.job
@@ -259,9 +265,18 @@ class BuildRunner:
                                             "giving the nodes back", log))
             finally:
                 log.close()
-                if shipment is not None:  # in the store before the result is reported
-                    progress.detail = f"{request.build_id}: uploading the logs"
-                    await _shielded(shipment.finish())
+                try:
+                    # In the build's own activity: the whole log is here, not yet shipped
+                    # (driver http then removes it; an activity elsewhere would fetch it back).
+                    if built is not None and self.signatures is not None:
+                        progress.detail = f"{request.build_id}: matching known failures"
+                        await self.signatures.annotate(
+                            built, log_dir(self.logs_root, request.log_path),
+                            request.change.project)
+                finally:
+                    if shipment is not None:  # in the store before the result is reported
+                        progress.detail = f"{request.build_id}: uploading the logs"
+                        await _shielded(shipment.finish())
                 if beat is not None:
                     beat.cancel()
 
