@@ -23,6 +23,7 @@ from lockmaster.nodes.base import NodeSource
 from lockmaster.nodes.pooled import PooledNodes
 from lockmaster.nodes.registry import NodeProviders
 from lockmaster.review.base import ReviewDriver
+from lockmaster.signatures.library import library_for
 from lockmaster.starters.testenv import TEHolder
 from lockmaster.temporal.task_queues import Role, task_queue
 from lockmaster.workers.common import project_connections
@@ -56,6 +57,7 @@ def build_runner(
         work_root=config.state_path / "work",
         secrets=config_secrets(config),
         shipping=log_shipping(config),
+        signatures=library_for(config),  # known failures (docs/signatures.md)
     )
 
 
