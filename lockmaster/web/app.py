@@ -20,6 +20,7 @@ STATIC = Path(__file__).parent / "static"
 # clear error at startup rather than an import cycle. Add yours here.
 ROUTE_MODULES: list[str] = [
     "lockmaster.web.status_pages",
+    "lockmaster.web.logs_pages",
 ]
 
 
