@@ -5,6 +5,7 @@
     - lint http://logs/.../ : SUCCESS in 1.2s
     - docs http://logs/.../ : FAILURE in 3.0s (non-voting)
     - unit : SKIPPED
+    - it http://logs/.../ : FAILURE in 1m 02s (known failure: https://bugs.example/1)
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def job_line(job: JobSpec, result: Result, build: BuildResult | None) -> str:
         text += " (non-voting)"
     if build is not None and build.message and result not in (Result.SUCCESS, Result.SKIPPED):
         text += f" ({build.message})"
+    if build is not None and build.known_failures and result not in (Result.SUCCESS,
+                                                                      Result.SKIPPED):
+        # elastic-recheck's comment, in the job's line: the bug its log shows (issue 16).
+        bugs = ", ".join(dict.fromkeys(known.bug for known in build.known_failures))
+        text += f" (known failure: {bugs})"
     return text
 
 
