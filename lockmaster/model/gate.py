@@ -17,7 +17,7 @@ from pydantic import (
 
 from lockmaster.model.audit import OperatorNote
 from lockmaster.model.base import Model
-from lockmaster.model.build import Artifact, JobSpec, Result
+from lockmaster.model.build import Artifact, JobSpec, KnownFailure, Result
 from lockmaster.model.change import ChangeRef
 from lockmaster.model.check import ReportLabels
 from lockmaster.model.gate_compact import compact, expand, is_compact
@@ -44,6 +44,7 @@ class GateBuild(Model):
     # What the build produced (a successful one's are handed to the jobs after it and to the
     # items behind: a system test sees the test repositories of every change it tests).
     artifacts: list[Artifact] = Field(default_factory=list)
+    known_failures: list[KnownFailure] = Field(default_factory=list)  # for the report's line
 
 
 class GateItem(Model):

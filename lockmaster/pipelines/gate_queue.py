@@ -234,6 +234,7 @@ class GateQueue:
         build.log_url = result.log_url
         build.message = result.message
         build.artifacts = list(result.artifacts)
+        build.known_failures = list(result.known_failures)
         job = next(j for j in item.jobs if j.name == build.job)
         if result.result is Result.SUCCESS and result.duration is not None:
             self._learn_duration(job.name, result.duration)
@@ -588,7 +589,7 @@ def _as_result(build: GateBuild) -> BuildResult:
     return BuildResult(
         build_id=build.build_id, job=build.job, result=build.result or Result.ABORTED,
         attempt=build.attempt, log_url=build.log_url, started=build.started, ended=build.ended,
-        message=build.message,
+        message=build.message, known_failures=build.known_failures,
     )
 
 
