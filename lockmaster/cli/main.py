@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": ("logs_cmd", "app", "The log store: serve job logs, take executors' uploads."),
     "gerrit": ("gerrit_cmd", "app", "Listen to a Gerrit's stream-events."),
     "events": ("events_cmd", "app", "Events kept for later (Temporal was down): list, flush."),
+    "codec-server": ("codec_cmd", "codec_server",
+                     "Decrypt payloads for the Web UI and the temporal CLI (token)."),
     "temporal": ("temporal_cmd", "app", "Set up a Temporal namespace for lockmaster."),
     "hook": ("hook_cmd", "hook", "Act as a Gerrit hook (by name, or as the hook symlink)."),
 }
