@@ -1,0 +1,113 @@
+"""A worker process's metrics: set up before its Temporal client, served on metrics.port.
+
+    install_process_metrics()        # before the first Temporal client of the process
+    server = start_worker_metrics(client, config, role)   # None when off or not bound
+    ...
+    server.stop()
+
+A metrics server that cannot bind is a warning; the workers run on without it (as the other
+auxiliary servers, workers/aux_servers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import start_http_server
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from temporalio.client import Client
+
+from lockmaster.config.models import LockmasterConfig
+from lockmaster.metrics import temporal_sdk
+from lockmaster.metrics.collector import WorkflowStateCollector
+from lockmaster.metrics.domain import domain
+from lockmaster.metrics.registry import process_registry
+
+log = logging.getLogger(__name__)
+
+# Roles that read the long-lived workflows' state (one of them per deployment is enough; more
+# report the same numbers, which `max by` in the dashboards folds).
+STATE_ROLES = ("orchestrator", "all")
+
+_setup_lock = threading.Lock()
+_process_done = False
+_state: WorkflowStateCollector | None = None
+
+
+def install_process_metrics() -> None:
+    """The process registry gets the Temporal SDK's metrics (its default runtime now records
+    into a buffer this drains), the process's CPU/memory/GC, and lockmaster's domain metrics.
+    Idempotent."""
+    global _process_done
+    with _setup_lock:
+        if _process_done:
+            return
+        registry = process_registry()
+        temporal_sdk.install(registry)
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        domain()
+        _process_done = True
+
+
+def attach_workflow_state(client: Client, config: LockmasterConfig) -> WorkflowStateCollector:
+    """Register the collect-on-scrape collector of the workflows' state (once per process; call
+    from the event loop the client belongs to)."""
+    global _state
+    with _setup_lock:
+        if _state is None:
+            _state = WorkflowStateCollector(client, config, domain(), asyncio.get_running_loop())
+            process_registry().register(_state)
+        return _state
+
+
+def workflow_state() -> WorkflowStateCollector | None:
+    return _state
+
+
+@dataclass
+class MetricsServer:
+    url: str
+    stop: Callable[[], None]
+
+
+def start_metrics_server(listen: str, port: int) -> MetricsServer:
+    """prometheus-client's HTTP server (a thread) on listen:port serving the process registry.
+    OSError: the port cannot be bound."""
+    httpd, thread = start_http_server(port, addr=listen, registry=process_registry())
+
+    def stop() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+    host = f"[{listen}]" if ":" in listen else listen
+    return MetricsServer(f"http://{host}:{httpd.server_address[1]}/metrics", stop)
+
+
+def start_worker_metrics(client: Client, config: LockmasterConfig, role: str,
+                         report: Callable[[str], None] | None = None) -> MetricsServer | None:
+    """The metrics of a worker process, on metrics.port (None when unset: off). Roles in
+    STATE_ROLES also serve the workflows' state. Call from the client's event loop."""
+    install_process_metrics()
+    if role in STATE_ROLES:
+        attach_workflow_state(client, config)
+    settings = config.metrics
+    if settings.port is None:
+        return None
+    try:
+        server = start_metrics_server(settings.listen, settings.port)
+    except OSError as exc:
+        (report or log.warning)(
+            f"the metrics server did not start: {settings.listen}:{settings.port}: {exc} "
+            "(stop what uses the port, or change metrics.port); the workers run on without it")
+        return None
+    log.info("serving metrics on %s", server.url)
+    return server
