@@ -32,6 +32,7 @@ from lockmaster.config.metrics import MetricsConfig
 from lockmaster.config.packaging import PackagingConfig
 from lockmaster.config.results import ResultsConfig
 from lockmaster.config.signatures import SignaturesConfig
+from lockmaster.config.web import WebConfig
 
 # --- Temporal -----------------------------------------------------------------------------
 
@@ -405,6 +406,8 @@ class LockmasterConfig(ConfigModel):
     codec: CodecConfig | None = None
     # Prometheus /metrics of worker processes (lockmaster/metrics, docs/metrics.md).
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    # The web service: status page and JSON API (lockmaster/web, docs/web.md).
+    web: WebConfig = Field(default_factory=WebConfig)
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     queues: list[QueueConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)
