@@ -13,6 +13,7 @@ from lockmaster.cli.context import config_path, err, fail, load, out
 from lockmaster.config.models import LocalConnection, LockmasterConfig
 from lockmaster.demo import project as demo
 from lockmaster.demo.packaging import run_packaging_demo
+from lockmaster.metrics.server import install_process_metrics
 from lockmaster.model.change import ReviewEvent
 from lockmaster.review.local import LocalReviewStore
 from lockmaster.review.registry import review_drivers
@@ -56,6 +57,7 @@ def worker(
     async def main() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
+        install_process_metrics()  # before the client: the SDK's runtime records its metrics
         try:
             client = await connect(cfg)
         except TemporalConfigError as exc:  # the configuration's certificates, keys: exit 2
@@ -104,6 +106,7 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool,
     code = 0
     servers: AuxServers | None = None
     try:
+        install_process_metrics()  # before the client: the SDK's runtime records its metrics
         client = await connect(cfg)
         if config_file is not None:  # SIGHUP: re-read it, apply it to the running workflows
             _stop_on_signals(stop, Reloader(client, config_file, cfg, "all", _said))

@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from lockmaster.config.models import GerritConnection, LockmasterConfig
+from lockmaster.metrics.server import start_worker_metrics
 from lockmaster.packaging import roots_keeper
 from lockmaster.publishing.signing import usable_home
 from lockmaster.review.base import ReviewDriver
@@ -76,6 +77,8 @@ async def run_workers(
     if servers is None:
         # A server that cannot start is reported; the workers run on without it.
         servers = await asyncio.to_thread(start_aux_servers, config, role)
+    # /metrics on metrics.port (off when unset); one that cannot bind is a warning.
+    metrics = start_worker_metrics(client, config, role)
     keeper = None
     if role in ("executor", "all") and roots_keeper.wanted(config):
         # Local nodes build here: their distribution roots are prepared ahead and refreshed.
@@ -95,6 +98,8 @@ async def run_workers(
     finally:
         if keeper is not None:
             keeper.cancel()
+        if metrics is not None:
+            await asyncio.to_thread(metrics.stop)
         if own:
             # The package cache is a process of its own: it must not outlive the workers.
             await asyncio.to_thread(servers.stop)
