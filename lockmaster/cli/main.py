@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "codec-server": ("codec_cmd", "codec_server",
                      "Decrypt payloads for the Web UI and the temporal CLI (token)."),
     "temporal": ("temporal_cmd", "app", "Set up a Temporal namespace for lockmaster."),
+    "signatures": ("signatures_cmd", "app", "Known-failure signatures: check, test on history."),
     "hook": ("hook_cmd", "hook", "Act as a Gerrit hook (by name, or as the hook symlink)."),
 }
 # `hook` takes Gerrit's own option names, whatever they are.
