@@ -8,6 +8,7 @@ from temporalio.worker import Worker
 
 from lockmaster.activities.merger import MergerActivities
 from lockmaster.activities.promotion import PromotionActivities
+from lockmaster.activities.results import ResultsActivities
 from lockmaster.activities.review import ReviewActivities
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.git.cache import RepoCache
@@ -43,6 +44,15 @@ def announce_merges(client: Client, config: LockmasterConfig,
             driver.on_merged = router.route
 
 
+def results_activities(config: LockmasterConfig) -> ResultsActivities:
+    """Builds and buildsets go to the results database (opened at the first recording)."""
+    if not config.results.enabled:
+        return ResultsActivities(None, "results.enabled is false in the configuration")
+    from lockmaster.results.connect import open_results
+
+    return ResultsActivities(lambda: open_results(config))
+
+
 def orchestrator_worker(
     client: Client, config: LockmasterConfig, drivers: dict[str, ReviewDriver]
 ) -> Worker:
@@ -55,6 +65,7 @@ def orchestrator_worker(
     merger = MergerActivities(cache, drivers, project_connections(config))
     # The publications' look-up of the gate's builds: the merger's cache holds what it tested.
     promotion = PromotionActivities(client, cache, project_connections(config))
+    results = results_activities(config)
     return whole_activations(Worker(
         client,
         task_queue=task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR),
@@ -64,6 +75,7 @@ def orchestrator_worker(
                     review.report_and_submit_batch,
                     merger.resolve_dependencies, merger.find_dependents,
                     merger.prepare_state, merger.prepare_states,
-                    promotion.find_gate_build, started_activities],
+                    promotion.find_gate_build, started_activities,
+                    results.record_builds, results.record_buildset],
         workflow_runner=workflow_runner(),
     ))
