@@ -5,6 +5,8 @@ from __future__ import annotations
 from temporalio import activity
 
 from lockmaster.execution.runner import BuildRunner
+from lockmaster.metrics import observe
+from lockmaster.metrics.domain import domain
 from lockmaster.model.build import BuildRequest, BuildResult
 from lockmaster.temporal.heartbeat import heartbeating
 from lockmaster.temporal.outliving import outliving
@@ -20,7 +22,11 @@ class ExecutorActivities:
         """Heartbeats throughout, so a dead worker is noticed within the heartbeat timeout (and
         the build runs again elsewhere) and a cancelled check reaches the running command. A
         gate's build outlives the queue's run that asked for it (temporal/outliving.py)."""
-        return await outliving(self._run(request))
+        result = await outliving(self._run(request))
+        # Builds by result and job durations (docs/metrics.md): counted where the build ran.
+        observe(domain().observe_build, request.pipeline, request.job.name,
+                str(result.result), result.duration)
+        return result
 
     async def _run(self, request: BuildRequest) -> BuildResult:
         info = activity.info()
