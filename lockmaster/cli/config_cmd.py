@@ -25,6 +25,7 @@ app = typer.Typer(help="Check deployment configuration files, and apply them liv
 def check(file: Path = typer.Argument(..., help="lockmaster.yaml to check")) -> None:
     """Validate FILE; print what it defines, or every problem with its line."""
     from lockmaster.config.logstore_check import TOKEN_FILE, check_log_store, log_store_problems
+    from lockmaster.signatures.config_check import check_signatures
 
     try:
         config = load_config(file)
@@ -32,6 +33,7 @@ def check(file: Path = typer.Argument(..., help="lockmaster.yaml to check")) -> 
         # executors and the log host have (they refuse to start without it): elsewhere, a
         # note (the same file is checked on every host of the deployment).
         check_log_store(config, file, ignore=(TOKEN_FILE,))
+        signatures = check_signatures(config, file)  # every known-failure signature file
     except ConfigError as exc:
         err.print(str(exc), markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
@@ -44,6 +46,7 @@ def check(file: Path = typer.Argument(..., help="lockmaster.yaml to check")) -> 
         f"{file}: OK — {len(config.connections)} connection(s), {len(config.pipelines)} "
         f"pipeline(s), {len(config.projects)} project(s), {len(config.jobs)} job(s), "
         f"{len(config.nodes.providers)} node provider(s)"
+        + (f", {signatures} known-failure signature(s)" if signatures else "")
     )
 
 
