@@ -24,6 +24,8 @@ from lockmaster.clouds.openstack import (
     OpenStackCloud,
     ServerSpec,
 )
+from lockmaster.metrics import observe
+from lockmaster.metrics.domain import domain
 from lockmaster.model.nodes import (
     CloudHeadroom,
     CloudServerMark,
@@ -59,8 +61,18 @@ class LauncherActivities:
 
     @activity.defn(name="launch_node")
     async def launch_node(self, request: LaunchRequest) -> LaunchResult:
+        started = time.monotonic()
         async with heartbeating(every=None):
-            return await self._launch(request)
+            result = await self._launch(request)
+        # Launch time and errors per provider and region (docs/metrics.md).
+        spec = request.spec
+        outcome = "ok" if result.ok else "quota" if result.quota else "error"
+        reason = "" if result.ok else "quota" if result.quota else (
+            # The launch and boot timeouts say "not ... within the ... timeout" (below).
+            "timeout" if "within the" in (result.error or "") else "cloud")
+        observe(domain().observe_launch, spec.provider, spec.region or "", spec.pool, outcome,
+                time.monotonic() - started, reason)
+        return result
 
     async def _launch(self, request: LaunchRequest) -> LaunchResult:
         """Create (or find) the server, wait for ACTIVE within the launch timeout, attach a
