@@ -166,8 +166,12 @@ def parse_signature(text: str, file: Path | str) -> Signature:
     try:
         signature = Signature.model_validate(data)
     except ValidationError as exc:
-        raise SignatureError(file, problems_from_validation(exc, root, messages=_message)
-                             ) from None
+        problems = problems_from_validation(exc, root, messages=_message)
+        for problem in problems:
+            if problem.message.startswith("unknown key"):
+                problem.message = (f"unknown key (check its spelling); a signature's keys are "
+                                   f"{', '.join(Signature.model_fields)}")
+        raise SignatureError(file, problems) from None
     signature._name = name
     return signature
 
