@@ -26,6 +26,8 @@ from temporalio.exceptions import ApplicationError
 from lockmaster import publishing as lib
 from lockmaster.config.models import LockmasterConfig, MirrorConfig
 from lockmaster.git.cache import RepoCache
+from lockmaster.metrics import observe
+from lockmaster.metrics.domain import domain
 from lockmaster.model.publish import (
     BuildSource,
     PublishStableRequest,
@@ -109,6 +111,17 @@ class PublishingActivities:
 
     @activity.defn(name="publish_stable")
     async def publish_stable(self, request: PublishStableRequest) -> PublishStableResult:
+        """_publish_stable, its latency observed (lockmaster_publication_seconds)."""
+        started, ok = time.monotonic(), False
+        try:
+            result = await self._publish_stable(request)
+            ok = True
+            return result
+        finally:
+            observe(domain().observe_publication, "ok" if ok else "error",
+                    time.monotonic() - started)
+
+    async def _publish_stable(self, request: PublishStableRequest) -> PublishStableResult:
         """Fetch the build's packages, check where they come from, and publish them as
         `request.snapshot` in the stable repository of each format they have."""
         change = request.change
@@ -158,11 +171,18 @@ class PublishingActivities:
     async def sync_mirror(self, request: SyncMirrorRequest) -> SyncMirrorResult:
         """Bring one mirror to `request.snapshot` (each format that has it), or leave it on the
         newer snapshot it serves already."""
-        async with heartbeating("starting") as beat:
-            try:
-                return await asyncio.to_thread(self._sync, request, beat)
-            except lib.PublishError as exc:
-                raise _failure(exc) from exc
+        started, outcome = time.monotonic(), "error"
+        try:
+            async with heartbeating("starting") as beat:
+                try:
+                    result = await asyncio.to_thread(self._sync, request, beat)
+                except lib.PublishError as exc:
+                    raise _failure(exc) from exc
+            outcome = "skipped" if result.skipped else "ok"
+            return result
+        finally:  # mirror sync latency (lockmaster_mirror_sync_seconds)
+            observe(domain().observe_mirror_sync, request.mirror, outcome,
+                    time.monotonic() - started)
 
     def _sync(self, request: SyncMirrorRequest, beat: Beat) -> SyncMirrorResult:
         config = self._mirror_config(request.mirror)
