@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                      "Decrypt payloads for the Web UI and the temporal CLI (token)."),
     "temporal": ("temporal_cmd", "app", "Set up a Temporal namespace for lockmaster."),
     "signatures": ("signatures_cmd", "app", "Known-failure signatures: check, test on history."),
+    "web": ("web_cmd", "web", "The web service: status page and JSON API."),
     "hook": ("hook_cmd", "hook", "Act as a Gerrit hook (by name, or as the hook symlink)."),
 }
 # `hook` takes Gerrit's own option names, whatever they are.
