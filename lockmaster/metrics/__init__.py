@@ -13,6 +13,24 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+# Set by server.install_process_metrics: this process serves its metrics. Code that also runs
+# in one-shot processes (the event router in a Gerrit hook) observes only then: a hook exits
+# after one event, and importing prometheus-client there would only cost it time.
+enabled = False
+
+
+def observe_event(event_type: str, created: float | None) -> None:
+    """An event routed: counted, and its intake lag (from `created`, the review system's time)
+    observed, in processes that serve metrics."""
+    if not enabled:
+        return
+    import time
+
+    from lockmaster.metrics.domain import domain
+
+    observe(domain().observe_event, event_type,
+            None if created is None else time.time() - created)
+
 
 def observe(record: Callable[..., None], *args: object) -> None:
     """`observe(domain().observe_build, ...)`: a metric that cannot be recorded is logged, and

@@ -23,6 +23,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from temporalio.client import Client
 
+from lockmaster import metrics
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.metrics import temporal_sdk
 from lockmaster.metrics.collector import WorkflowStateCollector
@@ -54,6 +55,7 @@ def install_process_metrics() -> None:
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
         domain()
+        metrics.enabled = True
         _process_done = True
 
 

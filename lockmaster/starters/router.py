@@ -20,6 +20,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from lockmaster.config.models import LockmasterConfig
+from lockmaster.metrics import observe_event
 from lockmaster.model.change import ChangeInfo, ChangeRef, ReviewEvent
 from lockmaster.model.gate import ChangeUpdated
 from lockmaster.pipelines.queues import queue_name
@@ -54,6 +55,7 @@ class EventRouter:
     actions: list[RouteAction] = field(default_factory=list)
 
     async def route(self, event: ReviewEvent) -> list[RouteAction]:
+        observe_event(event.type, event.created)  # event intake lag (docs/metrics.md)
         out: list[RouteAction] = []
         if event.connection not in self.drivers:
             return [RouteAction("ignored", detail=f"unknown connection {event.connection!r}")]
