@@ -46,19 +46,18 @@ def _store(request: web.Request) -> Any:
     return store
 
 
-async def _finished(ctx: WebContext, relative: str) -> bool | None:
-    """Whether the results database holds a finished build whose log directory holds
-    `relative` (None: no database, or it does not know the log)."""
+async def _build(ctx: WebContext, relative: str) -> dict[str, Any] | None:
+    """The recorded build whose log directory holds `relative` (None: no database, or no
+    build recorded for it yet: builds are recorded when they finish)."""
     if ctx.results is None:
         return None
-    from lockmaster.web import build_lookup  # the results part is optional
+    from lockmaster.web.build_lookup import build_for_log  # the results part is optional
 
-    return await build_lookup.log_finished(ctx.results, relative)
+    return await build_for_log(ctx.results, relative)
 
 
-async def _running(ctx: WebContext, relative: str, piece: LogSlice) -> bool:
-    finished = await _finished(ctx, relative)
-    if finished:
+def _running(build: dict[str, Any] | None, piece: LogSlice) -> bool:
+    if build is not None:
         return False
     seconds = age(piece.mtime)
     return seconds is not None and seconds < RUNNING_WINDOW
@@ -121,7 +120,7 @@ async def api_log(request: web.Request) -> web.Response:
                                f"({piece.size} bytes)",
                           "the log was replaced (a new try of the build): read it again from "
                           "offset 0")
-    running = await _running(ctx, relative, piece)
+    running = _running(await _build(ctx, relative), piece)
     at_end = not running and offset + len(piece.data) >= piece.size
     lines = split_lines(piece.data, at_end=at_end, full=len(piece.data) >= limit)
     classify = Classifier()
@@ -163,6 +162,16 @@ def _error_page(exc: Exception) -> web.Response:
     return page("Log", body, active="Builds", status=status)
 
 
+def _build_line(build: dict[str, Any] | None) -> str:
+    if build is None:
+        return ""
+    uuid = html.escape(build["uuid"])
+    return (f'<p>Build <a href="/build/{quote(build["uuid"])}">{uuid}</a> of job '
+            f'<a href="/job/{quote(build["job"])}">{html.escape(build["job"])}</a>: '
+            f'<span class="{html.escape(build["result"])}">{html.escape(build["result"])}'
+            "</span></p>")
+
+
 def _public_url(ctx: WebContext, relative: str) -> str:
     return f"{ctx.config.logs.url.rstrip('/')}/{quote(relative)}"
 
@@ -185,7 +194,8 @@ async def log_page(request: web.Request) -> web.StreamResponse:
         return _error_page(exc)
     except (BadLogPath, LogStoreUnavailable) as exc:
         return _error_page(exc)
-    running = await _running(ctx, relative, piece)
+    build = await _build(ctx, relative)
+    running = _running(build, piece)
     at_end = not running and len(piece.data) >= piece.size
     lines = split_lines(piece.data, at_end=at_end, full=len(piece.data) >= CHUNK)
     classify = Classifier()
@@ -196,6 +206,7 @@ async def log_page(request: web.Request) -> web.StreamResponse:
              else f"{piece.size} bytes" + (", loading the rest" if more else ""))
     body = f"""<link rel="stylesheet" href="/static/logs.css">
 <h1 class="crumbs">{_crumbs(relative)}</h1>
+{_build_line(build)}
 <div class="toolbar">
 <span id="log-state" class="{'running' if running else 'muted'}">{html.escape(state)}</span>
 <label><input type="checkbox" id="follow"{' checked' if running else ''}> follow the end</label>
