@@ -27,7 +27,7 @@ MAX_LIMIT = 1000
 MAX_OFFSET = 100_000
 RESULTS = {r.value for r in Result} | {"CANCELED"}
 BUILDSET_RESULTS = {"SUCCESS", "FAILURE", "MERGE_CONFLICT", "CONFIG_ERROR", "NO_JOBS",
-                    "NOT_ENQUEUED", "CANCELLED", "DEQUEUED", "ERROR"}
+                    "NOT_ENQUEUED", "CANCELLED", "RESTARTED", "DEQUEUED", "ERROR"}
 
 
 class BadFilter(ValueError):

@@ -35,6 +35,13 @@ with workflow.unsafe.imports_passed_through():
         StatusQuery,
     )
     from lockmaster.model.report import ReportAction, ReportRequest, ReportResult
+    from lockmaster.model.results import (
+        BuildRecord,
+        BuildsetRecord,
+        RecordBuildsetRequest,
+        RecordBuildsRequest,
+        changes_ahead,
+    )
     from lockmaster.model.state import (
         DependencyRequest,
         DependencyResult,
@@ -49,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.temporal.task_queues import Role, task_queue
     from lockmaster.workflows.details import check_details
     from lockmaster.workflows.ids import check_id
+    from lockmaster.workflows.recording import record, recording
 
 
 # Reports retry with backoff for as long as an hour: Gerrit being down must not lose a vote.
@@ -85,6 +93,9 @@ class CheckWorkflow:
         self._reason: str | None = None
         self._dequeued_by: OperatorNote | None = None
         self._dequeue_reported = False  # cancelled, and its dequeue report (if any) made
+        # The results database: recordings in flight, and the changes the builds tested.
+        self._recordings: list[asyncio.Task[None]] = []
+        self._tested: list[ChangeRef] = []
 
     @workflow.signal(name="operator-dequeue")
     def operator_dequeue(self, note: OperatorNote) -> None:
@@ -163,12 +174,16 @@ class CheckWorkflow:
                 self._cancelled()
                 await self._report_dequeue()
                 self._dequeue_reported = True
+            await self._record_buildset("CANCELLED", None)
             raise
         if run.done():
-            return run.result()
+            outcome = run.result()
+            await self._record_buildset(outcome.result, outcome.message)
+            return outcome
         # A dependency has a new patchset: the same run, from the start, on it.
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
+        await self._record_buildset("RESTARTED", None)
         workflow.continue_as_new(inp)
 
     async def _run_once(self, inp: CheckInput, legacy: bool = False) -> CheckOutcome:
@@ -216,6 +231,7 @@ class CheckWorkflow:
             return self._finish("MERGE_CONFLICT", message, prepared.error or "merge conflict")
         state = prepared.state
         self._changes = state.changes_key()
+        self._tested = list(state.changes)
 
         if not inp.jobs:
             message = reports.no_jobs_report(inp.pipeline)
@@ -299,12 +315,14 @@ class CheckWorkflow:
                     self._running.pop(job.name, None)
                     result, again = final_result(self._attempts[job.name], job)
                     if again:
+                        self._record_build(build, job)
                         graph.running.discard(job.name)
                         launch(job)
                         continue
                     if result is Result.RETRY_LIMIT:  # the last attempt is recorded as such
                         self._attempts[job.name][-1] = build.model_copy(
                             update={"result": Result.RETRY_LIMIT})
+                    self._record_build(self._attempts[job.name][-1], job)
                     graph.finish(job.name, result)
                     if result is not Result.SUCCESS:
                         fail_fast = self._input is not None and self._input.fail_fast \
@@ -396,6 +414,37 @@ class CheckWorkflow:
             schedule_to_close_timeout=timedelta(hours=1),
             retry_policy=REPORT_RETRY,
         )
+
+    # --- the results database --------------------------------------------------------------------
+
+    def _record_build(self, build: BuildResult, job: JobSpec) -> None:
+        """Started now, waited for at the end (recording never holds the graph up)."""
+        assert self._input is not None
+        if not recording():
+            return
+        rec = BuildRecord.of(build, buildset_uuid=workflow.info().run_id,
+                             pipeline=self._input.pipeline, change=self._input.change,
+                             voting=job.voting, changes=self._tested or [self._input.change])
+        self._recordings.append(asyncio.ensure_future(record(
+            "record_builds", RecordBuildsRequest(builds=[rec]), self._queue(Role.ORCHESTRATOR),
+            f"build {build.job} {build.build_id}")))
+
+    async def _record_buildset(self, result: str, message: str | None) -> None:
+        """The run's buildset, once reported; then every recording still in flight (each
+        bounded: results.RECORD_WINDOW)."""
+        assert self._input is not None
+        if not self._recordings and not recording():
+            return
+        info = workflow.info()
+        buildset = BuildsetRecord(
+            uuid=info.run_id, pipeline=self._input.pipeline, change=self._input.change,
+            result=result, message=message, reason=self._reason,
+            started=info.start_time.timestamp(), ended=workflow.now().timestamp(),
+            changes=changes_ahead(self._tested or [self._input.change]))
+        self._recordings.append(asyncio.ensure_future(record(
+            "record_buildset", RecordBuildsetRequest(buildset=buildset),
+            self._queue(Role.ORCHESTRATOR), f"buildset {info.run_id}")))
+        await asyncio.gather(*self._recordings)
 
     def _finish(self, result: str, message: str, reason: str | None = None) -> CheckOutcome:
         assert self._input is not None
