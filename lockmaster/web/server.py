@@ -23,14 +23,16 @@ from lockmaster.web.context import WebContext
 log = logging.getLogger(__name__)
 
 
-def open_results_quietly(config: LockmasterConfig) -> object | None:
-    """The results database, or None (disabled, or it cannot be opened: said in the log)."""
+def open_results_quietly(config: LockmasterConfig, migrate: bool = True) -> object | None:
+    """The results database, or None (disabled, or it cannot be opened: said in the log).
+    Beside the workers (`lockmaster run`) it is not migrated here: the orchestrator does that,
+    and two processes migrating one SQLite file at once would trip over each other."""
     if not config.results.enabled:
         return None
     try:
         from lockmaster.results.connect import open_results
 
-        return open_results(config)
+        return open_results(config, migrate=migrate)
     except Exception as exc:  # the status page does without it
         log.warning("web: the results database cannot be opened (%s); no build history "
                     "and no estimates from it", exc)
@@ -42,13 +44,15 @@ class WebServer:
 
     def __init__(self, config: LockmasterConfig, *, listen: str | None = None,
                  port: int | None = None, state_dir: Path | None = None,
-                 results: object | None = None, open_results: bool = True) -> None:
+                 results: object | None = None, open_results: bool = True,
+                 migrate_results: bool = True) -> None:
         self.config = config
         self.listen = listen or config.web.listen
         self.port = config.web.port if port is None else port
         self.state_dir = state_dir or config.state_path
         self._results = results
         self._open_results = open_results and results is None
+        self._migrate_results = migrate_results
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -92,7 +96,8 @@ class WebServer:
     async def _serve(self) -> int:
         results = self._results
         if self._open_results:
-            results = await asyncio.to_thread(open_results_quietly, self.config)
+            results = await asyncio.to_thread(open_results_quietly, self.config,
+                                              self._migrate_results)
             self._results = results
         self.ctx = WebContext(config=self.config, state_dir=self.state_dir, client=None,
                               results=results)  # type: ignore[arg-type]
