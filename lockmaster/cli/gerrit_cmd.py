@@ -11,6 +11,7 @@ import typer
 
 from lockmaster.cli.context import fail, load, out
 from lockmaster.config.models import GerritConnection
+from lockmaster.metrics.server import install_process_metrics, start_worker_metrics
 from lockmaster.model.change import ReviewEvent
 from lockmaster.review.gerrit import GerritDriver
 from lockmaster.review.gerrit_catchup import events_since
@@ -27,6 +28,9 @@ app = typer.Typer(help="Gerrit connection commands.", no_args_is_help=True)
 def listen(
     connection: str = typer.Option(..., "--connection", help="gerrit connection name"),
     config: Path | None = typer.Option(None, "--config", "-c", help="lockmaster.yaml"),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", min=1, max=65535,
+        help="serve /metrics (events, intake lag) on metrics.listen at this port"),
 ) -> None:
     """Follow `gerrit stream-events` over SSH (reconnecting after drops) until interrupted;
     after any outage, what Gerrit's REST API says happened meanwhile is replayed first."""
@@ -45,6 +49,9 @@ def listen(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> None:
+        install_process_metrics()  # before the client: the SDK's runtime records its metrics
+        # The listener's own /metrics (events routed, intake lag); not bound: a warning.
+        start_worker_metrics(None, cfg, "listener", port=metrics_port)
         client = await connect(cfg)
         drivers = review_drivers(cfg)
         router = EventRouter(cfg, client, drivers)

@@ -94,21 +94,23 @@ def start_metrics_server(listen: str, port: int) -> MetricsServer:
     return MetricsServer(f"http://{host}:{httpd.server_address[1]}/metrics", stop)
 
 
-def start_worker_metrics(client: Client, config: LockmasterConfig, role: str,
-                         report: Callable[[str], None] | None = None) -> MetricsServer | None:
-    """The metrics of a worker process, on metrics.port (None when unset: off). Roles in
-    STATE_ROLES also serve the workflows' state. Call from the client's event loop."""
+def start_worker_metrics(client: Client | None, config: LockmasterConfig, role: str,
+                         report: Callable[[str], None] | None = None,
+                         port: int | None = None) -> MetricsServer | None:
+    """The metrics of a worker process, on `port` or else metrics.port (None when neither is
+    set: off). Roles in STATE_ROLES also serve the workflows' state (given a client). Call
+    from the client's event loop."""
     install_process_metrics()
-    if role in STATE_ROLES:
+    if role in STATE_ROLES and client is not None:
         attach_workflow_state(client, config)
-    settings = config.metrics
-    if settings.port is None:
+    listen, port = config.metrics.listen, port or config.metrics.port
+    if port is None:
         return None
     try:
-        server = start_metrics_server(settings.listen, settings.port)
+        server = start_metrics_server(listen, port)
     except OSError as exc:
         (report or log.warning)(
-            f"the metrics server did not start: {settings.listen}:{settings.port}: {exc} "
+            f"the metrics server did not start: {listen}:{port}: {exc} "
             "(stop what uses the port, or change metrics.port); the workers run on without it")
         return None
     log.info("serving metrics on %s", server.url)
