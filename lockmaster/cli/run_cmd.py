@@ -22,7 +22,7 @@ from lockmaster.starters.waiting import wait_for_check, web_link
 from lockmaster.temporal.client import TemporalConfigError, connect
 from lockmaster.temporal.devserver import DevServer
 from lockmaster.temporal.setup import register_search_attributes
-from lockmaster.workers.aux_servers import PACKAGE_CACHE, AuxServers, start_aux_servers
+from lockmaster.workers.aux_servers import PACKAGE_CACHE, WEB, AuxServers, start_aux_servers
 from lockmaster.workers.reload import Reloader
 from lockmaster.workers.reload import install as install_signals
 from lockmaster.workers.run import ROLES, run_workers
@@ -113,10 +113,13 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool,
         await register_search_attributes(client)
         # The log server, mirrors and package cache; one that cannot start says why, and the
         # rest runs on without it.
-        servers = await asyncio.to_thread(start_aux_servers, cfg, "all", _not_started)
+        servers = await asyncio.to_thread(start_aux_servers, cfg, "all", _not_started,
+                                          web=True)
         workers = asyncio.create_task(run_workers(client, cfg, "all", stop, servers))
         out.print(f"workers running (orchestrator, executor, launcher, publisher); logs at "
                   f"{cfg.logs.url}")
+        if web_url := servers.url(WEB):
+            out.print(f"status page: {web_url}")
         if cache_url := servers.url(PACKAGE_CACHE):
             out.print(f"package cache (apt-cacher-ng) on {cache_url}: build and install roots "
                       "fetch the distribution through it (`lockmaster packaging cache`)")

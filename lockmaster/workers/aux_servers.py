@@ -48,6 +48,7 @@ class AuxServers:
 PACKAGE_CACHE = "the package cache"
 LOG_SERVER = "the log server"
 LOG_SPOOL = "the log spool delivery"
+WEB = "the web service"
 
 
 def serves_logs(config: LockmasterConfig, role: str) -> bool:
@@ -73,10 +74,12 @@ def start_log_server(config: LockmasterConfig) -> LogServer:
 
 
 def start_aux_servers(config: LockmasterConfig, role: str,
-                      report: Callable[[str], None] | None = None) -> AuxServers:
+                      report: Callable[[str], None] | None = None, *,
+                      web: bool = False) -> AuxServers:
     """Start the servers `role` runs (blocking: the package cache takes a moment; call it in a
     thread from async code). Every failure is passed to `report` (default: a log warning) and
-    kept in `failed`; the servers that did start are in `running`."""
+    kept in `failed`; the servers that did start are in `running`. `web`: also the web service
+    (status page, JSON API) on web.listen:web.port, as `lockmaster run` does."""
     say = report or log.warning
     servers = AuxServers()
 
@@ -135,4 +138,15 @@ def start_aux_servers(config: LockmasterConfig, role: str,
             servers.running.append(Running(PACKAGE_CACHE, cache.base_url(), server_.stop))
             log.info("package cache (apt-cacher-ng) on %s, cache in %s", server_.url,
                      server_.root)
+    if web:
+        from lockmaster.web.server import WebServer
+
+        try:
+            site = WebServer(config, migrate_results=False).start()
+        except OSError as exc:
+            failed(WEB, f"{config.web.listen}:{config.web.port}: {exc}",
+                   " (stop what uses the port, or change web.port)")
+        else:
+            servers.running.append(Running(WEB, config.web.url, site.stop))
+            log.info("web service (status page) on %s", site.url)
     return servers
