@@ -226,3 +226,31 @@ async def test_http_driver_store_down_is_502(root: Path, tmp_path: Path) -> None
         assert "did not answer" in (await response.json())["error"]
     finally:
         await web.close()
+
+
+async def test_a_recorded_build_is_not_running_and_is_linked(tmp_path: Path) -> None:
+    from tests.web_history import build, client, config, open_db
+
+    db = open_db(tmp_path)
+    uuid = "f00dbeef" + "1" * 24
+    db.record_builds([build(uuid, "unit", "FAILURE", time.time(), number=1042)])
+    log_dir = tmp_path / "logs" / "42/1042/1/check/unit/f00dbee"
+    log_dir.mkdir(parents=True)
+    (log_dir / "job-output.txt").write_text(f"{STAMP}ERROR x\n{STAMP}no newline")  # fresh
+    other = tmp_path / "logs" / "42/1042/1/check/lint/0000000"
+    other.mkdir(parents=True)
+    (other / "job-output.txt").write_text(f"{STAMP}still going\n")
+    web = await client(config(tmp_path), db, tmp_path)
+    try:
+        body = await (await web.get(
+            "/api/logs/42/1042/1/check/unit/f00dbee/job-output.txt")).json()
+        assert body["running"] is False and body["complete"] is True
+        assert body["lines"][-1]["text"].endswith("no newline")
+        page = await (await web.get("/logs/42/1042/1/check/unit/f00dbee/job-output.txt")).text()
+        assert f'href="/build/{uuid}"' in page
+        running = await (await web.get(
+            "/api/logs/42/1042/1/check/lint/0000000/job-output.txt")).json()
+        assert running["running"] is True  # no build recorded, and the log is fresh
+    finally:
+        await web.close()
+        db.close()

@@ -21,6 +21,7 @@ STATIC = Path(__file__).parent / "static"
 ROUTE_MODULES: list[str] = [
     "lockmaster.web.status_pages",
     "lockmaster.web.logs_pages",
+    "lockmaster.web.builds_pages",
 ]
 
 
