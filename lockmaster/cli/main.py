@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "temporal": ("temporal_cmd", "app", "Set up a Temporal namespace for lockmaster."),
     "signatures": ("signatures_cmd", "app", "Known-failure signatures: check, test on history."),
     "web": ("web_cmd", "web", "The web service: status page and JSON API."),
+    "dashboards": ("dashboards_cmd", "app", "Grafana dashboards: generate from the config."),
     "hook": ("hook_cmd", "hook", "Act as a Gerrit hook (by name, or as the hook symlink)."),
 }
 # `hook` takes Gerrit's own option names, whatever they are.
