@@ -3,61 +3,53 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.signatures.history import StoredBuild
+
+if TYPE_CHECKING:
+    from lockmaster.results.queries import BuildRow
 
 
 class HistoryError(Exception):
     """The history cannot be read; the message says why and what to do."""
 
 
-def _get(row: Any, *names: str) -> Any:
-    for name in names:
-        if isinstance(row, dict) and name in row:
-            return row[name]
-        if hasattr(row, name):
-            return getattr(row, name)
-    return None
-
-
-def _when(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(float(value), UTC)
-
-
-def _known(row: Any) -> list[str]:
-    known = _get(row, "known_failures") or []
-    return [str(_get(k, "signature") if not isinstance(k, str) else k) for k in known]
-
-
-def as_stored(row: Any) -> StoredBuild:
-    change = _get(row, "change")
-    project = _get(row, "project") or _get(change, "project") or ""
-    return StoredBuild(uuid=str(_get(row, "uuid", "build_id")), project=str(project),
-                       job=str(_get(row, "job")), result=str(_get(row, "result")),
-                       log_url=_get(row, "log_url"),
-                       ended=_when(_get(row, "end_time", "ended")), known=_known(row))
+def as_stored(row: BuildRow) -> StoredBuild:
+    ended = row.end_time
+    if ended is not None and ended.tzinfo is None:
+        ended = ended.replace(tzinfo=UTC)
+    return StoredBuild(uuid=row.uuid, project=row.project, job=row.job, result=row.result,
+                       log_url=row.log_url, ended=ended,
+                       known=[known.signature for known in row.known_failures])
 
 
 def stored_builds(config: LockmasterConfig, *, since_days: float, limit: int
                   ) -> list[StoredBuild]:
-    """The builds that ended in the last `since_days` days, newest first, at most `limit`."""
+    """The builds that ended in the last `since_days` days, newest first, at most `limit`
+    (every attempt: a RETRY's log may show a known infrastructure bug)."""
+    from lockmaster.results.connect import open_results
+    from lockmaster.results.db import ResultsDBError
+    from lockmaster.results.queries import MAX_LIMIT, BuildFilter, list_builds
+
+    since = datetime.now(UTC) - timedelta(days=since_days)
     try:
-        from lockmaster.results import queries
-    except ImportError as exc:
-        raise HistoryError(f"this lockmaster cannot read the results database ({exc})"
-                           ) from None
-    since = time.time() - since_days * 86400
+        db = open_results(config, migrate=False)
+    except ResultsDBError as exc:
+        raise HistoryError(f"cannot open the results database: {exc}") from None
+    found: list[StoredBuild] = []
+    offset: int | None = 0
     try:
-        rows = queries.list_builds(config, since=since, limit=limit)
-    except Exception as exc:  # the database's own errors: say which and where
-        raise HistoryError(f"cannot read the builds from the results database: {exc}"
-                           ) from None
-    return [as_stored(row) for row in rows]
+        while offset is not None and len(found) < limit:
+            page = list_builds(db, BuildFilter(since=since, offset=offset,
+                                               limit=min(MAX_LIMIT, limit - len(found))))
+            found += [as_stored(row) for row in page.builds]
+            offset = page.next_offset
+    except Exception as exc:  # the database's own errors (SQLAlchemy's): say which
+        raise HistoryError(f"cannot read the builds from the results database: "
+                           f"{type(exc).__name__}: {exc}") from None
+    finally:
+        db.close()
+    return found
