@@ -22,6 +22,7 @@ ROUTE_MODULES: list[str] = [
     "lockmaster.web.status_pages",
     "lockmaster.web.logs_pages",
     "lockmaster.web.builds_pages",
+    "lockmaster.web.signatures_pages",
 ]
 
 
