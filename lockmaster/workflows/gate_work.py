@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
         classify_failure,
     )
     from lockmaster.model.build import BuildResult
+    from lockmaster.model.change import ChangeRef
     from lockmaster.model.gate import (
         GateInput,
         ReportAndSubmitBatchRequest,
@@ -47,7 +48,14 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.pipelines.gate_tested import remember, tested_record
     from lockmaster.temporal.task_queues import Role
     from lockmaster.workflows.check import MERGER_RETRY, REPORT_RETRY
+    from lockmaster.workflows.gate_recording import (
+        build_context,
+        build_record_work,
+        item_record_work,
+        recorded,
+    )
     from lockmaster.workflows.longlived import WorkTracker
+    from lockmaster.workflows.recording import recording
     from lockmaster.workflows.work_options import retry_fields
 
 MERGE_ROW = 8  # merges per prepare_states activity
@@ -67,6 +75,7 @@ class GateWork:
         self._work.on("report", lambda work, done: None)
         self._work.on("submit", self._submitted)
         self._work.on("submit-batch", self._batch_submitted)
+        self._work.on("record", recorded)  # the results database (gate_recording.py)
 
     def _carry_out_all(self, actions: list[Action]) -> None:
         """The actions of one pass. Several merges (a row of items after a reset, or items
@@ -178,11 +187,14 @@ class GateWork:
         # A build is an activity of this run that outlives it (temporal/outliving.py); in runs
         # recorded before that, a detached child.
         outlives = workflow.patched("builds-outlive-runs")
+        item = queue.item(action.key)
         self._work.submit(Work(
             key=f"build/{build.build_id}", kind="build", detached=not outlives,
             outlives_run=outlives,
             context={"key": action.key, "buildset": action.buildset, "job": action.job.name,
-                     "build_id": build.build_id, "attempt": build.attempt},
+                     "build_id": build.build_id, "attempt": build.attempt,
+                     # For its record in the results database.
+                     **(build_context(item, action.job.voting, build.started) if item else {})},
             activity="run_build", arg=request.model_dump(mode="json"),
             options=WorkOptions(task_queue=self._tq(Role.EXECUTOR),
                                 start_to_close=activity_timeout(action.job).total_seconds(),
@@ -194,6 +206,7 @@ class GateWork:
         assert self._queue is not None
         ctx = work.context
         if done.cancelled:
+            self._record_build(ctx, None)
             self._queue.build_cancelled(ctx["key"], ctx["build_id"])
             return
         if done.ok and done.result is not None:
@@ -205,12 +218,41 @@ class GateWork:
             result = BuildResult(build_id=ctx["build_id"], job=ctx["job"], result=failure.result,
                                  attempt=ctx["attempt"], started=now, ended=now,
                                  message=failure.message)
+        self._record_build(ctx, result)
         self._run_all(self._queue.build_done(ctx["key"], ctx["buildset"], result))
+
+    def _record_build(self, ctx: dict[str, Any], result: BuildResult | None) -> None:
+        """Its record in the results database (Work: never holds the queue up)."""
+        assert self._queue is not None
+        if "item_id" not in ctx or not recording():
+            return
+        state = self._queue.state
+        work = build_record_work(ctx, self._queue.item(ctx["key"]), result, state.pipeline,
+                                 state.queue, self._tq(Role.ORCHESTRATOR),
+                                 workflow.now().timestamp())
+        if work is not None:
+            self._work.submit(work)
+
+    def _record_item(self, key: str, item_id: str, change: ChangeRef, action: str,
+                     message: str | None) -> None:
+        """An item's buildset, at its final report (before the item leaves the queue)."""
+        assert self._queue is not None
+        if action not in ("success", "failure", "merge-conflict", "merge-failure", "dequeue",
+                          "no-jobs", "config-error") or not recording():
+            return
+        state = self._queue.state
+        item = self._queue.item(key)
+        work = item_record_work(item if item is not None and item.id == item_id else None,
+                                item_id, change, state.pipeline, state.queue, action, message,
+                                self._tq(Role.ORCHESTRATOR), workflow.now().timestamp())
+        if work is not None:
+            self._work.submit(work)
 
     # --- reports and submits ------------------------------------------------------------------
 
     def _report(self, action: ReportItemAction, item_id: str) -> None:
         request = self._report_request(action, item_id)
+        self._record_item(action.key, item_id, action.change, action.action, action.message)
         self._work.submit(Work(
             key=f"report/{request.tag}", kind="report", persist=True,
             activity="post_report", arg=request.model_dump(mode="json"),
@@ -233,6 +275,8 @@ class GateWork:
         assert self._queue is not None
         result = SubmitResult.model_validate(done.result) if done.ok and done.result else \
             SubmitResult(ok=False, error=done.error)
+        if result.ok:
+            self._record_merged(work.context["key"], work.context["item_id"])
         self._follow_ups(self._queue.submit_done(work.context["key"], result.ok, result.error),
                         work.context["item_id"])
 
@@ -261,9 +305,18 @@ class GateWork:
         results = ReportAndSubmitBatchResult.model_validate(done.result).results \
             if done.ok and done.result else []
         item_ids = {item["key"]: item["item_id"] for item in items}
+        for item, submitted in zip(items, results, strict=False):
+            if submitted.ok:
+                self._record_merged(item["key"], item["item_id"])
         for key, actions in batch_done(self._queue, [i["key"] for i in items], results,
                                        None if done.ok else done.error or "unknown"):
             self._follow_ups(actions, item_ids[key])
+
+    def _record_merged(self, key: str, item_id: str) -> None:
+        assert self._queue is not None
+        item = self._queue.item(key)
+        if item is not None:
+            self._record_item(key, item_id, item.change, "success", None)
 
     def _follow_ups(self, actions: list[Action], item_id: str) -> None:
         for action in actions:
