@@ -108,6 +108,13 @@ def test_no_estimate_is_null_not_a_guess(config: LockmasterConfig) -> None:
     assert row["estimate"]["basis"]["source"] is None
 
 
+def test_one_job_without_an_estimate_leaves_the_item_unknown(config: LockmasterConfig) -> None:
+    jobs = [job("merge-check", "SUCCESS", estimated=10.0), job("test", "running", elapsed=1.0)]
+    row = items_of(status_view([gate(item(1, jobs=jobs))], config, now=NOW))[0]
+    assert row["estimate"]["remaining"] is None and row["estimate"]["duration"] is None
+    assert row["progress"] == 0.5  # one of two jobs done
+
+
 def test_results_durations_come_before_the_queue_average(config: LockmasterConfig) -> None:
     jobs = [job("merge-check", "SUCCESS", estimated=10.0),
             job("test", "running", elapsed=30.0, estimated=100.0)]

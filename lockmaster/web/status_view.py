@@ -188,9 +188,10 @@ def _dependencies(config: LockmasterConfig, project: str, pipeline: str) -> dict
 
 def _critical_path(jobs: Sequence[Json], deps: Mapping[str, list[str]], key: str) -> float | None:
     """The longest chain of `key` ("remaining" or "estimated") through the job graph: jobs run in
-    parallel except where one depends on another. None when no job has a number."""
+    parallel except where one depends on another. None when a job that counts has no number:
+    a chain with an unknown link is unknown, not shorter."""
     by_name = {j["name"]: j for j in jobs}
-    if not any(j[key] is not None for j in jobs):
+    if not jobs or any(j[key] is None for j in jobs):
         return None
     done: dict[str, float] = {}
 
