@@ -33,6 +33,15 @@ DRAIN_INTERVAL = 1.0
 # from milliseconds (a sticky workflow task) to a minute (a long poll).
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
+# The SDK metrics the alert rules and dashboards use (names as exported here: counters with
+# `_total`, histograms with `_bucket`/`_count`/`_sum`; the SDK's metrics reference lists them).
+# tests/test_metrics_scrape.py sees a running worker export them.
+USED_SDK_METRICS = frozenset({
+    "temporal_request", "temporal_request_failure",
+    "temporal_workflow_task_schedule_to_start_latency",
+    "temporal_activity_schedule_to_start_latency",
+})
+
 # Kinds as temporalio.runtime defines them (BUFFERED_METRIC_KIND_*).
 COUNTER, GAUGE, HISTOGRAM = 0, 1, 2
 
