@@ -22,7 +22,13 @@ from lockmaster.starters.waiting import wait_for_check, web_link
 from lockmaster.temporal.client import TemporalConfigError, connect
 from lockmaster.temporal.devserver import DevServer
 from lockmaster.temporal.setup import register_search_attributes
-from lockmaster.workers.aux_servers import PACKAGE_CACHE, WEB, AuxServers, start_aux_servers
+from lockmaster.workers.aux_servers import (
+    CODEC_SERVER,
+    PACKAGE_CACHE,
+    WEB,
+    AuxServers,
+    start_aux_servers,
+)
 from lockmaster.workers.reload import Reloader
 from lockmaster.workers.reload import install as install_signals
 from lockmaster.workers.run import ROLES, run_workers
@@ -120,6 +126,9 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool,
                   f"{cfg.logs.url}")
         if web_url := servers.url(WEB):
             out.print(f"status page: {web_url}")
+        if codec_url := servers.url(CODEC_SERVER):
+            out.print(f"codec server on {codec_url}: the Web UI and `temporal ... "
+                      f"--codec-endpoint {codec_url}` show the encrypted payloads")
         if cache_url := servers.url(PACKAGE_CACHE):
             out.print(f"package cache (apt-cacher-ng) on {cache_url}: build and install roots "
                       "fetch the distribution through it (`lockmaster packaging cache`)")

@@ -271,3 +271,13 @@ def codec_service(config: LockmasterConfig, token_file: Path | None, origins: Se
             "reaches it: give it a token (--token-file or codec.serve.token-file; "
             f"{NEW_TOKEN}), or listen on 127.0.0.1")
     return CodecService(EncryptionCodec(keys), token, [check_origin(o) for o in origins])
+
+
+def start_codec_server(config: LockmasterConfig) -> CodecServer:
+    """The codec server as codec.serve says (`lockmaster run` starts it beside the workers).
+    CodecServerSetupError: the keys or the token; OSError: the port."""
+    assert config.codec is not None and config.codec.serve is not None
+    serve = config.codec.serve
+    tokens = config.resolve(serve.token_file) if serve.token_file is not None else None
+    service = codec_service(config, tokens, serve.cors_origins, serve.listen)
+    return CodecServer(service, serve.listen, serve.port).start()

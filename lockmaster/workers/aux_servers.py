@@ -1,6 +1,7 @@
 """The auxiliary servers a worker process runs beside its workers: the log server, directory
-mirrors served over HTTP, the package cache (apt-cacher-ng), and the executor's delivery of
-spooled logs to the log store (logs.store driver http).
+mirrors served over HTTP, the package cache (apt-cacher-ng), the executor's delivery of
+spooled logs to the log store (logs.store driver http), and in `lockmaster run` the codec server
+(codec.serve).
 
 None of them is the process's reason to run: one that cannot start is reported (what, why, how
 to fix) and the workers and the other servers run on without it.
@@ -48,6 +49,7 @@ class AuxServers:
 PACKAGE_CACHE = "the package cache"
 LOG_SERVER = "the log server"
 LOG_SPOOL = "the log spool delivery"
+CODEC_SERVER = "the codec server"
 WEB = "the web service"
 
 
@@ -149,4 +151,19 @@ def start_aux_servers(config: LockmasterConfig, role: str,
         else:
             servers.running.append(Running(WEB, config.web.url, site.stop))
             log.info("web service (status page) on %s", site.url)
+    codec = config.codec
+    if role == "all" and codec is not None and codec.serve is not None:
+        # The Web UI and the temporal CLI read encrypted payloads through it (docs/codec.md).
+        from lockmaster.temporal.codec_server import CodecServerSetupError, start_codec_server
+
+        try:
+            codec_server = start_codec_server(config)
+        except CodecServerSetupError as exc:
+            failed(CODEC_SERVER, exc, "")
+        except OSError as exc:
+            failed(CODEC_SERVER, f"{codec.serve.listen}:{codec.serve.port}: {exc}",
+                   " (stop what uses the port, or change codec.serve.port)")
+        else:
+            servers.running.append(Running(CODEC_SERVER, codec_server.url, codec_server.stop))
+            log.info("codec server on %s", codec_server.url)
     return servers
