@@ -316,3 +316,38 @@ async def test_the_temporal_cli_reads_and_steers_an_encrypted_gate_through_the_c
     history = await client.get_workflow_handle(wid).fetch_history()
     stored = b"".join(e.SerializeToString() for e in history.events)
     assert enqueued_why.encode() not in stored and dequeued_why.encode() not in stored
+
+
+def test_lockmaster_run_starts_it_beside_the_workers_and_warns_when_it_cannot(
+        tmp_path: Path) -> None:
+    from lockmaster.config.codec import CodecServeConfig
+    from lockmaster.workers.aux_servers import CODEC_SERVER, start_aux_servers
+
+    config = make_config(tmp_path, projects=[], jobs=[])
+    config.logs.serve = None
+    port = free_port()
+    config.codec = CodecConfig(key_file=key_file(tmp_path / "keys", "k1"),
+                               serve=CodecServeConfig(port=port,
+                                                      token_file=token_file(tmp_path / "t")))
+    said: list[str] = []
+    servers = start_aux_servers(config, "all", said.append)
+    try:
+        assert servers.url(CODEC_SERVER) == f"http://127.0.0.1:{port}"
+        assert said == []
+        encoded = httpx.post(f"http://127.0.0.1:{port}/encode", content=body("x"),
+                             headers=BEARER)
+        assert encoded.status_code == 200
+        # Only `lockmaster run` (role all) runs it; a production worker does not.
+        assert start_aux_servers(config, "orchestrator", said.append).url(CODEC_SERVER) is None
+        # The port taken (by the first): a warning saying what to change, nothing raised.
+        again = start_aux_servers(config, "all", said.append)
+        assert again.url(CODEC_SERVER) is None
+        assert len(said) == 1 and said[0].startswith(f"{CODEC_SERVER} did not start: "
+                                                     f"127.0.0.1:{port}")
+        assert "change codec.serve.port" in said[0]
+    finally:
+        servers.stop()
+    (tmp_path / "keys").chmod(0o644)
+    broken = start_aux_servers(config, "all", said.append)
+    assert broken.url(CODEC_SERVER) is None
+    assert "open to other users" in said[-1] and "the rest keeps running" in said[-1]
