@@ -245,8 +245,8 @@ def test_lockmaster_services_connect_with_their_own_client_certificate(made_cert
     seen: dict[str, str] = {}
     for name, service in services().items():
         if not service.get("build") or service["command"][:2] in (
-                ["packaging", "serve-cache"], ["logs", "serve"]):
-            continue  # the package cache and the log store do not talk to Temporal
+                ["packaging", "serve-cache"], ["logs", "serve"], ["codec-server", "--config"]):
+            continue  # the package cache, the log store, the codec server: no Temporal
         for path in (tls.ca_cert, tls.client_cert, tls.client_key):
             source = host_path(service, str(path))
             assert source and source.startswith(f"{TLS}/"), f"{name}: {path} is not mounted"
@@ -263,13 +263,15 @@ EXPECTED_SECRETS = {
     "temporal": {"tls/temporal"},
     "temporal-namespace": {"tls/temporal-admin"},
     "temporal-ui": {"tls/temporal-ui"},
-    "lockmaster-setup": {"tls/lockmaster-setup"},
-    "orchestrator": {"tls/orchestrator", "gerrit"},
-    "executor": {"tls/executor", "nodes", "jobs", "logs"},
+    "lockmaster-setup": {"tls/lockmaster-setup", "codec"},
+    "orchestrator": {"tls/orchestrator", "gerrit", "codec"},
+    "executor": {"tls/executor", "nodes", "jobs", "logs", "codec"},
     "logs": {"logs"},
-    "launcher": {"tls/launcher", "cloud"},
-    "publisher": {"tls/publisher", "signing", "mirrors"},
-    "gerrit-listener": {"tls/gerrit-listener", "gerrit"},
+    "launcher": {"tls/launcher", "cloud", "codec"},
+    "publisher": {"tls/publisher", "signing", "mirrors", "codec"},
+    "gerrit-listener": {"tls/gerrit-listener", "gerrit", "codec"},
+    # The payload keys and the token that lets operators use them; nothing of Temporal's.
+    "codec-server": {"codec", "codec-token"},
 }
 
 
@@ -332,3 +334,42 @@ def test_the_configured_secret_paths_are_mounted_in_the_roles_that_read_them() -
         for path in paths:
             source = host_path(services_[name], str(path))
             assert source and source.startswith(f"{SECRETS}/"), f"{name} cannot read {path}"
+
+
+# --- Payload encryption: the codec and its server -------------------------------------------
+
+
+def test_every_temporal_client_has_the_codec_keys_and_the_ui_reaches_the_codec_server() -> None:
+    """production.yaml encrypts payloads: every service that talks to Temporal can read the key
+    file where the configuration names it (a worker without it could not read a history); the
+    codec server alone holds the token; the Web UI asks it, at its published loopback address,
+    from an origin it allows."""
+    config = load_config(ROOT / "lockmaster/config/examples/production.yaml")
+    assert config.codec is not None and config.codec.serve is not None
+    keys, serve = str(config.codec.key_file), config.codec.serve
+    services_ = services()
+    clients = [name for name, s in services_.items() if s.get("build") and host_path(
+        s, str(config.temporal.tls.client_cert))]  # type: ignore[union-attr]
+    assert {"orchestrator", "executor", "launcher", "publisher", "gerrit-listener",
+            "lockmaster-setup"} <= set(clients)
+    for name in [*clients, "codec-server"]:
+        source = host_path(services_[name], keys)
+        assert source == f"{SECRETS}/codec/keys", f"{name} cannot read the codec keys {keys}"
+    server = services_["codec-server"]
+    assert server["command"][0] == "codec-server"
+    assert serve.token_file is not None
+    assert host_path(server, str(serve.token_file)) == f"{SECRETS}/codec-token/token"
+    assert [n for n, s in services_.items() if "codec-token" in secret_kinds(s)] == [
+        "codec-server"]
+    # Published on the docker host's loopback only (the UI's browser reaches it there).
+    assert server["ports"] == [f"127.0.0.1:{serve.port}:{serve.port}"]
+    assert serve.listen == "0.0.0.0"  # inside its container, so the published port reaches it
+    ui = services_["temporal-ui"]["environment"]
+    endpoint = urlsplit(ui["TEMPORAL_CODEC_ENDPOINT"])
+    assert endpoint.hostname in ("localhost", "127.0.0.1") and endpoint.port == serve.port
+    assert ui["TEMPORAL_CODEC_INCLUDE_CREDENTIALS"] == "true"  # the /login session cookie
+    # The UI's own origin (its published loopback port) may call the codec server.
+    ui_port = services_["temporal-ui"]["ports"][0].split(":")[1]
+    assert f"http://localhost:{ui_port}" in serve.cors_origins
+    assert ui["TEMPORAL_CORS_ORIGINS"] in serve.cors_origins
+    assert urlsplit(config.temporal.web_url)._replace(path="").geturl() in serve.cors_origins
