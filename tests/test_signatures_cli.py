@@ -124,3 +124,18 @@ def test_signatures_check(tmp_path: Path) -> None:
     # The repository's own signatures pass.
     code, output = run("signatures", "check", str(Path(__file__).parent.parent / "signatures"))
     assert code == 0, output
+
+
+def test_config_check_fails_with_the_bad_signature(tmp_path: Path) -> None:
+    config = tmp_path / "lockmaster.yaml"
+    config.write_text("state-dir: state\n")
+    code, output = run("config", "check", str(config))
+    assert code == 0, output
+    (tmp_path / "signatures").mkdir()  # the default directory, beside the file
+    (tmp_path / "signatures" / "1253896.yaml").write_text(SSH)
+    code, output = run("config", "check", str(config))
+    assert code == 0 and "1 known-failure signature(s)" in output
+    (tmp_path / "signatures" / "bad.yaml").write_text(SSH.replace("version: 1", "version: 3"))
+    code, output = run("config", "check", str(config))
+    assert code == 2
+    assert "bad.yaml:1: version: version 3 is not one this lockmaster reads" in output
