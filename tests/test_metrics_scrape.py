@@ -50,11 +50,13 @@ async def wait_for(what: str, probe: Any, timeout: float = 60.0) -> Any:
     last: object = None
     while time.monotonic() < deadline:
         try:
-            last = await asyncio.to_thread(probe)
+            found = await asyncio.to_thread(probe)
         except (OSError, urllib.error.URLError, ValueError) as exc:
-            last = exc
-        if last:
-            return last
+            last = exc  # not up yet
+        else:
+            if found:
+                return found
+            last = found
         await asyncio.sleep(0.5)
     raise AssertionError(f"{what}: not within {timeout:g} s (last: {last!r})")
 
@@ -130,7 +132,7 @@ async def test_prometheus_scrapes_a_running_worker(
         assert outcome.result == "SUCCESS", worker_log.read_text()[-3000:]
 
         def built() -> list[dict[str, Any]]:
-            return query(prometheus, 'lockmaster_builds_total{job="hello"}')
+            return query(prometheus, 'lockmaster_builds_total{job_name="hello"}')
 
         builds = await wait_for("lockmaster_builds_total in Prometheus", built, 60)
         assert builds[0]["metric"]["pipeline"] == "check"

@@ -1,7 +1,7 @@
 """lockmaster's own metrics: every name, type and label in one place (docs/metrics.md lists them).
 
-Labels are bounded: they name configured things (pipeline, queue, job, provider, region, pool,
-label, mirror, repository), a small fixed set (result, state, event, reason), never a change
+Labels are bounded: they name configured things (pipeline, queue, job_name, provider, region,
+pool, label, mirror, repository), a small fixed set (result, state, event, reason), never a change
 number, build id or node id, so the number of series does not grow with the work done.
 
 Two kinds live here:
@@ -21,7 +21,9 @@ from lockmaster.metrics.registry import process_registry
 
 # Every label a lockmaster_ metric may carry (tests/test_metrics.py checks the definitions).
 BOUNDED_LABELS = frozenset({
-    "pipeline", "queue", "job", "result", "provider", "region", "pool", "state", "label",
+    # `job_name`, not `job`: Prometheus gives every scraped series a `job` label of its own
+    # (the scrape job) and would rename ours to `exported_job`.
+    "pipeline", "queue", "job_name", "result", "provider", "region", "pool", "state", "label",
     "event", "reason", "mirror", "repository", "kind",
 })
 
@@ -94,10 +96,10 @@ class DomainMetrics:
         c = _Maker(registry)
         # --- builds (executor activity) ---------------------------------------------------
         self.builds = c.counter("builds", "Builds finished, by pipeline, job and result.",
-                                ("pipeline", "job", "result"))
+                                ("pipeline", "job_name", "result"))
         self.job_duration = c.histogram(
             "job_duration_seconds", "Run time of finished builds (start to end on the node).",
-            ("pipeline", "job", "result"), DURATION_BUCKETS)
+            ("pipeline", "job_name", "result"), DURATION_BUCKETS)
         # --- events (router) -------------------------------------------------------------
         self.events = c.counter("events", "Review events routed, by event type.", ("event",))
         self.intake_lag = c.histogram(
