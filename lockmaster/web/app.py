@@ -18,12 +18,12 @@ STATIC = Path(__file__).parent / "static"
 
 # Modules contributing routes, imported by name so that one part missing (being written) is a
 # clear error at startup rather than an import cycle. Add yours here.
-ROUTE_MODULES: list[str    "lockmaster.web.metrics_route",
-] = [
+ROUTE_MODULES: list[str] = [
     "lockmaster.web.status_pages",
     "lockmaster.web.logs_pages",
     "lockmaster.web.builds_pages",
     "lockmaster.web.signatures_pages",
+    "lockmaster.web.metrics_route",
 ]
 
 
