@@ -5,6 +5,7 @@ of what the workflow was given."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import uuid
@@ -236,3 +237,35 @@ async def test_a_check_history_holds_no_clear_text_of_its_inputs(
     # The only payloads left in clear are the search attributes (never encrypted by a codec:
     # no secret goes there), and the marker is in none of them.
     assert all(marker.encode() not in p.data for p in found if p not in encrypted)
+
+
+async def test_simulate_encrypts_with_codec_key_file(client: Client, tmp_path: Path) -> None:
+    import typer
+
+    from lockmaster.cli.simulate_cmd import simulate
+
+    scenarios = Path(__file__).parent / "scenarios"
+    command = typer.Typer(add_completion=False)
+    command.command()(simulate)
+    address = client.service_client.config.target_host
+    query = 'WorkflowId STARTS_WITH "sim-"'
+    before = {w.id async for w in client.list_workflows(query)}
+    open_keys = key_file(tmp_path / "open", "k1")
+    open_keys.chmod(0o644)
+    refused = await asyncio.to_thread(CliRunner().invoke, command, [
+        str(scenarios / "check-failure.yaml"), "--address", address,
+        "--codec-key-file", str(open_keys)])
+    assert refused.exit_code == 2 and "open to other users" in refused.output
+    assert {w.id async for w in client.list_workflows(query)} == before
+    result = await asyncio.to_thread(CliRunner().invoke, command, [
+        str(scenarios / "check-failure.yaml"), "--address", address, "--time-scale", "0.5",
+        "--codec-key-file", str(key_file(tmp_path / "keys", "k1"))])
+    assert result.exit_code == 0, result.output
+    assert "check failure Verified-1" in result.output
+    started = [w.id async for w in client.list_workflows(query) if w.id not in before]
+    assert started
+    for wid in started:
+        history = await client.get_workflow_handle(wid).fetch_history()
+        first = history.events[0].workflow_execution_started_event_attributes
+        assert [p.metadata["encoding"] for p in first.input.payloads] == [
+            b"binary/encrypted"] * len(first.input.payloads), wid

@@ -29,6 +29,9 @@ def simulate(
     address: str | None = typer.Option(
         None, "--address", help="an existing Temporal server HOST:PORT (default: start one)"
     ),
+    codec_key_file: Path | None = typer.Option(
+        None, "--codec-key-file", help="encrypt the simulation's payloads with these keys "
+        "(codec.key-file of a deployment whose server it shares, docs/codec.md)"),
 ) -> None:
     """Play a scenario of review events and job outcomes against the real gate and check
     workflows, with a simulated Gerrit and executor, and report what the system did."""
@@ -39,9 +42,21 @@ def simulate(
     except ScenarioError as exc:
         err.print(str(exc), markup=False)
         raise SystemExit(EXIT_INVALID) from None
+    converter = None
+    if codec_key_file is not None:
+        from temporalio.contrib.pydantic import pydantic_data_converter
+
+        from lockmaster.temporal.codec import EncryptionCodec, KeyFileError, load_keys, with_codec
+
+        try:
+            codec = EncryptionCodec(load_keys(codec_key_file))
+        except KeyFileError as exc:
+            fail(f"--codec-key-file: {exc}", EXIT_INVALID)
+        converter = with_codec(pydantic_data_converter, codec)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     try:
-        report = asyncio.run(run_simulation(loaded, address=address, time_scale=time_scale))
+        report = asyncio.run(run_simulation(loaded, address=address, time_scale=time_scale,
+                                            data_converter=converter))
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERNAL)
     except Exception as exc:  # anything else is ours (or the server's): exit 1, say what

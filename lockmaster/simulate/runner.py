@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
 
 from lockmaster.config.models import LockmasterConfig
@@ -104,10 +105,12 @@ async def run_simulation(
     time_scale: float = 1.0,
     patience: float | None = None,
     heartbeat: float = HEARTBEAT,
+    data_converter: DataConverter | None = None,
 ) -> dict[str, Any]:
     """Play the scenario; returns the report (spec/scenarios.md). With no `client`, connects to
-    `address`, or starts (and stops) a dev server of its own. `heartbeat`: seconds between the
-    simulated builds' heartbeats (how soon a cancelled one notices)."""
+    `address`, or starts (and stops) a dev server of its own, with `data_converter` (default:
+    pydantic; an encrypting one for a server whose payloads are encrypted). `heartbeat`:
+    seconds between the simulated builds' heartbeats (how soon a cancelled one notices)."""
     if time_scale <= 0:
         raise ValueError("time_scale must be > 0")
     if heartbeat <= 0:
@@ -117,7 +120,7 @@ async def run_simulation(
         patience = 300.0 + 2 * longest * time_scale
     if client is not None:
         return await _run(scenario, client, time_scale, patience, heartbeat)
-    async with temporal_client(address) as own:
+    async with temporal_client(address, data_converter) as own:
         return await _run(scenario, own, time_scale, patience, heartbeat)
 
 

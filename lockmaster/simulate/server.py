@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
 from lockmaster.temporal import search_attributes
@@ -18,17 +19,20 @@ from lockmaster.temporal.setup import register_search_attributes
 
 
 @contextlib.asynccontextmanager
-async def temporal_client(address: str | None = None) -> AsyncIterator[Client]:
-    """A client of the server at `address`, or of a dev server started now and stopped after."""
+async def temporal_client(address: str | None = None,
+                          data_converter: DataConverter | None = None) -> AsyncIterator[Client]:
+    """A client of the server at `address`, or of a dev server started now and stopped after;
+    `data_converter`: default pydantic (an encrypting one: `simulate --codec-key-file`)."""
+    converter = data_converter or pydantic_data_converter
     if address:
-        client = await Client.connect(address, data_converter=pydantic_data_converter)
+        client = await Client.connect(address, data_converter=converter)
         await register_search_attributes(client)
         yield client
         return
     with _stdout_to_stderr():  # the server's start-up banner is not the simulation's output
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(),
-            data_converter=pydantic_data_converter,
+            data_converter=converter,
             search_attributes=search_attributes.ALL,
             dev_server_log_level="error",
         )
