@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "packaging": ("packaging_cmd", "app", "Packaging CI: the package cache and its hits."),
     "config": ("config_cmd", "app", "Check a configuration file, or apply it live."),
     "logs": ("logs_cmd", "app", "The log store: serve job logs, take executors' uploads."),
+    "results": ("results_cmd", "app", "The results database: migrate, check, recent builds."),
     "gerrit": ("gerrit_cmd", "app", "Listen to a Gerrit's stream-events."),
     "events": ("events_cmd", "app", "Events kept for later (Temporal was down): list, flush."),
     "codec-server": ("codec_cmd", "codec_server",
