@@ -91,6 +91,10 @@ async def test_a_running_gate_through_the_api(client: Client, tmp_path: Path) ->
         assert (await (await http.get("/api/publications")).json())["recent"] == []
 
         await settle(dep, f"gate/{name}")
+        # Its start report linked to its entry (issue 16: reports link to the status page).
+        started = [m["message"] for m in dep.reports(second["number"])
+                   if m["message"].startswith("Starting gate jobs.")]
+        assert started == [f"Starting gate jobs.\n\n{config.web.url}/change/{second['number']}"]
         # Merged: the change is in no pipeline now.
         response = await http.get(f"/api/change/{second['number']}")
         assert response.status == 404

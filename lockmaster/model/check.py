@@ -19,6 +19,9 @@ class ReportLabels(Model):
     dequeue: dict[str, int] | None = None
     # A pipeline's own first line per action (start, success, failure, dequeue, enqueue).
     messages: dict[str, str] = Field(default_factory=dict)
+    # The web service's public URL (web.url): the start and enqueue reports link to the
+    # change's status-page entry, <status_url>/change/<N>. None: no link (older inputs).
+    status_url: str | None = None
 
 
 class CheckInput(Model):

@@ -47,9 +47,9 @@ def queue_job_graphs(config: LockmasterConfig, projects: list[str],
     return out
 
 
-def report_labels(pipeline: PipelineConfig) -> ReportLabels:
-    """The pipeline's reporters as a workflow carries them: labels per action, and the
-    pipeline's own first lines where it gives them."""
+def report_labels(pipeline: PipelineConfig, status_url: str | None = None) -> ReportLabels:
+    """The pipeline's reporters as a workflow carries them: labels per action, the
+    pipeline's own first lines where it gives them, and where the status page is (web.url)."""
 
     def labels(action: ReportAction | None) -> dict[str, int] | None:
         return dict(action.labels) if action is not None else None
@@ -63,6 +63,7 @@ def report_labels(pipeline: PipelineConfig) -> ReportLabels:
         dequeue=labels(pipeline.dequeue),
         messages={name: action.message for name, action in actions.items()
                   if action is not None and action.message},
+        status_url=status_url,
     )
 
 

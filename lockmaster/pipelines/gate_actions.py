@@ -70,3 +70,4 @@ class ItemLabels:
     enqueue: dict[str, int] | None = None
     dequeue: dict[str, int] | None = None
     messages: dict[str, str] = field(default_factory=dict)
+    status_url: str | None = None  # web.url: start and enqueue reports link to the change

@@ -275,7 +275,9 @@ class Enqueuer:
             actions.append(ReportItemAction(
                 item.key, item.change, item.pipeline, "enqueue",
                 reports.with_operator(reports.enqueue_report(
-                    item.pipeline, labels.messages.get("enqueue")), item.enqueued_by),
+                    item.pipeline, labels.messages.get("enqueue"),
+                    reports.status_link(labels.status_url, item.change.number)),
+                    item.enqueued_by),
                 labels.enqueue, item_id=item.id))
         return actions + self.release_waiting(now, item.change.number)
 

@@ -475,7 +475,9 @@ class GateQueue:
         if not item.started_reported and self.labels.start is not None:
             item.started_reported = True
             actions.append(self._report(item, "start", reports.start_report(
-                item.pipeline, self.labels.messages.get("start")), self.labels.start))
+                item.pipeline, self.labels.messages.get("start"),
+                reports.status_link(self.labels.status_url, item.change.number)),
+                self.labels.start))
         graph = self._graph(item)
         actions += self._abort_stopped(item, graph)
         if held:

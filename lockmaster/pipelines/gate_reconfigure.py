@@ -100,6 +100,7 @@ def _set_labels(target: ItemLabels, labels: ReportLabels) -> None:
     target.enqueue = dict(labels.enqueue) if labels.enqueue is not None else None
     target.dequeue = dict(labels.dequeue) if labels.dequeue is not None else None
     target.messages = dict(labels.messages)
+    target.status_url = labels.status_url
 
 
 # --- what changed, in words --------------------------------------------------------------------

@@ -53,7 +53,7 @@ def queue_reconfigure(config: LockmasterConfig, pipeline: PipelineConfig,
     name, branch = split_queue(queue)
     return QueueReconfigure(
         queue=queue, pipeline=pipeline.name,
-        labels=report_labels(pipeline),
+        labels=report_labels(pipeline, config.web.url),
         require=dict(pipeline.require),
         projects=queue_projects(config, queue),
         precedence=pipeline.node_precedence,

@@ -75,12 +75,26 @@ def no_jobs_report(pipeline: str) -> str:
     return f"No jobs run ({pipeline}): no jobs are configured for this project in this pipeline."
 
 
-def start_report(pipeline: str, message: str | None = None) -> str:
-    return message or f"Starting {pipeline} jobs."
+def status_link(status_url: str | None, number: int) -> str | None:
+    """A change's entry on the status page (lockmaster web), as Zuul's start reports link to
+    its status page."""
+    return f"{status_url.rstrip('/')}/change/{number}" if status_url else None
 
 
-def enqueue_report(pipeline: str, message: str | None = None) -> str:
-    return message or f"Added to the {pipeline} queue."
+def _linked(text: str, link: str | None) -> str:
+    """The link where the pipeline's message puts `{status_url}` (Zuul's placeholder), else
+    on a line of its own after the first: the first line stays what Gerrit users read."""
+    if "{status_url}" in text:
+        return text.replace("{status_url}", link or "").strip()
+    return f"{text}\n\n{link}" if link else text
+
+
+def start_report(pipeline: str, message: str | None = None, link: str | None = None) -> str:
+    return _linked(message or f"Starting {pipeline} jobs.", link)
+
+
+def enqueue_report(pipeline: str, message: str | None = None, link: str | None = None) -> str:
+    return _linked(message or f"Added to the {pipeline} queue.", link)
 
 
 # Zuul's words, which Gerrit users know, then which change and why.

@@ -87,7 +87,7 @@ async def start_check(
     frozen = freeze_pipeline(config, ref.project, pipeline)
     inp = CheckInput(
         change=ref, pipeline=pipeline, jobs=frozen.jobs, fail_fast=frozen.fail_fast,
-        labels=report_labels(pipe), trigger=trigger.identity,
+        labels=report_labels(pipe, config.web.url), trigger=trigger.identity,
         task_queue_prefix=config.temporal.task_queue_prefix,
         precedence=pipe.node_precedence, build_heartbeat_timeout=build_heartbeat_timeout,
         ignore_dependencies=pipe.ignore_dependencies, require=dict(pipe.require),

@@ -209,7 +209,9 @@ class CheckWorkflow:
             return self._finish("NOT_ENQUEUED", why, why)
         if inp.labels.enqueue is not None:  # Zuul's enqueue reporter, for any pipeline
             await self._report("enqueue", reports.enqueue_report(
-                inp.pipeline, inp.labels.messages.get("enqueue")), inp.labels.enqueue)
+                inp.pipeline, inp.labels.messages.get("enqueue"),
+                reports.status_link(inp.labels.status_url, inp.change.number)),
+                inp.labels.enqueue)
         needed = sorted({f"{c.connection}:{c.number}" for c in deps.changes[:-1]})
         if needed and not legacy:
             workflow.upsert_search_attributes([search_attributes.NEEDED_CHANGES.value_set(needed)])
@@ -240,7 +242,9 @@ class CheckWorkflow:
 
         if inp.labels.start is not None:
             await self._report("start", reports.start_report(
-                inp.pipeline, inp.labels.messages.get("start")), inp.labels.start)
+                inp.pipeline, inp.labels.messages.get("start"),
+                reports.status_link(inp.labels.status_url, inp.change.number)),
+                inp.labels.start)
             self._start_reported = True
 
         self._set_phase("running")

@@ -229,7 +229,8 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
             inp.state.merge_date = int(workflow.now().timestamp())
         labels = ItemLabels(start=inp.labels.start, success=inp.labels.success,
                             failure=inp.labels.failure, enqueue=inp.labels.enqueue,
-                            dequeue=inp.labels.dequeue, messages=dict(inp.labels.messages))
+                            dequeue=inp.labels.dequeue, messages=dict(inp.labels.messages),
+                            status_url=inp.labels.status_url)
         # Successful items at the head are submitted in batches, and every item's needed
         # changes are checked on each pass (versioned: histories recorded before replay as
         # they ran).
