@@ -264,7 +264,8 @@ EXPECTED_SECRETS = {
     "temporal-namespace": {"tls/temporal-admin"},
     "temporal-ui": {"tls/temporal-ui"},
     "lockmaster-setup": {"tls/lockmaster-setup", "codec"},
-    "orchestrator": {"tls/orchestrator", "gerrit", "codec"},
+    "orchestrator": {"tls/orchestrator", "gerrit", "codec", "results"},
+    "results-db-setup": {"results"},
     "executor": {"tls/executor", "nodes", "jobs", "logs", "codec"},
     "logs": {"logs"},
     "launcher": {"tls/launcher", "cloud", "codec"},
@@ -328,6 +329,8 @@ def test_the_configured_secret_paths_are_mounted_in_the_roles_that_read_them() -
     for mirror in config.publishing.mirrors:
         uses["publisher"] += [mirror.key_file, mirror.known_hosts_file]
     uses["executor"] += [secret.file for secret in config.secrets.values()]  # jobs' secrets
+    assert config.results.password_file is not None  # the results database's (orchestrator)
+    uses["orchestrator"].append(config.results.password_file)
     assert config.secrets, "the example shows a job secret"
     for name, paths in uses.items():
         assert paths, name
