@@ -330,3 +330,30 @@ def test_try_signature_counts_hits_too_broad_and_newly_classified(tmp_path: Path
     nothing = try_signature(parse_signature(GOOD.replace("disk full", "kernel panic"), "k.yaml"),
                             builds, LogLocator(config).source, max_bytes=4096)
     assert not nothing.matched and "matched nothing in 4 build(s)" in "\n".join(nothing.lines())
+
+
+def test_try_signature_reads_the_http_log_store(tmp_path: Path) -> None:
+    """Driver http: the history's logs come from the log store server, by their log URLs."""
+    root = tmp_path / "store"
+    write(root / "00/100/1/check/unit/a", "job-output.txt", "x | disk full\n")
+    write(root / "00/100/1/check/unit/b", "job-output.txt", "x | fine\n")
+    token = write(tmp_path, "token", "secret-token\n")
+    server = LogServer(root, port=free_port(), token_file=token).start()
+    try:
+        base = f"http://127.0.0.1:{server.port}/"
+        config = parse_config(
+            f"state-dir: state\nlogs:\n  url: '{base}'\n  store: {{driver: http, url: '{base}', "
+            f"token-file: '{token}'}}\n", tmp_path / "lockmaster.yaml")
+        builds = [StoredBuild("a", "p", "unit", "FAILURE", f"{base}00/100/1/check/unit/a/"),
+                  StoredBuild("b", "p", "unit", "FAILURE", f"{base}00/100/1/check/unit/b/"),
+                  StoredBuild("c", "p", "unit", "FAILURE", f"{base}00/100/1/check/unit/c/")]
+        locator = LogLocator(config)
+        try:
+            report = try_signature(parse_signature(GOOD, "full.yaml"), builds, locator.source,
+                                   max_bytes=4096)
+        finally:
+            locator.close()
+    finally:
+        server.stop()
+    assert [b.uuid for b in report.failures] == ["a"]
+    assert report.tried == 3  # c's log is missing on the server: tried, nothing read
