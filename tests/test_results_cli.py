@@ -64,3 +64,33 @@ def test_migrate_on_postgresql_with_a_password_file(
     refused = results("check", "-c", str(config))
     assert refused.returncode == 1 and "cannot be read" in refused.stderr
     assert "wrong" not in refused.stderr.replace("password authentication failed", "")
+
+
+def test_the_compose_setup_script_makes_the_role_and_database_once(
+        tmp_path: Path, postgresql_server: PostgresServer) -> None:  # noqa: F811
+    """deploy/results/setup-postgres.sh (docker-compose.yml's results-db-setup) against a real
+    PostgreSQL: the role and database, usable with the password file; run twice, the same."""
+    import os
+
+    from lockmaster.results import ResultsDB
+    from tests.fixtures.postgres import postgres_bin
+
+    server = postgresql_server
+    (tmp_path / "password").write_text("results-role-password\n")
+    env = {**os.environ, "PGHOST": server.host, "PGPORT": str(server.port),
+           "PGUSER": server.user, "PGPASSWORD": server.password,
+           "RESULTS_PASSWORD_FILE": str(tmp_path / "password"),
+           "PATH": f"{postgres_bin()}:{os.environ['PATH']}"}
+    script = Path(__file__).resolve().parent.parent / "deploy" / "results" / "setup-postgres.sh"
+    for _ in range(2):
+        ran = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        assert "results-role-password" not in ran.stdout + ran.stderr
+    db = ResultsDB.open(f"postgresql+psycopg://lockmaster_results:results-role-password@"
+                        f"{server.host}:{server.port}/lockmaster_results")
+    db.close()
+    (tmp_path / "password").write_text("")
+    empty = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert empty.returncode == 1 and "missing or empty" in empty.stderr
