@@ -1,7 +1,9 @@
 """Serve the log storage directory over HTTP, so the log URLs in reports work; with a token, also
 take the executors' uploads into it: the log store (docs/design.md, "Logs in one store").
 
-GET and HEAD serve the files (text logs as text/plain so browsers show them). With a token file:
+GET and HEAD serve the files (text logs as text/plain so browsers show them); a GET with
+`Range: bytes=<first>-[<last>]` gets that slice of a file (206; 416 past its end), so a
+reader can tail a growing log by offset. With a token file:
 - `PUT /<path>` with `Authorization: Bearer <token>` and a Content-Length stores the body at
   <root>/<path>, atomically (a temporary file beside it, then a rename): readers see the old
   file or the new one, never half of it. Putting the same file again replaces it (idempotent).
@@ -34,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 # One upload: artifacts are capped per build at 512 MiB (execution/artifacts.MAX_BYTES).
 MAX_UPLOAD = 512 * 2**20
 _RANGE = re.compile(r"bytes (\d+)-(\d+|\*)/(\d+|\*)\Z")
+_GET_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 _CHUNK = 1 << 20
 TEMP_PREFIX = ".upload-"  # temporary files of uploads under way; never served as logs
 
@@ -160,6 +163,50 @@ class _Handler(SimpleHTTPRequestHandler):
                          f"refused: {self.path!r} leads outside the log store")
             return None
         return relative, target
+
+    def do_GET(self) -> None:
+        # A byte range of a file (the web's log viewer tails a running log by offset): 206
+        # with that slice. Other Range forms (suffixes, several ranges) get the whole file.
+        spec = _GET_RANGE.fullmatch(self.headers.get("Range", "").strip())
+        if spec is None or not self._send_range(int(spec.group(1)), spec.group(2)):
+            super().do_GET()
+
+    def _send_range(self, first: int, last_text: str) -> bool:
+        """Answered with 206 or 416; False when it is not a plain file (GET decides)."""
+        path = Path(self.translate_path(self.path))
+        if self.path.split("?")[0].endswith("/") or not path.is_file():
+            return False
+        try:
+            source = path.open("rb")
+        except OSError:
+            return False
+        with source:
+            stat = os.fstat(source.fileno())
+            size = stat.st_size
+            if first >= size:
+                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return True
+            last = min(int(last_text), size - 1) if last_text else size - 1
+            if last < first:
+                return False
+            self.send_response(HTTPStatus.PARTIAL_CONTENT)
+            self.send_header("Content-Type", self.guess_type(str(path)))
+            self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+            self.send_header("Content-Length", str(last - first + 1))
+            self.send_header("Last-Modified", self.date_time_string(int(stat.st_mtime)))
+            self.end_headers()
+            source.seek(first)
+            remaining = last - first + 1
+            while remaining:
+                chunk = source.read(min(_CHUNK, remaining))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
+        return True
 
     def do_PUT(self) -> None:
         if not self._allowed():

@@ -254,3 +254,27 @@ async def test_a_recorded_build_is_not_running_and_is_linked(tmp_path: Path) -> 
     finally:
         await web.close()
         db.close()
+
+
+def test_log_server_answers_byte_ranges(root: Path, tmp_path: Path) -> None:
+    """The log store server gives a slice for a Range (the viewer's tail of an http store reads
+    only what is new), 416 past the end, and the whole file without a Range."""
+    import httpx
+
+    path = _write(root, "0123456789", old=True)
+    server = LogServer(root, port=free_port()).start()
+    try:
+        url = f"http://127.0.0.1:{server.port}/{LOG_DIR}/job-output.txt"
+        part = httpx.get(url, headers={"Range": "bytes=3-5"})
+        assert part.status_code == 206 and part.content == b"345"
+        assert part.headers["Content-Range"] == "bytes 3-5/10"
+        tail = httpx.get(url, headers={"Range": "bytes=7-"})
+        assert tail.status_code == 206 and tail.content == b"789"
+        past = httpx.get(url, headers={"Range": "bytes=10-20"})
+        assert past.status_code == 416 and past.headers["Content-Range"] == "bytes */10"
+        whole = httpx.get(url)
+        assert whole.status_code == 200 and whole.content == path.read_bytes()
+        missing = httpx.get(url + ".nope", headers={"Range": "bytes=0-1"})
+        assert missing.status_code == 404
+    finally:
+        server.stop()
