@@ -102,11 +102,12 @@ def test_signatures_test_exit_codes(tmp_path: Path) -> None:
     # No results database there: exit 1, saying so.
     empty = tmp_path / "elsewhere"
     empty.mkdir()
-    (empty / "lockmaster.yaml").write_text(
-        "results: {url: 'sqlite:////nonexistent/dir/results.db'}\n")
+    (empty / "lockmaster.yaml").write_text("state-dir: state\n")
     code, output = run("signatures", "test", str(nothing), "--config",
                        str(empty / "lockmaster.yaml"))
-    assert code == 1 and "results database" in output
+    assert code == 1
+    assert f"no results database at {empty / 'state' / 'results.db'}" in output
+    assert not (empty / "state").exists()  # nothing created by looking
 
 
 def test_signatures_check(tmp_path: Path) -> None:

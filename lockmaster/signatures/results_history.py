@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lockmaster.config.models import LockmasterConfig
@@ -30,11 +31,21 @@ def stored_builds(config: LockmasterConfig, *, since_days: float, limit: int
                   ) -> list[StoredBuild]:
     """The builds that ended in the last `since_days` days, newest first, at most `limit`
     (every attempt: a RETRY's log may show a known infrastructure bug)."""
-    from lockmaster.results.connect import open_results
+    from lockmaster.results.connect import open_results, results_url
     from lockmaster.results.db import ResultsDBError
     from lockmaster.results.queries import MAX_LIMIT, BuildFilter, list_builds
 
     since = datetime.now(UTC) - timedelta(days=since_days)
+    try:
+        url = results_url(config)
+    except ResultsDBError as exc:
+        raise HistoryError(f"cannot open the results database: {exc}") from None
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
+            and not Path(url.database).is_file():
+        # Not created here (opening would): nothing was recorded, nothing to try it on.
+        raise HistoryError(f"no results database at {url.database}: no build was recorded "
+                           "there (the orchestrator records them; check results.url and "
+                           "--config)")
     try:
         db = open_results(config, migrate=False)
     except ResultsDBError as exc:
@@ -47,9 +58,11 @@ def stored_builds(config: LockmasterConfig, *, since_days: float, limit: int
                                                limit=min(MAX_LIMIT, limit - len(found))))
             found += [as_stored(row) for row in page.builds]
             offset = page.next_offset
-    except Exception as exc:  # the database's own errors (SQLAlchemy's): say which
-        raise HistoryError(f"cannot read the builds from the results database: "
-                           f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # the database's own errors (SQLAlchemy's): the cause's first line
+        cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise HistoryError(f"cannot read the builds from the results database: {cause} "
+                           "(is it migrated? the orchestrator migrates it when it starts)"
+                           ) from None
     finally:
         db.close()
     return found
