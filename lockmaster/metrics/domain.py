@@ -30,6 +30,8 @@ BOUNDED_LABELS = frozenset({
 # Seconds: from a fraction of a second (an event, a cached launch) to hours (a long job).
 DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200,
                     14400)
+# Jobs: fewer buckets (one histogram per pipeline and job), from half a minute to hours.
+JOB_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 # Event intake lag: Gerrit stamps events in whole seconds; minutes mean something is wrong.
 LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -97,9 +99,11 @@ class DomainMetrics:
         # --- builds (executor activity) ---------------------------------------------------
         self.builds = c.counter("builds", "Builds finished, by pipeline, job and result.",
                                 ("pipeline", "job_name", "result"))
+        # Not by result: jobs are many (hundreds in a large deployment), and a histogram's
+        # series are ~(buckets + 3) per label set; the counter above carries the result.
         self.job_duration = c.histogram(
             "job_duration_seconds", "Run time of finished builds (start to end on the node).",
-            ("pipeline", "job_name", "result"), DURATION_BUCKETS)
+            ("pipeline", "job_name"), JOB_BUCKETS)
         # --- events (router) -------------------------------------------------------------
         self.events = c.counter("events", "Review events routed, by event type.", ("event",))
         self.intake_lag = c.histogram(
@@ -139,7 +143,7 @@ class DomainMetrics:
                       duration: float | None) -> None:
         self.builds.labels(pipeline, job, result).inc()
         if duration is not None and duration >= 0:
-            self.job_duration.labels(pipeline, job, result).observe(duration)
+            self.job_duration.labels(pipeline, job).observe(duration)
 
     def observe_event(self, event: str, lag: float | None) -> None:
         self.events.labels(event).inc()
