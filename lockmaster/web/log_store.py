@@ -58,9 +58,10 @@ class Entry:
 
 
 def clean_path(raw: str) -> str:
-    """`raw` (the URL path after /logs/, already percent-decoded once by the router) as a plain
-    relative path; a trailing "/" is kept (a directory). Raises BadLogPath."""
-    path = unquote(raw)  # %2e%2e sent double-encoded is still refused
+    """`raw` (the URL path after /logs/, percent-decoded by the router: decoded once, as every
+    file server does, so a name with a "%" in it is found) as a plain relative path; a trailing
+    "/" is kept (a directory). Raises BadLogPath."""
+    path = raw
     if not path or path.startswith("/") or "\0" in path or "\\" in path:
         raise BadLogPath(f"{raw!r} is not a relative path inside the log store")
     parts = path.split("/")
