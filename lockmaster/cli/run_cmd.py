@@ -98,6 +98,9 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool,
                 config_file: Path | None = None) -> int:
     stop = asyncio.Event()
     _stop_on_signals(stop)
+    # Before any Temporal client (the dev server's start makes one): the SDK's runtime then
+    # records its metrics into the registry /metrics serves.
+    install_process_metrics()
     cfg.state_path.mkdir(parents=True, exist_ok=True)
     server = None
     dev = cfg.temporal.dev_server
@@ -112,7 +115,6 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool,
     code = 0
     servers: AuxServers | None = None
     try:
-        install_process_metrics()  # before the client: the SDK's runtime records its metrics
         client = await connect(cfg)
         if config_file is not None:  # SIGHUP: re-read it, apply it to the running workflows
             _stop_on_signals(stop, Reloader(client, config_file, cfg, "all", _said))
