@@ -38,11 +38,11 @@ from lockmaster.temporal.codec_server import (
     codec_service,
 )
 from lockmaster.temporal.devserver import temporal_binary
-from tests.deployment import deployment, make_config, unique_project
+from tests.deployment import Deployment, deployment, make_config, unique_project
 from tests.ports import free_port
 from tests.test_codec import encrypted_client, key_file, plain
 from tests.test_gate_operator_cli import lockmaster, wait_report, write_config
-from tests.test_gate_workflow import gate_config, wait_items
+from tests.test_gate_workflow import gate_config, wait_status
 
 TOKEN = "s3cret-token-" + "x" * 20
 UI = "http://localhost:8080"
@@ -220,6 +220,11 @@ def start_codec_server(config: Path, port: int, tokens: Path) -> subprocess.Pope
     raise AssertionError("codec-server never listened")
 
 
+async def in_queue(dep: Deployment, wid: str) -> None:
+    """The change is in the gate (with room for a loaded machine: queries answer late)."""
+    await wait_status(dep, wid, lambda status: len(status.items) == 1, timeout=120)
+
+
 def payload_texts(shown: str) -> str:
     """The data of every payload in `temporal workflow show --output json` (base64 there)."""
     found: list[str] = []
@@ -238,11 +243,12 @@ def payload_texts(shown: str) -> str:
     return "\n".join(found)
 
 
-async def temporal(client: Client, *args: str) -> subprocess.CompletedProcess[str]:
+async def temporal(client: Client, *args: str,
+                   **env: str) -> subprocess.CompletedProcess[str]:
     command = [temporal_binary(), *args, "--address", client.service_client.config.target_host,
                "--namespace", client.namespace]
     return await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True,
-                                   timeout=60, env={**os.environ, "NO_COLOR": "1"})
+                                   timeout=60, env={**os.environ, "NO_COLOR": "1", **env})
 
 
 async def test_the_temporal_cli_reads_and_steers_an_encrypted_gate_through_the_codec_server(
@@ -269,7 +275,7 @@ async def test_the_temporal_cli_reads_and_steers_an_encrypted_gate_through_the_c
                                   str(change.number), "--force", "--reason", enqueued_why,
                                   "--user", "alice")
         assert forced.exit_code == 0, forced.output
-        await wait_items(dep, wid, 1)
+        await in_queue(dep, wid)
 
         codec_server = start_codec_server(config_file, port, token_file(tmp_path / "token"))
         try:
@@ -284,6 +290,12 @@ async def test_the_temporal_cli_reads_and_steers_an_encrypted_gate_through_the_c
                                    "--output", "json", *codec_flags)
             assert shown.returncode == 0, shown.stderr
             assert enqueued_why in payload_texts(shown.stdout)
+            # The same from the environment (docs/codec.md): the README's commands, unchanged.
+            by_env = await temporal(client, "workflow", "show", "--workflow-id", wid,
+                                    "--output", "json", TEMPORAL_CODEC_ENDPOINT=codec_flags[1],
+                                    TEMPORAL_CODEC_AUTH=codec_flags[3])
+            assert by_env.returncode == 0, by_env.stderr
+            assert enqueued_why in payload_texts(by_env.stdout)
 
             # A wrong token: the CLI cannot encode the signal; nothing reaches the gate.
             refused = await temporal(
@@ -293,7 +305,7 @@ async def test_the_temporal_cli_reads_and_steers_an_encrypted_gate_through_the_c
                 "--codec-auth", "Bearer wrong")
             assert refused.returncode == 1
             assert "Unauthorized: a bearer token is required" in refused.stderr
-            await wait_items(dep, wid, 1)
+            await in_queue(dep, wid)
 
             # The README's operator command, through the codec server: the update's input is
             # encrypted by it, the gate decrypts and acts, and its answer comes back decrypted.
