@@ -13,6 +13,8 @@ from urllib.parse import urlencode
 import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
+from lockmaster.results import ResultsDB
+from tests.fixtures.postgres import PostgresServer, fresh_database, postgresql_server  # noqa: F401
 from tests.web_history import build, buildset, client, config, open_db
 
 NOW = time.time()
@@ -155,3 +157,31 @@ async def test_without_a_results_database_503(tmp_path: Path) -> None:
         assert (await test_client.get("/failures")).status == 503
     finally:
         await test_client.close()
+
+
+async def test_on_postgresql(tmp_path: Path,
+                             postgresql_server: PostgresServer) -> None:  # noqa: F811
+    """The same numbers from PostgreSQL (its days are computed in UTC by another function),
+    and the log viewer's build lookup by uuid range there."""
+    db = ResultsDB.open(postgresql_server.url(fresh_database(postgresql_server)))
+    _fill(db)
+    test_client = await client(config(tmp_path), db, tmp_path)
+    try:
+        signatures = await (await test_client.get("/api/signatures")).json()
+        net = {s["signature"]: s for s in signatures["signatures"]}["net-timeout"]
+        assert (net["hits"], net["resets"], net["builds_restarted"]) == (4, 2, 8)
+        failures = await (await test_client.get("/api/failures")).json()
+        assert failures["totals"] == {"failed": 7, "classified": 5, "rate": 5 / 7}
+        assert [f["uuid"][:3] for f in failures["failures"]] == ["u1a", "u2a"]
+        log = tmp_path / "logs" / "07/7/1/check/lint/u1a0000/job-output.txt"
+        log.parent.mkdir(parents=True)
+        log.write_text("x\n")
+        body = await (await test_client.get(
+            "/api/logs/07/7/1/check/lint/u1a0000/job-output.txt")).json()
+        assert body["running"] is False  # its build is recorded
+        page = await (await test_client.get(
+            "/logs/07/7/1/check/lint/u1a0000/job-output.txt")).text()
+        assert 'href="/build/u1a' in page
+    finally:
+        await test_client.close()
+        db.close()
