@@ -150,6 +150,13 @@ async def test_job_trends(web: TestClient) -> None:
         response = await web.get(f"/api/jobs/unit/trends?{query}")
         assert response.status == 400, query
         assert (await response.json())["hint"]
+    # A job with builds, none in the window: empty days; a job nobody knows: 404.
+    quiet = await web.get("/api/jobs/unit/trends?project=org/nothing")
+    assert quiet.status == 200 and (await quiet.json())["days"] == []
+    unknown = await web.get("/api/jobs/no-such-job/trends")
+    assert unknown.status == 404
+    assert "no-such-job" in (await unknown.json())["error"]
+    assert (await web.get("/job/no-such-job")).status == 404
 
 
 async def test_pages(web: TestClient) -> None:

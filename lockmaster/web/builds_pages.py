@@ -148,9 +148,30 @@ async def _trends(request: web.Request) -> Any:
         days = int(raw_days)
     except ValueError:
         raise BadFilter(f"bad filter: days={raw_days!r} is not a whole number") from None
-    return await _query(request.app[CTX], job_trends, request.match_info["job"],
-                        request.query.get("project") or None,
-                        request.query.get("pipeline") or None, days)
+    ctx = request.app[CTX]
+    job = request.match_info["job"]
+    trends = await _query(ctx, job_trends, job, request.query.get("project") or None,
+                          request.query.get("pipeline") or None, days)
+    if not trends.days and not await _query(ctx, _job_known, job) and not any(
+            j.name == job for j in ctx.config.jobs):
+        raise _UnknownJob(job)
+    return trends
+
+
+class _UnknownJob(LookupError):
+    def __init__(self, job: str) -> None:
+        super().__init__(f"no job {job!r}: it is not configured and no build of it is recorded")
+        self.hint = "job names are case-sensitive; /builds lists the builds with their jobs"
+
+
+def _job_known(db: Any, job: str) -> bool:
+    """Whether any build of `job` is recorded (its trends may be empty for the window)."""
+    from sqlalchemy import select
+
+    from lockmaster.results.schema import Build
+
+    with db.reading() as conn:
+        return conn.scalar(select(Build.id).where(Build.job == job).limit(1)) is not None
 
 
 async def api_job_trends(request: web.Request) -> web.Response:
@@ -160,6 +181,8 @@ async def api_job_trends(request: web.Request) -> web.Response:
         trends = await _trends(request)
     except BadFilter as exc:
         return bad_request(str(exc), "parameters: project, pipeline, days (1-366)")
+    except _UnknownJob as exc:
+        return not_found(str(exc), exc.hint)
     except _NoDB:
         return unavailable(*NO_DB)
     return web.json_response(trends.model_dump(mode="json"))
@@ -325,6 +348,8 @@ async def job_page(request: web.Request) -> web.Response:
     except BadFilter as exc:
         return _error_page(f"Job {name}", 400, str(exc),
                            "parameters: project, pipeline, days (1-366)")
+    except _UnknownJob as exc:
+        return _error_page(f"Job {name}", 404, str(exc), exc.hint)
     except _NoDB:
         return _error_page(f"Job {name}", 503, *NO_DB)
     days = [d.day.isoformat()[5:] for d in trends.days]
