@@ -269,3 +269,20 @@ async def test_simulate_encrypts_with_codec_key_file(client: Client, tmp_path: P
         first = history.events[0].workflow_execution_started_event_attributes
         assert [p.metadata["encoding"] for p in first.input.payloads] == [
             b"binary/encrypted"] * len(first.input.payloads), wid
+
+
+async def test_failure_messages_are_encrypted_and_restored(tmp_path: Path) -> None:
+    from temporalio.api.failure.v1 import Failure
+    from temporalio.exceptions import ApplicationError
+
+    config = make_config(tmp_path, projects=[], jobs=[])
+    config.codec = CodecConfig(key_file=key_file(tmp_path / "keys", "k1"))
+    converter = data_converter(config)
+    failure = Failure()
+    await converter.encode_failure(
+        ApplicationError("clone of https://user:hunter2@git.example/x failed"), failure)
+    assert failure.message == "Encoded failure"
+    assert b"hunter2" not in failure.SerializeToString()
+    assert failure.encoded_attributes.metadata["encoding"] == b"binary/encrypted"
+    restored = await converter.decode_failure(failure)
+    assert str(restored) == "clone of https://user:hunter2@git.example/x failed"

@@ -8,7 +8,9 @@ decrypts. Rotating is putting a new key first and keeping the old ones for as lo
 encrypted with them are kept. A payload that is not encrypted (its metadata says another
 encoding) is passed through on decode: a deployment turns encryption on with workflows running.
 
-Search attributes and workflow IDs are never encoded by a codec: secrets must not go there.
+Failure messages and stack traces are encrypted too (moved into an encoded attribute: the
+server shows "Encoded failure"; the SDK, the Web UI and the CLI with the codec server restore
+them). Search attributes and workflow IDs are never encoded by a codec: secrets must not go there.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+)
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -196,7 +202,11 @@ class EncryptionCodec(PayloadCodec):
 
 
 def with_codec(converter: DataConverter, codec: PayloadCodec | None) -> DataConverter:
-    """`converter` with `codec` under it (the pydantic converter stays the serializer)."""
+    """`converter` with `codec` under it (the pydantic converter stays the serializer). Failures'
+    messages and stack traces are moved into an encoded payload too: an error's text (a URL, a
+    command line) is as likely to hold a secret as a payload, and histories keep it."""
     if codec is None:
         return converter
-    return dataclasses.replace(converter, payload_codec=codec)
+    return dataclasses.replace(
+        converter, payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
