@@ -185,3 +185,36 @@ def test_the_server_on_a_taken_port_raises_and_leaves_nothing_running(tmp_path: 
             free.stop()
     finally:
         holder.close()
+
+
+def test_lockmaster_run_starts_it_as_an_auxiliary_server(tmp_path: Path) -> None:
+    """`lockmaster run`'s auxiliary servers (workers/aux_servers.py): the web service on
+    web.port; a port already taken is a warning and nothing else stops."""
+    import socket
+    import urllib.request
+
+    from lockmaster.workers.aux_servers import WEB, start_aux_servers
+
+    config = gate_config(tmp_path, [unique_project()], "true")
+    config.web.port = free_port()
+    said: list[str] = []
+    servers = start_aux_servers(config, "launcher", said.append, web=True)
+    try:
+        assert said == [] and servers.url(WEB) == config.web.url
+        with urllib.request.urlopen(f"http://127.0.0.1:{config.web.port}/tes",
+                                    timeout=10) as response:
+            assert response.status == 200
+    finally:
+        servers.stop()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        config.web.port = holder.getsockname()[1]
+        servers = start_aux_servers(config, "launcher", said.append, web=True)
+        servers.stop()
+    finally:
+        holder.close()
+    assert servers.url(WEB) is None
+    assert len(said) == 1 and said[0].startswith("the web service did not start")
+    assert f"127.0.0.1:{config.web.port}" in said[0] and "web.port" in said[0]
