@@ -318,6 +318,22 @@ async def test_the_temporal_cli_reads_and_steers_an_encrypted_gate_through_the_c
             assert f"dequeued {change.number},1" in dequeued.stdout
             report = await wait_report(dep, change.number, dequeued_why)
             assert "bob" in report
+            # Again: the gate refuses (nothing to dequeue); its reason comes back encrypted and
+            # the CLI shows it decrypted.
+            again = await temporal(
+                client, "workflow", "update", "execute", "--workflow-id", wid, "--name",
+                "dequeue", "--input", json.dumps({"project": name, "number": change.number}),
+                *codec_flags)
+            assert again.returncode == 1
+            assert "is neither in the queue nor waiting to enter it" in again.stderr
+            blind_again = await temporal(
+                client, "workflow", "update", "execute", "--workflow-id", wid, "--name",
+                "dequeue", "--input", json.dumps({"project": name, "number": change.number}))
+            # Without the codec server: the reason stays sealed (a clear input still works:
+            # encryption can be turned on while operators' scripts send clear payloads).
+            assert blind_again.returncode == 1
+            assert "Encoded failure" in blind_again.stderr
+            assert "neither in the queue" not in blind_again.stderr
         finally:
             codec_server.send_signal(signal.SIGTERM)
             output, _ = codec_server.communicate(timeout=30)
