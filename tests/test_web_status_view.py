@@ -281,3 +281,27 @@ def test_filter_values_that_name_nothing_are_refused(config: LockmasterConfig) -
     assert "number" in str(bad.value)
     assert Filters.parse(config, "org/a", "12,3") == Filters(project="org/a", change=12)
     assert Filters.parse(config, "", " ") == Filters()
+
+
+def test_the_queues_current_details_mirror_its_status_rows(config: LockmasterConfig) -> None:
+    """What the Web UI shows as the queue's current details and the status page's rows come
+    from the same answer and say the same: order, change, what it is tested on, its state."""
+    from lockmaster.workflows.details import queue_details
+
+    run = [job("merge-check", "SUCCESS"), job("test", "running", elapsed=3.0)]
+    failing = item(2, ahead=(1,), jobs=[job("merge-check", "FAILURE"), job("test", "SKIPPED")])
+    failing = failing.model_copy(update={"failing": True})
+    status = gate(item(1, jobs=run), failing, item(3, ahead=(1,), merge="pending"),
+                  item(4, active=False), window=3)
+    details = queue_details(status.queues[0]).splitlines()
+    rows = items_of(status_view([status], config, now=NOW))
+    lines = [line for line in details if line[:1].isdigit()]
+    assert len(lines) == len(rows) == 4
+    states = []
+    for line, row in zip(lines, rows, strict=True):
+        assert line.startswith(f"{row['position']}. {row['change']} {row['project']}")
+        assert row["state"] in line.replace("**", "")
+        if row["stack"]:
+            assert f"tested on {' '.join([*row['stack'], row['change']])}" in line
+        states.append(row["state"])
+    assert states == ["running", "failing", "merging", "waiting outside the window"]

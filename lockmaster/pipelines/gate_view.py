@@ -41,6 +41,22 @@ def job_views(item: GateItem, now: float, estimates: Mapping[str, float]) -> lis
     return jobs
 
 
+def item_phase(item: ItemView) -> str:
+    """Where an item stands, in the words both the queue's current details (Web UI) and the
+    status page use: one home, so the two always agree."""
+    if item.merge == "conflict":
+        return "merge conflict"
+    if item.failing:
+        return "failing"
+    if not item.active:
+        return "waiting outside the window"
+    if item.merge in ("none", "pending"):
+        return "merging"
+    if item.jobs and all(j.state.isupper() for j in item.jobs):
+        return "succeeded, merging"
+    return "running" if any(j.state == "running" for j in item.jobs) else "waiting for nodes"
+
+
 def queue_status(state: QueueState, now: float, *, idle: bool, busy: bool) -> QueueStatus:
     items = []
     for index, item in enumerate(state.items):

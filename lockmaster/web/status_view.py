@@ -19,11 +19,12 @@ from typing import Any
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.leases.broker import lease_order
 from lockmaster.model.check import CheckStatus, JobStatus
-from lockmaster.model.gate import ItemView, JobView, QueueStatus
+from lockmaster.model.gate import JobView, QueueStatus
 from lockmaster.model.nodes import PoolStatus, RequestState
 from lockmaster.model.testenv import BrokerStatus
 from lockmaster.model.work import StuckView
 from lockmaster.nodepool.allocator import request_order
+from lockmaster.pipelines.gate_view import item_phase
 from lockmaster.starters.status import PipelineStatus
 
 Json = dict[str, Any]
@@ -243,20 +244,6 @@ def _stuck_json(work: StuckView, now: float) -> Json:
                     f"({work.failures} round(s)): {work.error or ''}".rstrip(": ")}
 
 
-def _item_state(item: ItemView, jobs: Sequence[Json]) -> str:
-    if item.merge == "conflict":
-        return "merge conflict"
-    if item.failing:
-        return "failing"
-    if not item.active:
-        return "waiting"
-    if item.merge in ("none", "pending"):
-        return "merging"
-    if jobs and all(j["final"] for j in jobs):
-        return "succeeded"
-    return "running" if any(j["state"] == "running" for j in jobs) else "queued"
-
-
 def _anchor(number: int, patchset: int | None) -> str:
     return f"change-{number}" + (f"-{patchset}" if patchset is not None else "")
 
@@ -330,7 +317,7 @@ def gate_items(queue: QueueStatus, config: LockmasterConfig, waits: Waits,
             "anchor": _anchor(number, patchset), "change": item.change, "number": number,
             "patchset": patchset, "project": item.project, "branch": item.branch,
             "position": position, "active": item.active, "failing": item.failing,
-            "state": _item_state(item, jobs), "merge": item.merge,
+            "state": item_phase(item), "merge": item.merge,
             "merge_error": item.merge_error, "stack": stack, "enqueued_at": item.enqueued_at,
             "in_queue": max(0.0, now - item.enqueued_at), "operator": item.operator_lines(),
             "jobs": jobs, "waiting": why, "progress": progress,

@@ -26,6 +26,7 @@ from lockmaster.model.publish import (
 )
 from lockmaster.model.testenv import BrokerStatus, TEState
 from lockmaster.model.work import StuckView
+from lockmaster.pipelines.gate_view import item_phase
 
 # How a check's result reads in its first line.
 OUTCOMES = {
@@ -128,18 +129,11 @@ def check_details(status: CheckStatus) -> str:
 
 
 def item_state(item: ItemView) -> str:
-    if item.merge == "conflict":
+    phase = item_phase(item)  # the status page's words too
+    if phase == "merge conflict":
         return "**merge conflict**" + (f": {one_line(item.merge_error)}" if item.merge_error
                                        else "")
-    if item.failing:
-        return "**failing**"
-    if not item.active:
-        return "waiting outside the window"
-    if item.merge in ("none", "pending"):
-        return "merging"
-    if item.jobs and all(j.state.isupper() for j in item.jobs):
-        return "succeeded, merging"
-    return "running" if any(j.state == "running" for j in item.jobs) else "waiting for nodes"
+    return f"**{phase}**" if phase == "failing" else phase
 
 
 def queue_details(status: QueueStatus, *, draining: bool = False) -> str:
