@@ -140,7 +140,7 @@ async def api_log(request: web.Request) -> web.Response:
 def _line_html(number: int, text: str, severity: str) -> str:
     cls = f"line {severity}" if severity else "line"
     return (f'<span class="{cls}" id="L{number}"><a class="ln" href="#L{number}">{number}</a>'
-            f'<span class="t">{html.escape(text)}</span></span>\n')
+            f'<span class="t">{html.escape(text)}</span></span>')  # block: no "\n" between
 
 
 def _crumbs(relative: str) -> str:

@@ -52,7 +52,7 @@
     const line = lm.el("span", { class: severity ? `line ${severity}` : "line", id: "L" + count },
       lm.el("a", { class: "ln", href: "#L" + count, text: String(count) }),
       lm.el("span", { class: "t", text }));
-    log.append(line, "\n");
+    log.append(line);  // each line is a block: a "\n" between them would double the spacing
   }
 
   function append(lines) {
