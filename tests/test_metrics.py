@@ -21,6 +21,7 @@ from temporalio.client import Client
 from lockmaster import metrics
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.metrics import domain as domain_module
+from lockmaster.metrics import server
 from lockmaster.metrics.domain import BOUNDED_LABELS, STATE_GAUGES, DomainMetrics, _Maker
 from lockmaster.metrics.server import start_worker_metrics
 from lockmaster.metrics.temporal_sdk import BUCKETS, COUNTER, GAUGE, HISTOGRAM, SDKMetrics
@@ -261,7 +262,11 @@ def test_a_metrics_port_taken_is_a_warning() -> None:
     assert len(said) == 1
 
 
-async def test_web_metrics_show_a_running_gate(client: Client, tmp_path: Path) -> None:
+async def test_web_metrics_show_a_running_gate(client: Client, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # The process's collector is made by the first caller; another test's run_workers in this
+    # process may have made it for its own configuration.
+    monkeypatch.setattr(server, "_state", None)
     name = unique_project()
     config = gate_config(tmp_path, [name], "sleep 3")
     config.metrics.cache_seconds = 0
