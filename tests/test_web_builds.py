@@ -107,7 +107,10 @@ async def test_paging_by_offset_and_completed_since(web: TestClient) -> None:
 async def test_bad_filters_are_400_with_error_and_hint(web: TestClient) -> None:
     for query in ("result=BOGUS", "change=abc", "since=yesterday", "limit=0", "limit=5000",
                   "offset=-1", "colour=red", "patchset=2",
-                  "since=2026-12-05&until=2026-12-01", "completed_since=3&offset=5"):
+                  "since=2026-12-05&until=2026-12-01", "completed_since=3&offset=5",
+                  # Beyond what the columns hold, or text PostgreSQL refuses: 400, not 500.
+                  "change=99999999999999999999", "completed_since=99999999999999999999",
+                  "project=a%00b"):
         response = await web.get(f"/api/builds?{query}")
         assert response.status == 400, query
         body = await response.json()
@@ -125,6 +128,7 @@ async def test_one_build_and_unknown_uuid(web: TestClient) -> None:
     missing = await web.get("/api/builds/no-such-build")
     assert missing.status == 404
     assert "no-such-build" in (await missing.json())["error"]
+    assert (await web.get("/api/builds/x%00y")).status == 404
 
 
 async def test_buildsets_list_and_one(web: TestClient) -> None:

@@ -130,7 +130,8 @@ async def test_bad_parameters_are_400(web: TestClient) -> None:
     for path in ("/api/signatures?since=soon", "/api/signatures?too_broad=2",
                  "/api/signatures?colour=red", "/api/failures?limit=0",
                  "/api/failures?offset=x", "/api/failures?since=2026-12-05&until=2026-12-01",
-                 "/api/failures?job_name=x"):
+                 "/api/failures?job_name=x", "/api/signatures?until=0001-01-02",
+                 "/api/failures?job=a%00b"):
         response = await web.get(path)
         assert response.status == 400, path
         body = await response.json()

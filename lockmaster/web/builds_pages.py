@@ -41,7 +41,21 @@ class _NoDB(Exception):
 async def _query(ctx: WebContext, fn: Callable[..., T], *args: Any) -> T:
     if ctx.results is None:
         raise _NoDB
+    if any(isinstance(a, str) and "\x00" in a for a in args):
+        # A uuid or job name with NUL names nothing (and PostgreSQL refuses it in text).
+        return await asyncio.to_thread(_nothing, fn)
     return await asyncio.to_thread(fn, ctx.results, *args)
+
+
+def _nothing(fn: Callable[..., Any]) -> Any:
+    """What `fn` answers for a key that matches nothing."""
+    if fn.__name__ in ("get_build", "get_buildset"):
+        return None
+    if fn.__name__ == "_job_known":
+        return False
+    from lockmaster.results.queries import JobTrends
+
+    return JobTrends(job="", project=None, pipeline=None, days=[])
 
 
 def log_view(ctx: WebContext, log_url: str | None) -> str | None:
@@ -68,12 +82,31 @@ def buildset_json(buildset: Any) -> dict[str, Any]:
     return data
 
 
+# The database's integer columns: a larger number cannot match and must not reach the driver
+# (SQLite and PostgreSQL raise on it).
+_INT_BOUNDS = {"change": 2**31 - 1, "patchset": 2**31 - 1, "completed_since": 2**63 - 1}
+
+
+def _checked(query: Any) -> Any:
+    """The query parameters, after refusing integers the database columns cannot hold."""
+    from lockmaster.results.queries import BadFilter
+
+    for name, value in query.items():
+        if "\x00" in value or "\x00" in name:  # PostgreSQL refuses NUL in text
+            raise BadFilter(f"bad filter: {name}: a NUL character is not allowed")
+    for name, bound in _INT_BOUNDS.items():
+        raw = query.get(name, "").strip()
+        if raw.lstrip("-").isdigit() and int(raw) > bound:
+            raise BadFilter(f"bad filter: {name}: {raw} is larger than {bound}")
+    return query
+
+
 async def api_builds(request: web.Request) -> web.Response:
     from lockmaster.results.queries import BadFilter, BuildFilter, list_builds
 
     ctx = request.app[CTX]
     try:
-        found = await _query(ctx, list_builds, BuildFilter.parse(request.query))
+        found = await _query(ctx, list_builds, BuildFilter.parse(_checked(request.query)))
     except BadFilter as exc:
         return bad_request(str(exc), FILTER_HINT)
     except _NoDB:
@@ -104,7 +137,7 @@ async def api_buildsets(request: web.Request) -> web.Response:
 
     ctx = request.app[CTX]
     try:
-        found = await _query(ctx, list_buildsets, BuildsetFilter.parse(request.query))
+        found = await _query(ctx, list_buildsets, BuildsetFilter.parse(_checked(request.query)))
     except BadFilter as exc:
         return bad_request(str(exc), FILTER_HINT.replace("job, ", "").replace(
             "voting, final, ", ""))

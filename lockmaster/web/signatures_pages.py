@@ -50,7 +50,11 @@ class _Params(BaseModel):
             else value
 
     def window(self) -> tuple[datetime, datetime | None]:
-        since = self.since or (self.until or datetime.now(UTC)) - timedelta(days=DEFAULT_DAYS)
+        try:
+            since = self.since or (self.until or datetime.now(UTC)) - timedelta(
+                days=DEFAULT_DAYS)
+        except OverflowError:  # until within 30 days of year 1
+            raise ValueError(f"until {self.until} is too early: give since as well") from None
         if self.until is not None and since >= self.until:
             raise ValueError(f"since ({since.isoformat()}) is not before until "
                              f"({self.until.isoformat()})")
@@ -75,6 +79,8 @@ class BadParams(ValueError):
 
 def _parse(model: type[Any], query: Any) -> Any:
     given = {k: v for k, v in query.items() if v != ""}
+    if any("\x00" in k or "\x00" in v for k, v in given.items()):
+        raise BadParams("bad parameters: a NUL character is not allowed")
     try:
         params = model.model_validate(given)
         params.window()
