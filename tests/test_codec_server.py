@@ -379,3 +379,38 @@ def test_lockmaster_run_starts_it_beside_the_workers_and_warns_when_it_cannot(
     broken = start_aux_servers(config, "all", said.append)
     assert broken.url(CODEC_SERVER) is None
     assert "open to other users" in said[-1] and "the rest keeps running" in said[-1]
+
+
+async def test_lockmaster_runs_dev_server_ui_asks_the_codec_server(tmp_path: Path) -> None:
+    """`lockmaster run` with codec.serve: the dev server's Web UI is told the codec endpoint
+    (its settings API is what the UI's pages read)."""
+    from lockmaster.cli.run_cmd import ui_codec_endpoint
+    from lockmaster.config.codec import CodecServeConfig
+    from lockmaster.temporal.devserver import DevServer
+
+    config = make_config(tmp_path, projects=[], jobs=[])
+    assert ui_codec_endpoint(config) is None
+    config.codec = CodecConfig(key_file=key_file(tmp_path / "keys", "k1"),
+                               serve=CodecServeConfig(port=8181))
+    config.temporal.web_url = "http://localhost:8233"
+    assert ui_codec_endpoint(config) == "http://localhost:8181"  # the UI's own host: same site
+    config.codec.serve.listen = "10.0.0.5"  # type: ignore[union-attr]
+    assert ui_codec_endpoint(config) == "http://10.0.0.5:8181"
+    config.codec.serve.listen = "127.0.0.1"  # type: ignore[union-attr]
+    server = DevServer(tmp_path / "temporal.db", free_port(), free_port(),
+                       ui_codec_endpoint=ui_codec_endpoint(config))
+    await server.start()
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):
+                try:
+                    answer = await http.get(f"http://127.0.0.1:{server.ui_port}/api/v1/settings")
+                except httpx.TransportError:
+                    answer = None
+                if answer is not None and answer.status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+        assert answer is not None and answer.status_code == 200
+        assert answer.json()["Codec"]["Endpoint"] == "http://localhost:8181"
+    finally:
+        await server.stop()

@@ -105,7 +105,8 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool,
     server = None
     dev = cfg.temporal.dev_server
     if dev.enabled:
-        server = DevServer(cfg.state_path / dev.db_file, dev.port, dev.ui_port)
+        server = DevServer(cfg.state_path / dev.db_file, dev.port, dev.ui_port,
+                           ui_codec_endpoint=ui_codec_endpoint(cfg))
         try:
             await server.start()
         except RuntimeError as exc:
@@ -149,6 +150,21 @@ async def _main(cfg: LockmasterConfig, demo_change: bool, exit_after_demo: bool,
             await server.stop()
         out.print("stopped")
     return code
+
+
+def ui_codec_endpoint(cfg: LockmasterConfig) -> str | None:
+    """Where the dev server's Web UI (in the browser) reaches the codec server `lockmaster run`
+    starts: on the UI's own host name when it listens on loopback or everywhere, so that its
+    session cookie counts as same-site (docs/codec.md)."""
+    serve = cfg.codec.serve if cfg.codec else None
+    if serve is None:
+        return None
+    from urllib.parse import urlsplit
+
+    host = serve.listen
+    if host in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::"):
+        host = urlsplit(cfg.temporal.web_url).hostname or "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{serve.port}"
 
 
 def _check_log_store(cfg: LockmasterConfig) -> None:

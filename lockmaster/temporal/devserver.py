@@ -51,8 +51,11 @@ def port_open(host: str, port: int) -> bool:
 class DevServer:
     """Runs `temporal server start-dev` with SQLite persistence until stopped."""
 
-    def __init__(self, db_file: Path, port: int = 7233, ui_port: int = 8233, ip: str = "127.0.0.1"):
+    def __init__(self, db_file: Path, port: int = 7233, ui_port: int = 8233, ip: str = "127.0.0.1",
+                 ui_codec_endpoint: str | None = None):
         self.db_file = db_file
+        # The codec server its Web UI asks to decrypt payloads (codec.serve, docs/codec.md).
+        self.ui_codec_endpoint = ui_codec_endpoint
         self.port = port
         self.ui_port = ui_port
         self.ip = ip
@@ -79,6 +82,7 @@ class DevServer:
             "--db-filename", str(self.db_file),
             "--log-level", "warn",
             *dev_server_flags(),
+            *(["--ui-codec-endpoint", self.ui_codec_endpoint] if self.ui_codec_endpoint else []),
             stdout=log, stderr=log,
             start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop it cleanly
         )
