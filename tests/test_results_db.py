@@ -328,3 +328,43 @@ def test_reset_rate_is_the_fraction_of_failed_gate_items(db: ResultsDB) -> None:
     assert reset_rate(db, "gate", "other", timedelta(hours=2), now=now).rate == 0.0
     with pytest.raises(BadFilter):
         reset_rate(db, "gate", "integrated", timedelta(0))
+
+
+def test_builds_restarted_behind_a_failed_gate_item_are_counted_whichever_comes_first(
+        db: ResultsDB) -> None:
+    """Every build of another item that had the failed item's change ahead of it was thrown
+    away (the reset); counted whether it is written before or after the item's buildset."""
+    one, two, three = change(1), change(2), change(3)
+    states = {"with-2": [one, two, three], "without-2": [one, three]}
+
+    def gate_build(uuid: str, state: str, queue: str = "integrated",
+                   **extra: object) -> BuildRecord:
+        ahead = [ChangeAhead(connection=c.connection, project=c.project, number=c.number,
+                             patchset=c.patchset) for c in states[state]]
+        return build(uuid, pipeline="gate", queue=queue, buildset_uuid="item-3",
+                     change=three, changes=ahead, started=T0 + 10, **extra)
+
+    db.record_builds([gate_build("before", "with-2", result="CANCELED")])
+    db.record_buildset(BuildsetRecord(uuid="item-2", pipeline="gate", queue="integrated",
+                                      change=two, result="FAILURE", ended=T0 + 200))
+    db.record_builds([
+        gate_build("after", "with-2", result="FAILURE"),
+        gate_build("retested", "without-2", buildset_try=1),  # after the reset: not thrown away
+        build("own", pipeline="gate", queue="integrated", buildset_uuid="item-2", change=two,
+              changes=[ChangeAhead(connection="gerrit", project="org/app", number=n,
+                                   patchset=1) for n in (1, 2)], started=T0),
+        gate_build("elsewhere", "with-2", queue="other-queue"),
+    ])
+    db.record_buildset(BuildsetRecord(uuid="item-1", pipeline="gate", queue="integrated",
+                                      change=one, result="SUCCESS", started=T0, ended=T0 + 150))
+    rows = {s.uuid: s for s in list_buildsets(db, BuildsetFilter(pipeline="gate")).buildsets}
+    assert rows["item-2"].restarted_behind == 2
+    assert rows["item-1"].restarted_behind == 0
+    # Reported after it left the queue, without a start: its first build's start is taken.
+    db.record_buildset(BuildsetRecord(uuid="item-3", pipeline="gate", queue="integrated",
+                                      change=three, result="SUCCESS", ended=T0 + 300))
+    [item3] = list_buildsets(db, BuildsetFilter(change=3)).buildsets
+    assert item3.start_time == datetime.fromtimestamp(T0 + 10, UTC)
+    rate = reset_rate(db, "gate", "integrated", timedelta(days=1),
+                      now=datetime.fromtimestamp(T0 + 300, UTC))
+    assert (rate.items, rate.failed, rate.restarted_builds) == (3, 1, 2)

@@ -15,7 +15,7 @@ class ChangeAhead(Model):
     """One change of the speculative state a build tested (the build's own change last)."""
 
     connection: str
-    project: str
+    project: str | None = None  # None: no longer known when the build was recorded
     number: int
     patchset: int
 
@@ -47,12 +47,16 @@ class BuildRecord(Model):
     log_url: str | None = None
     message: str | None = None
     changes: list[ChangeAhead] = Field(default_factory=list)  # the speculative state
+    # Its `N,P N,P` spelling as the build was asked for (the gate's), when `changes` may be
+    # incomplete; default: made from `changes`.
+    changes_key: str | None = None
     known_failures: list[KnownFailure] = Field(default_factory=list)
 
     @classmethod
     def of(cls, build: BuildResult, *, buildset_uuid: str, pipeline: str, change: ChangeRef,
            voting: bool = True, queue: str | None = None, buildset_try: int = 0,
-           changes: list[ChangeRef] | None = None) -> BuildRecord:
+           changes: list[ChangeRef] | None = None,
+           changes_key: str | None = None) -> BuildRecord:
         node = build.node
         return cls(
             uuid=build.build_id, buildset_uuid=buildset_uuid, buildset_try=buildset_try,
@@ -62,7 +66,8 @@ class BuildRecord(Model):
             node_provider=node.provider if node else None,
             node_label=node.label if node else None, node_name=node.name if node else None,
             log_url=build.log_url, message=build.message,
-            changes=changes_ahead(changes or []), known_failures=list(build.known_failures))
+            changes=changes_ahead(changes or []), changes_key=changes_key,
+            known_failures=list(build.known_failures))
 
 
 class BuildsetRecord(Model):

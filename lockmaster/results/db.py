@@ -20,7 +20,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
@@ -30,8 +42,10 @@ from lockmaster.results.schema import Build, BuildKnownFailure, Buildset
 
 log = logging.getLogger(__name__)
 
-# PostgreSQL advisory lock keys (one per table whose `seq` is chosen under it).
-_LOCK_KEYS = {"builds": 0x6C6D_6201, "buildsets": 0x6C6D_6202}
+# The PostgreSQL advisory lock every write takes (SQLite: BEGIN IMMEDIATE). One for both
+# tables: a build and the failed gate item it was tested behind may be written at the same
+# moment, and each write counts what the other wrote (restarted_behind).
+_LOCK_KEY = 0x6C6D_6201
 _WRITE = "lockmaster_write"  # execution option: this transaction writes (SQLite: IMMEDIATE)
 
 
@@ -110,11 +124,10 @@ class ResultsDB:
             yield conn
 
     @contextmanager
-    def _writing(self, table: str) -> Iterator[Connection]:
+    def _writing(self) -> Iterator[Connection]:
         with self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
             if self.dialect == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                             {"key": _LOCK_KEYS[table]})
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
             yield conn
 
     # --- writing ---------------------------------------------------------------------------------
@@ -125,7 +138,7 @@ class ResultsDB:
             wanted.setdefault(record.uuid, record)
         if not wanted:
             return RecordResult()
-        with self._writing("builds") as conn:
+        with self._writing() as conn:
             there = set(conn.scalars(select(Build.uuid).where(Build.uuid.in_(list(wanted)))))
             new = [r for r in wanted.values() if r.uuid not in there]
             if new:
@@ -137,15 +150,78 @@ class ResultsDB:
                            for kf in {k.signature: k for k in r.known_failures}.values()]
                 if matches:
                     conn.execute(insert(BuildKnownFailure), matches)
+                for r in new:
+                    _count_behind(conn, r, _changes_key(r))
         return RecordResult(recorded=len(new), already=len(there))
 
     def record_buildset(self, record: BuildsetRecord) -> RecordResult:
-        with self._writing("buildsets") as conn:
+        with self._writing() as conn:
             if conn.scalar(select(Buildset.id).where(Buildset.uuid == record.uuid)) is not None:
                 return RecordResult(already=1)
             seq = conn.scalar(select(func.coalesce(func.max(Buildset.seq), 0))) or 0
-            conn.execute(insert(Buildset), [_buildset_row(record, seq + 1, datetime.now(UTC))])
+            row = _buildset_row(record, seq + 1, datetime.now(UTC))
+            if row["start_time"] is None:
+                # A gate item reported after it left the queue: it started with its first build.
+                row["start_time"] = conn.scalar(select(func.min(Build.start_time)).where(
+                    Build.buildset_uuid == record.uuid))
+            if record.queue is not None and record.result != "SUCCESS":
+                row["restarted_behind"] += _restarted_behind(conn, record, row["start_time"])
+            conn.execute(insert(Buildset), [row])
         return RecordResult(recorded=1)
+
+
+# --- the gate's cost of a failed item: builds restarted behind it ------------------------------
+#
+# Every build of another item of the same gate queue that had a failed (or dequeued) item's
+# change ahead of it in its speculative state was thrown away: the items behind are tested again
+# without it (Zuul's reset). Counted from both sides, whichever is written first: a build
+# written after the failed item's buildset adds one to it; the buildset written after counts
+# the builds already there. Both under the one write lock, so none is counted twice or missed.
+
+
+def _ahead(changes_key: str) -> list[tuple[int, int]]:
+    """(number, patchset) of the changes ahead of the build's own (the last): from the key,
+    which the gate records as the build was asked for."""
+    ahead = []
+    for token in changes_key.split()[:-1]:
+        number, _, patchset = token.partition(",")
+        if number.isdigit() and patchset.isdigit():
+            ahead.append((int(number), int(patchset)))
+    return ahead
+
+
+def _count_behind(conn: Connection, r: BuildRecord, changes_key: str) -> None:
+    ahead_of_it = _ahead(changes_key)
+    if r.queue is None or not ahead_of_it:
+        return
+    ahead = or_(*(and_(Buildset.change == number, Buildset.patchset == patchset)
+                  for number, patchset in ahead_of_it))
+    conditions = [Buildset.pipeline == r.pipeline, Buildset.queue == r.queue,
+                  Buildset.result != "SUCCESS", Buildset.uuid != r.buildset_uuid, ahead]
+    if r.started is not None:  # the item was still in the queue when the build started
+        conditions.append(or_(Buildset.end_time.is_(None),
+                              Buildset.end_time >= _epoch(r.started)))
+    if r.ended is not None:
+        conditions.append(or_(Buildset.start_time.is_(None),
+                              Buildset.start_time <= _epoch(r.ended)))
+    conn.execute(update(Buildset).where(*conditions)
+                 .values(restarted_behind=Buildset.restarted_behind + 1))
+
+
+def _restarted_behind(conn: Connection, record: BuildsetRecord,
+                      started: datetime | None) -> int:
+    change = record.change
+    mine = (change.number, change.patchset)
+    query = select(Build.changes_key).where(
+        Build.pipeline == record.pipeline, Build.queue == record.queue,
+        Build.buildset_uuid != record.uuid,
+        Build.changes_key.like(f"%{change.number},{change.patchset}%"))
+    if started is not None:
+        query = query.where(or_(Build.end_time.is_(None), Build.end_time >= started))
+    if record.ended is not None:
+        query = query.where(or_(Build.start_time.is_(None),
+                                Build.start_time <= _epoch(record.ended)))
+    return sum(1 for key in conn.scalars(query) if mine in _ahead(key))
 
 
 def _change_columns(change: Any) -> dict[str, Any]:
@@ -164,10 +240,15 @@ def _build_row(r: BuildRecord, seq: int, now: datetime) -> dict[str, Any]:
         "start_time": _epoch(r.started), "end_time": _epoch(r.ended), "duration": duration,
         "node_provider": r.node_provider, "node_label": r.node_label,
         "node_name": r.node_name, "log_url": r.log_url, "message": r.message,
-        "changes": [c.model_dump() for c in r.changes],
-        "changes_key": " ".join(f"{c.number},{c.patchset}" for c in r.changes),
+        "changes": [c.model_dump() for c in r.changes], "changes_key": _changes_key(r),
         "recorded_at": now,
     }
+
+
+def _changes_key(r: BuildRecord) -> str:
+    if r.changes_key is not None:
+        return r.changes_key
+    return " ".join(f"{c.number},{c.patchset}" for c in r.changes)
 
 
 def _known_failure_row(r: BuildRecord, kf: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.model.results import (
         BuildRecord,
         BuildsetRecord,
+        ChangeAhead,
         RecordBuildsetRequest,
         RecordBuildsRequest,
         changes_ahead,
@@ -33,16 +34,32 @@ FINAL_REPORTS = {"success": "SUCCESS", "failure": "FAILURE", "merge-conflict": "
                  "no-jobs": "NO_JOBS", "config-error": "CONFIG_ERROR"}
 
 
-def build_context(item: GateItem, voting: bool, started: float | None) -> dict[str, Any]:
+def build_context(item: GateItem, voting: bool, started: float | None,
+                  changes: str) -> dict[str, Any]:
     """What a build's Work carries for its record (its result may come after a reset or a
-    dequeue, when the item no longer knows the build)."""
+    dequeue, when the item no longer knows the build): small, it is carried state. The
+    speculative state as `N,P N,P` (GateBuild.changes)."""
     return {"item_id": item.id, "voting": voting, "started": started,
-            "change": item.change.model_dump(mode="json")}
+            "change": item.change.model_dump(mode="json"), "changes": changes}
 
 
-def build_record_work(ctx: dict[str, Any], item: GateItem | None, result: BuildResult | None,
-                      pipeline: str, queue: str, task_queue: str, now: float) -> Work | None:
-    """The Work recording a finished build (`result` None: cancelled before it reported)."""
+def _tested(key: str, change: ChangeRef, known: dict[str, ChangeRef]) -> list[ChangeAhead]:
+    """The build's speculative state, each change as well as the queue still knows it."""
+    found = []
+    for token in key.split():
+        ref = known.get(token)
+        number, _, patchset = token.partition(",")
+        found.append(ChangeAhead(
+            connection=ref.connection if ref else change.connection,
+            project=ref.project if ref else None, number=int(number), patchset=int(patchset)))
+    return found
+
+
+def build_record_work(ctx: dict[str, Any], known: dict[str, ChangeRef],
+                      result: BuildResult | None, pipeline: str, queue: str, task_queue: str,
+                      now: float) -> Work | None:
+    """The Work recording a finished build (`result` None: cancelled before it reported).
+    `known`: the changes the queue knows, by `N,P` (to name the state's changes)."""
     if "item_id" not in ctx:  # a build issued before recording existed
         return None
     if result is None:
@@ -54,12 +71,12 @@ def build_record_work(ctx: dict[str, Any], item: GateItem | None, result: BuildR
     else:
         canceled = False
     change = ChangeRef.model_validate(ctx["change"])
-    tested = item.changes if item is not None and item.buildset == ctx["buildset"] else [change]
+    key = ctx.get("changes") or change.key
     record = BuildRecord.of(result, buildset_uuid=ctx["item_id"], pipeline=pipeline,
                             change=change, voting=ctx["voting"], queue=queue,
-                            buildset_try=ctx["buildset"], changes=tested)
-    if canceled:
-        record = record.model_copy(update={"result": "CANCELED"})
+                            buildset_try=ctx["buildset"], changes_key=key)
+    record = record.model_copy(update={"changes": _tested(key, change, known),
+                                       **({"result": "CANCELED"} if canceled else {})})
     return Work(key=f"record/build/{result.build_id}", kind="record", activity="record_builds",
                 arg=RecordBuildsRequest(builds=[record]).model_dump(mode="json"),
                 options=work_options(task_queue), summary=f"record build {result.job}")

@@ -194,7 +194,8 @@ class GateWork:
             context={"key": action.key, "buildset": action.buildset, "job": action.job.name,
                      "build_id": build.build_id, "attempt": build.attempt,
                      # For its record in the results database.
-                     **(build_context(item, action.job.voting, build.started) if item else {})},
+                     **(build_context(item, action.job.voting, build.started, build.changes)
+                        if item else {})},
             activity="run_build", arg=request.model_dump(mode="json"),
             options=WorkOptions(task_queue=self._tq(Role.EXECUTOR),
                                 start_to_close=activity_timeout(action.job).total_seconds(),
@@ -227,9 +228,13 @@ class GateWork:
         if "item_id" not in ctx or not recording():
             return
         state = self._queue.state
-        work = build_record_work(ctx, self._queue.item(ctx["key"]), result, state.pipeline,
-                                 state.queue, self._tq(Role.ORCHESTRATOR),
-                                 workflow.now().timestamp())
+        # The changes it tested, as the queue knows them: the items' own, and the item's state
+        # (linear in the queue: this runs for every build).
+        item = self._queue.item(ctx["key"])
+        known = {i.change.key: i.change for i in state.items}
+        known.update((c.key, c) for c in (item.changes if item is not None else []))
+        work = build_record_work(ctx, known, result, state.pipeline, state.queue,
+                                 self._tq(Role.ORCHESTRATOR), workflow.now().timestamp())
         if work is not None:
             self._work.submit(work)
 
