@@ -280,3 +280,16 @@ def test_log_server_answers_byte_ranges(root: Path, tmp_path: Path) -> None:
         assert missing.status_code == 404
     finally:
         server.stop()
+
+
+async def test_a_log_url_leads_to_the_viewer_and_nothing_else(web: TestClient) -> None:
+    url = f"http://logs.example/{LOG_DIR}/"
+    response = await web.get("/logs", params={"url": url}, allow_redirects=False)
+    assert response.status == 302
+    assert response.headers["Location"] == f"/logs/{LOG_DIR}/job-output.txt"
+    file_url = f"http://logs.example/{LOG_DIR}/other.txt"
+    response = await web.get("/logs", params={"url": file_url}, allow_redirects=False)
+    assert response.headers["Location"] == f"/logs/{LOG_DIR}/other.txt"
+    for bad in ("https://evil.example/x/", "http://logs.example/", ""):
+        response = await web.get("/logs", params={"url": bad}, allow_redirects=False)
+        assert response.status == 400, bad

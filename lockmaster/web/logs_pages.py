@@ -233,6 +233,25 @@ async def _listing_page(ctx: WebContext, store: Any, relative: str) -> web.Respo
     return page(relative, body, active="Builds")
 
 
+async def log_by_url(request: web.Request) -> web.Response:
+    """`/logs?url=<a build's log URL>` -> the viewer for its job-output.txt (how the status page
+    links a running job). Only URLs under this deployment's logs.url: never a redirect
+    elsewhere."""
+    ctx = request.app[CTX]
+    url = request.query.get("url", "")
+    base = ctx.config.logs.url.rstrip("/") + "/"
+    if not url.startswith(base) or not url[len(base):].strip("/"):
+        body = ('<h1>Log</h1><div class="error-banner" role="alert">'
+                f"{html.escape(url or 'no url given')} is not a log URL of this deployment "
+                f"(they start with {html.escape(base)})</div>")
+        return page("Log", body, active="Builds", status=400)
+    relative = url[len(base):].split("?")[0].split("#")[0]
+    if relative.endswith("/"):
+        relative += "job-output.txt"  # a build's log URL is its directory
+    raise web.HTTPFound(f"/logs/{relative}")
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/logs", log_by_url)
     app.router.add_get("/logs/{path:.+}", log_page)
     app.router.add_get("/api/logs/{path:.+}", api_log)
