@@ -243,7 +243,9 @@ async def log_by_url(request: web.Request) -> web.Response:
     if not url.startswith(base) or not url[len(base):].strip("/"):
         body = ('<h1>Log</h1><div class="error-banner" role="alert">'
                 f"{html.escape(url or 'no url given')} is not a log URL of this deployment "
-                f"(they start with {html.escape(base)})</div>")
+                f"(they start with {html.escape(base)})</div>"
+                + (f'<p><a href="{html.escape(url)}">open it as it is</a></p>'
+                   if url.startswith(("http://", "https://")) else ""))
         return page("Log", body, active="Builds", status=400)
     relative = url[len(base):].split("?")[0].split("#")[0]
     if relative.endswith("/"):
