@@ -44,7 +44,7 @@
     if (!job.final && job.remaining === null && job.estimated === null) times.push("no estimate");
     const why = job.waiting ? job.waiting.text : (job.reason && !["SUCCESS"].includes(job.state) ? job.reason : "");
     return lm.el("tr", { class: "job", "data-job": job.name },
-      lm.el("td", {}, job.log_url ? lm.el("a", { href: job.log_url }, job.name) : job.name,
+      lm.el("td", {}, job.log_url ? lm.el("a", { href: `/logs?url=${encodeURIComponent(job.log_url)}` }, job.name) : job.name,
         job.voting ? "" : lm.el("span", { class: "muted" }, " (non-voting)")),
       lm.el("td", { class: `state ${cls}` }, state + (job.attempt > 1 ? ` (attempt ${job.attempt})` : "")),
       lm.el("td", { class: "progress-cell" }, bar(job.progress, cls)),
