@@ -5,6 +5,7 @@ PostgreSQL reached with a password file; the recording activity without a databa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -159,3 +160,36 @@ def test_an_unreachable_database_is_a_clear_error_without_the_password(tmp_path:
         ResultsDB.open(url)
     assert "hunter2" not in str(caught.value)
     assert "127.0.0.1:1/results" in str(caught.value)
+
+
+async def test_a_cancelled_check_records_its_builds_canceled(client: Client,
+                                                              tmp_path: Path) -> None:
+    from temporalio.client import WorkflowExecutionStatus
+
+    from tests.test_check_workflow import _wait_running
+
+    name = unique_project()
+    config = make_config(tmp_path, projects=[project(name, ["long"])],
+                         jobs=[job("long", "if [ -f .patchset-2 ]; then exit 0; fi; sleep 60")])
+    async with deployment(client, config) as dep:
+        dep.store.create_project(name, {"README": "hello\n"})
+        number, wid1 = await start(dep, name)
+        await _wait_running(dep, wid1, "long")
+        first_run = (await dep.handle(wid1).describe()).run_id
+        info = await asyncio.to_thread(dep.store.new_patchset, number)
+        await dep.router.route(dep.event(info))
+        for _ in range(200):  # the cancelled run records before it ends
+            if (await dep.handle(wid1).describe()).status != WorkflowExecutionStatus.RUNNING:
+                break
+            await asyncio.sleep(0.1)
+        outcome = await dep.outcome(f"check/{name}/{number}/2")
+    db = open_results(config)
+    try:
+        sets = {s.patchset: s for s in list_buildsets(db, BuildsetFilter(project=name)).buildsets}
+        assert sets[1].uuid == first_run and sets[1].result == "CANCELLED"
+        assert sets[2].result == outcome.result == "SUCCESS"
+        _, cancelled = get_buildset(db, first_run) or (None, [])
+        assert [(b.job, b.result) for b in cancelled] == [("long", "CANCELED")]
+        assert cancelled[0].start_time is not None and cancelled[0].end_time is not None
+    finally:
+        db.close()

@@ -96,6 +96,7 @@ class CheckWorkflow:
         # The results database: recordings in flight, and the changes the builds tested.
         self._recordings: list[asyncio.Task[None]] = []
         self._tested: list[ChangeRef] = []
+        self._build_ids: dict[str, str] = {}  # job -> its running build's id
 
     @workflow.signal(name="operator-dequeue")
     def operator_dequeue(self, note: OperatorNote) -> None:
@@ -350,6 +351,9 @@ class CheckWorkflow:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for task, job in tasks.items():  # what they were, in the results database
+                if task.cancelled() or task.exception() is not None:
+                    self._record_cancelled(job)
             raise
 
     def _aborted(self, job: JobSpec, aborted: dict[str, str]) -> BuildResult:
@@ -370,6 +374,7 @@ class CheckWorkflow:
     async def _build(self, job: JobSpec, state: SpeculativeState, attempt: int) -> BuildResult:
         assert self._input is not None
         build_id = workflow.uuid4().hex
+        self._build_ids[job.name] = build_id
         request = BuildRequest(
             build_id=build_id, pipeline=self._input.pipeline, change=self._input.change,
             job=job, state=state, attempt=attempt, precedence=self._input.precedence,
@@ -421,7 +426,7 @@ class CheckWorkflow:
 
     # --- the results database --------------------------------------------------------------------
 
-    def _record_build(self, build: BuildResult, job: JobSpec) -> None:
+    def _record_build(self, build: BuildResult, job: JobSpec, canceled: bool = False) -> None:
         """Started now, waited for at the end (recording never holds the graph up)."""
         assert self._input is not None
         if not recording():
@@ -429,9 +434,22 @@ class CheckWorkflow:
         rec = BuildRecord.of(build, buildset_uuid=workflow.info().run_id,
                              pipeline=self._input.pipeline, change=self._input.change,
                              voting=job.voting, changes=self._tested or [self._input.change])
+        if canceled:
+            rec = rec.model_copy(update={"result": "CANCELED"})
         self._recordings.append(asyncio.ensure_future(record(
             "record_builds", RecordBuildsRequest(builds=[rec]), self._queue(Role.ORCHESTRATOR),
             f"build {build.job} {build.build_id}")))
+
+    def _record_cancelled(self, job: JobSpec) -> None:
+        """A build cancelled with the run (new patchset, abandoned, dequeued): CANCELED."""
+        attempt, started = self._running.get(job.name, (1, workflow.now().timestamp()))
+        build_id = self._build_ids.get(job.name)
+        if build_id is None:
+            return
+        self._record_build(BuildResult(
+            build_id=build_id, job=job.name, result=Result.ABORTED, attempt=attempt,
+            started=started, ended=workflow.now().timestamp(),
+            message="cancelled with the run"), job, canceled=True)
 
     async def _record_buildset(self, result: str, message: str | None) -> None:
         """The run's buildset, once reported; then every recording still in flight (each
