@@ -119,6 +119,13 @@ class WorkflowStateCollector(Collector):
         self._refreshing: asyncio.Future[None] | None = None
         self._lock = threading.Lock()
 
+    def reconfigure(self, config: LockmasterConfig) -> None:
+        """A reloaded configuration (SIGHUP): pipelines, regions and the metrics settings."""
+        self.config = config
+        self.cache_seconds = config.metrics.cache_seconds
+        self.timeout = config.metrics.query_timeout
+        self.regions = regions(config)
+
     def _fresh(self) -> bool:
         snap = self._snapshot
         return snap is not None and time.time() - snap.taken < self.cache_seconds

@@ -77,6 +77,13 @@ def workflow_state() -> WorkflowStateCollector | None:
     return _state
 
 
+def reconfigure_metrics(config: LockmasterConfig) -> None:
+    """A reloaded configuration reaches the workflows' state collector, if this process has
+    one (its pipelines and regions label the gauges)."""
+    if _state is not None:
+        _state.reconfigure(config)
+
+
 @dataclass
 class MetricsServer:
     url: str

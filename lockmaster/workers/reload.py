@@ -25,6 +25,7 @@ from temporalio.client import Client
 
 from lockmaster.config.loader import ConfigError, load_config
 from lockmaster.config.models import LockmasterConfig
+from lockmaster.metrics.server import reconfigure_metrics
 from lockmaster.starters.reconfigure import ApplyResult, apply_config
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Reloader:
         except Exception as exc:  # Temporal unreachable...: the worker keeps running
             log.error("configuration reload: could not apply %s: %s", self.path, exc)
             return None
+        reconfigure_metrics(new)  # its gauges are labelled by pipelines and regions
         self.say(f"configuration {self.path} applied:")
         for line in result.lines() or ["no running workflows to reconfigure"]:
             self.say(f"  {line}")
