@@ -286,3 +286,16 @@ async def test_failure_messages_are_encrypted_and_restored(tmp_path: Path) -> No
     assert failure.encoded_attributes.metadata["encoding"] == b"binary/encrypted"
     restored = await converter.decode_failure(failure)
     assert str(restored) == "clone of https://user:hunter2@git.example/x failed"
+
+
+def test_lockmaster_run_with_an_unusable_key_file_exits_2_before_starting(
+        tmp_path: Path) -> None:
+    keys = key_file(tmp_path / "keys", "k1")
+    keys.write_text("k1: not-a-key\n")
+    config = tmp_path / "lockmaster.yaml"
+    config.write_text(f"state-dir: {tmp_path / 'state'}\ncodec:\n  key-file: keys\n"
+                      "temporal:\n  dev-server:\n    enabled: true\n    port: 1\n")
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--no-demo"])
+    assert result.exit_code == 2, result.output
+    assert "line 1: the key of 'k1' is not base64" in " ".join(result.output.split())
+    assert not (tmp_path / "state" / "temporal.db").exists()  # no dev server was started

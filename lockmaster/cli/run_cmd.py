@@ -19,7 +19,7 @@ from lockmaster.review.local import LocalReviewStore
 from lockmaster.review.registry import review_drivers
 from lockmaster.starters.router import EventRouter
 from lockmaster.starters.waiting import wait_for_check, web_link
-from lockmaster.temporal.client import TemporalConfigError, connect
+from lockmaster.temporal.client import TemporalConfigError, connect, data_converter
 from lockmaster.temporal.devserver import DevServer
 from lockmaster.temporal.setup import register_search_attributes
 from lockmaster.workers.aux_servers import (
@@ -89,6 +89,10 @@ def run(
     end to end; then ready for `lockmaster change ...` until Ctrl-C."""
     cfg = load(config, state_dir)
     _check_log_store(cfg)
+    try:
+        data_converter(cfg)  # the codec's key file, before the dev server starts: exit 2
+    except TemporalConfigError as exc:
+        fail(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     code = asyncio.run(_main(cfg, demo_change, exit_after_demo, config_path(config)[0]))
     raise typer.Exit(code)
