@@ -57,7 +57,7 @@ def _write(root: Path, text: str, *, old: bool) -> Path:
     path = root / LOG_DIR / "job-output.txt"
     path.write_text(text)
     if old:  # a log that stopped growing long ago: its build is over
-        past = time.time() - 3600
+        past = time.time() - 4 * 3600
         os.utime(path, (past, past))
     return path
 
@@ -293,3 +293,23 @@ async def test_a_log_url_leads_to_the_viewer_and_nothing_else(web: TestClient) -
     for bad in ("https://evil.example/x/", "http://logs.example/", ""):
         response = await web.get("/logs", params={"url": bad}, allow_redirects=False)
         assert response.status == 400, bad
+
+
+async def test_the_executors_last_line_ends_a_log_and_a_quiet_job_still_runs(
+        web: TestClient, root: Path) -> None:
+    path = _write(root, f"{STAMP}RESULT: SUCCESS\n{STAMP}Artifacts: none\n", old=False)
+    done = await (await web.get(f"/api/logs/{LOG_DIR}/job-output.txt")).json()
+    assert done["running"] is False and done["complete"] is True
+    # The marker beyond the slice asked for is still found (the end is read separately).
+    path.write_text("".join(f"{STAMP}line {n}\n" for n in range(2000)) + f"{STAMP}ABORTED\n")
+    early = await (await web.get(f"/api/logs/{LOG_DIR}/job-output.txt?limit=100")).json()
+    assert early["running"] is False and early["complete"] is False
+    # A job quiet for an hour (a long compile) is still running: no last line yet.
+    path.write_text(f"{STAMP}compiling\n")
+    hour = time.time() - 3600
+    os.utime(path, (hour, hour))
+    quiet = await (await web.get(f"/api/logs/{LOG_DIR}/job-output.txt")).json()
+    assert quiet["running"] is True
+    # Job output that merely mentions RESULT inside a line does not end it.
+    path.write_text(f"{STAMP}echo RESULT: SUCCESS\n")
+    assert (await (await web.get(f"/api/logs/{LOG_DIR}/job-output.txt")).json())["running"]

@@ -96,3 +96,15 @@ def _utf8_boundary(data: bytes) -> int:
             return end - back - 1
     return end
 
+
+# The executor's last words in a job-output.txt (execution/runner.py): after one of these only
+# clean-up lines follow (nodes given back, artifacts), then the build's result is reported.
+_FINAL = re.compile(r"^(?:RESULT: |NODE_FAILURE: |ABORTED$)")
+TAIL = 64 * 1024  # how much of a log's end is looked at for them
+
+
+def ended(tail: bytes) -> bool:
+    """Whether the end of a log (its last TAIL bytes) shows the build finished."""
+    text = tail.decode("utf-8", errors="replace")
+    return any(_FINAL.match(text_of(line)) for line in text.splitlines())
+

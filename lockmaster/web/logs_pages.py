@@ -6,10 +6,12 @@ debug output dim. The first CHUNK bytes come with the page; static/logs.js fetch
 the API and, while the build runs, tails it: `/api/logs/<path>?offset=N` answers the whole lines
 after byte N, where to ask next, and whether the build is still running.
 
-"Running": the results database holds no finished build for the log's directory and the file
-changed in the last RUNNING_WINDOW seconds (an executor appends as output arrives; the http
-store receives it every logs.store.live-interval seconds). A build that died without a result
-stops counting as running when its log stops growing.
+"Running": the results database holds no build for the log's directory (builds are recorded
+when they finish), the log's end does not show the executor's last words ("RESULT: ...",
+"NODE_FAILURE: ...", "ABORTED"), and the file changed in the last RUNNING_WINDOW seconds (an
+executor appends as output arrives; the http store receives it every logs.store.live-interval
+seconds). A build whose executor died without a result stops counting as running when its log
+has not grown for that long.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from aiohttp import web
 from lockmaster.web.context import CTX, WebContext
 from lockmaster.web.errors import bad_request, json_error, not_found
 from lockmaster.web.layout import page
-from lockmaster.web.log_render import Classifier, split_lines
+from lockmaster.web.log_render import TAIL, Classifier, ended, split_lines
 from lockmaster.web.log_store import (
     CHUNK,
     BadLogPath,
@@ -35,7 +37,9 @@ from lockmaster.web.log_store import (
     store_for,
 )
 
-RUNNING_WINDOW = 120.0  # seconds without growth after which a log without a result is done
+# Seconds without growth after which a log that shows no end is taken as finished: a build whose
+# executor died writes no result line. Longer than a quiet job step (a silent compile).
+RUNNING_WINDOW = 3 * 3600.0
 LOG_STORE = web.AppKey("lockmaster-log-store", object)  # tests may put a store here
 
 
@@ -56,11 +60,22 @@ async def _build(ctx: WebContext, relative: str) -> dict[str, Any] | None:
     return await build_for_log(ctx.results, relative)
 
 
-def _running(build: dict[str, Any] | None, piece: LogSlice) -> bool:
+async def _running(store: Any, relative: str, build: dict[str, Any] | None,
+                   piece: LogSlice) -> bool:
+    """Whether the log's build still runs (see the module's docstring)."""
     if build is not None:
         return False
     seconds = age(piece.mtime)
-    return seconds is not None and seconds < RUNNING_WINDOW
+    if seconds is None or seconds >= RUNNING_WINDOW:
+        return False
+    if piece.offset + len(piece.data) >= piece.size:
+        tail = piece.data[-TAIL:]
+    else:
+        try:
+            tail = (await store.read(relative, max(0, piece.size - TAIL), TAIL)).data
+        except (BadLogPath, LogNotFound, LogStoreUnavailable):
+            return True  # (replaced or unreachable meanwhile) the next poll knows better
+    return not ended(tail)
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -120,7 +135,7 @@ async def api_log(request: web.Request) -> web.Response:
                                f"({piece.size} bytes)",
                           "the log was replaced (a new try of the build): read it again from "
                           "offset 0")
-    running = _running(await _build(ctx, relative), piece)
+    running = await _running(store, relative, await _build(ctx, relative), piece)
     at_end = not running and offset + len(piece.data) >= piece.size
     lines = split_lines(piece.data, at_end=at_end, full=len(piece.data) >= limit)
     classify = Classifier()
@@ -195,7 +210,7 @@ async def log_page(request: web.Request) -> web.StreamResponse:
     except (BadLogPath, LogStoreUnavailable) as exc:
         return _error_page(exc)
     build = await _build(ctx, relative)
-    running = _running(build, piece)
+    running = await _running(store, relative, build, piece)
     at_end = not running and len(piece.data) >= piece.size
     lines = split_lines(piece.data, at_end=at_end, full=len(piece.data) >= CHUNK)
     classify = Classifier()
