@@ -297,11 +297,18 @@ async def test_a_log_url_leads_to_the_viewer_and_nothing_else(web: TestClient) -
 
 async def test_the_executors_last_line_ends_a_log_and_a_quiet_job_still_runs(
         web: TestClient, root: Path) -> None:
-    path = _write(root, f"{STAMP}RESULT: SUCCESS\n{STAMP}Artifacts: none\n", old=False)
+    path = _write(root, f"{STAMP}RESULT: SUCCESS\n", old=False)
+    settling = await (await web.get(f"/api/logs/{LOG_DIR}/job-output.txt")).json()
+    assert settling["running"] is True  # written just now: clean-up lines may follow
+    minute = time.time() - 60
+    with path.open("a") as out:
+        out.write(f"{STAMP}Artifacts: none\n")
+    os.utime(path, (minute, minute))
     done = await (await web.get(f"/api/logs/{LOG_DIR}/job-output.txt")).json()
     assert done["running"] is False and done["complete"] is True
     # The marker beyond the slice asked for is still found (the end is read separately).
     path.write_text("".join(f"{STAMP}line {n}\n" for n in range(2000)) + f"{STAMP}ABORTED\n")
+    os.utime(path, (minute, minute))
     early = await (await web.get(f"/api/logs/{LOG_DIR}/job-output.txt?limit=100")).json()
     assert early["running"] is False and early["complete"] is False
     # A job quiet for an hour (a long compile) is still running: no last line yet.

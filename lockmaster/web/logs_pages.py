@@ -40,6 +40,9 @@ from lockmaster.web.log_store import (
 # Seconds without growth after which a log that shows no end is taken as finished: a build whose
 # executor died writes no result line. Longer than a quiet job step (a silent compile).
 RUNNING_WINDOW = 3 * 3600.0
+# After the executor's last line it gives the nodes back and collects artifacts, writing a few
+# more lines: a log written in the last SETTLE seconds is followed on.
+SETTLE = 30.0
 LOG_STORE = web.AppKey("lockmaster-log-store", object)  # tests may put a store here
 
 
@@ -68,6 +71,8 @@ async def _running(store: Any, relative: str, build: dict[str, Any] | None,
     seconds = age(piece.mtime)
     if seconds is None or seconds >= RUNNING_WINDOW:
         return False
+    if seconds < SETTLE:
+        return True  # written just now: clean-up lines may follow the last line
     if piece.offset + len(piece.data) >= piece.size:
         tail = piece.data[-TAIL:]
     else:
