@@ -368,3 +368,50 @@ def test_builds_restarted_behind_a_failed_gate_item_are_counted_whichever_comes_
     rate = reset_rate(db, "gate", "integrated", timedelta(days=1),
                       now=datetime.fromtimestamp(T0 + 300, UTC))
     assert (rate.items, rate.failed, rate.restarted_builds) == (3, 1, 2)
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(db_url: str) -> None:
+    """The orchestrator and the web server start together: both open (and migrate) it."""
+    opened: list[ResultsDB] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_it() -> None:
+        try:
+            start.wait()
+            opened.append(ResultsDB.open(db_url))
+        except BaseException as exc:  # (reported by the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert all(current(db.engine) == head() for db in opened)
+    finally:
+        for db in opened:
+            db.close()
+
+
+def test_separate_processes_migrating_a_new_database_at_once_all_succeed(db_url: str) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from lockmaster.results import ResultsDB; "
+            "time.sleep(max(0, float(sys.argv[2]) - time.time())); "
+            "ResultsDB.open(sys.argv[1]).close()")
+    import time
+
+    at = str(time.time() + 3)  # all three past their imports, then at the same moment
+    procs = [subprocess.Popen([sys.executable, "-c", code, db_url, at], stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    failures = [p.communicate(timeout=120)[1] for p in procs if p.wait(timeout=120) != 0]
+    assert failures == []
+    db = ResultsDB.open(db_url, migrate=False)
+    try:
+        assert current(db.engine) == head() and differences(db.engine) == []
+    finally:
+        db.close()

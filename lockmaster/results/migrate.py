@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -13,6 +14,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Alembic's `context` is one per process: two threads migrating at once (`lockmaster run` opens
+# the database from the web server and the orchestrator) would mix their environments. Across
+# processes the database's own lock serializes them (migrations/env.py).
+_ALEMBIC = threading.Lock()
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -23,7 +28,8 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    command.upgrade(alembic_config(engine), revision)
+    with _ALEMBIC:
+        command.upgrade(alembic_config(engine), revision)
 
 
 def head() -> str:
