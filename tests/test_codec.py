@@ -299,3 +299,19 @@ def test_lockmaster_run_with_an_unusable_key_file_exits_2_before_starting(
     assert result.exit_code == 2, result.output
     assert "line 1: the key of 'k1' is not base64" in " ".join(result.output.split())
     assert not (tmp_path / "state" / "temporal.db").exists()  # no dev server was started
+
+
+def test_config_check_says_which_key_encrypts_or_notes_an_unusable_key_file(
+        tmp_path: Path) -> None:
+    key_file(tmp_path / "keys", "k2", "k1")
+    config = tmp_path / "lockmaster.yaml"
+    config.write_text(f"state-dir: {tmp_path / 'state'}\ncodec:\n  key-file: keys\n")
+    result = CliRunner().invoke(app, ["config", "check", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "codec: payloads encrypted with key 'k2'; 2 key(s) decrypt" in result.output
+    (tmp_path / "keys").chmod(0o666)
+    result = CliRunner().invoke(app, ["config", "check", str(config)])
+    # A note, not a refusal: the file is checked on hosts that may not hold the keys.
+    assert result.exit_code == 0, result.output
+    assert "note: codec.key-file: the codec key file" in " ".join(result.output.split())
+    assert "open to other users (mode 0666)" in result.output

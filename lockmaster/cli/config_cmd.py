@@ -42,6 +42,18 @@ def check(file: Path = typer.Argument(..., help="lockmaster.yaml to check")) -> 
             err.print(f"note: {'.'.join(where)}: {message} (needed on the executors and the "
                       "log host, which refuse to start without it)", markup=False,
                       soft_wrap=True)
+    if config.codec is not None:  # payload encryption: every Temporal client needs the keys
+        from lockmaster.temporal.codec import KeyFileError, load_keys
+
+        try:
+            keys = load_keys(config.resolve(config.codec.key_file))
+        except KeyFileError as exc:
+            err.print(f"note: codec.key-file: {exc} (needed wherever lockmaster talks to "
+                      "Temporal, which refuses to start without it)", markup=False,
+                      soft_wrap=True)
+        else:
+            out.print(f"codec: payloads encrypted with key {keys.current[0]!r}; "
+                      f"{len(keys.ids)} key(s) decrypt", markup=False)
     out.print(
         f"{file}: OK — {len(config.connections)} connection(s), {len(config.pipelines)} "
         f"pipeline(s), {len(config.projects)} project(s), {len(config.jobs)} job(s), "
