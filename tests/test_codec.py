@@ -315,3 +315,51 @@ def test_config_check_says_which_key_encrypts_or_notes_an_unusable_key_file(
     assert result.exit_code == 0, result.output
     assert "note: codec.key-file: the codec key file" in " ".join(result.output.split())
     assert "open to other users (mode 0666)" in result.output
+
+
+async def test_encryption_turned_on_then_off_with_a_gate_running(
+        client: Client, tmp_path: Path) -> None:
+    """A running queue goes on across the switch: its workers, restarted with the key, replay
+    the clear history and encrypt from then on; restarted with `encrypt: false`, they still
+    read what was encrypted and send in clear."""
+    from tests.test_gate_operator_cli import lockmaster, wait_report, write_config
+    from tests.test_gate_workflow import gate_config, wait_status
+
+    clear_why, secret_why, after_why = (f"MARKER-{uuid.uuid4().hex}" for _ in range(3))
+    name = unique_project()
+    config = gate_config(tmp_path, [name], "sleep 30")
+    wid = f"{config.temporal.workflow_id_prefix}gate/{name}"
+
+    async def enqueue(dep, number: int, why: str) -> None:  # type: ignore[no-untyped-def]
+        """`lockmaster gate enqueue`, with the configuration of the moment (codec or not)."""
+        config_file = write_config(dep, client, tmp_path / "lockmaster.yaml")
+        done = await lockmaster(config_file, "gate", "enqueue", "--change", str(number),
+                                "--force", "--reason", why, "--user", "alice")
+        assert done.exit_code == 0, done.output
+
+    async def queued(dep, count: int) -> None:  # type: ignore[no-untyped-def]
+        await wait_status(dep, wid, lambda s: len(s.items) == count, timeout=120)
+
+    async with deployment(client, config) as dep:  # no codec: everything in clear
+        dep.store.create_project(name, {"README": "x\n"})
+        first = dep.store.upload(name, files={"a": "a\n"}, subject="a")
+        await enqueue(dep, first.number, clear_why)
+        await queued(dep, 1)
+    config.codec = CodecConfig(key_file=key_file(tmp_path / "keys", "k1"))
+    async with deployment(await encrypted_client(client, config), config) as dep:
+        second = dep.store.upload(name, files={"b": "b\n"}, subject="b")
+        await enqueue(dep, second.number, secret_why)
+        await queued(dep, 2)
+        await wait_report(dep, second.number, secret_why)
+    config.codec = CodecConfig(key_file=tmp_path / "keys", encrypt=False)
+    async with deployment(await encrypted_client(client, config), config) as dep:
+        third = dep.store.upload(name, files={"c": "c\n"}, subject="c")
+        await enqueue(dep, third.number, after_why)
+        await queued(dep, 3)
+        await wait_report(dep, third.number, after_why)
+        await dep.client.get_workflow_handle(wid).terminate("test over")
+    stored = b"".join(e.SerializeToString()
+                      for e in (await client.get_workflow_handle(wid).fetch_history()).events)
+    assert clear_why.encode() in stored  # from before: left as it was
+    assert secret_why.encode() not in stored  # while on: encrypted
+    assert after_why.encode() in stored  # turned off: in clear again

@@ -58,4 +58,7 @@ class CodecConfig(ConfigModel):
     # FIRST encrypts; every one decrypts (rotation: put a new key first, keep the old ones as
     # long as histories encrypted with them are kept). Must not be readable by others.
     key_file: Path
+    # false: decrypt only, send in clear (turning encryption off: histories encrypted so far
+    # stay readable as long as the keys are here).
+    encrypt: bool = True
     serve: CodecServeConfig | None = None

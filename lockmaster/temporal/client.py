@@ -103,7 +103,8 @@ def data_converter(config: LockmasterConfig) -> DataConverter:
         keys = load_keys(config.resolve(config.codec.key_file))
     except KeyFileError as exc:
         raise TemporalConfigError(f"codec.key-file{_where(config)}: {exc}") from None
-    return with_codec(pydantic_data_converter, EncryptionCodec(keys))
+    return with_codec(pydantic_data_converter,
+                      EncryptionCodec(keys, encrypt=config.codec.encrypt))
 
 
 async def connect(config: LockmasterConfig, *, address: str | None = None) -> Client:

@@ -161,12 +161,16 @@ def is_encrypted(payload: Payload) -> bool:
 class EncryptionCodec(PayloadCodec):
     """AES-GCM with the key ring's current key; decrypts with whichever key a payload names."""
 
-    def __init__(self, keys: KeyRing) -> None:
+    def __init__(self, keys: KeyRing, *, encrypt: bool = True) -> None:
         super().__init__()
         self.keys = keys
+        # False: decrypt only (encryption being turned off; what is sent goes in clear).
+        self.encrypting = encrypt
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.keys}
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        if not self.encrypting:
+            return list(payloads)
         return [self.encrypt(p) for p in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:

@@ -270,7 +270,8 @@ def codec_service(config: LockmasterConfig, token_file: Path | None, origins: Se
             f"a codec server listening on {listen} decrypts every payload for anyone who "
             "reaches it: give it a token (--token-file or codec.serve.token-file; "
             f"{NEW_TOKEN}), or listen on 127.0.0.1")
-    return CodecService(EncryptionCodec(keys), token, [check_origin(o) for o in origins])
+    return CodecService(EncryptionCodec(keys, encrypt=config.codec.encrypt), token,
+                        [check_origin(o) for o in origins])
 
 
 def start_codec_server(config: LockmasterConfig) -> CodecServer:
