@@ -268,8 +268,11 @@ async def test_web_metrics_show_a_running_gate(client: Client, tmp_path: Path,
     # process may have made it for its own configuration.
     monkeypatch.setattr(server, "_state", None)
     name = unique_project()
-    config = gate_config(tmp_path, [name], "sleep 3")
+    config = gate_config(tmp_path, [name], "sleep 5")
     config.metrics.cache_seconds = 0
+    # Its own workflows only: another test's (a pool whose worker is gone) would make every
+    # scrape wait for its query's timeout.
+    config.temporal.workflow_id_prefix = f"{name.split('/')[0]}-"
     ctx = WebContext(config=config, state_dir=config.state_path, client=client, results=None)
     async with deployment(client, config) as dep, \
             TestClient(TestServer(build_app(ctx))) as http:

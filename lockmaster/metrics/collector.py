@@ -146,6 +146,7 @@ class WorkflowStateCollector(Collector):
             log.warning("metrics: cannot list the workflows: %s", exc)
             return
         for pipeline, queue, seconds in self._departures.update(snap):
+            log.debug("metrics: an item left %s/%s after %.1f s", pipeline, queue, seconds)
             self.metrics.resident.labels(pipeline, queue).observe(seconds)
         for gate in snap.gates:  # so "no departures for an hour" has a zero to compare
             self.metrics.resident.labels(gate.pipeline, gate.queue)
