@@ -26,6 +26,7 @@ from lockmaster.metrics.domain import BOUNDED_LABELS, STATE_GAUGES, DomainMetric
 from lockmaster.metrics.server import start_worker_metrics
 from lockmaster.metrics.temporal_sdk import BUCKETS, COUNTER, GAUGE, HISTOGRAM, SDKMetrics
 from lockmaster.metrics.workflow_state import Departures, RunningCheck, Snapshot, gauge_values
+from lockmaster.model.change import ReviewEvent
 from lockmaster.model.gate import ItemView
 from lockmaster.model.gate import QueueStatus as GateStatus
 from lockmaster.model.nodes import (
@@ -40,6 +41,7 @@ from lockmaster.model.publish import QueueEntry, QueueState
 from lockmaster.model.publish import QueueStatus as PublishQueueStatus
 from lockmaster.model.testenv import BrokerStatus, Lease, TEState, TEView
 from lockmaster.model.work import StuckView
+from lockmaster.starters.router import EventRouter
 from lockmaster.web.app import build_app
 from lockmaster.web.context import WebContext
 from tests.deployment import deployment, unique_project
@@ -121,6 +123,23 @@ def test_events_are_observed_only_in_processes_serving_metrics(
     assert value(found, "lockmaster_events_total", event="comment-added") == 1
     assert 4 < value(found, "lockmaster_event_intake_lag_seconds_sum",  # type: ignore[operator]
                      event="comment-added") < 60
+
+
+async def test_the_router_observes_what_it_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    dm = DomainMetrics(CollectorRegistry())
+    monkeypatch.setattr(domain_module, "_domain", dm)
+    monkeypatch.setattr(metrics, "enabled", True)
+    router = EventRouter(LockmasterConfig.model_validate({}), None, {})  # type: ignore[arg-type]
+    event = ReviewEvent(type="patchset-created", connection="gerrit", project="p",
+                        branch="master", change=1, patchset=1, created=time.time() - 30)
+    actions = await router.route(event)
+    assert actions[0].action == "ignored"  # an unknown connection: counted all the same
+    found = samples(dm.registry)
+    assert value(found, "lockmaster_events_total", event="patchset-created") == 1
+    assert value(found, "lockmaster_event_intake_lag_seconds_bucket", event="patchset-created",
+                 le="60.0") == 1
+    assert value(found, "lockmaster_event_intake_lag_seconds_bucket", event="patchset-created",
+                 le="10.0") == 0
 
 
 # --- the Temporal SDK's buffered metrics ------------------------------------------------------
