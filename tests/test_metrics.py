@@ -17,8 +17,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
 
 from lockmaster import metrics
+from lockmaster.activities.launcher import LauncherActivities
+from lockmaster.clouds.openstack import CloudQuotaError
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.metrics import domain as domain_module
 from lockmaster.metrics import server
@@ -31,9 +34,12 @@ from lockmaster.model.gate import ItemView
 from lockmaster.model.gate import QueueStatus as GateStatus
 from lockmaster.model.nodes import (
     Driver,
+    LabelSpec,
+    LaunchRequest,
     Node,
     NodeRequest,
     NodeState,
+    PoolSpec,
     PoolStatus,
     RequestState,
 )
@@ -140,6 +146,37 @@ async def test_the_router_observes_what_it_routes(monkeypatch: pytest.MonkeyPatc
                  le="60.0") == 1
     assert value(found, "lockmaster_event_intake_lag_seconds_bucket", event="patchset-created",
                  le="10.0") == 0
+
+
+class QuotaCloud:
+    """A cloud that refuses every server for quota (what launch_node is given instead of
+    openstacksdk's)."""
+
+    async def create_server(self, spec: Any) -> Any:
+        raise CloudQuotaError("Quota exceeded for instances: Requested 1, but already used 10")
+
+    async def find_server(self, name: str) -> None:
+        return None  # nothing was created
+
+
+async def test_launch_errors_are_counted_per_provider_and_region(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    dm = DomainMetrics(CollectorRegistry())
+    monkeypatch.setattr(domain_module, "_domain", dm)
+    spec = PoolSpec(provider="donor", pool="main", driver=Driver.OPENSTACK, region="RegionTwo",
+                    cloud="donor", labels={"jammy": LabelSpec(name="jammy", image="i",
+                                                              flavor="f")})
+    node = Node(id="0000000001", provider="donor", pool="main", driver=Driver.OPENSTACK,
+                labels=["jammy"])
+    launcher = LauncherActivities(lambda _: QuotaCloud())  # type: ignore[arg-type,return-value]
+    result = await ActivityEnvironment().run(launcher.launch_node,
+                                             LaunchRequest(spec=spec, node=node))
+    assert not result.ok and result.quota
+    found = samples(dm.registry)
+    where = {"provider": "donor", "region": "RegionTwo", "pool": "main"}
+    assert value(found, "lockmaster_node_launches_total", result="quota", **where) == 1
+    assert value(found, "lockmaster_node_launch_errors_total", reason="quota", **where) == 1
+    assert value(found, "lockmaster_node_launch_seconds_count", **where) is None
 
 
 # --- the Temporal SDK's buffered metrics ------------------------------------------------------
