@@ -48,7 +48,12 @@ class ResultsActivities:
         db = await asyncio.to_thread(self._open)
         if db is None:
             return self._disabled()
-        return await asyncio.to_thread(db.record_builds, request.builds)
+        result = await asyncio.to_thread(db.record_builds, request.builds)
+        for buildset in request.buildsets:
+            written = await asyncio.to_thread(db.record_buildset, buildset)
+            result.recorded += written.recorded
+            result.already += written.already
+        return result
 
     @activity.defn(name="record_buildset")
     async def record_buildset(self, request: RecordBuildsetRequest) -> RecordResult:

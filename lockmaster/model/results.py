@@ -89,6 +89,8 @@ class BuildsetRecord(Model):
 
 class RecordBuildsRequest(Model):
     builds: list[BuildRecord]
+    # Buildsets recorded in the same activity, after the builds (the gate's batches).
+    buildsets: list[BuildsetRecord] = Field(default_factory=list)
 
 
 class RecordBuildsetRequest(Model):

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         SubmitResult,
     )
     from lockmaster.model.report import ReportRequest
+    from lockmaster.model.results import RecordBuildsRequest
     from lockmaster.model.state import (
         PrepareStateRequest,
         PrepareStateResult,
@@ -50,9 +51,10 @@ with workflow.unsafe.imports_passed_through():
     from lockmaster.workflows.check import MERGER_RETRY, REPORT_RETRY
     from lockmaster.workflows.gate_recording import (
         build_context,
-        build_record_work,
-        item_record_work,
+        build_record,
+        item_record,
         recorded,
+        records_work,
     )
     from lockmaster.workflows.longlived import WorkTracker
     from lockmaster.workflows.recording import recording
@@ -222,6 +224,22 @@ class GateWork:
         self._record_build(ctx, result)
         self._run_all(self._queue.build_done(ctx["key"], ctx["buildset"], result))
 
+    def _records(self) -> RecordBuildsRequest:
+        """What this wake-up recorded so far (not carried: flushed before the run can end)."""
+        pending = self.__dict__.get("_records_pending")
+        if pending is None:
+            pending = self._records_pending = RecordBuildsRequest(builds=[])
+        return pending
+
+    def _flush_records(self) -> None:
+        """Hand what this wake-up recorded to one activity (the queue's loop calls this after
+        every pass and before continuing as new)."""
+        pending = self.__dict__.get("_records_pending")
+        if pending is None or not (pending.builds or pending.buildsets):
+            return
+        self._records_pending = RecordBuildsRequest(builds=[])
+        self._work.submit(records_work(pending, self._tq(Role.ORCHESTRATOR)))
+
     def _record_build(self, ctx: dict[str, Any], result: BuildResult | None) -> None:
         """Its record in the results database (Work: never holds the queue up)."""
         assert self._queue is not None
@@ -233,10 +251,12 @@ class GateWork:
         item = self._queue.item(ctx["key"])
         known = {i.change.key: i.change for i in state.items}
         known.update((c.key, c) for c in (item.changes if item is not None else []))
-        work = build_record_work(ctx, known, result, state.pipeline, state.queue,
-                                 self._tq(Role.ORCHESTRATOR), workflow.now().timestamp())
-        if work is not None:
-            self._work.submit(work)
+        record = build_record(ctx, known, result, state.pipeline, state.queue,
+                              workflow.now().timestamp())
+        if record is not None:
+            self._records().builds.append(record)
+            if getattr(self, "_legacy", False):  # (its loop does not flush)
+                self._flush_records()
 
     def _record_item(self, key: str, item_id: str, change: ChangeRef, action: str,
                      message: str | None) -> None:
@@ -247,11 +267,13 @@ class GateWork:
             return
         state = self._queue.state
         item = self._queue.item(key)
-        work = item_record_work(item if item is not None and item.id == item_id else None,
-                                item_id, change, state.pipeline, state.queue, action, message,
-                                self._tq(Role.ORCHESTRATOR), workflow.now().timestamp())
-        if work is not None:
-            self._work.submit(work)
+        record = item_record(item if item is not None and item.id == item_id else None,
+                             item_id, change, state.pipeline, state.queue, action, message,
+                             workflow.now().timestamp())
+        if record is not None:
+            self._records().buildsets.append(record)
+            if getattr(self, "_legacy", False):
+                self._flush_records()
 
     # --- reports and submits ------------------------------------------------------------------
 
