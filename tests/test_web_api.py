@@ -218,3 +218,23 @@ def test_lockmaster_run_starts_it_as_an_auxiliary_server(tmp_path: Path) -> None
     assert servers.url(WEB) is None
     assert len(said) == 1 and said[0].startswith("the web service did not start")
     assert f"127.0.0.1:{config.web.port}" in said[0] and "web.port" in said[0]
+
+
+async def test_a_queue_whose_worker_is_down_is_listed_not_an_error(
+        client: Client, tmp_path: Path) -> None:
+    name = unique_project()
+    config = gate_config(tmp_path, [name], "true")
+    dead = f"gate/{name}-dead"
+    # A queue workflow nobody polls for: its worker is down.
+    await client.start_workflow("GateQueueWorkflow", {}, id=dead,
+                                task_queue=f"nobody-{name}")
+    try:
+        async with web_client(config, client) as http:
+            for _ in range(2):  # asked, then remembered as not answering for a while
+                response = await http.get("/api/status")
+                assert response.status == 200
+                view = await response.json()
+                gate = next(p for p in view["pipelines"] if p["name"] == "gate")
+                assert [u for u in gate["unanswered"] if u.startswith(f"{dead}: ")], gate
+    finally:
+        await client.get_workflow_handle(dead).terminate("test over")

@@ -104,8 +104,19 @@ def browse(base: str, numbers: list[int], approve_all: Callable[[], None],
 
         first = wait_for(running_times, "a running job with its elapsed time")
         seen["first_times"] = first
-        seen["later_times"] = wait_for(
-            lambda: (t := running_times()) and t != first and t, "the elapsed time to move on")
+        history: list[Any] = []
+
+        def moved_on() -> list[str] | None:
+            times = running_times()
+            history.append((time.strftime("%H:%M:%S"), driver.execute_script(
+                "return document.getElementById('updated').textContent;"), times))
+            return times if times and times != first else None
+
+        try:
+            seen["later_times"] = wait_for(moved_on, "the elapsed time to move on")
+        except AssertionError as exc:
+            changes = [h for i, h in enumerate(history) if i == 0 or h[1:] != history[i - 1][1:]]
+            raise AssertionError(f"{exc}: first {first}, then {changes}") from exc
         seen["bars"] = len(driver.find_elements(By.CSS_SELECTOR, "div.bar[role=progressbar]"))
         seen["not_reloaded"] = driver.execute_script("return window.__notReloaded === true;")
         driver.save_screenshot(str(shots / "status-progress.png"))
@@ -138,6 +149,11 @@ def browse(base: str, numbers: list[int], approve_all: Callable[[], None],
         wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "section.pool"), "the pools")
         driver.save_screenshot(str(shots / "nodes.png"))
         seen["log"] = driver.get_log("browser")
+    except AssertionError as exc:  # what the page showed, for whoever reads the failure
+        driver.save_screenshot(str(shots / "failure.png"))
+        shown = driver.execute_script("return document.querySelector('main').innerText;")
+        raise AssertionError(f"{exc}; the page showed:\n{shown[:3000]}\n"
+                             f"browser log: {driver.get_log('browser')}") from exc
     finally:
         driver.quit()
     return seen
@@ -145,7 +161,7 @@ def browse(base: str, numbers: list[int], approve_all: Callable[[], None],
 
 async def test_status_page_in_a_browser_while_a_gate_runs(client: Client, tmp_path: Path) -> None:
     name = unique_project()
-    config = gate_config(tmp_path, [name], "sleep 5")
+    config = gate_config(tmp_path, [name], "sleep 8")
     shots = artifacts()
     port = free_port()
     ctx = WebContext(config=config, state_dir=config.state_path, client=client, results=None)

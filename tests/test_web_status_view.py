@@ -100,6 +100,15 @@ def test_running_job_elapsed_estimate_remaining_and_progress(config: LockmasterC
     assert row["state"] == "running"
 
 
+def test_elapsed_is_by_the_wall_clock_not_the_queues_last_task(config: LockmasterConfig) -> None:
+    # The queue last woke 35 s after the build started; the page asks 40 s after.
+    stale = JobView(name="test", voting=True, state="running", attempt=1, elapsed=35.0,
+                    started=NOW - 40, estimated=100.0)
+    row = items_of(status_view([gate(item(1, jobs=[job("merge-check", "SUCCESS"), stale]))],
+                               config, now=NOW))[0]
+    assert row["jobs"][1]["elapsed"] == 40 and row["jobs"][1]["remaining"] == 60
+
+
 def test_no_estimate_is_null_not_a_guess(config: LockmasterConfig) -> None:
     jobs = [job("merge-check", "running", elapsed=5.0), job("test")]
     row = items_of(status_view([gate(item(1, jobs=jobs))], config, now=NOW))[0]

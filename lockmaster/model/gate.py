@@ -321,8 +321,10 @@ class JobView(Model):
     state: str  # waiting, queued, running, or a final result
     attempt: int = 0
     log_url: str | None = None
-    elapsed: float | None = None
+    elapsed: float | None = None  # at the workflow's last task (its clock stands between tasks)
     estimated: float | None = None
+    # When the running attempt started (epoch seconds): elapsed by the wall clock (status page).
+    started: float | None = None
     # Why it did not succeed (the last attempt's message, or why it was skipped).
     reason: str | None = None
 

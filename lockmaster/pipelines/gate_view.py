@@ -37,6 +37,7 @@ def job_views(item: GateItem, now: float, estimates: Mapping[str, float]) -> lis
             elapsed=(now - last.started) if last and last.started and last.result is None
             else None,
             estimated=estimates.get(job.name), reason=reason,
+            started=last.started if last and last.result is None else None,
         ))
     return jobs
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -41,14 +42,24 @@ def _pipeline_of(out: dict[str, PipelineStatus], kind: str, workflow_id: str,
 
 
 async def collect(client: Client, config: LockmasterConfig,
-                  timeout: float = QUERY_TIMEOUT) -> list[PipelineStatus]:
+                  timeout: float = QUERY_TIMEOUT,
+                  skip: Mapping[str, str] | None = None) -> list[PipelineStatus]:
+    """`skip`: workflow id -> why, of workflows known not to answer just now (the status page
+    asks them again later rather than wait for them on every refresh): listed as unanswered
+    without asking."""
     prefix = config.temporal.workflow_id_prefix
+    skip = skip or {}
     rpc_timeout = timedelta(seconds=timeout)
     out = {p.name: PipelineStatus(pipeline=p.name, manager=p.manager) for p in config.pipelines}
     query = 'ExecutionStatus = "Running"'
     handles = []
     async for wf in client.list_workflows(query):
         if not wf.id.startswith(prefix):
+            continue
+        if wf.id in skip:
+            pipeline = _pipeline_of(out, wf.workflow_type or "", wf.id, prefix)
+            if pipeline is not None:
+                pipeline.unanswered.append(f"{wf.id}: {skip[wf.id]}")
             continue
         handles.append((wf.workflow_type, client.get_workflow_handle(wf.id)))
 

@@ -7,7 +7,7 @@ Handlers get it with `request.app[CTX]`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,9 @@ class WebContext:
     state_dir: Path
     client: temporalio.client.Client | None
     results: ResultsDB | None
+    # What handlers keep between requests (web/sources.py: answers shared by the viewers
+    # polling at once, when Temporal was last tried).
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 CTX = web.AppKey("lockmaster", WebContext)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -31,9 +32,14 @@ from lockmaster.web.context import WebContext
 from lockmaster.web.status_view import Estimates
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CONNECT_TIMEOUT = 5.0  # a page must not hang on a Temporal that does not answer
 QUERY_TIMEOUT = 10.0
+# The status page polls every 2 s: a queue whose worker is down is "not answering" after this,
+# rather than holding every viewer for `lockmaster status`'s 10 s.
+PAGE_QUERY_TIMEOUT = 3.0
+ASK_AGAIN = 20.0
 RETRY_CONNECT = 5.0  # seconds between attempts to connect again while Temporal is down
 RECENT_PUBLICATIONS = 10
 
@@ -42,7 +48,20 @@ class TemporalDown(Exception):
     """Temporal cannot be reached; the message says where and how to fix it."""
 
 
-_last_attempt: dict[int, float] = {}
+# Every viewer polls every 2 s: the workflows are asked at most once a second, whatever the
+# number of viewers; those asking meanwhile share the answer.
+SHARED_SECONDS = 1.0
+
+
+async def shared(ctx: WebContext, name: str, fetch: Callable[[], Awaitable[T]]) -> T:
+    lock = ctx.cache.setdefault(f"lock:{name}", asyncio.Lock())
+    async with lock:
+        hit = ctx.cache.get(f"answer:{name}")
+        if hit is not None and time.monotonic() - hit[0] < SHARED_SECONDS:
+            return hit[1]
+        value = await fetch()
+        ctx.cache[f"answer:{name}"] = (time.monotonic(), value)
+        return value
 
 
 async def client_of(ctx: WebContext) -> Client:
@@ -50,10 +69,10 @@ async def client_of(ctx: WebContext) -> Client:
     if ctx.client is not None:
         return ctx.client
     address = ctx.config.temporal.address
-    key = id(ctx)
-    if time.monotonic() - _last_attempt.get(key, -RETRY_CONNECT) < RETRY_CONNECT:
+    last = ctx.cache.get("temporal-tried", -RETRY_CONNECT)
+    if time.monotonic() - last < RETRY_CONNECT:
         raise TemporalDown(_down_message(ctx, "not answering"))
-    _last_attempt[key] = time.monotonic()
+    ctx.cache["temporal-tried"] = time.monotonic()
     try:
         ctx.client = await asyncio.wait_for(connect(ctx.config), CONNECT_TIMEOUT)
     except (TimeoutError, RuntimeError, OSError, RPCError) as exc:
@@ -75,24 +94,46 @@ def _is_down(exc: BaseException) -> bool:
 
 
 async def pipelines(ctx: WebContext) -> list[PipelineStatus]:
+    return await shared(ctx, "pipelines", lambda: _pipelines(ctx))
+
+
+async def _pipelines(ctx: WebContext) -> list[PipelineStatus]:
+    """A workflow that does not answer within PAGE_QUERY_TIMEOUT (its worker down) is listed
+    as not answering by `collect`; it must not turn the whole status into an error."""
     client = await client_of(ctx)
+    # Workflows that did not answer (their worker down) are asked again every ASK_AGAIN
+    # seconds, not on every refresh: each would hold every refresh for its timeout.
+    quiet: dict[str, tuple[float, str]] = ctx.cache.setdefault("not-answering", {})
+    now = time.monotonic()
+    skip = {wid: why for wid, (since, why) in quiet.items() if now - since < ASK_AGAIN}
     try:
-        return await asyncio.wait_for(collect(client, ctx.config, timeout=QUERY_TIMEOUT),
-                                      QUERY_TIMEOUT + CONNECT_TIMEOUT)
+        found = await collect(client, ctx.config, timeout=PAGE_QUERY_TIMEOUT, skip=skip)
     except Exception as exc:
         if _is_down(exc):
             raise TemporalDown(_down_message(ctx, str(exc) or type(exc).__name__)) from exc
         raise
+    for wid in [wid for wid in quiet if wid not in skip]:  # asked again: answered, or re-added
+        del quiet[wid]
+    for p in found:
+        for line in p.unanswered:
+            wid, _, why = line.partition(": ")
+            if wid not in skip:
+                quiet[wid] = (now, why)
+    return found
 
 
 async def _query(client: Client, workflow_id: str, arg: Any, result_type: type) -> Any:
     return await client.get_workflow_handle(workflow_id).query(
         "status", arg, result_type=result_type,
-        rpc_timeout=timedelta(seconds=QUERY_TIMEOUT))
+        rpc_timeout=timedelta(seconds=PAGE_QUERY_TIMEOUT))
 
 
 async def pools(ctx: WebContext) -> tuple[list[PoolStatus], dict[str, str]]:
     """Every configured pool's status; a pool that does not answer is named with why."""
+    return await shared(ctx, "pools", lambda: _pools(ctx))
+
+
+async def _pools(ctx: WebContext) -> tuple[list[PoolStatus], dict[str, str]]:
     client = await client_of(ctx)
     prefix = ctx.config.temporal.workflow_id_prefix
     specs = pool_specs(ctx.config)
@@ -111,6 +152,10 @@ async def pools(ctx: WebContext) -> tuple[list[PoolStatus], dict[str, str]]:
 
 
 async def brokers(ctx: WebContext) -> tuple[list[BrokerStatus], dict[str, str]]:
+    return await shared(ctx, "brokers", lambda: _brokers(ctx))
+
+
+async def _brokers(ctx: WebContext) -> tuple[list[BrokerStatus], dict[str, str]]:
     client = await client_of(ctx)
     prefix = ctx.config.temporal.workflow_id_prefix
     labels = sorted(te_specs(ctx.config))

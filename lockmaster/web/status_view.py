@@ -166,10 +166,12 @@ def _job(name: str, voting: bool, state: str, attempt: int, log_url: str | None,
 def gate_job(job: JobView, now: float, estimates: Estimates, project: str,
              pipeline: str) -> Json:
     """The results database's recent durations first, else the queue's own running average
-    (its job_seconds, which the queue puts in `estimated`)."""
+    (its job_seconds, which the queue puts in `estimated`). Elapsed by the wall clock: the
+    queue's own `elapsed` is as of its last workflow task."""
     estimated = estimates.duration(project, pipeline, job.name) or job.estimated
+    elapsed = max(0.0, now - job.started) if job.started is not None else job.elapsed
     return _job(job.name, job.voting, job.state, job.attempt, job.log_url, job.reason,
-                job.elapsed, estimated, now)
+                elapsed, estimated, now)
 
 
 def check_job(job: JobStatus, now: float, estimates: Estimates, project: str,
