@@ -25,6 +25,7 @@ from lockmaster.clouds.openstack import CloudQuotaError
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.metrics import domain as domain_module
 from lockmaster.metrics import server
+from lockmaster.metrics.collector import STALE_AFTER, WorkflowStateCollector
 from lockmaster.metrics.domain import BOUNDED_LABELS, STATE_GAUGES, DomainMetrics, _Maker
 from lockmaster.metrics.server import start_worker_metrics
 from lockmaster.metrics.temporal_sdk import BUCKETS, COUNTER, GAUGE, HISTOGRAM, SDKMetrics
@@ -299,6 +300,26 @@ def test_departures_are_items_gone_from_a_queue_that_answered() -> None:
     assert departures.update(Snapshot(taken=300.0, gates=[left], checks=None)) == [
         ("gate", "q", 200.0)]
     assert departures.update(Snapshot(taken=400.0, gates=[left], checks=None)) == []
+
+
+class UnreachableClient:
+    def list_workflows(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("Connection refused")
+
+
+async def test_temporal_unreachable_is_counted_and_old_answers_are_not_served() -> None:
+    dm = DomainMetrics(CollectorRegistry())
+    config = LockmasterConfig.model_validate({"metrics": {"cache-seconds": 0}})
+    collector = WorkflowStateCollector(UnreachableClient(), config, dm)  # type: ignore[arg-type]
+    await collector.refresh_if_stale()
+    assert value(samples(dm.registry), "lockmaster_workflow_state_errors_total") == 1
+    assert list(collector.collect()) == []  # nothing known yet
+    gate = GateStatus(queue="q", pipeline="gate", window=3, idle=True)
+    collector._snapshot = Snapshot(taken=time.time() - 10, gates=[gate])
+    names = {f.name for f in collector.collect() if f.samples}
+    assert "lockmaster_queue_window" in names  # Temporal down for 10 s: the last answers
+    collector._snapshot = Snapshot(taken=time.time() - STALE_AFTER - 1, gates=[gate])
+    assert list(collector.collect()) == []  # down for over a minute: unknown, not old
 
 
 # --- the servers ------------------------------------------------------------------------------

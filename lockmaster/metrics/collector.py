@@ -46,6 +46,10 @@ from lockmaster.model.testenv import BrokerStatus, BrokerStatusQuery
 
 log = logging.getLogger(__name__)
 
+# A snapshot older than this is not served (Temporal unreachable for a minute): absent gauges
+# say "unknown", where the last answers would keep alerts firing or silent on old numbers.
+STALE_AFTER = 60.0
+
 # Workflow type -> (query argument, answer type, where the snapshot keeps it).
 QUERIES: dict[str, tuple[Any, type, str]] = {
     "GateQueueWorkflow": (GateStatusQuery(), GateStatus, "gates"),
@@ -171,7 +175,7 @@ class WorkflowStateCollector(Collector):
             self._refresh_from_thread()
         with self._lock:
             snap = self._snapshot
-        if snap is None:
+        if snap is None or time.time() - snap.taken > max(STALE_AFTER, self.cache_seconds):
             return
         yield from families(gauge_values(snap, self.regions))
 
