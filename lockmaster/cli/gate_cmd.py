@@ -174,7 +174,9 @@ def status(
                 for said in item.operator_lines():  # who enqueued or promoted it, and why
                     out.print(f"      {said}", markup=False, highlight=False)
                 for job in item.jobs:
-                    extra = f" {job.elapsed:.0f}s" if job.elapsed else ""
+                    # By the wall clock: the queue's `elapsed` is as of its last task.
+                    elapsed = now - job.started if job.started is not None else job.elapsed
+                    extra = f" {elapsed:.0f}s" if elapsed else ""
                     if job.estimated and job.state in ("running", "waiting"):
                         extra += f" (usually {job.estimated:.0f}s)"
                     out.print(f"      - {job.name}: {job.state}{extra}"
