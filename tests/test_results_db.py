@@ -415,3 +415,14 @@ def test_separate_processes_migrating_a_new_database_at_once_all_succeed(db_url:
         assert current(db.engine) == head() and differences(db.engine) == []
     finally:
         db.close()
+
+
+def test_every_result_the_workflows_record_can_be_filtered_on() -> None:
+    """A result the gate or the check records is never refused as a filter (HTTP 400)."""
+    from lockmaster.results.queries import BUILDSET_RESULTS, RESULTS
+    from lockmaster.workflows.gate_recording import FINAL_REPORTS
+
+    assert set(FINAL_REPORTS.values()) <= BUILDSET_RESULTS
+    assert {"CANCELLED", "RESTARTED", "SUCCESS", "FAILURE", "MERGE_CONFLICT", "CONFIG_ERROR",
+            "NO_JOBS", "NOT_ENQUEUED"} <= BUILDSET_RESULTS
+    assert "CANCELED" in RESULTS and "RETRY_LIMIT" in RESULTS

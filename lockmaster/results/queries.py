@@ -26,8 +26,10 @@ from lockmaster.results.schema import Build, BuildKnownFailure, Buildset
 MAX_LIMIT = 1000
 MAX_OFFSET = 100_000
 RESULTS = {r.value for r in Result} | {"CANCELED"}
-BUILDSET_RESULTS = {"SUCCESS", "FAILURE", "MERGE_CONFLICT", "CONFIG_ERROR", "NO_JOBS",
-                    "NOT_ENQUEUED", "CANCELLED", "RESTARTED", "DEQUEUED", "ERROR"}
+# Check runs (CheckOutcome.result, CANCELLED, RESTARTED) and gate items
+# (workflows/gate_recording.FINAL_REPORTS).
+BUILDSET_RESULTS = {"SUCCESS", "FAILURE", "MERGE_CONFLICT", "MERGE_FAILURE", "CONFIG_ERROR",
+                    "NO_JOBS", "NOT_ENQUEUED", "CANCELLED", "RESTARTED", "DEQUEUED", "ERROR"}
 
 
 class BadFilter(ValueError):
