@@ -7,13 +7,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lockmaster.leases.broker import lease_order
-from lockmaster.model.nodes import NodeState, PoolSpec, PoolStatus, RequestState
+from lockmaster.model.nodes import Driver, NodeState, PoolSpec, PoolStatus, RequestState
 from lockmaster.model.publish import PublishStatus
 from lockmaster.model.publish import QueueStatus as PublishQueueStatus
 from lockmaster.model.testenv import BrokerStatus, TEState
 from lockmaster.nodepool.allocator import request_order
 
 Json = dict[str, Any]
+
+
+def _servers_used(pool: PoolStatus) -> int:
+    """Against max-servers: a cloud's servers all count (ready ones too); a static or local
+    pool's nodes are its slots, so the taken ones count."""
+    if pool.driver is Driver.OPENSTACK:
+        return len(pool.nodes)
+    return sum(1 for n in pool.nodes if n.state in (NodeState.IN_USE, NodeState.HOLD))
 
 
 def nodes_view(pools: Sequence[PoolStatus], specs: Sequence[PoolSpec],
@@ -37,7 +45,7 @@ def nodes_view(pools: Sequence[PoolStatus], specs: Sequence[PoolSpec],
             "quota": {"max_servers": pool.max_servers,
                       "max_cores": spec.max_cores if spec else None,
                       "max_ram": spec.max_ram if spec else None},
-            "used": {"servers": len(pool.nodes), "cores": sum(n.cores for n in pool.nodes),
+            "used": {"servers": _servers_used(pool), "cores": sum(n.cores for n in pool.nodes),
                      "ram": sum(n.ram for n in pool.nodes)},
             "by_state": counts,
             "nodes": [{"id": n.id, "label": n.label or "/".join(n.labels),
