@@ -101,3 +101,36 @@ def test_recent_publications_newest_first_with_their_mirror_syncs() -> None:
     assert [e["sequence"] for e in view["queue"]] == [1, 2]
     empty = publications_view(None, [], NOW)
     assert empty["repository"] is None and empty["recent"] == []
+
+
+def test_pool_and_broker_details_mirror_their_rows() -> None:
+    """The Web UI's current details of a pool and a TE broker and the Nodes/TEs pages come from
+    the same answer and agree: counts by state, requests and leases waiting."""
+    from lockmaster.workflows.details import broker_details, pool_details
+
+    pool = PoolStatus(
+        provider="cloud1", pool="main", driver=Driver.OPENSTACK, enabled=True, max_servers=4,
+        nodes=[node("1", NodeState.READY, Driver.OPENSTACK),
+               node("2", NodeState.IN_USE, Driver.OPENSTACK),
+               node("3", NodeState.IN_USE, Driver.OPENSTACK)],
+        requests=[NodeRequest(id="r1", labels=["small"], arrived=1),
+                  NodeRequest(id="r2", labels=["small"], arrived=2)])
+    head = pool_details(pool, now=NOW).splitlines()[0]
+    row = nodes_view([pool], [], {}, NOW)["pools"][0]
+    for state, count in row["by_state"].items():
+        if count:
+            assert f"{count} {state}" in head
+    assert f"{len(row['nodes'])} node(s)" in head
+    assert f"{len(row['requests'])} request(s) waiting" in head
+
+    broker = BrokerStatus(label="default", draining_hosts=[], tes=[
+        TEView(key="h/te1", host="h", name="te1", state=TEState.LEASED, generation=1),
+        TEView(key="h/te2", host="h", name="te2", state=TEState.AVAILABLE, generation=1)],
+        waiting=[Lease(id="w", holder="x", public_key="k", ttl=60, precedence=1, arrived=1,
+                       expires=61)])
+    head = broker_details(broker).splitlines()[0]
+    te_row = tes_view([broker], {}, NOW)["brokers"][0]
+    for state, count in te_row["by_state"].items():
+        if count:
+            assert f"{count} {state}" in head
+    assert f"{len(te_row['queue'])} waiting" in head

@@ -200,6 +200,7 @@ def test_waiting_for_a_node_says_its_place_in_the_pool_queue(config: LockmasterC
     assert why["pool"] == "local/main"
     assert "2nd in the queue of 3" in why["text"]
     assert first["jobs"][0]["waiting"]["position"] == 0
+    assert second["waiting"] == why  # nothing of it runs: the item says what it waits for
     # `test` needs merge-check first.
     assert first["jobs"][1]["waiting"] == {
         "kind": "dependency", "jobs": ["merge-check"],

@@ -231,6 +231,15 @@ def _why_job(job: Json, deps: Sequence[str], jobs: Mapping[str, Json], waits: Wa
 # --- items --------------------------------------------------------------------------------------
 
 
+def _waiting_on_resources(jobs: Sequence[Json]) -> Json | None:
+    """An item none of whose jobs does anything waits for what its first waiting build waits
+    for (a node, a TE): said on the item too, so the reason shows without opening it."""
+    if any(j["state"] == "running" and j["waiting"] is None for j in jobs):
+        return None
+    return next((j["waiting"] for j in jobs
+                 if j["waiting"] is not None and j["waiting"]["kind"] in ("node", "te")), None)
+
+
 def _stuck_for(stuck: Sequence[StuckView], key: str) -> StuckView | None:
     """A queue's stuck work names the change it is about ("report and submit 12,3")."""
     for work in stuck:
@@ -287,6 +296,8 @@ def gate_items(queue: QueueStatus, config: LockmasterConfig, waits: Waits,
             why = {"kind": "merge", "text": "waiting for the merger to prepare its state"}
         elif item.merge == "conflict":
             why = {"kind": "merge", "text": "merge conflict: " + (item.merge_error or "")}
+        if why is None:
+            why = _waiting_on_resources(jobs)
         remaining = _critical_path(jobs, deps, "remaining")
         duration = _critical_path(jobs, deps, "estimated")
         # Outside the window it starts when the item `window` places ahead has left.
@@ -370,7 +381,7 @@ def check_item(check: CheckStatus, config: LockmasterConfig, waits: Waits,
         "state": check.result or check.phase, "merge": None, "merge_error": None,
         "stack": [c for c in check.changes.split() if c != change.key],
         "enqueued_at": None, "in_queue": None, "operator": [], "jobs": jobs,
-        "waiting": {"kind": "phase", "text": phase} if phase else None,
+        "waiting": {"kind": "phase", "text": phase} if phase else _waiting_on_resources(jobs),
         "progress": progress,
         "estimate": {"remaining": remaining, "starts_in": 0.0, "duration": duration,
                      "basis": {"position": 1, "window": 0, "active_ahead": 0,
