@@ -238,3 +238,35 @@ async def test_a_queue_whose_worker_is_down_is_listed_not_an_error(
                 assert [u for u in gate["unanswered"] if u.startswith(f"{dead}: ")], gate
     finally:
         await client.get_workflow_handle(dead).terminate("test over")
+
+
+async def test_a_build_waiting_for_a_node_says_its_place_in_the_pool(
+        client: Client, tmp_path: Path) -> None:
+    name = unique_project()
+    config = gate_config(tmp_path, [name], "sleep 3")
+    config.nodes.providers[0].pools[0].max_servers = 1  # one slot: the second build waits
+    pool = f"{config.nodes.providers[0].name}/main"
+    async with deployment(client, config) as dep, web_client(config, client) as http:
+        dep.store.create_project(name, {"README": "x\n"})
+        changes = [dep.store.upload(name, files={f: f + "\n"}, subject=f) for f in ("a", "b")]
+        for change in changes:
+            await approve(dep, change.number)
+
+        async def waiting_for_a_node() -> tuple[dict, dict] | None:
+            view = await (await http.get(f"/api/status?project={name}")).json()
+            for queue in view["pipelines"][1]["queues"]:
+                for item in queue["items"]:
+                    for job in item["jobs"]:
+                        if job["waiting"] and job["waiting"]["kind"] == "node":
+                            return item, job
+            return None
+
+        item, job = await until(waiting_for_a_node)
+        why = job["waiting"]
+        assert why["pool"] == pool and why["labels"] == ["local"]
+        assert why["position"] == 0 and why["queue_length"] >= 1
+        assert f"from {pool}: next in the queue" in why["text"]
+        assert job["state"] == "running"  # its build started; it has no node yet
+        if not any(j["state"] == "running" and j["waiting"] is None for j in item["jobs"]):
+            assert item["waiting"] == why  # nothing of the item runs: it says why too
+        await settle(dep, f"gate/{name}")
