@@ -132,10 +132,6 @@ def _place(position: int, length: int) -> str:
     return f"{n}{suffix} in the queue of {length}"
 
 
-def _ordinal_item(position: int) -> str:
-    return f"position {position}"
-
-
 # --- jobs ---------------------------------------------------------------------------------------
 
 
@@ -288,10 +284,11 @@ def gate_items(queue: QueueStatus, config: LockmasterConfig, waits: Waits,
         if stuck is not None:
             why = _stuck_json(stuck, now)
         elif not item.active:
+            ahead = position - queue.window
+            leave = "1 item ahead has" if ahead == 1 else f"{ahead} items ahead have"
             why = {"kind": "window", "position": position, "window": queue.window,
-                   "text": f"outside the window: {_ordinal_item(position)}, window "
-                           f"{queue.window}; it starts when {position - queue.window} "
-                           f"item(s) ahead have left"}
+                   "text": f"outside the window: position {position}, window "
+                           f"{queue.window}; it starts once {leave} left"}
         elif item.merge in ("none", "pending"):
             why = {"kind": "merge", "text": "waiting for the merger to prepare its state"}
         elif item.merge == "conflict":

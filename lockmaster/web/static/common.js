@@ -32,7 +32,8 @@ const lm = {
   },
   duration(seconds) {
     if (seconds === null || seconds === undefined) return "";
-    seconds = Math.max(0, Math.round(seconds));
+    if (seconds < 1) return "<1s";
+    seconds = Math.round(seconds);
     const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
     if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
     if (m) return `${m}m ${String(s).padStart(2, "0")}s`;
