@@ -92,6 +92,11 @@ def browse(base: str, numbers: list[int], approve_all: Callable[[], None],
         # The items appear without a reload, in order.
         wait_for(lambda: len(cards()) >= len(numbers), "every item")
         seen["order"] = cards()
+        seen["why"] = wait_for(lambda: driver.execute_script(
+            "return [...document.querySelectorAll('section.item p.why')]"
+            ".map((p) => [Number(p.closest('section').dataset.number), p.textContent])"
+            ".filter(([, text]) => text.includes('outside the window'));"),
+            "the reason the third item waits")
         driver.save_screenshot(str(shots / "status-items.png"))
 
         # A running job's elapsed time moves on between polls, still without a reload.
@@ -161,7 +166,8 @@ def browse(base: str, numbers: list[int], approve_all: Callable[[], None],
 
 async def test_status_page_in_a_browser_while_a_gate_runs(client: Client, tmp_path: Path) -> None:
     name = unique_project()
-    config = gate_config(tmp_path, [name], "sleep 8")
+    # A window of 2: the third change waits outside it, and the page says so.
+    config = gate_config(tmp_path, [name], "sleep 8", window=2, **{"window-floor": 1})
     shots = artifacts()
     port = free_port()
     ctx = WebContext(config=config, state_dir=config.state_path, client=client, results=None)
@@ -187,6 +193,8 @@ async def test_status_page_in_a_browser_while_a_gate_runs(client: Client, tmp_pa
         await runner.cleanup()
     print(f"\nscreenshots: {shots}")
     assert seen["order"][:3] == numbers
+    assert seen["why"][0][0] == numbers[2]
+    assert "outside the window: position 3, window 2" in seen["why"][0][1]
     assert seen["not_reloaded"] and seen["filter_not_reloaded"]
     assert seen["later_times"] != seen["first_times"]
     assert seen["bars"] >= 3
