@@ -7,7 +7,7 @@
 #   OUT/<client>/            a client certificate each: client.pem, client.key, ca.pem; one per
 #                            service that talks to Temporal (temporal-admin, temporal-ui,
 #                            lockmaster-setup, orchestrator, executor, launcher, publisher,
-#                            gerrit-listener) and one for operators (operator)
+#                            gerrit-listener, web) and one for operators (operator)
 #
 # Usage: deploy/make-certs.sh [OUT]       (OUT: deploy/secrets/tls beside this script)
 # Environment:
@@ -29,7 +29,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-"$here/secrets/tls"}
 days=${DAYS:-825}
-clients=${CLIENTS:-"temporal-admin temporal-ui lockmaster-setup orchestrator executor launcher publisher gerrit-listener operator"}
+clients=${CLIENTS:-"temporal-admin temporal-ui lockmaster-setup orchestrator executor launcher publisher gerrit-listener web operator"}
 sans="DNS:temporal,DNS:localhost,IP:127.0.0.1${TEMPORAL_SANS:+,$TEMPORAL_SANS}"
 
 command -v openssl >/dev/null 2>&1 || {
