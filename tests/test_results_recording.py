@@ -83,9 +83,14 @@ async def test_check_runs_record_in_postgresql_with_a_password_file(
 async def test_the_gate_records_every_build_and_each_item(client: Client, tmp_path: Path) -> None:
     name = unique_project()
     config = gate_config(tmp_path, [name], "sleep 0.5; test ! -f BROKEN")
+    db = open_results(config)
     async with deployment(client, config) as dep:
         a, b, c = await gate_three_with_broken_middle(dep, name)
-    db = open_results(config)
+        # The queue hands its records out in batches, within RECORD_DELAY of the first.
+        for _ in range(300):
+            if len(list_buildsets(db, BuildsetFilter(project=name)).buildsets) == 3:
+                break
+            await asyncio.sleep(0.1)
     try:
         items = {s.change: s for s in list_buildsets(db, BuildsetFilter(project=name)).buildsets}
         assert {n: items[n].result for n in items} == {

@@ -258,7 +258,7 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
             for command in self._take_pending():
                 self._apply(command)
             self._run_all(queue.process(workflow.now().timestamp()))
-            self._flush_records()  # this pass's builds and buildsets: one activity
+            self._flush_records()  # a full batch of builds and buildsets: one activity
             continuing = continuing or should_continue_as_new(inp.max_history_events,
                                                               HISTORY_EVENTS)
             self._show_details(continuing)
@@ -273,7 +273,7 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
                 # looked at go in `inp.arriving`.
                 inp.arriving = [self._arriving_requests[t] for t in self._enqueuing
                                 if t in self._arriving_requests]
-                self._flush_records()  # (the next run issues it)
+                self._flush_records(force=True)  # (the next run issues it)
                 workflow.continue_as_new(inp)
             await self._sleep(None, continuing)
 
