@@ -36,13 +36,12 @@
   }
 
   function jobRow(job) {
-    const state = job.final ? job.state : job.state;
-    const cls = job.final ? job.state : job.state;
+    const state = job.state, cls = job.state;  // a final result (SUCCESS...) or running/waiting
     const times = [];
     if (job.elapsed !== null) times.push(`${lm.duration(job.elapsed)} elapsed`);
     if (!job.final && job.remaining !== null) times.push(`~${lm.duration(job.remaining)} left`);
     if (!job.final && job.remaining === null && job.estimated === null) times.push("no estimate");
-    const why = job.waiting ? job.waiting.text : (job.reason && !["SUCCESS"].includes(job.state) ? job.reason : "");
+    const why = job.waiting ? job.waiting.text : (job.reason && job.state !== "SUCCESS" ? job.reason : "");
     return lm.el("tr", { class: "job", "data-job": job.name },
       lm.el("td", {}, job.log_url ? lm.el("a", { href: `/logs?url=${encodeURIComponent(job.log_url)}` }, job.name) : job.name,
         job.voting ? "" : lm.el("span", { class: "muted" }, " (non-voting)")),
@@ -145,9 +144,10 @@
     const params = new URLSearchParams();
     if (form.project.value.trim()) params.set("project", form.project.value.trim());
     if (form.change.value.trim()) params.set("change", form.change.value.trim());
-    const path = deepChange ? "/" : location.pathname;
-    history.replaceState(null, "", `${path}${params.toString() ? "?" + params : ""}`);
-    if (deepChange) { location.assign(`/${params.toString() ? "?" + params : ""}`); return; }
+    const query = params.toString() ? `?${params}` : "";
+    // A change's deep link is that change: another filter is the status page's.
+    if (deepChange) { location.assign(`/${query}`); return; }
+    history.replaceState(null, "", `${location.pathname}${query}`);
     scrolled = false;
     refresh();
   });
