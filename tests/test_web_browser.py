@@ -153,6 +153,11 @@ def browse(base: str, numbers: list[int], approve_all: Callable[[], None],
         driver.get(base + "/nodes")
         wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "section.pool"), "the pools")
         driver.save_screenshot(str(shots / "nodes.png"))
+        for path, says in (("/tes", "No TE hosts are configured."),
+                           ("/publications", "Nothing has been published yet.")):
+            driver.get(base + path)
+            wait_for(lambda says=says: says in driver.execute_script(
+                "return document.querySelector('main').innerText;"), path)
         seen["log"] = driver.get_log("browser")
     except AssertionError as exc:  # what the page showed, for whoever reads the failure
         driver.save_screenshot(str(shots / "failure.png"))
