@@ -119,8 +119,9 @@ async def test_bad_filters_and_unknown_changes(client: Client, tmp_path: Path) -
         response = await http.get("/api/no-such-endpoint")
         assert response.status == 404
         assert set(await response.json()) == {"error", "hint"}
-        response = await http.get("/api/status")
+        response = await http.get("/api/status", headers={"Accept-Encoding": "gzip"})
         assert response.status == 200
+        assert response.headers["Content-Encoding"] == "gzip"  # polled every 2 s by every page
         view = await response.json()
         assert [p["name"] for p in view["pipelines"]] == ["check", "gate"]
 
