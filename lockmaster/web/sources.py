@@ -223,8 +223,9 @@ async def estimates(ctx: WebContext, found: list[PipelineStatus]) -> Estimates:
     try:
         result = await asyncio.to_thread(_read_estimates, ctx.results, wanted, gates)
     except Exception as exc:  # the database down costs the estimates, not the page
-        log.warning("results database: no estimates (%s)", exc)
-        return Estimates()
+        # Remembered like an answer: said once per ESTIMATES_TTL, not on every refresh.
+        log.warning("results database: no estimates for %gs (%s)", ESTIMATES_TTL, exc)
+        result = Estimates()
     if len(_estimates_cache) > 64:
         _estimates_cache.clear()
     _estimates_cache[key] = (time.monotonic(), result)
