@@ -134,3 +134,20 @@ def test_pool_and_broker_details_mirror_their_rows() -> None:
         if count:
             assert f"{count} {state}" in head
     assert f"{len(te_row['queue'])} waiting" in head
+
+
+def test_publish_queue_details_mirror_the_publications_rows() -> None:
+    from lockmaster.workflows.details import publish_queue_details
+
+    entries = [QueueEntry(workflow_id=f"publish/p/{n}", change=f"p {n},1", sequence=n,
+                          state=state)
+               for n, state in ((1, QueueState.DONE), (2, QueueState.FAILED),
+                                (3, QueueState.READY), (4, QueueState.BUILDING))]
+    details = publish_queue_details("stable", entries).splitlines()
+    view = publications_view(QueueStatus(repository="stable", entries=entries), [], NOW)
+    open_ = [e for e in view["queue"] if e["state"] not in ("done", "failed")]
+    assert f"{len(open_)} change(s) in the queue" in details[0]
+    assert "**1 failed** recently" in details[0]
+    for entry, line in zip(view["queue"], details[1:], strict=True):
+        assert line.startswith(f"- #{entry['sequence']} {entry['change']}: ")
+        assert entry["state"] in line
