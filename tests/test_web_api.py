@@ -271,3 +271,39 @@ async def test_a_build_waiting_for_a_node_says_its_place_in_the_pool(
         if not any(j["state"] == "running" and j["waiting"] is None for j in item["jobs"]):
             assert item["waiting"] == why  # nothing of the item runs: it says why too
         await settle(dep, f"gate/{name}")
+
+
+async def read_event(response: Any) -> tuple[str, dict]:
+    """One server-sent event: (event, data as JSON)."""
+    event, data = "", ""
+    while True:
+        line = (await response.content.readline()).decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[len("event: "):]
+        elif line.startswith("data: "):
+            data += line[len("data: "):]
+        elif line == "" and event:
+            import json
+
+            return event, json.loads(data)
+
+
+async def test_the_status_as_server_sent_events(client: Client, tmp_path: Path) -> None:
+    name = unique_project()
+    config = gate_config(tmp_path, [name], "true")
+    async with web_client(config, client) as http:
+        response = await http.get(f"/api/status/stream?project={name}")
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        for _ in range(2):  # the view, and again
+            event, view = await read_event(response)
+            assert event == "status" and view["filters"]["project"] == name
+        response.close()
+        bad = await http.get("/api/status/stream?change=x")
+        assert bad.status == 400 and "number" in (await bad.json())["error"]
+    config.temporal.address = f"127.0.0.1:{free_port()}"
+    async with web_client(config, None) as http:
+        response = await http.get("/api/status/stream")
+        event, error = await read_event(response)
+        assert event == "error" and "not reachable" in error["error"]
+        response.close()

@@ -6,6 +6,8 @@ Handlers only fetch (web/sources.py) and render (web/status_view.py, web/infra_v
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 
 from aiohttp import web
@@ -56,6 +58,35 @@ async def api_status(request: web.Request) -> web.Response:
     # Every open page asks every 2 s; a 200-item queue is ~300 KiB of JSON, ~10x less gzipped.
     response.enable_compression()
     return response
+
+
+STREAM_EVERY = 2.0  # seconds between the stream's events, as the page's own polling
+
+
+async def api_status_stream(request: web.Request) -> web.StreamResponse:
+    """/api/status as server-sent events: `event: status` with the view every STREAM_EVERY
+    seconds, `event: error` with {error, hint} while it cannot be made (Temporal down); a bad
+    filter is a plain 400 before the stream starts."""
+    ctx = request.app[CTX]
+    try:
+        Filters.parse(ctx.config, request.query.get("project"), request.query.get("change"))
+    except FilterError as exc:
+        return bad_request(str(exc), exc.hint)
+    stream = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                         "Cache-Control": "no-cache"})
+    await stream.prepare(request)
+    while True:
+        view = await _status(request)
+        if isinstance(view, web.Response):
+            event, data = "error", view.text or "{}"
+        else:
+            event, data = "status", json.dumps(view)
+        try:
+            await stream.write(f"event: {event}\ndata: {data}\n\n".encode())
+        except (ConnectionResetError, RuntimeError):  # the client went away
+            break
+        await asyncio.sleep(STREAM_EVERY)
+    return stream
 
 
 async def api_change(request: web.Request) -> web.Response:
@@ -127,6 +158,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/publications", _simple("Publications", "publications",
                                                  "publications.js"))
     app.router.add_get("/api/status", api_status)
+    app.router.add_get("/api/status/stream", api_status_stream)
     app.router.add_get(r"/api/change/{number:\d+}", api_change)
     app.router.add_get("/api/nodes", api_nodes)
     app.router.add_get("/api/tes", api_tes)
