@@ -44,7 +44,15 @@ from lockmaster.execution.secrets import SecretMissing, SecretSource
 from lockmaster.execution.tools import install_tools
 from lockmaster.execution.workspace import WorkspaceError, WorkspacePreparer
 from lockmaster.leases.errors import TEError
-from lockmaster.model.build import Artifact, BuildRequest, BuildResult, NodeInfo, Result
+from lockmaster.model.build import (
+    Artifact,
+    BuildRequest,
+    BuildResult,
+    NodeInfo,
+    Result,
+    node_holder,
+    te_holder,
+)
 from lockmaster.model.testenv import LeaseStatus, OperatorAnswer
 from lockmaster.nodes.base import DownloadError, Node, NodeError, Nodeset, NodeSource
 from lockmaster.nodes.local import size_text
@@ -285,7 +293,7 @@ class BuildRunner:
         """Every node of the nodeset, or none."""
         if not request.job.nodeset:
             raise NodeError(f"job {request.job.name!r} has an empty nodeset")
-        holder = f"{request.pipeline} {request.change.key} {request.job.name}"
+        holder = node_holder(request.pipeline, request.change.key, request.job.name)
         if try_number <= 1:
             return await self.providers.acquire_nodeset(
                 list(request.job.nodeset), request.build_id, precedence=request.precedence,
@@ -499,8 +507,8 @@ class BuildRunner:
         # its TE reset), and the broker never grants an ended lease id again.
         lease_id = request.build_id if try_number <= 1 else f"{request.build_id}.{try_number}"
         te = self.testenvs(job.testenv, lease_id,
-                           f"{request.pipeline} {request.change.project} {request.change.key} "
-                           f"{job.name}", request.precedence)
+                           te_holder(request.pipeline, request.change.project,
+                                     request.change.key, job.name), request.precedence)
         status = await te.acquire()
         assert status.te is not None
         log.line(f"Test environment: {status.te.key} (generation {status.generation}), "

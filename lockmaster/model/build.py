@@ -84,6 +84,17 @@ class Artifact(Model):
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
+def node_holder(pipeline: str, change_key: str, job: str) -> str:
+    """Who a build's node request is for, as the pools show it ("gate 12,3 unit"); the status
+    page finds a waiting job's place in the pool's queue by it."""
+    return f"{pipeline} {change_key} {job}"
+
+
+def te_holder(pipeline: str, project: str, change_key: str, job: str) -> str:
+    """Who a build's TE lease is for, as the brokers show it ("gate org/p 12,3 devtest")."""
+    return f"{pipeline} {project} {change_key} {job}"
+
+
 class BuildRequest(Interned):
     """Everything an executor needs to run one attempt of one job (its JSON names each change
     of the state once: model/interned.py)."""

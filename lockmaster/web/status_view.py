@@ -18,6 +18,7 @@ from typing import Any
 
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.leases.broker import lease_order
+from lockmaster.model.build import node_holder, te_holder
 from lockmaster.model.check import CheckStatus, JobStatus
 from lockmaster.model.gate import JobView, QueueStatus
 from lockmaster.model.nodes import PoolStatus, RequestState
@@ -87,7 +88,7 @@ class Filters:
 @dataclass
 class Waits:
     """Where builds wait outside the pipelines: pending node requests and TE leases, by holder
-    (the executor names them "<pipeline> <N,P> <job>" and "<pipeline> <project> <N,P> <job>")."""
+    (model/build.py: node_holder, te_holder, as the executor names them)."""
 
     nodes: dict[str, Json] = field(default_factory=dict)
     tes: dict[str, Json] = field(default_factory=dict)
@@ -119,8 +120,8 @@ class Waits:
         return waits
 
     def of_job(self, pipeline: str, project: str, key: str, job: str) -> Json | None:
-        return (self.nodes.get(f"{pipeline} {key} {job}")
-                or self.tes.get(f"{pipeline} {project} {key} {job}"))
+        return (self.nodes.get(node_holder(pipeline, key, job))
+                or self.tes.get(te_holder(pipeline, project, key, job)))
 
 
 def _place(position: int, length: int) -> str:
