@@ -113,7 +113,8 @@ async def rerun_job(client: Client, config: LockmasterConfig, drivers: dict[str,
     inp = CheckInput(
         change=ref, pipeline=pipeline, jobs=[alone],
         labels=ReportLabels(start=pipe.start.labels if pipe.start else None,
-                            success=pipe.success.labels, failure=pipe.failure.labels),
+                            success=pipe.success.labels, failure=pipe.failure.labels,
+                            status_url=config.web.url),
         trigger=f"rerun {job}", task_queue_prefix=config.temporal.task_queue_prefix,
         precedence=pipe.node_precedence, build_heartbeat_timeout=build_heartbeat_timeout,
         given_artifacts=given)

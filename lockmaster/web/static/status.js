@@ -109,7 +109,10 @@
       out.push(section);
     }
     if (!shown && (view.filters.project || view.filters.change)) {
-      out.unshift(lm.el("p", { class: "muted", id: "no-match" }, "Nothing queued matches the filter."));
+      const said = view.filters.change
+        ? `Change ${view.filters.change} is in no pipeline now: it may have finished (its report is in the review system).`
+        : "Nothing queued matches the filter.";
+      out.unshift(lm.el("p", { class: "muted", id: "no-match" }, said));
     }
     root.replaceChildren(...out);
     updated.textContent = `updated ${new Date(view.generated_at * 1000).toLocaleTimeString()}`;
