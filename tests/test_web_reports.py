@@ -37,3 +37,20 @@ def test_pipelines_carry_web_url(tmp_path: Path) -> None:
     labels = report_labels(config.pipelines[0], config.web.url)
     assert labels.status_url == "https://ci.example.org"
     assert report_labels(config.pipelines[0]).status_url is None
+
+
+def test_a_running_queue_takes_the_status_url_with_its_settings() -> None:
+    """`lockmaster config apply` sends every running queue its settings: from then on its start
+    reports link to the status page (the queue and its continue-as-new input both hold it)."""
+    from lockmaster.model.check import ReportLabels
+    from tests.gate_harness import FAILURE, START, SUCCESS, deps, info, request
+    from tests.test_gate_reconfigure import two_projects
+
+    gate, running = two_projects()
+    gate.ask(request(1), deps(info(1)))
+    assert gate.told(1) == [("start", "Starting gate jobs.")]  # no URL yet: as before
+    running.reconfigure(labels=ReportLabels(start=START, success=SUCCESS, failure=FAILURE,
+                                            status_url="https://ci.example.org"))
+    assert running.inp.labels.status_url == "https://ci.example.org"
+    gate.ask(request(2), deps(info(2)))
+    assert gate.told(2) == [("start", "Starting gate jobs.\n\nhttps://ci.example.org/change/2")]
