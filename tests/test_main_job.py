@@ -28,6 +28,8 @@ def test_main_job_checks_a_demo_change_and_resumes(tmp_path: Path) -> None:
     config["temporal"]["dev-server"].update({"port": port, "ui-port": ui})
     config["temporal"]["web-url"] = f"http://127.0.0.1:{ui}"
     config["logs"] = {"url": f"http://127.0.0.1:{logs}", "serve": {"port": logs}}
+    web = restartable_port()  # the status page, on a port of its own
+    config["web"] = {"port": web}
     config["state-dir"] = str(tmp_path / "state")
     # The package cache (apt-cacher-ng) on a port of its own, below 32768 as it needs.
     cache_port = restartable_port()
@@ -60,6 +62,7 @@ def test_main_job_checks_a_demo_change_and_resumes(tmp_path: Path) -> None:
     assert (tmp_path / "state" / "temporal.db").exists()
     assert f"package cache (apt-cacher-ng) on http://127.0.0.1:{cache_port}" in first.stdout
     assert "did not start" not in first.stderr, first.stderr
+    assert f"status page: http://127.0.0.1:{web}" in first.stdout
     # The packaging demo: checked, gated, merged, published, synced, installed by a client.
     assert "packaging demo: change 2,1 uploaded to demo/lockmaster-hello" in first.stdout
     assert "packaging demo: check SUCCESS: package-build SUCCESS" in first.stdout

@@ -29,6 +29,7 @@ def test_a_taken_log_port_does_not_take_the_main_job_down(tmp_path: Path) -> Non
     config["temporal"]["address"] = f"127.0.0.1:{port}"
     config["temporal"]["dev-server"].update({"port": port, "ui-port": ui})
     config["logs"] = {"url": f"http://127.0.0.1:{logs}", "serve": {"port": logs}}
+    config["web"] = {"port": restartable_port()}  # the status page: not on a shared 9000
     config["state-dir"] = str(tmp_path / "state")
     config["packaging"]["cache"]["enabled"] = False
     config["publishing"]["mirrors"] = []
