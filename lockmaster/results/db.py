@@ -82,7 +82,10 @@ def _make_engine(url: URL, pool_size: int) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
         return engine
-    return create_engine(url, pool_size=pool_size, pool_pre_ping=True)
+    # A server that does not answer fails an attempt in 10 s (the recording activity retries)
+    # rather than holding a worker thread for the TCP timeout.
+    return create_engine(url, pool_size=pool_size, pool_pre_ping=True,
+                         connect_args={"connect_timeout": 10})
 
 
 class ResultsDB:
