@@ -96,6 +96,8 @@ async def test_the_gate_records_every_build_and_each_item(client: Client, tmp_pa
         assert {n: items[n].result for n in items} == {
             a.number: "SUCCESS", b.number: "FAILURE", c.number: "SUCCESS"}
         assert all(s.queue == name and s.pipeline == "gate" for s in items.values())
+        assert (items[a.number].message or "").startswith("Build succeeded (gate).")
+        assert (items[b.number].message or "").startswith("Build failed (gate).")
         _, c_builds = get_buildset(db, items[c.number].uuid) or (None, [])
         # C was tested with B ahead, then again without it (the reset): two tries at least,
         # the last one passing; the first try's builds are recorded too.

@@ -319,7 +319,8 @@ class GateWork:
         result = SubmitResult.model_validate(done.result) if done.ok and done.result else \
             SubmitResult(ok=False, error=done.error)
         if result.ok:
-            self._record_merged(work.context["key"], work.context["item_id"])
+            self._record_merged(work.context["key"], work.context["item_id"],
+                                _report_message(work.arg))
         self._follow_ups(self._queue.submit_done(work.context["key"], result.ok, result.error),
                         work.context["item_id"])
 
@@ -348,18 +349,19 @@ class GateWork:
         results = ReportAndSubmitBatchResult.model_validate(done.result).results \
             if done.ok and done.result else []
         item_ids = {item["key"]: item["item_id"] for item in items}
-        for item, submitted in zip(items, results, strict=False):
+        requests = work.arg.get("items") or [{}] * len(items)  # (empty once a child took it)
+        for item, request, submitted in zip(items, requests, results, strict=False):
             if submitted.ok:
-                self._record_merged(item["key"], item["item_id"])
+                self._record_merged(item["key"], item["item_id"], _report_message(request))
         for key, actions in batch_done(self._queue, [i["key"] for i in items], results,
                                        None if done.ok else done.error or "unknown"):
             self._follow_ups(actions, item_ids[key])
 
-    def _record_merged(self, key: str, item_id: str) -> None:
+    def _record_merged(self, key: str, item_id: str, message: str | None) -> None:
         assert self._queue is not None
         item = self._queue.item(key)
         if item is not None:
-            self._record_item(key, item_id, item.change, "success", None)
+            self._record_item(key, item_id, item.change, "success", message)
 
     def _follow_ups(self, actions: list[Action], item_id: str) -> None:
         for action in actions:
@@ -415,3 +417,9 @@ class GateWork:
 
     def _tq(self, role: Role) -> str:
         raise NotImplementedError  # GateQueueWorkflow's
+
+
+def _report_message(request: dict[str, Any]) -> str | None:
+    """The success report a report-and-submit posted (its Work's argument, while it has it)."""
+    report = request.get("report")
+    return report.get("message") if isinstance(report, dict) else None
