@@ -354,6 +354,8 @@ class CheckWorkflow:
             for task, job in tasks.items():  # what they were, in the results database
                 if task.cancelled() or task.exception() is not None:
                     self._record_cancelled(job)
+                else:  # it ended in the very moment the run was cancelled
+                    self._record_build(task.result(), job)
             raise
 
     def _aborted(self, job: JobSpec, aborted: dict[str, str]) -> BuildResult:
