@@ -196,3 +196,13 @@ async def test_without_a_results_database_503(tmp_path: Path) -> None:
         assert (await test_client.get("/build/x")).status == 503
     finally:
         await test_client.close()
+
+
+def test_every_recorded_buildset_result_is_offered_by_the_filter() -> None:
+    """The gate's and the check's recorded outcomes all appear in the pages' result filter."""
+    from lockmaster.model.results import BUILDSET_RESULTS
+    from lockmaster.web import builds_pages
+    from lockmaster.workflows.gate_recording import FINAL_REPORTS
+
+    assert set(FINAL_REPORTS.values()) <= set(BUILDSET_RESULTS)
+    assert {"CANCELLED", "RESTARTED"} <= set(builds_pages._BUILDSET_RESULTS)

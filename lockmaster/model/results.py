@@ -70,6 +70,13 @@ class BuildRecord(Model):
             known_failures=list(build.known_failures))
 
 
+# Every result a buildset is recorded with: a check run's outcome (as its `Result` search
+# attribute), a check run cancelled or restarted on a dependency's new patchset, and a gate
+# item's final report (workflows/gate_recording.FINAL_REPORTS).
+BUILDSET_RESULTS = ("SUCCESS", "FAILURE", "MERGE_CONFLICT", "MERGE_FAILURE", "CONFIG_ERROR",
+                    "NO_JOBS", "NOT_ENQUEUED", "ERROR", "CANCELLED", "RESTARTED", "DEQUEUED")
+
+
 class BuildsetRecord(Model):
     """A buildset as reported: a check run, or a gate item (its final outcome)."""
 

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from lockmaster.model.results import BUILDSET_RESULTS
 from lockmaster.web.charts import Series, line_chart
 from lockmaster.web.context import CTX, WebContext
 from lockmaster.web.errors import bad_request, not_found, unavailable
@@ -227,8 +228,7 @@ _BUILD_FIELDS = [("project", "text"), ("change", "number"), ("pipeline", "text")
                  ("job", "text"), ("result", "text"), ("since", "date"), ("until", "date")]
 _RESULTS = ["SUCCESS", "FAILURE", "TIMED_OUT", "NODE_FAILURE", "RETRY", "RETRY_LIMIT",
             "ABORTED", "SKIPPED", "ERROR", "CANCELED"]
-_BUILDSET_RESULTS = ["SUCCESS", "FAILURE", "MERGE_CONFLICT", "CONFIG_ERROR", "NO_JOBS",
-                     "NOT_ENQUEUED", "CANCELLED", "DEQUEUED", "ERROR"]
+_BUILDSET_RESULTS = list(BUILDSET_RESULTS)
 
 
 def _filter_form(request: web.Request, kind: str) -> str:
