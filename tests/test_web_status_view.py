@@ -224,11 +224,13 @@ def test_waiting_for_a_te_says_its_place_in_the_broker_queue(config: LockmasterC
 
 
 def test_stuck_report_is_the_items_reason(config: LockmasterConfig) -> None:
-    stuck = [StuckView(key="report:abc", what="report and submit 2,1", since=NOW - 120,
-                       failures=4, error="review system says 503")]
-    rows = items_of(status_view([gate(item(1), item(2, ahead=(1,)), stuck=stuck)], config,
-                                now=NOW))
+    stuck = [StuckView(key="submit/abc", what="report and submit 2,1", since=NOW - 120,
+                       failures=4, error="review system says 503"),
+             StuckView(key="merge/21,1/0", what="merge 1,1 21,1", since=NOW - 5, failures=1)]
+    rows = items_of(status_view([gate(item(1), item(2, ahead=(1,)), item(21, ahead=(1, 2)),
+                                      stuck=stuck)], config, now=NOW))
     assert rows[0]["waiting"] is None or rows[0]["waiting"]["kind"] != "stuck"
+    assert rows[2]["waiting"]["kind"] == "stuck" and rows[2]["waiting"]["what"].startswith("merge")
     assert rows[1]["waiting"]["kind"] == "stuck"
     assert rows[1]["waiting"]["failures"] == 4
     assert "failing for 120s" in rows[1]["waiting"]["text"]

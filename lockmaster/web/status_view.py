@@ -238,9 +238,11 @@ def _waiting_on_resources(jobs: Sequence[Json]) -> Json | None:
 
 
 def _stuck_for(stuck: Sequence[StuckView], key: str) -> StuckView | None:
-    """A queue's stuck work names the change it is about ("report and submit 12,3")."""
+    """A queue's stuck work ends with the change it is about ("report and submit 12,3",
+    "report start on 12,3", "merge 11,1 12,3"), or names it in its key ("merge/12,3/0")."""
     for work in stuck:
-        if key in work.what.split() or key in work.key:
+        words = work.what.split()
+        if (words and words[-1] == key) or key in work.key.split("/"):
             return work
     return None
 
