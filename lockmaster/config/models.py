@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from lockmaster.config.base import ConfigModel, ReferenceError_, check_unique
+from lockmaster.config.codec import CodecConfig
 from lockmaster.config.layout import (  # noqa: F401  (re-exported: one import for callers)
     JobConfig,
     PackageStep,
@@ -27,7 +28,6 @@ from lockmaster.config.layout import (  # noqa: F401  (re-exported: one import f
     WindowSettings,
     check_layout,
 )
-from lockmaster.config.codec import CodecConfig
 from lockmaster.config.metrics import MetricsConfig
 from lockmaster.config.packaging import PackagingConfig
 from lockmaster.config.results import ResultsConfig
