@@ -161,7 +161,10 @@ def test_the_enqueue_and_dequeue_reporters() -> None:
     labels = report_labels(config.pipeline("gate"))
     assert labels.enqueue == {"Verified": 0} and labels.dequeue == {}
     assert labels.messages == {"enqueue": "Queued."}
-    assert gate_input(config, config.pipeline("gate"), "demo/hello").labels == labels
+    # The queue carries them with where the status page is (its reports link there).
+    assert gate_input(config, config.pipeline("gate"), "demo/hello").labels == \
+        labels.model_copy(update={"status_url": config.web.url})
+    assert config.web.url == "http://127.0.0.1:9000"
     plain = report_labels(load().pipeline("gate"))
     assert plain.enqueue is None and plain.dequeue is None and plain.messages == {}
     assert (plain.start, plain.success, plain.failure) == (
