@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from lockmaster.config.base import ConfigModel, ReferenceError_, check_unique
+from lockmaster.config.clouds import CloudConfig
 from lockmaster.config.codec import CodecConfig
 from lockmaster.config.layout import (  # noqa: F401  (re-exported: one import for callers)
     JobConfig,
@@ -415,6 +416,8 @@ class LockmasterConfig(ConfigModel):
     # Values jobs get as variables without them travelling with the job (a history shows only
     # the name): each is read from its file on the executor when a job that names it starts.
     secrets: dict[str, JobSecret] = Field(default_factory=dict)
+    # Donated OpenStack clouds to onboard (lockmaster/config/clouds.py, docs/clouds.md).
+    clouds: list[CloudConfig] = Field(default_factory=list)
 
     # Set by the loader: the file this came from (for resolving relative paths).
     source: Path | None = Field(default=None, exclude=True)
@@ -438,6 +441,7 @@ class LockmasterConfig(ConfigModel):
                     "(static and local slots are always there); remove min-ready or add the "
                     "label to a cloud pool",
                 )
+        check_unique(("clouds",), [c.name for c in self.clouds])
         check_unique(("testenvs", "hosts"), [h.name for h in self.testenvs.hosts])
         te_labels = {h.label for h in self.testenvs.hosts}
         envs: dict[int, str] = {}
