@@ -23,6 +23,7 @@ from aiohttp import web
 
 from tests.fakes.openstack_compute import ComputeApi
 from tests.fakes.openstack_network import NetworkApi
+from tests.fakes.openstack_resources import ResourcesApi
 from tests.fakes.openstack_state import (
     NO_VALID_HOST,
     CreateCall,
@@ -50,7 +51,7 @@ Handler = Callable[[web.Request, re.Match[str]], Awaitable[web.Response]]
 DISCOVERY = frozenset({"", "/compute", "/compute/v2.1", "/image", "/network", "/network/v2.0"})
 
 
-class FakeOpenStack(ComputeApi, NetworkApi):
+class FakeOpenStack(ResourcesApi, ComputeApi, NetworkApi):
     """Nova + Glance + Neutron over HTTP on 127.0.0.1. `start()`/`stop()` or use as a context."""
 
     def __init__(self, fixed_ip: str = "127.0.0.1") -> None:
@@ -183,6 +184,7 @@ class FakeOpenStack(ComputeApi, NetworkApi):
             ("PUT", f"{n}/floatingips/(?P<id>[^/]+)", self._update_fip),
             ("DELETE", f"{n}/floatingips/(?P<id>[^/]+)", self._delete_fip),
         ]
+        table += self._resource_routes()  # keypairs, security groups, image uploads and tags
         return [(m, re.compile(p), h) for m, p, h in table]
 
     async def _body(self, request: web.Request) -> Json:
