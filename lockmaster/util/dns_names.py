@@ -61,7 +61,12 @@ def absolute(name: str) -> str:
 
 
 def mirror_name(region: str, cloud: str, domain: str) -> str:
-    """`mirror.<region>.<cloud>.<domain>` (seed 004), validated; no trailing dot."""
+    """`mirror.<region>.<cloud>.<domain>` (seed 004), validated; no trailing dot.
+
+    Region and cloud are lowercased first (OpenStack region names are often "RegionOne"; DNS
+    does not tell case apart, and seed 004's own mirrors are lowercase); anything else that is
+    not a DNS label (an underscore, a dot, over 63 characters) is an error, not rewritten."""
+    region, cloud = region.lower(), cloud.lower()
     check_label(region, "region")
     check_label(cloud, "cloud")
     return check_name(f"mirror.{region}.{cloud}.{check_name(domain, 'domain')}", "mirror name")
