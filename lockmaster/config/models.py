@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from lockmaster.config.base import ConfigModel, ReferenceError_, check_unique
 from lockmaster.config.clouds import CloudConfig
 from lockmaster.config.codec import CodecConfig
+from lockmaster.config.dns import DnsConfig
 from lockmaster.config.layout import (  # noqa: F401  (re-exported: one import for callers)
     JobConfig,
     PackageStep,
@@ -418,6 +419,8 @@ class LockmasterConfig(ConfigModel):
     secrets: dict[str, JobSecret] = Field(default_factory=dict)
     # Donated OpenStack clouds to onboard (lockmaster/config/clouds.py, docs/clouds.md).
     clouds: list[CloudConfig] = Field(default_factory=list)
+    # The PowerDNS server holding region mirrors' names (config/dns.py, docs/clouds.md).
+    dns: DnsConfig | None = None
 
     # Set by the loader: the file this came from (for resolving relative paths).
     source: Path | None = Field(default=None, exclude=True)
