@@ -119,3 +119,20 @@ def test_read_api_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot read it") as caught:
         read_api_key(tmp_path / "absent")
     assert str(tmp_path / "absent") in str(caught.value)
+
+
+def test_dns_in_lockmaster_yaml(tmp_path: Path) -> None:
+    from lockmaster.config.loader import ConfigError, load_config, parse_config
+
+    path = tmp_path / "lockmaster.yaml"
+    path.write_text("dns:\n  api-url: http://127.0.0.1:8081\n  api-key-file: secrets/pdns\n"
+                    "  zone: example.org\n")
+    config = load_config(path)
+    assert config.dns is not None
+    base = config.source.parent if config.source else None
+    assert config.dns.resolved(base).api_key_file == tmp_path / "secrets/pdns"
+    with pytest.raises(ConfigError) as caught:
+        parse_config("dns:\n  api-url: http://127.0.0.1:8081\n  api-key-file: k\n"
+                     "  zone: example.org\n  domain: ci.example.com\n", "lockmaster.yaml")
+    message = str(caught.value)
+    assert "dns" in message and "not inside zone" in message
