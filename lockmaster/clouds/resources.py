@@ -267,6 +267,7 @@ class StepResult(BaseModel):
     step: Step
     resource_id: str | None = None
     created_at: str | None = None  # images: Glance's created_at (ISO 8601)
+    detail: str = ""  # what the activity found (adopted, already gone, refused: not ours)
 
 
 def key_fingerprint(public_key: str) -> str:

@@ -1,0 +1,353 @@
+"""Declarative cloud resources: resolve the spec's files, observe the cloud, apply one plan step.
+
+The plan is made by lockmaster/clouds/resources.py (pure); these activities are its hands, each
+idempotent, so a retried step never makes a second keypair, group, rule or image:
+- a create looks for an existing resource of ours first (a keypair with this name and key, a
+  group with this name and our tag, an active image with our tag and this checksum) and adopts it;
+- a delete of something already gone succeeds; a delete of something that is no longer ours
+  (tag removed, key replaced) is refused and reported in `detail`, never carried out.
+Observation lists only what carries our tag (keypairs have no tags: all are listed by name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from openstack import exceptions as sdk_exceptions
+from openstack.connection import Connection
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from lockmaster.clouds.images import CHECKSUM_PROPERTY, IMAGE_PROPERTY, ObservedImage
+from lockmaster.clouds.openstack import OpenStackCloud
+from lockmaster.clouds.resources import (
+    CreateKeypair,
+    CreateSecurityGroup,
+    DeleteImage,
+    DeleteKeypair,
+    DeleteSecurityGroup,
+    Desired,
+    Observed,
+    ObservedKeypair,
+    ObservedRule,
+    ObservedSecurityGroup,
+    ResourceSpec,
+    Rule,
+    Step,
+    StepResult,
+    SwitchKeypair,
+    UpdateRules,
+    UploadImage,
+    owner_tag,
+    same_key,
+)
+from lockmaster.temporal.heartbeat import heartbeating
+
+CHUNK = 1 << 20
+
+
+class CloudRef(BaseModel):
+    """Which cloud: a clouds.yaml entry (the file holds the credentials, never the history)."""
+
+    cloud: str
+    region: str | None = None
+    clouds_file: str | None = None
+
+    def client(self) -> OpenStackCloud:
+        path = Path(self.clouds_file) if self.clouds_file else None
+        return OpenStackCloud(self.cloud, self.region, path)
+
+
+class ResolveRequest(BaseModel):
+    spec: ResourceSpec
+
+
+class ObserveRequest(BaseModel):
+    cloud: CloudRef
+    owner: str
+
+
+class ApplyRequest(BaseModel):
+    cloud: CloudRef
+    owner: str
+    step: Step
+
+
+def _fail(message: str) -> ApplicationError:
+    # Configuration or ownership problems: retrying cannot fix them.
+    return ApplicationError(message, type="CloudResourceError", non_retryable=True)
+
+
+# --- resolve ---------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve(spec: ResourceSpec) -> Desired:
+    """Read the public keys and hash the image files the spec refers to."""
+    desired = Desired()
+    for key in spec.keypairs:
+        try:
+            text = key.public_key_file.read_text().strip()
+        except OSError as exc:
+            raise _fail(
+                f"keypair {key.name!r}: cannot read public_key_file {key.public_key_file}: "
+                f"{exc.strerror}; fix the path in the resources spec"
+            ) from exc
+        if len(text.split()) < 2 or not text.startswith(("ssh-", "ecdsa-", "sk-")):
+            raise _fail(f"keypair {key.name!r}: {key.public_key_file} is not an OpenSSH public key")
+        desired.public_keys[key.name] = text
+    for image in spec.images:
+        if image.file is None:
+            raise _fail(
+                f"image {image.name!r}: only file images can be uploaded so far (url given)"
+            )
+        try:
+            desired.image_checksums[image.name] = _sha256(image.file)
+        except OSError as exc:
+            raise _fail(
+                f"image {image.name!r}: cannot read {image.file}: {exc.strerror}; "
+                "fix the path in the resources spec"
+            ) from exc
+    return desired
+
+
+@activity.defn(name="resolve_cloud_resources")
+async def resolve_cloud_resources(request: ResolveRequest) -> Desired:
+    async with heartbeating("hashing image files"):
+        return await asyncio.to_thread(resolve, request.spec)
+
+
+# --- observe ---------------------------------------------------------------------------------
+
+
+def _rule(raw: dict[str, Any]) -> Rule | None:
+    if raw.get("remote_group_id"):
+        return None  # not expressible in the spec yet; such rules are left alone
+    return Rule(
+        direction=raw.get("direction") or "ingress",
+        ethertype=raw.get("ethertype") or "IPv4",
+        protocol=raw.get("protocol"),
+        port_min=raw.get("port_range_min"),
+        port_max=raw.get("port_range_max"),
+        remote_ip_prefix=raw.get("remote_ip_prefix"),
+    )
+
+
+def _group(group: Any) -> ObservedSecurityGroup:
+    rules = []
+    for raw in group.security_group_rules or []:
+        rule = _rule(raw)
+        if rule is not None:
+            rules.append(ObservedRule(id=raw["id"], rule=rule))
+    return ObservedSecurityGroup(
+        id=group.id, name=group.name, tags=list(group.tags or []), rules=rules
+    )
+
+
+def _image(image: Any) -> ObservedImage:
+    props = image.properties or {}
+    return ObservedImage(
+        id=image.id,
+        name=image.name or "",
+        tags=list(image.tags or []),
+        properties={k: str(props[k]) for k in (IMAGE_PROPERTY, CHECKSUM_PROPERTY) if k in props},
+        created_at=image.created_at,
+        status=image.status or "",
+    )
+
+
+def observe(conn: Connection, owner: str) -> Observed:
+    tag = owner_tag(owner)
+    keypairs = [
+        ObservedKeypair(name=k.name, public_key=k.public_key or "") for k in conn.compute.keypairs()
+    ]
+    groups = [_group(g) for g in conn.network.security_groups() if tag in (g.tags or [])]
+    images = [_image(i) for i in conn.image.images() if tag in (i.tags or [])]
+    return Observed(keypairs=keypairs, security_groups=groups, images=images)
+
+
+@activity.defn(name="observe_cloud_resources")
+async def observe_cloud_resources(request: ObserveRequest) -> Observed:
+    cloud = request.cloud.client()
+    return await cloud._run(
+        "list keypairs, security groups and images", lambda conn: observe(conn, request.owner)
+    )
+
+
+# --- apply -----------------------------------------------------------------------------------
+
+
+def _create_keypair(conn: Connection, step: CreateKeypair) -> StepResult:
+    existing = conn.compute.find_keypair(step.cloud_name, ignore_missing=True)
+    if existing is not None:
+        if same_key(existing.public_key or "", step.public_key):
+            return StepResult(step=step, resource_id=step.cloud_name, detail="already there")
+        raise _fail(
+            f"keypair {step.cloud_name!r} exists with another public key; not ours, "
+            "left alone (rename or delete it by hand)"
+        )
+    conn.compute.create_keypair(name=step.cloud_name, public_key=step.public_key)
+    return StepResult(step=step, resource_id=step.cloud_name, detail="created")
+
+
+def _delete_keypair(conn: Connection, step: DeleteKeypair) -> StepResult:
+    existing = conn.compute.find_keypair(step.cloud_name, ignore_missing=True)
+    if existing is None:
+        return StepResult(step=step, detail="already gone")
+    if not same_key(existing.public_key or "", step.public_key):
+        return StepResult(step=step, detail="refused: its public key is not the one we uploaded")
+    conn.compute.delete_keypair(step.cloud_name, ignore_missing=True)
+    return StepResult(step=step, detail="deleted")
+
+
+def _ensure_rules(conn: Connection, group: Any, rules: list[Rule]) -> None:
+    wanted = set(rules)
+    have: dict[Rule, str] = {}
+    for raw in group.security_group_rules or []:
+        rule = _rule(raw)
+        if rule is not None:
+            have[rule] = raw["id"]
+    for rule in sorted(wanted - set(have), key=Rule.key):
+        _add_rule(conn, group.id, rule)
+    for rule, rule_id in have.items():
+        if rule not in wanted:
+            conn.network.delete_security_group_rule(rule_id, ignore_missing=True)
+
+
+def _add_rule(conn: Connection, group_id: str, rule: Rule) -> None:
+    try:
+        conn.network.create_security_group_rule(
+            security_group_id=group_id,
+            direction=rule.direction,
+            ethertype=rule.ethertype,
+            protocol=rule.protocol,
+            port_range_min=rule.port_min,
+            port_range_max=rule.port_max,
+            remote_ip_prefix=rule.remote_ip_prefix,
+        )
+    except sdk_exceptions.ConflictException:
+        pass  # already there: a retried step
+
+
+def _create_group(conn: Connection, step: CreateSecurityGroup, tag: str) -> StepResult:
+    found = [g for g in conn.network.security_groups(name=step.name) if tag in (g.tags or [])]
+    if found:
+        group, detail = found[0], "adopted (tagged ours)"
+    else:
+        group = conn.network.create_security_group(name=step.name, description=step.description)
+        # Tagged right after creation; a crash in between leaves an untagged group, which is
+        # never ours, so it is left for an operator (reported in the docs, not swept).
+        conn.network.set_tags(group, [tag])
+        group = conn.network.get_security_group(group.id)
+        detail = "created"
+    _ensure_rules(conn, group, step.rules)
+    return StepResult(step=step, resource_id=group.id, detail=detail)
+
+
+def _update_rules(conn: Connection, step: UpdateRules, tag: str) -> StepResult:
+    group = conn.network.get_security_group(step.group_id)
+    if tag not in (group.tags or []):
+        raise _fail(f"security group {step.group_id} is no longer tagged {tag}; left alone")
+    for rule in step.add:
+        _add_rule(conn, step.group_id, rule)
+    for rule_id in step.remove:
+        conn.network.delete_security_group_rule(rule_id, ignore_missing=True)
+    return StepResult(step=step, resource_id=step.group_id, detail="rules updated")
+
+
+def _delete_group(conn: Connection, step: DeleteSecurityGroup, tag: str) -> StepResult:
+    group = conn.network.find_security_group(step.group_id, ignore_missing=True)
+    if group is None:
+        return StepResult(step=step, detail="already gone")
+    if tag not in (group.tags or []):
+        return StepResult(step=step, detail=f"refused: not tagged {tag}")
+    conn.network.delete_security_group(step.group_id, ignore_missing=True)
+    return StepResult(step=step, detail="deleted")
+
+
+def _upload_image(conn: Connection, step: UploadImage, tag: str) -> StepResult:
+    for image in conn.image.images():
+        props = image.properties or {}
+        ours = tag in (image.tags or []) and props.get(IMAGE_PROPERTY) == step.name
+        if not ours or props.get(CHECKSUM_PROPERTY) != step.checksum:
+            continue
+        if image.status == "active":
+            return StepResult(
+                step=step,
+                resource_id=image.id,
+                created_at=image.created_at,
+                detail="adopted (uploaded before)",
+            )
+        conn.image.delete_image(image.id, ignore_missing=True)  # a half-done upload of ours
+    assert step.spec.file is not None  # resolve() refuses URL images
+    image = conn.image.create_image(
+        step.name,
+        filename=str(step.spec.file),
+        disk_format=step.spec.disk_format,
+        container_format="bare",
+        tags=[tag],
+        allow_duplicates=True,  # versions share a name; our checksum property tells them apart
+        validate_checksum=False,
+        wait=False,
+        **{IMAGE_PROPERTY: step.name, CHECKSUM_PROPERTY: step.checksum},
+    )
+    image = conn.image.get_image(image.id)
+    return StepResult(
+        step=step, resource_id=image.id, created_at=image.created_at, detail="uploaded"
+    )
+
+
+def _delete_image(conn: Connection, step: DeleteImage, tag: str) -> StepResult:
+    image = conn.image.find_image(step.image_id, ignore_missing=True)
+    if image is None:
+        return StepResult(step=step, detail="already gone")
+    if tag not in (image.tags or []):
+        return StepResult(step=step, detail=f"refused: not tagged {tag}")
+    conn.image.delete_image(step.image_id, ignore_missing=True)
+    return StepResult(step=step, detail="deleted")
+
+
+def apply(conn: Connection, owner: str, step: Step) -> StepResult:
+    tag = owner_tag(owner)
+    if isinstance(step, CreateKeypair):
+        return _create_keypair(conn, step)
+    if isinstance(step, DeleteKeypair):
+        return _delete_keypair(conn, step)
+    if isinstance(step, CreateSecurityGroup):
+        return _create_group(conn, step, tag)
+    if isinstance(step, UpdateRules):
+        return _update_rules(conn, step, tag)
+    if isinstance(step, DeleteSecurityGroup):
+        return _delete_group(conn, step, tag)
+    if isinstance(step, UploadImage):
+        return _upload_image(conn, step, tag)
+    if isinstance(step, DeleteImage):
+        return _delete_image(conn, step, tag)
+    assert isinstance(step, SwitchKeypair)
+    raise _fail(
+        "switch-keypair changes the pool configuration, not the cloud: the caller "
+        "applies it and records it with record_step"
+    )
+
+
+@activity.defn(name="apply_cloud_resource_step")
+async def apply_cloud_resource_step(request: ApplyRequest) -> StepResult:
+    cloud = request.cloud.client()
+    async with heartbeating(f"{request.step.action} on {cloud.where}"):
+        return await cloud._run(
+            request.step.action, lambda conn: apply(conn, request.owner, request.step)
+        )
+
+
+ACTIVITIES = [resolve_cloud_resources, observe_cloud_resources, apply_cloud_resource_step]
