@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "web": ("web_cmd", "web", "The web service: status page and JSON API."),
     "dashboards": ("dashboards_cmd", "app", "Grafana dashboards: generate from the config."),
     "hook": ("hook_cmd", "hook", "Act as a Gerrit hook (by name, or as the hook symlink)."),
+    "cloud": ("cloud_cmd", "app", "Onboard donated clouds: list, status, onboard."),
 }
 # `hook` takes Gerrit's own option names, whatever they are.
 SETTINGS: dict[str, dict[str, Any]] = {

@@ -7,6 +7,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from lockmaster.activities.merger import MergerActivities
+from lockmaster.activities.onboarding import OnboardingActivities
 from lockmaster.activities.promotion import PromotionActivities
 from lockmaster.activities.results import ResultsActivities
 from lockmaster.activities.review import ReviewActivities
@@ -22,12 +23,14 @@ from lockmaster.workflows.check import CheckWorkflow
 from lockmaster.workflows.detached import DetachedWorkWorkflow
 from lockmaster.workflows.gate import GateQueueWorkflow
 from lockmaster.workflows.nodepool import NodePoolWorkflow
+from lockmaster.workflows.onboarding import OnboardingWorkflow
 from lockmaster.workflows.publish import PublishWorkflow
 from lockmaster.workflows.publish_queue import PublishQueueWorkflow
 from lockmaster.workflows.testenv import TEBrokerWorkflow
 
 WORKFLOWS = [CheckWorkflow, GateQueueWorkflow, NodePoolWorkflow, AutoholdWorkflow,
-             TEBrokerWorkflow, PublishWorkflow, PublishQueueWorkflow, DetachedWorkWorkflow]
+             TEBrokerWorkflow, PublishWorkflow, PublishQueueWorkflow, DetachedWorkWorkflow,
+             OnboardingWorkflow]
 
 
 def announce_merges(client: Client, config: LockmasterConfig,
@@ -76,6 +79,7 @@ def orchestrator_worker(
                     merger.resolve_dependencies, merger.find_dependents,
                     merger.prepare_state, merger.prepare_states,
                     promotion.find_gate_build, started_activities,
-                    results.record_builds, results.record_buildset],
+                    results.record_builds, results.record_buildset,
+                    OnboardingActivities().preflight],
         workflow_runner=workflow_runner(),
     ))

@@ -1,0 +1,143 @@
+"""`lockmaster cloud ...`: onboarding donated clouds (issue 17). Each region is a workflow,
+`onboard/<cloud>/<region>`; these commands start it and read its phases and preflight report.
+
+Bad input (an unknown cloud or region) exits 2 before Temporal is asked; a region already being
+onboarded exits 1 and starts nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from temporalio.client import Client
+
+from lockmaster.cli.context import (
+    UserOpt,
+    acting,
+    fail,
+    listing_table,
+    load,
+    out,
+    with_client,
+)
+from lockmaster.model.onboarding import OnboardingStatus
+from lockmaster.starters.onboarding import (
+    AlreadyRunning,
+    OnboardingInputError,
+    RegionState,
+    find_cloud,
+    find_region,
+    region_state,
+    regions_of,
+    start_onboarding,
+)
+
+app = typer.Typer(help="Onboard donated clouds: list, status, onboard.", no_args_is_help=True)
+ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml")
+
+
+def _state_text(state: RegionState) -> tuple[str, str]:
+    if state.execution is None:
+        return "not started", ""
+    if state.status is None:
+        return state.execution, "(no answer: is an orchestrator worker running?)"
+    preflight = state.status.phase("preflight")
+    return state.execution, f"preflight {preflight.state}: {preflight.message}".rstrip(": ")
+
+
+@app.command("list")
+def list_(config: Path | None = ConfigOpt) -> None:
+    """The configured clouds and regions, and how their onboarding stands."""
+    cfg = load(config)
+    if not cfg.clouds:
+        out.print("no clouds configured (add them under `clouds:` in lockmaster.yaml; "
+                  "see docs/clouds.md)")
+        return
+
+    async def go(client: Client) -> list[RegionState]:
+        return [await region_state(client, cfg, c.name, r) for c in cfg.clouds for r in c.regions]
+
+    table = listing_table("cloud", "region", "workflow", "state", "preflight")
+    for state in with_client(cfg, go):
+        execution, preflight = _state_text(state)
+        table.add_row(state.cloud, state.region, state.workflow_id, execution, preflight)
+    out.print(table)
+
+
+@app.command("status")
+def status(
+    region: str = typer.Argument(..., help="REGION, or CLOUD/REGION"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """The phases of a region's onboarding and its preflight report."""
+    cfg = load(config)
+    try:
+        cloud, region_name = find_region(cfg, region)
+    except OnboardingInputError as exc:
+        fail(str(exc))
+
+    async def go(client: Client) -> RegionState:
+        return await region_state(client, cfg, cloud.name, region_name)
+
+    state = with_client(cfg, go)
+    if state.execution is None:
+        fail(f"{state.workflow_id}: not started; start it with `lockmaster cloud onboard "
+             f"{cloud.name} --region {region_name}`", 1)
+    if state.status is None:
+        fail(f"{state.workflow_id} is {state.execution} but did not answer; is an orchestrator "
+             "worker running?", 1)
+    _print_status(state.workflow_id, state.execution, state.status)
+
+
+def _print_status(wid: str, execution: str, status: OnboardingStatus) -> None:
+    out.print(f"{wid}: {execution}")
+    if status.outcome:
+        out.print(status.outcome)
+    out.print("phases:")
+    for phase in status.phases:
+        state = "not implemented yet" if phase.state == "not-implemented" else phase.state
+        out.print(f"  {phase.name:15} {state:20} {phase.message or phase.description}")
+    report = status.preflight
+    if report is None:
+        return
+    out.print(f"preflight report ({report.summary()}):")
+    for check in report.checks:
+        mark = "ok    " if check.ok else "FAILED"
+        out.print(f"  {mark} {check.name}: {check.message}")
+        if not check.ok and check.fix:
+            out.print(f"         fix: {check.fix}")
+
+
+@app.command("onboard")
+def onboard(
+    cloud: str = typer.Argument(..., help="a cloud under `clouds:` in lockmaster.yaml"),
+    region: str | None = typer.Option(None, "--region", help="one region (default: each)"),
+    user: str | None = UserOpt,
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Start onboarding a cloud's region(s): preflight first (the later phases are not
+    implemented yet)."""
+    cfg = load(config)
+    try:
+        regions = regions_of(find_cloud(cfg, cloud), region)
+    except OnboardingInputError as exc:
+        fail(str(exc))
+    who = acting(user)
+
+    async def go(client: Client) -> list[str]:
+        running: list[str] = []
+        for name in regions:
+            try:
+                handle = await start_onboarding(client, cfg, cloud, name, who)
+            except AlreadyRunning as exc:
+                running.append(str(exc))
+                continue
+            out.print(f"started {handle.id}; follow it with `lockmaster cloud status "
+                      f"{cloud}/{name}`")
+        return running
+
+    running = with_client(cfg, go, OnboardingInputError)
+    if running:
+        fail("; ".join(running), 1)
+
