@@ -24,7 +24,11 @@ from lockmaster.clouds.dns import (
     PowerDnsClient,
 )
 from lockmaster.config.dns import DnsConfig
-from lockmaster.model.dns import DeleteMirrorDnsRequest, EnsureMirrorDnsRequest
+from lockmaster.model.dns import (
+    CheckMirrorDnsRequest,
+    DeleteMirrorDnsRequest,
+    EnsureMirrorDnsRequest,
+)
 from tests.fixtures.pdns import PdnsServer, pdns_server  # noqa: F401 (a fixture)
 from tests.ports import free_port
 
@@ -230,3 +234,40 @@ def test_resolver_sees_nothing_for_an_unknown_name(pdns_server: PdnsServer) -> N
     assert resolve(pdns_server, f"never.{pdns_server.zone}", "A") == []
     with pytest.raises(dns.exception.DNSException):
         resolve(pdns_server, "www.example.com", "A")
+
+
+# --- the preflight check ------------------------------------------------------------------------
+
+async def test_check_mirror_dns_reports_and_changes_nothing(
+        pdns_server: PdnsServer, tmp_path: Path) -> None:  # noqa: F811
+    env, acts = ActivityEnvironment(), DnsActivities()
+    region = unique()
+    good = await env.run(acts.check_mirror_dns, CheckMirrorDnsRequest(
+        dns=config_for(pdns_server), cloud="c1", region=region))
+    assert good.ok and good.problems == [] and good.existing == {}
+    assert good.name == f"mirror.{region}.c1.{pdns_server.zone}"
+    # A record already there (another attempt's) is reported, not changed.
+    await env.run(acts.ensure_mirror_dns, EnsureMirrorDnsRequest(
+        dns=config_for(pdns_server), cloud="c1", region=region, addresses=["192.0.2.70"]))
+    seen = await env.run(acts.check_mirror_dns, CheckMirrorDnsRequest(
+        dns=config_for(pdns_server), cloud="c1", region=region))
+    assert seen.ok and seen.existing == {"A": ["192.0.2.70"]}
+    assert resolve(pdns_server, good.name, "A") == ["192.0.2.70"]
+
+    wrong_key = tmp_path / "wrong"
+    wrong_key.write_text("nope\n")
+    cases = [
+        (config_for(pdns_server, zone="absent.example"), "c1", "zone 'absent.example' does not"),
+        (config_for(pdns_server, **{"api-key-file": str(wrong_key)}), "c1",
+         "refused the API key"),
+        (config_for(pdns_server, **{"api-key-file": str(tmp_path / "none")}), "c1",
+         "cannot read it"),
+        (config_for(pdns_server), "bad_cloud", "cloud 'bad_cloud'"),
+        (config_for(pdns_server, **{"api-url": f"http://127.0.0.1:{free_port()}"}), "c1",
+         "did not answer"),
+    ]
+    for config, cloud, says in cases:
+        check = await env.run(acts.check_mirror_dns, CheckMirrorDnsRequest(
+            dns=config, cloud=cloud, region=region))
+        assert not check.ok, says
+        assert any(says in p for p in check.problems), (says, check.problems)

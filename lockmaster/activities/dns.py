@@ -20,7 +20,13 @@ from temporalio.exceptions import ApplicationError
 
 from lockmaster.clouds.dns import DnsError, PowerDnsClient
 from lockmaster.config.dns import DnsConfig, read_api_key
-from lockmaster.model.dns import DeleteMirrorDnsRequest, EnsureMirrorDnsRequest, MirrorDnsResult
+from lockmaster.model.dns import (
+    CheckMirrorDnsRequest,
+    DeleteMirrorDnsRequest,
+    EnsureMirrorDnsRequest,
+    MirrorDnsCheck,
+    MirrorDnsResult,
+)
 from lockmaster.util.dns_names import address_type, mirror_name
 
 log = logging.getLogger(__name__)
@@ -103,5 +109,38 @@ class DnsActivities:
             log.info("mirror DNS: %s deleted (zone %s)", name, dns.zone)
         return MirrorDnsResult(name=name, zone=dns.zone, records={}, changed=changed)
 
+    @activity.defn(name="check_mirror_dns")
+    async def check_mirror_dns(self, request: CheckMirrorDnsRequest) -> MirrorDnsCheck:
+        """Preflight, before anything is created: the name is valid, the key file readable,
+        the server answers and takes the key, the zone exists. Reads only; every problem is
+        reported (not raised), so the preflight report lists them all at once. Records already
+        at the name are reported too (another region's, or a previous attempt's)."""
+        dns = request.dns
+        check = MirrorDnsCheck(name=None, zone=dns.zone)
+        try:
+            check.name = mirror_name(request.region, request.cloud, dns.mirror_domain)
+        except DnsError as exc:
+            check.problems.append(str(exc))
+        try:
+            client = client_for(dns)
+        except ApplicationError as exc:
+            check.problems.append(str(exc))
+            return check
+        async with client:
+            try:
+                if not await client.zone_exists(dns.zone):
+                    check.problems.append(
+                        f"zone {dns.zone!r} does not exist on PowerDNS at {dns.api_url}: create "
+                        f"it (`pdnsutil create-zone {dns.zone} <nameserver>`); lockmaster does "
+                        "not create zones")
+                elif check.name is not None:
+                    for type_ in ADDRESS_TYPES:
+                        record = await client.get_record(dns.zone, check.name, type_)
+                        if record is not None:
+                            check.existing[type_] = record.contents
+            except DnsError as exc:
+                check.problems.append(str(exc))
+        return check
+
     def all(self) -> list[Callable[..., object]]:
-        return [self.ensure_mirror_dns, self.delete_mirror_dns]
+        return [self.ensure_mirror_dns, self.delete_mirror_dns, self.check_mirror_dns]

@@ -31,3 +31,22 @@ class MirrorDnsResult(Model):
     # The rrsets now in place, by type ("A", "AAAA"); empty after a delete.
     records: dict[str, list[str]] = Field(default_factory=dict)
     changed: bool  # False: nothing was written (already so; or nothing to delete)
+
+
+class CheckMirrorDnsRequest(Model):
+    dns: DnsConfig
+    cloud: str
+    region: str
+
+
+class MirrorDnsCheck(Model):
+    """Preflight for the DNS step (reads only): can the name be made on this server?"""
+
+    name: str | None  # None: the region or cloud gives no valid DNS name
+    zone: str
+    problems: list[str] = Field(default_factory=list)  # each: what is wrong and how to fix it
+    existing: dict[str, list[str]] = Field(default_factory=dict)  # records already there
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
