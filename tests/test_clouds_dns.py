@@ -52,7 +52,7 @@ def unique(label: str = "r") -> str:
 
 
 @pytest.fixture
-async def client(pdns_server: PdnsServer) -> AsyncIterator[PowerDnsClient]:  # noqa: F811
+async def dns_client(pdns_server: PdnsServer) -> AsyncIterator[PowerDnsClient]:  # noqa: F811
     async with PowerDnsClient(pdns_server.api_url, pdns_server.api_key) as c:
         yield c
 
@@ -66,47 +66,49 @@ def config_for(server: PdnsServer, **changes: object) -> DnsConfig:
 # --- the client ---------------------------------------------------------------------------------
 
 async def test_ensure_is_idempotent_and_resolves(pdns_server: PdnsServer,  # noqa: F811
-                                                 client: PowerDnsClient) -> None:
+                                                 dns_client: PowerDnsClient) -> None:
     name = f"mirror.{unique()}.ovh.{pdns_server.zone}"
     assert resolve(pdns_server, name, "A") == []
-    first = await client.ensure_record(pdns_server.zone, name, "A", ["192.0.2.10"], 60)
+    first = await dns_client.ensure_record(pdns_server.zone, name, "A", ["192.0.2.10"], 60)
     assert first.changed
     assert resolve(pdns_server, name, "A") == ["192.0.2.10"]
-    again = await client.ensure_record(pdns_server.zone, name, "A", ["192.0.2.10"], 60)
+    again = await dns_client.ensure_record(pdns_server.zone, name, "A", ["192.0.2.10"], 60)
     assert not again.changed
-    record = await client.get_record(pdns_server.zone, name, "A")
+    record = await dns_client.get_record(pdns_server.zone, name, "A")
     assert record is not None and record.contents == ["192.0.2.10"] and record.ttl == 60
     # A different address replaces (not adds to) the rrset.
-    moved = await client.ensure_record(pdns_server.zone, name, "A", ["192.0.2.11"], 60)
+    moved = await dns_client.ensure_record(pdns_server.zone, name, "A", ["192.0.2.11"], 60)
     assert moved.changed
     assert resolve(pdns_server, name, "A") == ["192.0.2.11"]
     # A different TTL alone is a change too.
-    assert (await client.ensure_record(pdns_server.zone, name, "A", ["192.0.2.11"], 120)).changed
-    assert (await client.get_record(pdns_server.zone, name, "A")).ttl == 120  # type: ignore[union-attr]
+    longer = await dns_client.ensure_record(pdns_server.zone, name, "A", ["192.0.2.11"], 120)
+    assert longer.changed
+    record = await dns_client.get_record(pdns_server.zone, name, "A")
+    assert record is not None and record.ttl == 120
 
 
 async def test_delete_and_delete_again(pdns_server: PdnsServer,  # noqa: F811
-                                       client: PowerDnsClient) -> None:
+                                       dns_client: PowerDnsClient) -> None:
     name = f"mirror.{unique()}.ovh.{pdns_server.zone}"
-    await client.ensure_record(pdns_server.zone, name, "AAAA", ["2001:db8::10"], 60)
+    await dns_client.ensure_record(pdns_server.zone, name, "AAAA", ["2001:db8::10"], 60)
     assert resolve(pdns_server, name, "AAAA") == ["2001:db8::10"]
-    assert await client.delete_record(pdns_server.zone, name, "AAAA") is True
+    assert await dns_client.delete_record(pdns_server.zone, name, "AAAA") is True
     assert resolve(pdns_server, name, "AAAA") == []
-    assert await client.get_record(pdns_server.zone, name, "AAAA") is None
+    assert await dns_client.get_record(pdns_server.zone, name, "AAAA") is None
     # Absent is fine: a compensation may run twice.
-    assert await client.delete_record(pdns_server.zone, name, "AAAA") is False
+    assert await dns_client.delete_record(pdns_server.zone, name, "AAAA") is False
 
 
 async def test_missing_zone_names_it_and_how_to_create_it(pdns_server: PdnsServer,  # noqa: F811
-                                                          client: PowerDnsClient) -> None:
+                                                          dns_client: PowerDnsClient) -> None:
     with pytest.raises(DnsZoneMissing) as caught:
-        await client.ensure_record("absent.example", "mirror.r1.ovh.absent.example", "A",
+        await dns_client.ensure_record("absent.example", "mirror.r1.ovh.absent.example", "A",
                                    ["192.0.2.1"], 60)
     message = str(caught.value)
     assert "zone 'absent.example' does not exist" in message
     assert "pdnsutil create-zone absent.example" in message
-    assert not await client.zone_exists("absent.example")
-    assert await client.zone_exists(pdns_server.zone)
+    assert not await dns_client.zone_exists("absent.example")
+    assert await dns_client.zone_exists(pdns_server.zone)
 
 
 async def test_bad_api_key_is_a_clear_error_without_the_key(
@@ -124,22 +126,22 @@ async def test_bad_api_key_is_a_clear_error_without_the_key(
 
 
 async def test_server_message_is_passed_on(pdns_server: PdnsServer,  # noqa: F811
-                                           client: PowerDnsClient) -> None:
+                                           dns_client: PowerDnsClient) -> None:
     name = f"mx.{unique()}.{pdns_server.zone}"
     with pytest.raises(Exception) as caught:
-        await client.ensure_record(pdns_server.zone, name, "MX", ["not-an-mx"], 60)
+        await dns_client.ensure_record(pdns_server.zone, name, "MX", ["not-an-mx"], 60)
     message = str(caught.value)
     assert f"setting {name}. MX in zone {pdns_server.zone}" in message
     assert "PowerDNS answered 422" in message and "not-an-mx" in message
 
 
 async def test_bad_names_are_refused_before_sending(pdns_server: PdnsServer,  # noqa: F811
-                                                    client: PowerDnsClient) -> None:
+                                                    dns_client: PowerDnsClient) -> None:
     with pytest.raises(DnsNameError, match="not in zone"):
-        await client.ensure_record(pdns_server.zone, "mirror.r1.ovh.example.com", "A",
+        await dns_client.ensure_record(pdns_server.zone, "mirror.r1.ovh.example.com", "A",
                                    ["192.0.2.1"], 60)
     with pytest.raises(DnsNameError, match="use only a-z"):
-        await client.ensure_record(pdns_server.zone, f"mirror.r_1.{pdns_server.zone}", "A",
+        await dns_client.ensure_record(pdns_server.zone, f"mirror.r_1.{pdns_server.zone}", "A",
                                    ["192.0.2.1"], 60)
 
 
