@@ -450,3 +450,67 @@ def test_plan_is_pure_input_record_unchanged() -> None:
     assert DeleteSecurityGroup  # imported for the discriminated union round trip below
     p = plan(spec(), Desired(), Observed(security_groups=[group("x", "g", [])]), record)
     assert Plan.model_validate_json(p.model_dump_json()) == p
+
+
+def test_removed_and_already_gone_is_forgotten_not_kept_forever() -> None:
+    s = spec(keypairs=[kp_spec()], security_groups=[{"name": "g"}])
+    record = apply_all(plan(s, Desired(public_keys={"nodes": KEY_A}), Observed(), ResourceRecord()))
+    assert set(record.keypairs) == {"nodes"} and set(record.security_groups) == {"g"}
+    result = plan(spec(), Desired(), Observed(), record)
+    assert result.steps == [] and result.drift == []
+    assert result.record == ResourceRecord()
+
+
+def test_group_removed_from_spec_whose_tag_was_removed_is_drift_and_forgotten() -> None:
+    record = ResourceRecord(security_groups={"old": SecurityGroupRecord(id="g1", rules=EGRESS)})
+    untagged = Observed(security_groups=[group("g1", "old", EGRESS, tagged=False)])
+    result = plan(spec(), Desired(), untagged, record)
+    assert result.steps == []
+    assert [(d.id, d.what) for d in result.drift] == [("g1", "our tag removed outside")]
+    assert result.record.security_groups == {}
+
+
+def test_keypair_removed_mid_rotation_deletes_both_and_a_failed_second_delete_is_retried() -> None:
+    s = spec(keypairs=[kp_spec()])
+    old, new = keypair_cloud_name("nodes", KEY_A), keypair_cloud_name("nodes", KEY_B)
+    record = apply_all(plan(s, Desired(public_keys={"nodes": KEY_A}), Observed(), ResourceRecord()))
+    only_old = Observed(keypairs=[ObservedKeypair(name=old, public_key=KEY_A)])
+    record = apply_all(plan(s, Desired(public_keys={"nodes": KEY_B}), only_old, record))
+    both = Observed(keypairs=[*only_old.keypairs, ObservedKeypair(name=new, public_key=KEY_B)])
+    result = plan(spec(), Desired(), both, record)
+    assert sorted(x.cloud_name for x in result.steps) == sorted([old, new])  # type: ignore[union-attr]
+    first = result.steps[0]
+    # Only the first delete went through; the second failed.
+    record = record_step(result.record, StepResult(step=first))
+    left = next(k for k in both.keypairs if k.name != first.cloud_name)  # type: ignore[union-attr]
+    again = plan(spec(), Desired(), Observed(keypairs=[left]), record)
+    assert [x.cloud_name for x in again.steps] == [left.name]  # type: ignore[union-attr]
+    assert apply_all(again) == ResourceRecord()
+
+
+def test_every_step_kind_round_trips_through_json_as_temporal_carries_it() -> None:
+    from lockmaster.activities.cloud_resources import ApplyRequest, CloudRef
+
+    s = spec(
+        keypairs=[kp_spec()],
+        security_groups=[{"name": "g", "rules": [SSH.model_dump()]}],
+        images=[img_spec()],
+    )
+    steps = plan(
+        s,
+        Desired(public_keys={"nodes": KEY_A}, image_checksums={"debian-12": "c"}),
+        Observed(),
+        ResourceRecord(),
+    ).steps
+    steps += [
+        SwitchKeypair(spec_name="n", from_name="a", to_name="b"),
+        DeleteKeypair(spec_name="n", cloud_name="a", public_key=KEY_A, reason="r"),
+        UpdateRules(name="g", group_id="i", add=[SSH], remove=["x"], rules=[SSH]),
+        DeleteSecurityGroup(name="g", group_id="i", reason="r"),
+        DeleteImage(name="d", image_id="i", reason="r"),
+    ]
+    assert len({x.action for x in steps}) == 8
+    for step in steps:
+        request = ApplyRequest(cloud=CloudRef(cloud="c"), owner="o", step=step)
+        back = ApplyRequest.model_validate_json(request.model_dump_json())
+        assert back == request and type(back.step) is type(step)

@@ -386,8 +386,11 @@ def _plan_keypairs(spec: ResourceSpec, desired: Desired, observed: Observed, out
                         reason="rotated out",
                     )
                 )
-    for name, entry in out.record.keypairs.items():
+    for name, entry in list(out.record.keypairs.items()):
         if name in wanted:
+            continue
+        if not any(cloud_name in cloud for cloud_name, _ in _names_of(entry)):
+            del out.record.keypairs[name]  # removed from the spec and already gone: forgotten
             continue
         for cloud_name, public_key in _names_of(entry):
             present = cloud.get(cloud_name)
@@ -410,6 +413,8 @@ def _names_of(entry: KeypairRecord) -> list[tuple[str, str]]:
     names = [(entry.cloud_name, entry.public_key)]
     if entry.next_name and entry.next_public_key:
         names.append((entry.next_name, entry.next_public_key))
+    if entry.old_name and entry.old_public_key:
+        names.append((entry.old_name, entry.old_public_key))
     return names
 
 
@@ -461,7 +466,7 @@ def _plan_security_groups(spec: ResourceSpec, observed: Observed, out: Plan) -> 
                     name=item.name, group_id=group.id, add=add, remove=remove, rules=_sorted(want)
                 )
             )
-    for name, entry in out.record.security_groups.items():
+    for name, entry in list(out.record.security_groups.items()):
         if name in wanted:
             continue
         group = by_id.get(entry.id)
@@ -469,6 +474,12 @@ def _plan_security_groups(spec: ResourceSpec, observed: Observed, out: Plan) -> 
             out.steps.append(
                 DeleteSecurityGroup(name=name, group_id=entry.id, reason="no longer in the spec")
             )
+            continue
+        if group is not None:  # our tag removed outside: no longer ours, never touched
+            out.drift.append(
+                Drift(kind="security-group", name=name, id=entry.id, what="our tag removed outside")
+            )
+        del out.record.security_groups[name]  # gone or not ours: nothing left to delete
     # Tagged ours, but no record knows it (a create that crashed before being recorded).
     sightings = {k: v for k, v in out.record.sightings.items() if not k.startswith("sg:")}
     for group in observed.security_groups:
@@ -526,14 +537,8 @@ def record_step(record: ResourceRecord, result: StepResult) -> ResourceRecord:
         )
     elif isinstance(step, DeleteKeypair):
         entry = out.keypairs.get(step.spec_name)
-        if (
-            entry is not None
-            and entry.phase == "deleting-old"
-            and entry.old_name == step.cloud_name
-        ):
-            entry.phase, entry.old_name, entry.old_public_key = "active", None, None
-        elif entry is not None:
-            del out.keypairs[step.spec_name]
+        if entry is not None:
+            _forget_keypair(out, step.spec_name, entry, step.cloud_name)
     elif isinstance(step, CreateSecurityGroup):
         assert result.resource_id is not None
         out.security_groups[step.name] = SecurityGroupRecord(
@@ -562,3 +567,19 @@ def record_step(record: ResourceRecord, result: StepResult) -> ResourceRecord:
         out.images.pop(step.image_id, None)
         out.sightings.pop(f"image:{step.image_id}", None)
     return out
+
+
+def _forget_keypair(out: ResourceRecord, name: str, entry: KeypairRecord, gone: str) -> None:
+    """Drop one deleted cloud keypair from a spec keypair's record; the others stay recorded
+    until their own delete is recorded (a failed second delete must not leak an untagged key)."""
+    if gone == entry.old_name:
+        entry.phase, entry.old_name, entry.old_public_key = "active", None, None
+    elif gone == entry.next_name:
+        entry.phase, entry.next_name, entry.next_public_key = "active", None, None
+    elif gone == entry.cloud_name:
+        rest = [(n, k) for n, k in _names_of(entry) if n != gone]
+        if not rest:
+            del out.keypairs[name]
+            return
+        # Only while the spec no longer names it: keep what remains to be deleted.
+        out.keypairs[name] = KeypairRecord(cloud_name=rest[0][0], public_key=rest[0][1])
