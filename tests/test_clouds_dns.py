@@ -273,3 +273,18 @@ async def test_check_mirror_dns_reports_and_changes_nothing(
             dns=config, cloud=cloud, region=region))
         assert not check.ok, says
         assert any(says in p for p in check.problems), (says, check.problems)
+
+
+async def test_the_api_key_is_in_no_log_line(pdns_server: PdnsServer,  # noqa: F811
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    env, acts = ActivityEnvironment(), DnsActivities()
+    request = EnsureMirrorDnsRequest(dns=config_for(pdns_server), cloud="c1", region=unique(),
+                                     addresses=["192.0.2.80"])
+    with caplog.at_level("DEBUG"):  # httpx and httpcore included
+        made = await env.run(acts.ensure_mirror_dns, request)
+        await env.run(acts.delete_mirror_dns, DeleteMirrorDnsRequest(
+            dns=request.dns, cloud="c1", region=request.region))
+    assert made.name in caplog.text  # the activity did log, and the capture saw it
+    assert pdns_server.api_key not in caplog.text
+    assert pdns_server.api_key not in request.model_dump_json()
+    assert pdns_server.api_key not in made.model_dump_json()
