@@ -6,6 +6,7 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from lockmaster.activities.dns import DnsActivities
 from lockmaster.activities.merger import MergerActivities
 from lockmaster.activities.onboarding import OnboardingActivities
 from lockmaster.activities.promotion import PromotionActivities
@@ -80,6 +81,9 @@ def orchestrator_worker(
                     merger.prepare_state, merger.prepare_states,
                     promotion.find_gate_build, started_activities,
                     results.record_builds, results.record_buildset,
-                    OnboardingActivities().preflight],
+                    OnboardingActivities().preflight,
+                    # The region mirror's DNS step, its compensation, its preflight
+                    # (PowerDNS; docs/clouds.md).
+                    *DnsActivities().all()],
         workflow_runner=workflow_runner(),
     ))
