@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ import keystoneauth1.exceptions as ks_exceptions
 import requests
 from openstack import exceptions as sdk_exceptions
 from openstack.connection import Connection
-from pydantic import BaseModel
 from temporalio import activity
 
 from lockmaster.clouds.preflight import (
@@ -30,13 +30,9 @@ from lockmaster.clouds.preflight import (
     evaluate,
 )
 from lockmaster.config.clouds import CloudConfig, CloudCredential
+from lockmaster.model.onboarding import PreflightRequest
 
 HTTP_TIMEOUT = 30.0  # seconds per request to the donor's APIs
-
-
-class PreflightRequest(BaseModel):
-    cloud: CloudConfig  # public settings and references only (config/clouds.py)
-    region: str
 
 
 class CredentialError(Exception):
@@ -80,9 +76,20 @@ def probe_keystone(spec: CloudConfig) -> TlsFacts:
 
 
 def _root(exc: BaseException) -> str:
-    while exc.__context__ is not None and exc.__cause__ is not None:
-        exc = exc.__cause__
-    return str(exc) or type(exc).__name__
+    """The innermost reason (requests wraps urllib3 wraps ssl): the part an operator can act on,
+    e.g. "certificate verify failed: unable to get local issuer certificate"."""
+    inner: BaseException = exc
+    for _ in range(8):
+        nested = getattr(inner, "reason", None)
+        if not isinstance(nested, BaseException):
+            first = inner.args[0] if inner.args else None
+            nested = first if isinstance(first, BaseException) else inner.__cause__
+        if nested is None:
+            break
+        inner = nested
+    if isinstance(inner, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {inner.verify_message}"
+    return str(inner) or type(inner).__name__
 
 
 def _connect(spec: CloudConfig, region: str, cred: CloudCredential, password: str) -> Connection:
