@@ -514,3 +514,25 @@ def test_every_step_kind_round_trips_through_json_as_temporal_carries_it() -> No
         request = ApplyRequest(cloud=CloudRef(cloud="c"), owner="o", step=step)
         back = ApplyRequest.model_validate_json(request.model_dump_json())
         assert back == request and type(back.step) is type(step)
+
+
+def test_spec_reads_as_lockmaster_yaml_kebab_case_and_refuses_unknown_keys() -> None:
+    import yaml
+
+    text = """
+owner: examplecloud.RegionOne
+keypairs: [{name: nodes, public-key-file: /keys/nodes.pub}]
+security-groups:
+  - {name: nodes, default-egress: false,
+     rules: [{protocol: tcp, port-min: 22, port-max: 22, remote-ip-prefix: 0.0.0.0/0}]}
+images: [{name: debian-12, file: /img/d.qcow2, disk-format: raw}]
+"""
+    parsed = ResourceSpec.model_validate(yaml.safe_load(text))
+    assert parsed.security_groups[0].desired_rules() == frozenset({SSH})
+    assert parsed.images[0].disk_format == "raw"
+    with pytest.raises(ValidationError, match="security-group"):
+        ResourceSpec.model_validate({"owner": "o", "security-group": []})  # a typo: refused
+    with pytest.raises(ValidationError, match="disk-format"):
+        ResourceSpec.model_validate(
+            {"owner": "o", "images": [{"name": "x", "file": "/a", "disk-format": "zip"}]}
+        )

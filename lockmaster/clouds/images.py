@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from lockmaster.config.base import ConfigModel
+
 if TYPE_CHECKING:
     from lockmaster.clouds.resources import DeleteImage, UploadImage
 
@@ -23,7 +25,7 @@ CHECKSUM_PROPERTY = "lockmaster_checksum"
 KEEP = 2  # images of each name kept: the current one and the one before (to roll back to)
 
 
-class ImageSpec(BaseModel):
+class ImageSpec(ConfigModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
     file: Path | None = None
     url: str | None = None

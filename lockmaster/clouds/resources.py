@@ -25,6 +25,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lockmaster.clouds.images import ImageRecord, ImageSpec, ObservedImage, plan_images
+from lockmaster.config.base import ConfigModel
 
 TAG_PREFIX = "lockmaster:"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
@@ -37,7 +38,7 @@ def owner_tag(owner: str) -> str:
 # --- spec ----------------------------------------------------------------------------------------
 
 
-class Rule(BaseModel):
+class Rule(ConfigModel):
     """One security group rule, as Neutron has it (rules cannot be edited, only added/removed)."""
 
     model_config = ConfigDict(frozen=True)
@@ -69,12 +70,12 @@ DEFAULT_EGRESS = (
 )
 
 
-class KeypairSpec(BaseModel):
+class KeypairSpec(ConfigModel):
     name: str = Field(pattern=NAME_PATTERN)
     public_key_file: Path  # read by the activity; public keys are not secrets
 
 
-class SecurityGroupSpec(BaseModel):
+class SecurityGroupSpec(ConfigModel):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     rules: list[Rule] = []
@@ -85,8 +86,18 @@ class SecurityGroupSpec(BaseModel):
         return frozenset([*self.rules, *extra])
 
 
-class ResourceSpec(BaseModel):
-    """What one cloud region should have. `owner` names lockmaster's tag (`lockmaster:<owner>`)."""
+class ResourceSpec(ConfigModel):
+    """What one cloud region should have. `owner` names lockmaster's tag (`lockmaster:<owner>`).
+
+    A config model (kebab-case keys, unknown keys refused), so it can sit in lockmaster.yaml:
+
+        owner: examplecloud.RegionOne
+        keypairs: [{name: nodes, public-key-file: /etc/lockmaster/keys/nodes.pub}]
+        security-groups:
+          - name: nodes
+            rules: [{protocol: tcp, port-min: 22, port-max: 22, remote-ip-prefix: 0.0.0.0/0}]
+        images: [{name: debian-12, file: /srv/images/debian-12.qcow2, disk-format: qcow2}]
+    """
 
     owner: str = Field(pattern=NAME_PATTERN)
     keypairs: list[KeypairSpec] = []
