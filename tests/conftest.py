@@ -16,7 +16,7 @@ from lockmaster.temporal import search_attributes
 from lockmaster.temporal.devserver import temporal_binary
 
 # Real Keystone + the fake cloud (started only by the tests that ask for them).
-pytest_plugins = ["tests.fixtures.openstack", "tests.fixtures.sshd"]
+pytest_plugins = ["tests.fixtures.openstack", "tests.fixtures.sshd", "tests.fixtures.onboarding"]
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -11,11 +11,11 @@ from pydantic import ValidationError
 from lockmaster.activities.onboarding import OnboardingActivities, PreflightRequest
 from lockmaster.clouds.preflight import PreflightReport
 from tests.fixtures.keystone import REGION
-from tests.fixtures.onboarding import BIG_FLAVOR, OnboardingCloud, onboarding_cloud  # noqa: F401
+from tests.fixtures.onboarding import BIG_FLAVOR, OnboardingCloud
 
 
 @pytest.fixture
-def cloud(onboarding_cloud: OnboardingCloud) -> OnboardingCloud:  # noqa: F811
+def cloud(onboarding_cloud: OnboardingCloud) -> OnboardingCloud:
     onboarding_cloud.reset()
     return onboarding_cloud
 

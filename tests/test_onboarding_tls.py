@@ -68,9 +68,13 @@ class _Version(http.server.BaseHTTPRequestHandler):
 
 def https_server(cert: Path, key: Path) -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Version)
+    server.daemon_threads = True
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    # The handshake happens in the request thread, not in accept(): a client that gives up
+    # mid-handshake must not hold the serving loop (and shutdown) up.
+    server.socket = context.wrap_socket(server.socket, server_side=True,
+                                        do_handshake_on_connect=False)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

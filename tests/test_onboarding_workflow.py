@@ -10,24 +10,30 @@ from typing import Any
 
 import pytest
 import yaml
+from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 from typer.testing import CliRunner, Result
 
 from lockmaster.cli.main import app
+from lockmaster.clouds.preflight import PreflightReport
 from lockmaster.config.models import LockmasterConfig
-from lockmaster.model.onboarding import OnboardingStatus, onboard_id
+from lockmaster.model.onboarding import OnboardingStatus, PreflightRequest, onboard_id
 from lockmaster.review.registry import review_drivers
 from lockmaster.starters.onboarding import start_onboarding
 from lockmaster.temporal import search_attributes
+from lockmaster.temporal.task_queues import Role, task_queue
+from lockmaster.workers.common import workflow_runner
 from lockmaster.workers.orchestrator import orchestrator_worker
+from lockmaster.workflows.onboarding import OnboardingWorkflow
 from tests.deployment import make_config
 from tests.fixtures.keystone import REGION
-from tests.fixtures.onboarding import OnboardingCloud, onboarding_cloud  # noqa: F401
+from tests.fixtures.onboarding import OnboardingCloud
 
 
 @pytest.fixture
-def cloud(onboarding_cloud: OnboardingCloud) -> OnboardingCloud:  # noqa: F811
+def cloud(onboarding_cloud: OnboardingCloud) -> OnboardingCloud:
     onboarding_cloud.reset()
     return onboarding_cloud
 
@@ -128,3 +134,34 @@ async def test_cloud_cli(temporal_env: WorkflowEnvironment, client: Client,
     assert "not implemented yet" in shown.output and "quota/cores" in shown.output
     listed = await asyncio.to_thread(cli, "list")
     assert "COMPLETED" in listed.output and "preflight passed" in listed.output
+
+
+async def test_worker_crash_during_preflight_resumes_on_another_worker(
+    client: Client, cloud: OnboardingCloud, tmp_path: Path
+) -> None:
+    """The first worker dies while preflight runs; a new worker retries the (read-only)
+    activity and the same workflow finishes: no second workflow, nothing made twice."""
+    config = deployment(tmp_path, cloud)
+    queue = task_queue(config.temporal.task_queue_prefix, Role.ORCHESTRATOR)
+    started = asyncio.Event()
+
+    @activity.defn(name="onboarding_preflight")
+    async def hangs(request: PreflightRequest) -> PreflightReport:
+        started.set()
+        await asyncio.sleep(3600)  # cancelled when its worker shuts down
+        raise AssertionError("not reached")
+
+    first = Worker(client, task_queue=queue, workflows=[OnboardingWorkflow], activities=[hangs],
+                   workflow_runner=workflow_runner())
+    async with first:
+        handle = await start_onboarding(client, config, config.clouds[0].name, REGION, "carol")
+        await asyncio.wait_for(started.wait(), 60)
+        running = await handle.query("status", result_type=OnboardingStatus)
+        assert running.phase("preflight").state == "running"
+    async with orchestrator_worker(client, config, review_drivers(config)):
+        status = await handle.result()
+    assert status.phase("preflight").state == "passed", status.preflight
+    attempts = [e.activity_task_started_event_attributes.attempt
+                for e in (await handle.fetch_history()).events
+                if e.HasField("activity_task_started_event_attributes")]
+    assert attempts == [2]  # the retry after the crash (the first attempt's start is not kept)
