@@ -172,8 +172,9 @@ def observe(conn: Connection, owner: str) -> Observed:
     keypairs = [
         ObservedKeypair(name=k.name, public_key=k.public_key or "") for k in conn.compute.keypairs()
     ]
-    groups = [_group(g) for g in conn.network.security_groups() if tag in (g.tags or [])]
-    images = [_image(i) for i in conn.image.images() if tag in (i.tags or [])]
+    # Filtered by tag in the cloud (less to list), and again here (the check that matters).
+    groups = [_group(g) for g in conn.network.security_groups(tags=tag) if tag in (g.tags or [])]
+    images = [_image(i) for i in conn.image.images(tag=tag) if tag in (i.tags or [])]
     return Observed(keypairs=keypairs, security_groups=groups, images=images)
 
 
@@ -241,7 +242,9 @@ def _add_rule(conn: Connection, group_id: str, rule: Rule) -> None:
 
 
 def _create_group(conn: Connection, step: CreateSecurityGroup, tag: str) -> StepResult:
-    found = [g for g in conn.network.security_groups(name=step.name) if tag in (g.tags or [])]
+    found = [
+        g for g in conn.network.security_groups(name=step.name, tags=tag) if tag in (g.tags or [])
+    ]
     if found:
         group, detail = found[0], "adopted (tagged ours)"
     else:
@@ -277,7 +280,7 @@ def _delete_group(conn: Connection, step: DeleteSecurityGroup, tag: str) -> Step
 
 
 def _upload_image(conn: Connection, step: UploadImage, tag: str) -> StepResult:
-    for image in conn.image.images():
+    for image in conn.image.images(tag=tag):
         props = image.properties or {}
         ours = tag in (image.tags or []) and props.get(IMAGE_PROPERTY) == step.name
         if not ours or props.get(CHECKSUM_PROPERTY) != step.checksum:

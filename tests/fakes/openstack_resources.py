@@ -210,6 +210,9 @@ class ResourcesApi(FakeCloudState):
             wanted = request.query.getall(key, [])
             if wanted:
                 groups = [g for g in groups if g[key] in wanted]
+        if "tags" in request.query:  # Neutron: every one of the comma-separated tags
+            tags = set(request.query["tags"].split(","))
+            groups = [g for g in groups if tags <= set(g["tags"])]
         return web.json_response({"security_groups": groups})
 
     async def _get_group(self, request: web.Request, match: re.Match[str]) -> web.Response:
