@@ -6,6 +6,7 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from lockmaster.activities.cloud_resources import ACTIVITIES as CLOUD_RESOURCE_ACTIVITIES
 from lockmaster.activities.dns import DnsActivities
 from lockmaster.activities.merger import MergerActivities
 from lockmaster.activities.onboarding import OnboardingActivities
@@ -84,6 +85,8 @@ def orchestrator_worker(
                     OnboardingActivities().preflight,
                     # The region mirror's DNS step, its compensation, its preflight
                     # (PowerDNS; docs/clouds.md).
-                    *DnsActivities().all()],
+                    *DnsActivities().all(),
+                    # Declarative keypairs, security groups, images (docs/clouds.md).
+                    *CLOUD_RESOURCE_ACTIVITIES],
         workflow_runner=workflow_runner(),
     ))
