@@ -302,3 +302,20 @@ async def test_bad_references_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ApplicationError, match="not an OpenSSH public key"):
         await resolve_cloud_resources(ResolveRequest(spec=spec))
     assert CreateSecurityGroup  # the step types the workflow will carry are importable here
+
+
+@pytest.mark.parametrize("tags_on_create", [True, False])
+async def test_group_is_tagged_on_create_or_right_after_on_an_older_neutron(
+    ref: CloudRef, fake_openstack: FakeOpenStack, tags_on_create: bool
+) -> None:
+    fake_openstack.tags_on_create = tags_on_create
+    step = CreateSecurityGroup(name="nodes", description="d", rules=[])
+    done = await apply_cloud_resource_step(ApplyRequest(cloud=ref, owner=OWNER, step=step))
+    group = fake_openstack.security_groups[str(done.resource_id)]
+    assert group.tags == [TAG] and group.name == "nodes"
+    # rules=[]: Neutron's default egress rules were removed to match the step exactly.
+    assert group.rules == {}
+    assert len(fake_openstack.group_creates) == 1
+    assert {r.path for r in fake_openstack.requests if r.method == "PUT"} == (
+        set() if tags_on_create else {f"/network/v2.0/security-groups/{group.id}/tags"}
+    )

@@ -89,6 +89,8 @@ class ResourcesApi(FakeCloudState):
             self.rule_creates: list[str] = []
             self.image_creates: list[str] = []
             self._last_created = datetime(2026, 1, 1, tzinfo=UTC)
+            # Neutron's tag-creation extension (tags in a create's body); older clouds refuse.
+            self.tags_on_create = True
             self.add_security_group("default", tags=[])  # every project has one, never ours
 
     # --- test helpers ------------
@@ -223,6 +225,8 @@ class ResourcesApi(FakeCloudState):
         spec = (await self._body(request)).get("security_group") or {}
         if not spec.get("name"):
             raise FakeHTTPError(400, "Invalid input: security_group.name required.", "NeutronError")
+        if "tags" in spec and not self.tags_on_create:
+            raise FakeHTTPError(400, "Unrecognized attribute(s) 'tags'", "NeutronError")
         with self._lock:
             group = self.add_security_group(str(spec["name"]), list(spec.get("tags") or []))
             group.description = str(spec.get("description") or "")
