@@ -322,12 +322,15 @@ def test_untagged_groups_are_never_touched_even_with_a_spec_name() -> None:
     assert plan(spec(), Desired(), observed, ResourceRecord()).steps == []
 
 
-def test_recorded_group_whose_tag_was_removed_is_drift_and_left_alone() -> None:
+def test_recorded_group_whose_tag_was_removed_is_drift_left_alone_and_replaced() -> None:
     record = ResourceRecord(security_groups={"nodes": SecurityGroupRecord(id="g1", rules=EGRESS)})
     observed = Observed(security_groups=[group("g1", "nodes", [HTTP], tagged=False)])
     result = plan(spec(security_groups=[{"name": "nodes"}]), Desired(), observed, record)
-    assert result.steps == []
     assert [d.what for d in result.drift] == ["our tag removed outside"]
+    [step] = result.steps  # nothing on g1 (no rule update, no delete): a new group of ours
+    assert isinstance(step, CreateSecurityGroup)
+    assert result.record.security_groups == {}
+    assert apply_all(result, {"nodes": "g2"}).security_groups["nodes"].id == "g2"
 
 
 def test_tagged_unrecorded_group_is_swept_after_two_sightings() -> None:

@@ -444,8 +444,10 @@ def _plan_security_groups(spec: ResourceSpec, observed: Observed, out: Plan) -> 
         if entry is not None and (group is None or tag not in group.tags):
             gone = "deleted outside lockmaster" if group is None else "our tag removed outside"
             out.drift.append(Drift(kind="security-group", name=item.name, id=entry.id, what=gone))
-            if group is not None:
-                continue  # no longer ours: never touched; the operator decides
+            # Forgotten either way: an untagged group is not ours (never touched again), and
+            # the spec gets a new one of ours, as for any group the record does not hold.
+            del out.record.security_groups[item.name]
+            group = None
         if group is None:
             out.steps.append(
                 CreateSecurityGroup(
