@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.text import Text
 from temporalio.client import Client
 
 from lockmaster.cli.context import (
@@ -43,7 +44,7 @@ def _state_text(state: RegionState) -> tuple[str, str]:
     if state.status is None:
         return state.execution, "(no answer: is an orchestrator worker running?)"
     preflight = state.status.phase("preflight")
-    return state.execution, f"preflight {preflight.state}: {preflight.message}".rstrip(": ")
+    return state.execution, preflight.message or f"preflight {preflight.state}"
 
 
 @app.command("list")
@@ -61,7 +62,7 @@ def list_(config: Path | None = ConfigOpt) -> None:
     table = listing_table("cloud", "region", "workflow", "state", "preflight")
     for state in with_client(cfg, go):
         execution, preflight = _state_text(state)
-        table.add_row(state.cloud, state.region, state.workflow_id, execution, preflight)
+        table.add_row(state.cloud, state.region, state.workflow_id, execution, Text(preflight))
     out.print(table)
 
 
@@ -90,23 +91,27 @@ def status(
     _print_status(state.workflow_id, state.execution, state.status)
 
 
+def _say(text: str) -> None:
+    out.print(text, markup=False)  # messages hold [brackets] (lists of names), not markup
+
+
 def _print_status(wid: str, execution: str, status: OnboardingStatus) -> None:
-    out.print(f"{wid}: {execution}")
+    _say(f"{wid}: {execution}")
     if status.outcome:
-        out.print(status.outcome)
-    out.print("phases:")
+        _say(status.outcome)
+    _say("phases:")
     for phase in status.phases:
         state = "not implemented yet" if phase.state == "not-implemented" else phase.state
-        out.print(f"  {phase.name:15} {state:20} {phase.message or phase.description}")
+        _say(f"  {phase.name:15} {state:20} {phase.message or phase.description}")
     report = status.preflight
     if report is None:
         return
-    out.print(f"preflight report ({report.summary()}):")
+    _say(f"preflight report ({report.summary()}):")
     for check in report.checks:
         mark = "ok    " if check.ok else "FAILED"
-        out.print(f"  {mark} {check.name}: {check.message}")
+        _say(f"  {mark} {check.name}: {check.message}")
         if not check.ok and check.fix:
-            out.print(f"         fix: {check.fix}")
+            _say(f"         fix: {check.fix}")
 
 
 @app.command("onboard")

@@ -110,12 +110,17 @@ def _bad(name: str, message: str, fix: str) -> Check:
 def _keystone(spec: CloudConfig, tls: TlsFacts) -> Check:
     name = "keystone"
     if tls.scheme != "https" and not spec.insecure_for_tests:
-        return _bad(name, f"Keystone at {tls.url} is not reached over https",
-                    "give an https auth-url (seed 004 requires https to Keystone)")
+        return _bad(
+            name,
+            f"Keystone at {tls.url} is not reached over https",
+            "give an https auth-url (seed 004 requires https to Keystone)",
+        )
     if not tls.reachable:
         if tls.scheme == "https":
-            fix = ("if Keystone's certificate is self-signed, set ca-file to its CA bundle; "
-                   "otherwise fix the certificate chain (it must name the host)")
+            fix = (
+                "if Keystone's certificate is self-signed, set ca-file to its CA bundle; "
+                "otherwise fix the certificate chain (it must name the host)"
+            )
         else:
             fix = "check auth-url and that Keystone is up"
         return _bad(name, f"Keystone at {tls.url} not reachable: {tls.error}", fix)
@@ -126,10 +131,15 @@ def _keystone(spec: CloudConfig, tls: TlsFacts) -> Check:
 def _user(spec: CloudConfig, region: str, user: UserFacts) -> list[Check]:
     who = f"user {user.username!r} (project {user.project!r})"
     if not user.authenticated:
-        return [_bad(f"auth/{user.role}", f"{who} cannot authenticate: {user.error}",
-                     f"check users.{user.role} (username, project, domains) and its password "
-                     "file or variable; the donor makes the user, or a later phase does with "
-                     "admin credentials")]
+        return [
+            _bad(
+                f"auth/{user.role}",
+                f"{who} cannot authenticate: {user.error}",
+                f"check users.{user.role} (username, project, domains) and its password "
+                "file or variable; the donor makes the user, or a later phase does with "
+                "admin credentials",
+            )
+        ]
     checks = [_ok(f"auth/{user.role}", f"{who} authenticates")]
     checks.append(_admin(user, who))
     catalog, region_ok = _catalog(spec, region, user)
@@ -137,8 +147,13 @@ def _user(spec: CloudConfig, region: str, user: UserFacts) -> list[Check]:
     if not region_ok:
         return checks  # the services of this region cannot be asked
     if user.error:
-        checks.append(_bad(f"services/{user.role}", f"{who}: {user.error}",
-                           "check the services of this region answer for this user"))
+        checks.append(
+            _bad(
+                f"services/{user.role}",
+                f"{who}: {user.error}",
+                "check the services of this region answer for this user",
+            )
+        )
     if user.role == "zuul":
         checks.extend(_flavors(spec, user))
         checks.extend(_quota(spec, user))
@@ -150,9 +165,12 @@ def _admin(user: UserFacts, who: str) -> Check:
     name = f"not-admin/{user.role}"
     admin = sorted(ADMIN_ROLES.intersection(r.lower() for r in user.roles))
     if admin:
-        return _bad(name, f"{who} has the admin role on its project",
-                    "give lockmaster a user with the member role only (seed 004: the provided "
-                    "users should not have admin credentials); admin goes in `admin:` if at all")
+        return _bad(
+            name,
+            f"{who} has the admin role on its project",
+            "give lockmaster a user with the member role only (seed 004: the provided "
+            "users should not have admin credentials); admin goes in `admin:` if at all",
+        )
     return _ok(name, f"{who} is not an admin (roles: {', '.join(sorted(user.roles)) or 'none'})")
 
 
@@ -164,10 +182,18 @@ def _catalog(spec: CloudConfig, region: str, user: UserFacts) -> tuple[list[Chec
     checks: list[Check] = []
     if region not in regions:
         near = sorted(r for r in regions if r.lower() == region.lower())
-        hint = f"the catalog has {near[0]!r}: use that exact name" if near else (
-            f"the catalog's regions are {sorted(regions) or 'none'}")
-        checks.append(_bad(f"region/{user.role}",
-                           f"region {region!r} is not in {user.username!r}'s catalog", hint))
+        hint = (
+            f"the catalog has {near[0]!r}: use that exact name"
+            if near
+            else (f"the catalog's regions are {sorted(regions) or 'none'}")
+        )
+        checks.append(
+            _bad(
+                f"region/{user.role}",
+                f"region {region!r} is not in the catalog of {user.username!r}",
+                hint,
+            )
+        )
         return checks, False
     checks.append(_ok(f"region/{user.role}", f"region {region!r} is in the catalog"))
     missing = []
@@ -176,11 +202,15 @@ def _catalog(spec: CloudConfig, region: str, user: UserFacts) -> tuple[list[Chec
         if not any(region in user.catalog.get(t, []) for t in types):
             missing.append(service)
     if missing:
-        checks.append(_bad(f"catalog/{user.role}",
-                           f"{user.username!r}'s catalog has no {', '.join(missing)} endpoint "
-                           f"({spec.interface}) in region {region!r}",
-                           "ask the donor to register the service endpoint in this region"
-                           + ("; or set mirror.volume: false" if "volume" in missing else "")))
+        checks.append(
+            _bad(
+                f"catalog/{user.role}",
+                f"the catalog of {user.username!r} has no {', '.join(missing)} endpoint "
+                f"({spec.interface}) in region {region!r}",
+                "ask the donor to register the service endpoint in this region"
+                + ("; or set mirror.volume: false" if "volume" in missing else ""),
+            )
+        )
     else:
         checks.append(_ok(f"catalog/{user.role}", f"catalog has {', '.join(wanted)}"))
     return checks, True
@@ -198,8 +228,11 @@ def chosen_flavor(spec_label: CloudLabel, flavors: list[FlavorFacts]) -> FlavorF
     """The named flavor, or the smallest one meeting the label's needs."""
     if spec_label.flavor:
         return next((f for f in flavors if f.name == spec_label.flavor), None)
-    fitting = [f for f in flavors if _meets(f, spec_label.min_ram, spec_label.min_vcpus,
-                                            spec_label.min_disk)]
+    fitting = [
+        f
+        for f in flavors
+        if _meets(f, spec_label.min_ram, spec_label.min_vcpus, spec_label.min_disk)
+    ]
     return min(fitting, key=lambda f: (f.vcpus, f.ram, f.disk, f.name), default=None)
 
 
@@ -214,16 +247,30 @@ def _flavors(spec: CloudConfig, user: UserFacts) -> list[Check]:
         flavor = chosen_flavor(label, user.flavors)
         if flavor is None and label.flavor:
             known = ", ".join(sorted(f.name for f in user.flavors)) or "none"
-            checks.append(_bad(name, f"flavor {label.flavor!r} does not exist (there are: {known})",
-                               "name an existing flavor, or ask the donor to create it"))
+            checks.append(
+                _bad(
+                    name,
+                    f"flavor {label.flavor!r} does not exist (there are: {known})",
+                    "name an existing flavor, or ask the donor to create it",
+                )
+            )
         elif flavor is None:
-            checks.append(_bad(name, f"no flavor has {needs}",
-                               "ask the donor for a flavor that size (seed 004), or lower "
-                               "min-ram/min-vcpus/min-disk of the label"))
+            checks.append(
+                _bad(
+                    name,
+                    f"no flavor has {needs}",
+                    "ask the donor for a flavor that size (seed 004), or lower "
+                    "min-ram/min-vcpus/min-disk of the label",
+                )
+            )
         elif not _meets(flavor, label.min_ram, label.min_vcpus, label.min_disk):
-            checks.append(_bad(name, f"flavor {_flavor_text(flavor)} is smaller than the label "
-                                     f"needs ({needs})",
-                               "name a bigger flavor, or ask the donor for one"))
+            checks.append(
+                _bad(
+                    name,
+                    f"flavor {_flavor_text(flavor)} is smaller than the label needs ({needs})",
+                    "name a bigger flavor, or ask the donor for one",
+                )
+            )
         else:
             checks.append(_ok(name, f"flavor {_flavor_text(flavor)} meets {needs}"))
     return checks
@@ -251,12 +298,21 @@ def _quota(spec: CloudConfig, user: UserFacts) -> list[Check]:
         free = getattr(user.quota, resource)
         name = f"quota/{resource}"
         if free is not None and free < amount:
-            checks.append(_bad(name, f"{resource}: {free} free, max-servers {n} needs {amount}",
-                               f"ask the donor to raise the {resource} quota of project "
-                               f"{user.project!r} to {amount}, or lower max-servers"))
+            checks.append(
+                _bad(
+                    name,
+                    f"{resource}: {free} free, max-servers {n} needs {amount}",
+                    f"ask the donor to raise the {resource} quota of project "
+                    f"{user.project!r} to {amount}, or lower max-servers",
+                )
+            )
         else:
-            checks.append(_ok(name, f"{resource}: {'unlimited' if free is None else free} free, "
-                                    f"{amount} needed"))
+            checks.append(
+                _ok(
+                    name,
+                    f"{resource}: {'unlimited' if free is None else free} free, {amount} needed",
+                )
+            )
     return checks
 
 
@@ -266,7 +322,10 @@ def _disk_format(spec: CloudConfig, user: UserFacts) -> Check:
     if user.disk_formats is None:
         return _bad(name, "Glance's image schema could not be read", "see services/zuul")
     if fmt not in user.disk_formats:
-        return _bad(name, f"Glance does not accept disk format {fmt!r} "
-                          f"(it accepts {', '.join(user.disk_formats) or 'none'})",
-                    "set image-disk-format to one it accepts (and build images in it)")
+        return _bad(
+            name,
+            f"Glance does not accept disk format {fmt!r} "
+            f"(it accepts {', '.join(user.disk_formats) or 'none'})",
+            "set image-disk-format to one it accepts (and build images in it)",
+        )
     return _ok(name, f"Glance accepts disk format {fmt!r}")
