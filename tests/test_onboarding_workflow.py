@@ -19,6 +19,7 @@ from typer.testing import CliRunner, Result
 
 from lockmaster.cli.main import app
 from lockmaster.clouds.preflight import PreflightReport
+from lockmaster.config.dns import DnsConfig
 from lockmaster.config.models import LockmasterConfig
 from lockmaster.model.onboarding import OnboardingStatus, PreflightRequest, onboard_id
 from lockmaster.review.registry import review_drivers
@@ -31,6 +32,7 @@ from lockmaster.workflows.onboarding import OnboardingWorkflow
 from tests.deployment import make_config
 from tests.fixtures.keystone import REGION
 from tests.fixtures.onboarding import OnboardingCloud
+from tests.fixtures.pdns import PdnsServer, pdns_server  # noqa: F401
 
 
 @pytest.fixture
@@ -169,3 +171,28 @@ async def test_worker_crash_during_preflight_resumes_on_another_worker(
                 for e in (await handle.fetch_history()).events
                 if e.HasField("activity_task_started_event_attributes")]
     assert attempts == [2]  # the retry after the crash (the first attempt's start is not kept)
+
+
+async def test_dns_preflight_when_dns_is_configured(
+    client: Client, cloud: OnboardingCloud, tmp_path: Path,
+    pdns_server: PdnsServer,  # noqa: F811
+) -> None:
+    """With `dns:` configured, preflight also asks the DNS server (real PowerDNS) whether the
+    mirror's name can be made; a zone that does not exist fails with its fix."""
+    config = deployment(tmp_path, cloud)
+    name = config.clouds[0].name
+    config.dns = DnsConfig(api_url=pdns_server.api_url, api_key_file=pdns_server.api_key_file,
+                           zone=pdns_server.zone)
+    async with orchestrator_worker(client, config, review_drivers(config)):
+        status = await (await start_onboarding(client, config, name, REGION, "dave")).result()
+        assert status.preflight is not None and status.preflight.ok, status.preflight
+        dns = [c for c in status.preflight.checks if c.name == "dns"]
+        assert len(dns) == 1
+        assert f"mirror.regionone.{name}.{pdns_server.zone}" in dns[0].message
+
+        config.dns = DnsConfig(api_url=pdns_server.api_url,
+                               api_key_file=pdns_server.api_key_file, zone="absent.example")
+        status = await (await start_onboarding(client, config, name, REGION, "dave")).result()
+    assert status.preflight is not None
+    assert [c.name for c in status.preflight.failed()] == ["dns"]
+    assert "absent.example" in status.preflight.failed()[0].message

@@ -329,3 +329,15 @@ def _disk_format(spec: CloudConfig, user: UserFacts) -> Check:
             "set image-disk-format to one it accepts (and build images in it)",
         )
     return _ok(name, f"Glance accepts disk format {fmt!r}")
+
+
+def dns_checks(name: str | None, zone: str, problems: list[str],
+               existing: dict[str, list[str]]) -> list[Check]:
+    """The mirror's DNS name (activities/dns.py check_mirror_dns) as preflight checks: each
+    problem already says what is wrong and how to fix it."""
+    if problems:
+        return [_bad("dns", problem, "see the message (dns: in lockmaster.yaml, or the "
+                                     "PowerDNS server)") for problem in problems]
+    there = "; ".join(f"{kind} {', '.join(values)}" for kind, values in sorted(existing.items()))
+    note = f" (records already there, to be replaced: {there})" if there else ""
+    return [_ok("dns", f"mirror name {name} can be made in zone {zone}{note}")]

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from lockmaster.clouds.preflight import PreflightReport
 from lockmaster.config.clouds import CloudConfig
+from lockmaster.config.dns import DnsConfig
 
 PhaseState = Literal["pending", "running", "passed", "failed", "not-implemented"]
 
@@ -43,6 +44,9 @@ class PreflightRequest(BaseModel):
 class OnboardInput(BaseModel):
     cloud: CloudConfig  # file references already absolute (CloudConfig.resolved)
     region: str
+    # The DNS server for the region mirror's name (config/dns.py), api-key-file absolute; none:
+    # preflight does not check DNS (the mirror phase will need it).
+    dns: DnsConfig | None = None
     requested_by: str = ""
 
 

@@ -94,7 +94,9 @@ async def start_onboarding(client: Client, config: LockmasterConfig, cloud_name:
     cloud = find_cloud(config, cloud_name)
     regions_of(cloud, region)
     base = config.source.parent if config.source is not None else None
-    request = OnboardInput(cloud=cloud.resolved(base), region=region, requested_by=user)
+    dns = config.dns.resolved(base) if config.dns is not None else None
+    request = OnboardInput(cloud=cloud.resolved(base), region=region, requested_by=user,
+                           dns=dns)
     wid = workflow_id(config, cloud.name, region)
     try:
         return await client.start_workflow(

@@ -19,7 +19,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from lockmaster.clouds.preflight import PreflightReport
+    from lockmaster.clouds.preflight import PreflightReport, dns_checks
+    from lockmaster.model.dns import CheckMirrorDnsRequest, MirrorDnsCheck
     from lockmaster.model.onboarding import (
         OnboardingStatus,
         OnboardInput,
@@ -56,6 +57,8 @@ class OnboardingWorkflow:
                 retry_policy=PREFLIGHT_RETRY,
                 summary=f"preflight {request.cloud.name}/{request.region}",
             )
+            if request.dns is not None and workflow.patched("onboarding-dns-preflight"):
+                report = await self._dns_preflight(request, report)
             after_preflight(status, report)
         except ActivityError as exc:
             cause = exc.cause if exc.cause is not None else exc
@@ -65,6 +68,22 @@ class OnboardingWorkflow:
         workflow.upsert_search_attributes([search_attributes.RESULT.value_set(result)])
         self._publish()
         return status
+
+    async def _dns_preflight(self, request: OnboardInput,
+                             report: PreflightReport) -> PreflightReport:
+        """The mirror's DNS name can be made (server answers, key accepted, zone exists)."""
+        assert request.dns is not None
+        dns = await workflow.execute_activity(
+            "check_mirror_dns",
+            CheckMirrorDnsRequest(dns=request.dns, cloud=request.cloud.name,
+                                  region=request.region),
+            result_type=MirrorDnsCheck,
+            start_to_close_timeout=PREFLIGHT_TIMEOUT,
+            retry_policy=PREFLIGHT_RETRY,
+            summary=f"DNS preflight {request.cloud.name}/{request.region}",
+        )
+        extra = dns_checks(dns.name, dns.zone, dns.problems, dns.existing)
+        return report.model_copy(update={"checks": [*report.checks, *extra]})
 
     @workflow.query(name="status")
     def status(self) -> OnboardingStatus:
