@@ -19,6 +19,7 @@ from lockmaster.activities.cloud_resources import (
     resolve_cloud_resources,
 )
 from lockmaster.clouds.images import CHECKSUM_PROPERTY, IMAGE_PROPERTY
+from lockmaster.clouds.resource_record import record_step
 from lockmaster.clouds.resources import (
     CreateKeypair,
     CreateSecurityGroup,
@@ -32,7 +33,6 @@ from lockmaster.clouds.resources import (
     key_name_for,
     keypair_cloud_name,
     plan,
-    record_step,
 )
 from tests.fakes.openstack_cloud import FakeOpenStack
 
@@ -319,3 +319,47 @@ async def test_group_is_tagged_on_create_or_right_after_on_an_older_neutron(
     assert {r.path for r in fake_openstack.requests if r.method == "PUT"} == (
         set() if tags_on_create else {f"/network/v2.0/security-groups/{group.id}/tags"}
     )
+
+
+async def test_remote_group_rules_reach_neutron_as_group_ids(
+    ref: CloudRef, files: Path, fake_openstack: FakeOpenStack
+) -> None:
+    spec = ResourceSpec.model_validate(
+        {
+            "owner": OWNER,
+            "security-groups": [
+                {
+                    "name": "web",
+                    "rules": [
+                        {"protocol": "tcp", "port-min": 80, "port-max": 80, "remote-group": "nodes"}
+                    ],
+                },
+                {"name": "nodes", "rules": [{"remote-group": "nodes"}]},
+            ],
+        }
+    )
+    rec = Reconciler(ref)
+    await rec.round(spec)
+    await rec.round(spec)  # web's rule waited for nodes to be recorded
+    ids = {g.name: g.id for g in fake_openstack.security_groups.values() if TAG in g.tags}
+    remote = {
+        name: sorted(
+            (r["port_range_min"], r["remote_group_id"])
+            for r in fake_openstack.security_groups[gid].rules.values()
+            if r["remote_group_id"]
+        )
+        for name, gid in ids.items()
+    }
+    assert remote == {"web": [(80, ids["nodes"])], "nodes": [(None, ids["nodes"])]}
+    settled = await rec.round(spec)
+    assert settled.steps == [] and settled.drift == []
+    # A rule from a group that is not ours, added outside: drift, and removed.
+    theirs = fake_openstack.add_security_group("theirs", tags=[])
+    web = fake_openstack.security_groups[ids["web"]]
+    with fake_openstack._lock:
+        fake_openstack._add_rule(
+            web, {"direction": "ingress", "ethertype": "IPv4", "remote_group_id": theirs.id}
+        )
+    result = await rec.round(spec)
+    assert [(d.kind, d.id) for d in result.drift] == [("security-group", ids["web"])]
+    assert theirs.id not in {r["remote_group_id"] for r in web.rules.values()}

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from lockmaster.clouds.images import CHECKSUM_PROPERTY, IMAGE_PROPERTY, ImageRecord, ObservedImage
+from lockmaster.clouds.resource_record import record_step
 from lockmaster.clouds.resources import (
     CreateKeypair,
     CreateSecurityGroup,
@@ -29,7 +30,6 @@ from lockmaster.clouds.resources import (
     key_name_for,
     keypair_cloud_name,
     plan,
-    record_step,
 )
 
 TAG = "lockmaster:acme.r1"
@@ -539,3 +539,33 @@ images: [{name: debian-12, file: /img/d.qcow2, disk-format: raw}]
         ResourceSpec.model_validate(
             {"owner": "o", "images": [{"name": "x", "file": "/a", "disk-format": "zip"}]}
         )
+
+
+def test_remote_group_rules_name_a_spec_group_and_wait_for_it() -> None:
+    with pytest.raises(ValidationError, match="remote_group 'nope' is not a security group"):
+        spec(security_groups=[{"name": "a", "rules": [{"remote_group": "nope"}]}])
+    with pytest.raises(ValidationError, match="not both"):
+        Rule(remote_group="a", remote_ip_prefix="10.0.0.0/8")
+    from_b = Rule(protocol="tcp", port_min=80, port_max=80, remote_group="b")
+    own = Rule(remote_group="b")  # members of b reach each other
+    s = spec(
+        security_groups=[
+            {"name": "a", "rules": [from_b.model_dump()]},
+            {"name": "b", "rules": [own.model_dump()]},
+        ]
+    )
+    first = plan(s, Desired(), Observed(), ResourceRecord())
+    creates = {x.name: set(x.rules) for x in first.steps}  # type: ignore[union-attr]
+    assert creates == {"a": set(EGRESS), "b": {own, *EGRESS}}  # a's rule waits for b
+    record = apply_all(first, {"a": "ga", "b": "gb"})
+    observed = Observed(
+        security_groups=[group("ga", "a", EGRESS), group("gb", "b", [own, *EGRESS])]
+    )
+    second = plan(s, Desired(), observed, record)
+    assert second.drift == []
+    [step] = second.steps
+    assert isinstance(step, UpdateRules) and step.add == [from_b] and step.remove == []
+    record = apply_all(second)
+    observed.security_groups[0] = group("ga", "a", [*EGRESS, from_b])
+    third = plan(s, Desired(), observed, record)
+    assert third.steps == [] and third.drift == []

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         observe_cloud_resources,
         resolve_cloud_resources,
     )
+    from lockmaster.clouds.resource_record import record_step
     from lockmaster.clouds.resources import (
         Desired,
         Drift,
@@ -37,7 +38,6 @@ with workflow.unsafe.imports_passed_through():
         StepResult,
         SwitchKeypair,
         plan,
-        record_step,
     )
     from lockmaster.workers.common import workflow_runner
     from tests.fakes.openstack_cloud import FakeOpenStack

@@ -131,9 +131,10 @@ async def resolve_cloud_resources(request: ResolveRequest) -> Desired:
 # --- observe ---------------------------------------------------------------------------------
 
 
-def _rule(raw: dict[str, Any]) -> Rule | None:
-    if raw.get("remote_group_id"):
-        return None  # not expressible in the spec yet; such rules are left alone
+def _rule(raw: dict[str, Any], names: dict[str, str]) -> Rule:
+    """Neutron's rule as the spec writes it; `names`: our tagged groups, id -> name. A remote
+    group that is not ours reads "id:<uuid>" (no spec names it: removed from our groups)."""
+    remote = raw.get("remote_group_id")
     return Rule(
         direction=raw.get("direction") or "ingress",
         ethertype=raw.get("ethertype") or "IPv4",
@@ -141,15 +142,19 @@ def _rule(raw: dict[str, Any]) -> Rule | None:
         port_min=raw.get("port_range_min"),
         port_max=raw.get("port_range_max"),
         remote_ip_prefix=raw.get("remote_ip_prefix"),
+        remote_group=(names.get(remote, f"id:{remote}") if remote else None),
     )
 
 
-def _group(group: Any) -> ObservedSecurityGroup:
-    rules = []
-    for raw in group.security_group_rules or []:
-        rule = _rule(raw)
-        if rule is not None:
-            rules.append(ObservedRule(id=raw["id"], rule=rule))
+def _group_names(conn: Connection, tag: str) -> dict[str, str]:
+    return {g.id: g.name for g in conn.network.security_groups(tags=tag) if tag in (g.tags or [])}
+
+
+def _group(group: Any, names: dict[str, str]) -> ObservedSecurityGroup:
+    rules = [
+        ObservedRule(id=raw["id"], rule=_rule(raw, names))
+        for raw in group.security_group_rules or []
+    ]
     return ObservedSecurityGroup(
         id=group.id, name=group.name, tags=list(group.tags or []), rules=rules
     )
@@ -173,7 +178,9 @@ def observe(conn: Connection, owner: str) -> Observed:
         ObservedKeypair(name=k.name, public_key=k.public_key or "") for k in conn.compute.keypairs()
     ]
     # Filtered by tag in the cloud (less to list), and again here (the check that matters).
-    groups = [_group(g) for g in conn.network.security_groups(tags=tag) if tag in (g.tags or [])]
+    tagged = [g for g in conn.network.security_groups(tags=tag) if tag in (g.tags or [])]
+    names = {g.id: g.name for g in tagged}
+    groups = [_group(g, names) for g in tagged]
     images = [_image(i) for i in conn.image.images(tag=tag) if tag in (i.tags or [])]
     return Observed(keypairs=keypairs, security_groups=groups, images=images)
 
@@ -212,21 +219,27 @@ def _delete_keypair(conn: Connection, step: DeleteKeypair) -> StepResult:
     return StepResult(step=step, detail="deleted")
 
 
-def _ensure_rules(conn: Connection, group: Any, rules: list[Rule]) -> None:
+def _ensure_rules(conn: Connection, group: Any, rules: list[Rule], tag: str) -> None:
     wanted = set(rules)
-    have: dict[Rule, str] = {}
-    for raw in group.security_group_rules or []:
-        rule = _rule(raw)
-        if rule is not None:
-            have[rule] = raw["id"]
+    names = _group_names(conn, tag)
+    have = {_rule(raw, names): raw["id"] for raw in group.security_group_rules or []}
     for rule in sorted(wanted - set(have), key=Rule.key):
-        _add_rule(conn, group.id, rule)
+        _add_rule(conn, group.id, rule, names)
     for rule, rule_id in have.items():
         if rule not in wanted:
             conn.network.delete_security_group_rule(rule_id, ignore_missing=True)
 
 
-def _add_rule(conn: Connection, group_id: str, rule: Rule) -> None:
+def _add_rule(conn: Connection, group_id: str, rule: Rule, names: dict[str, str]) -> None:
+    remote_id = None
+    if rule.remote_group is not None:
+        ids = [i for i, n in names.items() if n == rule.remote_group]
+        if len(ids) != 1:  # the planner only sends rules whose group is recorded
+            raise _fail(
+                f"rule {rule.key()}: remote group {rule.remote_group!r} is "
+                f"{'not' if not ids else 'more than once'} among our security groups"
+            )
+        remote_id = ids[0]
     try:
         conn.network.create_security_group_rule(
             security_group_id=group_id,
@@ -236,6 +249,7 @@ def _add_rule(conn: Connection, group_id: str, rule: Rule) -> None:
             port_range_min=rule.port_min,
             port_range_max=rule.port_max,
             remote_ip_prefix=rule.remote_ip_prefix,
+            remote_group_id=remote_id,
         )
     except sdk_exceptions.ConflictException:
         pass  # already there: a retried step
@@ -249,7 +263,7 @@ def _create_group(conn: Connection, step: CreateSecurityGroup, tag: str) -> Step
         group, detail = found[0], "adopted (tagged ours)"
     else:
         group, detail = _new_group(conn, step, tag), "created"
-    _ensure_rules(conn, group, step.rules)
+    _ensure_rules(conn, group, step.rules, tag)
     return StepResult(step=step, resource_id=group.id, detail=detail)
 
 
@@ -273,8 +287,9 @@ def _update_rules(conn: Connection, step: UpdateRules, tag: str) -> StepResult:
     group = conn.network.get_security_group(step.group_id)
     if tag not in (group.tags or []):
         raise _fail(f"security group {step.group_id} is no longer tagged {tag}; left alone")
+    names = _group_names(conn, tag)
     for rule in step.add:
-        _add_rule(conn, step.group_id, rule)
+        _add_rule(conn, step.group_id, rule, names)
     for rule_id in step.remove:
         conn.network.delete_security_group_rule(rule_id, ignore_missing=True)
     return StepResult(step=step, resource_id=step.group_id, detail="rules updated")

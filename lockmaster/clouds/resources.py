@@ -2,7 +2,7 @@
 
 Pure: no I/O. The activities (lockmaster/activities/cloud_resources.py) observe the cloud and
 apply one step at a time; the caller keeps the `ResourceRecord` (in workflow state) and folds each
-step's result into it with `record_step`.
+step's result into it with `record_step` (resource_record.py).
 
 What is "ours" (the only things a plan ever deletes or changes):
 - security groups and images: tagged `lockmaster:<owner>` AND known to the record. A tagged one
@@ -48,9 +48,14 @@ class Rule(ConfigModel):
     port_min: int | None = Field(default=None, ge=0, le=65535)
     port_max: int | None = Field(default=None, ge=0, le=65535)
     remote_ip_prefix: str | None = None
+    # Traffic from members of a group: a security group of this spec, by name (its own name
+    # for "from each other"). Observed rules naming a group that is not ours read "id:<uuid>".
+    remote_group: str | None = None
 
     @model_validator(mode="after")
     def _ports(self) -> Rule:
+        if self.remote_group is not None and self.remote_ip_prefix is not None:
+            raise ValueError("give remote_ip_prefix or remote_group, not both")
         if (self.port_min is None) != (self.port_max is None):
             raise ValueError("give both port_min and port_max, or neither")
         if self.port_min is not None and self.port_max is not None:
@@ -114,6 +119,19 @@ class ResourceSpec(ConfigModel):
                 raise ValueError(f"{name!r} is named twice; names must be unique")
             seen.add(name)
         return items
+
+    @model_validator(mode="after")
+    def _remote_groups(self) -> ResourceSpec:
+        names = {g.name for g in self.security_groups}
+        for group in self.security_groups:
+            for rule in group.rules:
+                if rule.remote_group is not None and rule.remote_group not in names:
+                    raise ValueError(
+                        f"security group {group.name!r}: a rule's remote_group "
+                        f"{rule.remote_group!r} is not a security group of this spec "
+                        f"(it has: {', '.join(sorted(names))})"
+                    )
+        return self
 
 
 class Desired(BaseModel):
@@ -400,10 +418,10 @@ def _plan_keypairs(spec: ResourceSpec, desired: Desired, observed: Observed, out
     for name, entry in list(out.record.keypairs.items()):
         if name in wanted:
             continue
-        if not any(cloud_name in cloud for cloud_name, _ in _names_of(entry)):
+        if not any(cloud_name in cloud for cloud_name, _ in names_of(entry)):
             del out.record.keypairs[name]  # removed from the spec and already gone: forgotten
             continue
-        for cloud_name, public_key in _names_of(entry):
+        for cloud_name, public_key in names_of(entry):
             present = cloud.get(cloud_name)
             if present is None:
                 continue
@@ -420,7 +438,7 @@ def _plan_keypairs(spec: ResourceSpec, desired: Desired, observed: Observed, out
                 out.drift.append(_key_drift(name, cloud_name, "public key changed outside; kept"))
 
 
-def _names_of(entry: KeypairRecord) -> list[tuple[str, str]]:
+def names_of(entry: KeypairRecord) -> list[tuple[str, str]]:
     names = [(entry.cloud_name, entry.public_key)]
     if entry.next_name and entry.next_public_key:
         names.append((entry.next_name, entry.next_public_key))
@@ -453,7 +471,7 @@ def _plan_security_groups(spec: ResourceSpec, observed: Observed, out: Plan) -> 
                 CreateSecurityGroup(
                     name=item.name,
                     description=item.description,
-                    rules=_sorted(item.desired_rules()),
+                    rules=_sorted(_ready(item, out.record)),
                 )
             )
             continue
@@ -470,13 +488,17 @@ def _plan_security_groups(spec: ResourceSpec, observed: Observed, out: Plan) -> 
                     what=f"rules changed outside lockmaster: {added} added, {removed} removed",
                 )
             )
-        want = item.desired_rules()
+        want = _ready(item, out.record)
         add = _sorted(want - have)
-        remove = sorted(r.id for r in group.rules if r.rule not in want)
+        remove = sorted(r.id for r in group.rules if r.rule not in item.desired_rules())
         if add or remove:
             out.steps.append(
                 UpdateRules(
-                    name=item.name, group_id=group.id, add=add, remove=remove, rules=_sorted(want)
+                    name=item.name,
+                    group_id=group.id,
+                    add=add,
+                    remove=remove,
+                    rules=_sorted(want | (have & item.desired_rules())),
                 )
             )
     for name, entry in list(out.record.security_groups.items()):
@@ -513,86 +535,15 @@ def _plan_security_groups(spec: ResourceSpec, observed: Observed, out: Plan) -> 
     out.record.sightings = sightings
 
 
+def _ready(item: SecurityGroupSpec, record: ResourceRecord) -> frozenset[Rule]:
+    """The rules that can be made now: one naming another group waits until that group is
+    recorded (made in an earlier round), and is added by the round after."""
+    return frozenset(
+        r
+        for r in item.desired_rules()
+        if r.remote_group in (None, item.name) or r.remote_group in record.security_groups
+    )
+
+
 def _sorted(rules: frozenset[Rule] | set[Rule]) -> list[Rule]:
     return sorted(rules, key=Rule.key)
-
-
-# --- folding results into the record -------------------------------------------------------------
-
-
-def record_step(record: ResourceRecord, result: StepResult) -> ResourceRecord:
-    """The record once `result.step` has been applied (pure; the caller keeps the record)."""
-    out = record.model_copy(deep=True)
-    step = result.step
-    if isinstance(step, CreateKeypair):
-        entry = out.keypairs.get(step.spec_name)
-        if entry is not None and step.cloud_name in (entry.cloud_name, entry.next_name):
-            pass  # re-created after a deletion outside: the record already knows it
-        elif entry is None:
-            out.keypairs[step.spec_name] = KeypairRecord(
-                cloud_name=step.cloud_name, public_key=step.public_key
-            )
-        else:  # rotation: the new key exists beside the old one
-            entry.phase, entry.next_name, entry.next_public_key = (
-                "switching",
-                step.cloud_name,
-                step.public_key,
-            )
-    elif isinstance(step, SwitchKeypair):
-        entry = out.keypairs[step.spec_name]
-        assert entry.next_name is not None and entry.next_public_key is not None
-        out.keypairs[step.spec_name] = KeypairRecord(
-            cloud_name=entry.next_name,
-            public_key=entry.next_public_key,
-            phase="deleting-old",
-            old_name=entry.cloud_name,
-            old_public_key=entry.public_key,
-        )
-    elif isinstance(step, DeleteKeypair):
-        entry = out.keypairs.get(step.spec_name)
-        if entry is not None:
-            _forget_keypair(out, step.spec_name, entry, step.cloud_name)
-    elif isinstance(step, CreateSecurityGroup):
-        assert result.resource_id is not None
-        out.security_groups[step.name] = SecurityGroupRecord(
-            id=result.resource_id, rules=step.rules
-        )
-        out.sightings.pop(f"sg:{result.resource_id}", None)
-    elif isinstance(step, UpdateRules):
-        out.security_groups[step.name] = SecurityGroupRecord(id=step.group_id, rules=step.rules)
-    elif isinstance(step, DeleteSecurityGroup):
-        if (
-            out.security_groups.get(step.name, None)
-            and out.security_groups[step.name].id == step.group_id
-        ):
-            del out.security_groups[step.name]
-        out.sightings.pop(f"sg:{step.group_id}", None)
-    elif isinstance(step, UploadImage):
-        assert result.resource_id is not None and result.created_at is not None
-        out.images[result.resource_id] = ImageRecord(
-            id=result.resource_id,
-            name=step.name,
-            checksum=step.checksum,
-            created_at=result.created_at,
-        )
-        out.sightings.pop(f"image:{result.resource_id}", None)
-    elif isinstance(step, DeleteImage):
-        out.images.pop(step.image_id, None)
-        out.sightings.pop(f"image:{step.image_id}", None)
-    return out
-
-
-def _forget_keypair(out: ResourceRecord, name: str, entry: KeypairRecord, gone: str) -> None:
-    """Drop one deleted cloud keypair from a spec keypair's record; the others stay recorded
-    until their own delete is recorded (a failed second delete must not leak an untagged key)."""
-    if gone == entry.old_name:
-        entry.phase, entry.old_name, entry.old_public_key = "active", None, None
-    elif gone == entry.next_name:
-        entry.phase, entry.next_name, entry.next_public_key = "active", None, None
-    elif gone == entry.cloud_name:
-        rest = [(n, k) for n, k in _names_of(entry) if n != gone]
-        if not rest:
-            del out.keypairs[name]
-            return
-        # Only while the spec no longer names it: keep what remains to be deleted.
-        out.keypairs[name] = KeypairRecord(cloud_name=rest[0][0], public_key=rest[0][1])
