@@ -179,3 +179,32 @@ def test_cloud_names_unique_in_lockmaster_config() -> None:
     one = spec().model_dump(by_alias=True)
     with pytest.raises(ValidationError, match="'donor' is defined twice"):
         LockmasterConfig.model_validate({"clouds": [one, one]})
+
+
+def test_phases_and_details_say_what_is_not_implemented() -> None:
+    from lockmaster.model.onboarding import (
+        OnboardInput,
+        after_preflight,
+        details_markdown,
+        initial_status,
+    )
+
+    status = initial_status(OnboardInput(cloud=spec(), region=REGION, requested_by="alice"))
+    assert [p.state for p in status.phases[:2]] == ["pending", "not-implemented"]
+    report = evaluate(spec(), REGION, facts(zuul={"roles": ["admin"]}))
+    after_preflight(status, report)
+    details = details_markdown(status)
+    assert status.phase("preflight").state == "failed"
+    assert "**mirror**: not implemented yet" in details
+    assert "`not-admin/zuul`: user 'zuul' (project 'zuul') has the admin role" in details
+    after_preflight(status, None, "activity timed out")
+    assert status.phase("preflight").message == "preflight could not run: activity timed out"
+
+
+def test_dns_problems_become_failed_checks() -> None:
+    from lockmaster.clouds.preflight import dns_checks
+
+    bad = dns_checks(None, "example.org", ["zone 'example.org' does not exist: create it"], {})
+    assert [(c.name, c.ok) for c in bad] == [("dns", False)]
+    good = dns_checks("mirror.r.c.example.org", "example.org", [], {"A": ["192.0.2.1"]})
+    assert good[0].ok and "records already there, to be replaced: A 192.0.2.1" in good[0].message
