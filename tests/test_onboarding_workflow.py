@@ -4,6 +4,7 @@ Keystone and the fake cloud; and `lockmaster cloud` (list, status, onboard) with
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from pathlib import Path
@@ -140,6 +141,12 @@ async def test_cloud_cli(temporal_env: WorkflowEnvironment, client: Client,
     assert "not implemented yet" in shown.output and "quota/cores" in shown.output
     listed = await asyncio.to_thread(cli, "list")
     assert "COMPLETED" in listed.output and "preflight passed" in listed.output
+    as_json = await asyncio.to_thread(cli, "status", REGION, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    shown_status = OnboardingStatus.model_validate(json.loads(as_json.output)["status"])
+    assert shown_status.phase("preflight").state == "passed"
+    listed_json = json.loads((await asyncio.to_thread(cli, "list", "--json")).output)
+    assert [(r["region"], r["execution"]) for r in listed_json] == [(REGION, "COMPLETED")]
 
 
 async def test_worker_crash_during_preflight_resumes_on_another_worker(

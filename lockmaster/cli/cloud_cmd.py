@@ -7,6 +7,7 @@ onboarded exits 1 and starts nothing.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -36,6 +37,13 @@ from lockmaster.starters.onboarding import (
 
 app = typer.Typer(help="Onboard donated clouds: list, status, onboard.", no_args_is_help=True)
 ConfigOpt = typer.Option(None, "--config", "-c", help="lockmaster.yaml")
+JsonOpt = typer.Option(False, "--json", help="print JSON (for scripts)")
+
+
+def _json(state: RegionState) -> dict[str, object]:
+    return {"cloud": state.cloud, "region": state.region, "workflow_id": state.workflow_id,
+            "execution": state.execution,
+            "status": state.status.model_dump(mode="json") if state.status else None}
 
 
 def _state_text(state: RegionState) -> tuple[str, str]:
@@ -48,10 +56,10 @@ def _state_text(state: RegionState) -> tuple[str, str]:
 
 
 @app.command("list")
-def list_(config: Path | None = ConfigOpt) -> None:
+def list_(config: Path | None = ConfigOpt, as_json: bool = JsonOpt) -> None:
     """The configured clouds and regions, and how their onboarding stands."""
     cfg = load(config)
-    if not cfg.clouds:
+    if not cfg.clouds and not as_json:
         out.print("no clouds configured (add them under `clouds:` in lockmaster.yaml; "
                   "see docs/clouds.md)")
         return
@@ -59,8 +67,12 @@ def list_(config: Path | None = ConfigOpt) -> None:
     async def go(client: Client) -> list[RegionState]:
         return [await region_state(client, cfg, c.name, r) for c in cfg.clouds for r in c.regions]
 
+    states = with_client(cfg, go)
+    if as_json:
+        print(json.dumps([_json(state) for state in states], indent=2))
+        return
     table = listing_table("cloud", "region", "workflow", "state", "preflight")
-    for state in with_client(cfg, go):
+    for state in states:
         execution, preflight = _state_text(state)
         table.add_row(state.cloud, state.region, state.workflow_id, execution, Text(preflight))
     out.print(table)
@@ -70,6 +82,7 @@ def list_(config: Path | None = ConfigOpt) -> None:
 def status(
     region: str = typer.Argument(..., help="REGION, or CLOUD/REGION"),
     config: Path | None = ConfigOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """The phases of a region's onboarding and its preflight report."""
     cfg = load(config)
@@ -88,6 +101,9 @@ def status(
     if state.status is None:
         fail(f"{state.workflow_id} is {state.execution} but did not answer; is an orchestrator "
              "worker running?", 1)
+    if as_json:
+        print(json.dumps(_json(state), indent=2))
+        return
     _print_status(state.workflow_id, state.execution, state.status)
 
 
