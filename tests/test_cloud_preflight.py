@@ -164,7 +164,7 @@ def test_user_cannot_authenticate_stops_its_checks() -> None:
      "exactly one of password-file"),
     ({"users": {"zuul": {"username": "z", "project": "z", "password": "hunter2"},
                 "ci": {"username": "c", "project": "c", "password-env": "X"}}},
-     "Extra inputs are not permitted"),
+     "a password never goes in lockmaster.yaml"),
     ({"image-disk-format": "qcow3"}, "is not one of"),
     ({"regions": ["a b"]}, "region 'a b'"),
     ({"name": "a/b"}, "cloud name 'a/b'"),
@@ -208,3 +208,25 @@ def test_dns_problems_become_failed_checks() -> None:
     assert [(c.name, c.ok) for c in bad] == [("dns", False)]
     good = dns_checks("mirror.r.c.example.org", "example.org", [], {"A": ["192.0.2.1"]})
     assert good[0].ok and "records already there, to be replaced: A 192.0.2.1" in good[0].message
+
+
+def test_config_file_errors_say_where() -> None:
+    from lockmaster.config.loader import EXAMPLES, ConfigError, parse_config
+
+    text = (EXAMPLES / "dev.yaml").read_text() + """
+clouds:
+  - name: donor
+    auth-url: https://k.example/v3
+    regions: [RegionOne]
+    users:
+      zuul: {username: z, project: z, password: hunter2}
+      ci: {username: c, project: c, password-env: CI_PW}
+    labels: [{name: n}]
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "lockmaster.yaml")
+    [problem] = info.value.problems
+    assert problem.path == "clouds[0].users.zuul"
+    assert problem.line == text.splitlines().index(
+        "      zuul: {username: z, project: z, password: hunter2}") + 1
+    assert "password-file" in problem.message and "hunter2" not in str(info.value)

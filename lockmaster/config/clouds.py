@@ -51,6 +51,15 @@ class CloudCredential(ConfigModel):
     password_file: Path | None = None
     password_env: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_password(cls, data: object) -> object:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError("password: a password never goes in lockmaster.yaml; put it in a "
+                             "file (password-file: PATH, mode 0600) or an environment variable "
+                             "of the worker (password-env: NAME)")
+        return data
+
     @model_validator(mode="after")
     def _one_reference(self) -> CloudCredential:
         given = [n for n, v in (("password-file", self.password_file),
