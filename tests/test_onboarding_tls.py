@@ -134,3 +134,14 @@ def test_certificate_for_another_host_is_refused(wrong_host: tuple[str, Path]) -
     ok, text = keystone_check(spec(url, ca))
     assert not ok
     assert "TLS: certificate verify failed: IP address mismatch" in text, text
+
+
+def test_missing_ca_file_is_named_not_raised(good: tuple[str, Path], tmp_path: Path) -> None:
+    from lockmaster.activities.onboarding import gather
+
+    url, _ = good
+    cloud = spec(url, tmp_path / "absent-ca.pem")
+    report = evaluate(cloud, "RegionOne", gather(cloud, "RegionOne"))
+    failed = {c.name: c.message for c in report.failed()}
+    assert set(failed) == {"keystone", "auth/zuul", "auth/ci"}
+    assert f"ca-file {tmp_path / 'absent-ca.pem'} is not readable" in failed["keystone"]

@@ -171,6 +171,15 @@ def _quota(conn: Connection, project_id: str) -> QuotaFacts:
 
 
 def gather(spec: CloudConfig, region: str) -> CloudFacts:
+    if spec.ca_file is not None and not os.access(spec.ca_file, os.R_OK):
+        # requests and keystoneauth raise a bare OSError for it: say it once, ask nothing.
+        why = f"ca-file {spec.ca_file} is not readable on this worker"
+        scheme = spec.auth_url.split(":", 1)[0]
+        return CloudFacts(
+            keystone=TlsFacts(url=spec.auth_url, scheme=scheme, reachable=False, error=why),
+            users=[UserFacts(role=role, username=getattr(spec.users, role).username,
+                             project=getattr(spec.users, role).project, authenticated=False,
+                             error=why) for role in ("zuul", "ci")])
     return CloudFacts(keystone=probe_keystone(spec),
                       users=[gather_user(spec, region, role) for role in ("zuul", "ci")])
 
