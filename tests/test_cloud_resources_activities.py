@@ -363,3 +363,48 @@ async def test_remote_group_rules_reach_neutron_as_group_ids(
     result = await rec.round(spec)
     assert [(d.kind, d.id) for d in result.drift] == [("security-group", ids["web"])]
     assert theirs.id not in {r["remote_group_id"] for r in web.rules.values()}
+
+
+async def test_url_image_uploaded_once_per_build_and_a_bad_url_is_a_clear_error(
+    ref: CloudRef, tmp_path: Path, fake_openstack: FakeOpenStack
+) -> None:
+    import os
+
+    from aiohttp import web
+
+    served = tmp_path / "served.qcow2"
+    served.write_bytes(b"url build 1")
+
+    async def serve(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(served)
+
+    app = web.Application()
+    app.router.add_get("/images/debian.qcow2", serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        url = f"http://127.0.0.1:{port}/images/debian.qcow2"
+        spec = ResourceSpec.model_validate(
+            {"owner": OWNER, "images": [{"name": "debian-12", "url": url}]}
+        )
+        rec = Reconciler(ref)
+        await rec.round(spec)
+        [first] = ours(fake_openstack)[2]
+        assert fake_openstack.image_meta[first].size == len(b"url build 1")
+        assert (await rec.round(spec)).steps == []  # same ETag: nothing to upload
+        served.write_bytes(b"url build 2, longer")
+        os.utime(served, (1, 2))  # a new build: new mtime and size, so a new ETag
+        await rec.round(spec)
+        assert len(ours(fake_openstack)[2]) == 2
+        sizes = sorted(m.size or 0 for m in fake_openstack.image_meta.values() if TAG in m.tags)
+        assert sizes == [len(b"url build 1"), len(b"url build 2, longer")]
+        missing = ResourceSpec.model_validate(
+            {"owner": OWNER, "images": [{"name": "x", "url": url.replace("debian", "nope")}]}
+        )
+        with pytest.raises(ApplicationError, match=r"image 'x': .*nope\.qcow2 answered HTTP 404"):
+            await resolve_cloud_resources(ResolveRequest(spec=missing))
+    finally:
+        await runner.cleanup()

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 from openstack import exceptions as sdk_exceptions
 from openstack.connection import Connection
 from pydantic import BaseModel
@@ -48,6 +50,7 @@ from lockmaster.clouds.resources import (
 from lockmaster.temporal.heartbeat import heartbeating
 
 CHUNK = 1 << 20
+HTTP_TIMEOUT = 60.0  # seconds without progress for a URL image's HEAD or download
 
 
 class CloudRef(BaseModel):
@@ -93,6 +96,35 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _url_version(name: str, url: str) -> str:
+    """A URL image's version without downloading it: its final URL, ETag, Last-Modified and
+    length (a new build changes at least one). Stands where a file image has its sha256."""
+    try:
+        answer = httpx.head(url, follow_redirects=True, timeout=HTTP_TIMEOUT)
+    except httpx.HTTPError as exc:  # unreachable now: worth retrying
+        raise ApplicationError(f"image {name!r}: {url} did not answer: {exc}") from exc
+    if answer.status_code >= 400:
+        message = f"image {name!r}: {url} answered HTTP {answer.status_code}"
+        if answer.status_code >= 500:
+            raise ApplicationError(message)
+        raise _fail(f"{message}; fix the url in the resources spec")
+    marks = [answer.headers.get(h, "") for h in ("etag", "last-modified", "content-length")]
+    if not any(marks):
+        raise _fail(
+            f"image {name!r}: {url} gives no ETag, Last-Modified or Content-Length, so its "
+            "builds cannot be told apart; serve it with one, or use a file"
+        )
+    return hashlib.sha256("\n".join([str(answer.url), *marks]).encode()).hexdigest()
+
+
+def _download(url: str, into: Path) -> None:
+    with httpx.stream("GET", url, follow_redirects=True, timeout=HTTP_TIMEOUT) as answer:
+        answer.raise_for_status()
+        with into.open("wb") as handle:
+            for chunk in answer.iter_bytes(CHUNK):
+                handle.write(chunk)
+
+
 def resolve(spec: ResourceSpec) -> Desired:
     """Read the public keys and hash the image files the spec refers to."""
     desired = Desired()
@@ -108,10 +140,10 @@ def resolve(spec: ResourceSpec) -> Desired:
             raise _fail(f"keypair {key.name!r}: {key.public_key_file} is not an OpenSSH public key")
         desired.public_keys[key.name] = text
     for image in spec.images:
-        if image.file is None:
-            raise _fail(
-                f"image {image.name!r}: only file images can be uploaded so far (url given)"
-            )
+        if image.url is not None:
+            desired.image_checksums[image.name] = _url_version(image.name, image.url)
+            continue
+        assert image.file is not None
         try:
             desired.image_checksums[image.name] = _sha256(image.file)
         except OSError as exc:
@@ -319,10 +351,22 @@ def _upload_image(conn: Connection, step: UploadImage, tag: str) -> StepResult:
                 detail="adopted (uploaded before)",
             )
         conn.image.delete_image(image.id, ignore_missing=True)  # a half-done upload of ours
-    assert step.spec.file is not None  # resolve() refuses URL images
+    if step.spec.url is not None:  # through the worker: Glance's web-download is optional
+        with tempfile.TemporaryDirectory(prefix="lockmaster-image-") as folder:
+            local = Path(folder) / "image"
+            try:
+                _download(step.spec.url, local)
+            except httpx.HTTPError as exc:
+                raise ApplicationError(f"image {step.name!r}: download failed: {exc}") from exc
+            return _upload_file(conn, step, tag, local)
+    assert step.spec.file is not None
+    return _upload_file(conn, step, tag, step.spec.file)
+
+
+def _upload_file(conn: Connection, step: UploadImage, tag: str, path: Path) -> StepResult:
     image = conn.image.create_image(
         step.name,
-        filename=str(step.spec.file),
+        filename=str(path),
         disk_format=step.spec.disk_format,
         container_format="bare",
         tags=[tag],
