@@ -73,16 +73,21 @@ class OnboardingWorkflow:
                              report: PreflightReport) -> PreflightReport:
         """The mirror's DNS name can be made (server answers, key accepted, zone exists)."""
         assert request.dns is not None
-        dns = await workflow.execute_activity(
-            "check_mirror_dns",
-            CheckMirrorDnsRequest(dns=request.dns, cloud=request.cloud.name,
-                                  region=request.region),
-            result_type=MirrorDnsCheck,
-            start_to_close_timeout=PREFLIGHT_TIMEOUT,
-            retry_policy=PREFLIGHT_RETRY,
-            summary=f"DNS preflight {request.cloud.name}/{request.region}",
-        )
-        extra = dns_checks(dns.name, dns.zone, dns.problems, dns.existing)
+        try:
+            dns = await workflow.execute_activity(
+                "check_mirror_dns",
+                CheckMirrorDnsRequest(dns=request.dns, cloud=request.cloud.name,
+                                      region=request.region),
+                result_type=MirrorDnsCheck,
+                start_to_close_timeout=PREFLIGHT_TIMEOUT,
+                retry_policy=PREFLIGHT_RETRY,
+                summary=f"DNS preflight {request.cloud.name}/{request.region}",
+            )
+            extra = dns_checks(dns.name, dns.zone, dns.problems, dns.existing)
+        except ActivityError as exc:  # the cloud's report stands; DNS is one failed check
+            cause = exc.cause if exc.cause is not None else exc
+            extra = dns_checks(None, request.dns.zone,
+                               [f"DNS preflight could not run: {cause}"], {})
         return report.model_copy(update={"checks": [*report.checks, *extra]})
 
     @workflow.query(name="status")
