@@ -275,7 +275,7 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
                                 if t in self._arriving_requests]
                 self._flush_records(force=True)  # (the next run issues it)
                 workflow.continue_as_new(inp)
-            await self._sleep(None, continuing)
+            await self._sleep(self._records_wait(), continuing)
 
     def _show_details(self, continuing: bool) -> None:
         """The Web UI's "Current details": the queue, every item and job (metadata, not a

@@ -6,7 +6,6 @@ goes back into the pure queue through a continuation of the work's kind."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -233,25 +232,32 @@ class GateWork:
 
     def _records(self) -> RecordBuildsRequest:
         """What was recorded and not handed out yet (not carried: handed out before the run
-        continues as new). The first record of a batch starts its timer: a batch waits at most
-        RECORD_DELAY, whether or not anything else wakes the queue."""
+        continues as new). Only the main loop hands batches out (`_flush_records`, and its
+        sleep wakes when the first record is RECORD_DELAY old): a timer task of its own,
+        started from a result's handler, made replays under load issue the recording where
+        the live run had issued a build (a nondeterminism error)."""
         pending = self.__dict__.get("_records_pending")
         if pending is None or not (pending.builds or pending.buildsets):
             pending = self._records_pending = RecordBuildsRequest(builds=[])
-            self._records_timer = asyncio.ensure_future(self._records_due())
+            self._records_since = workflow.now().timestamp()
         return pending
 
-    async def _records_due(self) -> None:
-        await workflow.sleep(RECORD_DELAY)
-        self._flush_records(force=True)
+    def _records_wait(self) -> timedelta | None:
+        """How long the main loop may sleep before the waiting batch is due (None: none waits)."""
+        pending = self.__dict__.get("_records_pending")
+        if pending is None or not (pending.builds or pending.buildsets):
+            return None
+        due = self._records_since + RECORD_DELAY.total_seconds()
+        return timedelta(seconds=max(0.001, due - workflow.now().timestamp()))
 
     def _flush_records(self, force: bool = False) -> None:
-        """Hand what was recorded to one activity once RECORD_BATCH records wait, when the batch's
-        timer fires, or (force) before the run continues as new."""
+        """Hand what was recorded to one activity once RECORD_BATCH records wait, once the
+        first of them is RECORD_DELAY old, or (force) before the run continues as new."""
         pending = self.__dict__.get("_records_pending")
         if pending is None or not (pending.builds or pending.buildsets):
             return
-        if not force and len(pending.builds) + len(pending.buildsets) < RECORD_BATCH:
+        due = workflow.now().timestamp() - self._records_since >= RECORD_DELAY.total_seconds()
+        if not force and not due and len(pending.builds) + len(pending.buildsets) < RECORD_BATCH:
             return
         self._records_pending = RecordBuildsRequest(builds=[])
         self._work.submit(records_work(pending, self._tq(Role.ORCHESTRATOR)))
