@@ -63,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         WorkTracker,
         should_continue_as_new,
     )
+    from lockmaster.workflows.recording import recording
     from lockmaster.workflows.tasks import spawn
 
 
@@ -235,6 +236,10 @@ class GateQueueWorkflow(LongLivedWorkflow, GateWork, LegacyGateRun):
         # changes are checked on each pass (versioned: histories recorded before replay as
         # they ran).
         batches = workflow.patched("submit-in-batches")
+        # Whether this run records in the results database: asked once, here, in its first
+        # workflow task (asked from results' handlers, replays under load disagreed with the
+        # live run on it).
+        self._recording = recording()
         queue = self._queue = GateQueue(inp.state, labels, lambda: workflow.uuid4().hex,
                                         submit_in_batches=batches,
                                         needs_checked=workflow.patched("needs-checked"),

@@ -58,7 +58,6 @@ with workflow.unsafe.imports_passed_through():
         records_work,
     )
     from lockmaster.workflows.longlived import WorkTracker
-    from lockmaster.workflows.recording import recording
     from lockmaster.workflows.work_options import retry_fields
 
 MERGE_ROW = 8  # merges per prepare_states activity
@@ -265,7 +264,7 @@ class GateWork:
     def _record_build(self, ctx: dict[str, Any], result: BuildResult | None) -> None:
         """Its record in the results database (Work: never holds the queue up)."""
         assert self._queue is not None
-        if "item_id" not in ctx or not recording():
+        if "item_id" not in ctx or not self.__dict__.get("_recording", False):
             return
         state = self._queue.state
         # The changes it tested, as the queue knows them: the items' own, and the item's state
@@ -285,7 +284,8 @@ class GateWork:
         """An item's buildset, at its final report (before the item leaves the queue)."""
         assert self._queue is not None
         if action not in ("success", "failure", "merge-conflict", "merge-failure", "dequeue",
-                          "no-jobs", "config-error") or not recording():
+                          "no-jobs", "config-error") \
+                or not self.__dict__.get("_recording", False):
             return
         state = self._queue.state
         item = self._queue.item(key)
